@@ -1,0 +1,303 @@
+//! Config schema (RON, version 1), loading and validation.
+//!
+//! Loading has two phases:
+//! 1. [`raw`]: strict serde structs (`deny_unknown_fields`, named defaults) parsed with RON.
+//! 2. [`validate`]: checks that collect **every** problem (duplicates, dangling references,
+//!    dependency and fallback cycles, out-of-range numbers, empty workflows), each naming the
+//!    entity and, where it can be found, its `file:line:col`; then builds the types below.
+//!
+//! The schema is documented for users in `config/README.md`.
+
+pub mod raw;
+pub mod span;
+pub mod validate;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use validate::{ConfigError, ConfigErrors};
+
+/// The validated config the runtime uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// File the config was read from (for messages); `None` when parsed from a string.
+    pub source: Option<PathBuf>,
+    /// Runtime-wide settings.
+    pub runtime: RuntimeSettings,
+    /// LLM backends by declaration order.
+    pub backends: Vec<BackendSpec>,
+    /// Tool settings.
+    pub tools: ToolsSettings,
+    /// Agents by declaration order.
+    pub agents: Vec<AgentSpec>,
+    /// Workflows by declaration order.
+    pub workflows: Vec<WorkflowSpec>,
+}
+
+impl Config {
+    /// Reads and validates a config file. Relative paths inside it resolve against its folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        validate::load_file(path)
+    }
+
+    /// Parses and validates config text; relative paths resolve against `base_dir`.
+    pub fn parse(text: &str, origin: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+        validate::load_str(text, origin, base_dir)
+    }
+
+    /// The agent called `name`.
+    pub fn agent(&self, name: &str) -> Option<&AgentSpec> {
+        self.agents.iter().find(|a| a.name == name)
+    }
+
+    /// The backend called `name`.
+    pub fn backend(&self, name: &str) -> Option<&BackendSpec> {
+        self.backends.iter().find(|b| b.name == name)
+    }
+}
+
+/// Runtime-wide settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeSettings {
+    /// Most tasks running at once across all workflows.
+    pub max_concurrency: usize,
+    /// Where run artifacts (workspace copies, later the store) go; absolute.
+    pub data_dir: PathBuf,
+    /// Supervisor restart limits and backoff.
+    pub supervisor: SupervisorSettings,
+    /// Extra time past a task's attempt timeout before its lease is revoked.
+    pub lease_grace: Duration,
+    /// How much a waiting task's effective priority grows per second of waiting.
+    pub aging_per_sec: f64,
+    /// How long `serve` waits for in-flight steps on shutdown before returning them.
+    pub shutdown_timeout: Duration,
+}
+
+/// Restart intensity and backoff of every supervisor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SupervisorSettings {
+    /// Most restarts allowed within `within`; one more escalates to the parent.
+    pub max_restarts: u32,
+    /// The intensity window.
+    pub within: Duration,
+    /// First restart delay.
+    pub backoff_initial: Duration,
+    /// Largest restart delay.
+    pub backoff_max: Duration,
+}
+
+/// One LLM backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendSpec {
+    /// Unique name agents refer to.
+    pub name: String,
+    /// Which implementation and its settings.
+    pub kind: BackendKind,
+}
+
+/// The backend implementations.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BackendKind {
+    /// OpenAI-compatible HTTP server.
+    OpenAi(OpenAiSettings),
+    /// The deterministic simulator.
+    Sim(SimSettings),
+}
+
+impl BackendKind {
+    /// `"openai"` or `"sim"`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            BackendKind::OpenAi(_) => "openai",
+            BackendKind::Sim(_) => "sim",
+        }
+    }
+}
+
+/// Settings of an OpenAI-compatible backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenAiSettings {
+    /// Base URL up to and including `/v1`, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// Model name sent in each request.
+    pub model: String,
+    /// Environment variable holding the API key; `None` sends no `Authorization` header.
+    pub api_key_env: Option<String>,
+    /// Timeout of one HTTP request.
+    pub request_timeout: Duration,
+    /// `max_tokens` sent with each request, if any.
+    pub max_tokens: Option<u32>,
+    /// Sampling temperature, if any.
+    pub temperature: Option<f32>,
+}
+
+/// Settings of the simulator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimSettings {
+    /// Seed of every random choice; same seed and same requests give the same replies.
+    pub seed: u64,
+    /// Latency model.
+    pub latency: SimLatency,
+    /// Fault injection rates, each 0..=1, drawn per call.
+    pub faults: SimFaults,
+}
+
+/// The simulator's latency model: `ttft = base + per_prompt_token * prompt_tokens`,
+/// then `per_output_token * completion_tokens` of decode.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct SimLatency {
+    /// Fixed part of time to first token.
+    pub base: Duration,
+    /// Prefill cost per prompt token.
+    pub per_prompt_token: Duration,
+    /// Decode cost per output token.
+    pub per_output_token: Duration,
+}
+
+/// Fault injection rates of the simulator, each a probability per call.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct SimFaults {
+    /// Probability that a call returns a retryable error.
+    pub error_rate: f64,
+    /// Probability that a call panics (exercises supervision).
+    pub panic_rate: f64,
+    /// Probability that a call never returns (exercises timeouts).
+    pub hang_rate: f64,
+}
+
+/// Tool settings shared by every agent.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ToolsSettings {
+    /// `run_command` settings.
+    pub command: crate::tools::CommandSettings,
+    /// File tool settings.
+    pub files: crate::tools::FileSettings,
+}
+
+/// Retry policy of an agent's tasks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts on this agent before falling back (at least 1).
+    pub max_attempts: u32,
+    /// Delay before the second attempt.
+    pub initial_backoff: Duration,
+    /// Largest delay.
+    pub max_backoff: Duration,
+    /// Growth factor per attempt (>= 1).
+    pub multiplier: f64,
+    /// Random spread, 0..=1: the delay is scaled by a factor in `[1 - jitter, 1 + jitter]`.
+    pub jitter: f64,
+}
+
+/// An agent's workspace for file tools and commands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkspaceSpec {
+    /// Absolute root as declared (resolved against the config's folder).
+    pub root: PathBuf,
+    /// Copy the root into the run's data directory first, so the original stays untouched.
+    pub copy: bool,
+}
+
+/// What the simulator does for this agent, step by step.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SimBehaviour {
+    /// Replies by step index within an attempt; past the end, the simulator answers finally.
+    pub script: Vec<SimStep>,
+    /// Faults forced on given attempts (on top of the backend's random rates).
+    pub faults: Vec<SimForcedFault>,
+}
+
+/// One scripted simulator reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SimStep {
+    /// Call a tool with these JSON arguments.
+    Call {
+        /// Tool name.
+        tool: String,
+        /// JSON arguments.
+        args: serde_json::Value,
+    },
+    /// Give this final answer. `{{last_tool_result}}` is replaced by the previous tool result.
+    Answer(String),
+}
+
+/// A fault the simulator forces on one attempt of this agent's tasks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SimForcedFault {
+    /// Attempt number (1-based) on this agent.
+    pub attempt: u32,
+    /// Step index within that attempt.
+    pub step: u32,
+    /// What happens.
+    pub kind: SimFaultKind,
+}
+
+/// Kinds of injected fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimFaultKind {
+    /// A retryable error.
+    Error,
+    /// A panic inside the agent's step.
+    Panic,
+    /// A call that never returns.
+    Hang,
+}
+
+/// One agent (or a pool of identical replicas).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentSpec {
+    /// Unique name.
+    pub name: String,
+    /// System prompt.
+    pub role: String,
+    /// Backend name.
+    pub backend: String,
+    /// Granted tools.
+    pub tools: Vec<String>,
+    /// 0..=100; higher runs first.
+    pub priority: u8,
+    /// Most LLM calls per attempt.
+    pub max_steps: u32,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// Agent that takes a task after this one's attempts are spent.
+    pub fallback: Option<String>,
+    /// Token budget of the prompt.
+    pub context_budget_tokens: u64,
+    /// Workspace for file tools and commands.
+    pub workspace: Option<WorkspaceSpec>,
+    /// Argv prefixes `run_command` may run.
+    pub commands: Vec<Vec<String>>,
+    /// Number of identical actor instances.
+    pub replicas: u32,
+    /// Bus topics this agent receives.
+    pub subscribe: Vec<String>,
+    /// Simulator behaviour (only with a `sim` backend).
+    pub sim: SimBehaviour,
+}
+
+/// One workflow: a DAG of tasks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowSpec {
+    /// Unique name.
+    pub name: String,
+    /// Tasks in declaration order.
+    pub tasks: Vec<TaskSpec>,
+}
+
+/// One task of a workflow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSpec {
+    /// Id, unique within the workflow.
+    pub id: String,
+    /// Agent that runs it first.
+    pub agent: String,
+    /// Input text; `{{task_id}}` is replaced by that upstream task's output.
+    pub input: String,
+    /// Tasks that must succeed first.
+    pub depends_on: Vec<String>,
+    /// Added to the agent's priority for this task (may be negative).
+    pub priority_boost: i16,
+}

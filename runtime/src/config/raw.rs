@@ -1,0 +1,519 @@
+//! Phase one: the RON text as strict serde structs.
+//!
+//! Every struct denies unknown fields and names its defaults, so a typo is an error and a
+//! missing optional field has one documented value. Nothing here is checked beyond its type;
+//! [`super::validate`] does the rest.
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Schema version; only 1 exists.
+    pub version: u32,
+    /// Runtime-wide settings.
+    #[serde(default)]
+    pub runtime: RawRuntime,
+    /// LLM backends.
+    #[serde(default)]
+    pub backends: Vec<RawBackend>,
+    /// Tool settings.
+    #[serde(default)]
+    pub tools: RawTools,
+    /// Agents.
+    #[serde(default)]
+    pub agents: Vec<RawAgent>,
+    /// Workflows.
+    #[serde(default)]
+    pub workflows: Vec<RawWorkflow>,
+}
+
+/// `runtime: (...)`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuntime {
+    /// Most tasks running at once.
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: u32,
+    /// Data directory, relative to the config's folder.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: String,
+    /// Supervisor limits.
+    #[serde(default)]
+    pub supervisor: RawSupervisor,
+    /// Lease grace past the attempt timeout, in seconds.
+    #[serde(default = "default_lease_grace_secs")]
+    pub lease_grace_secs: f64,
+    /// Priority points gained per second of waiting.
+    #[serde(default = "default_aging_per_sec")]
+    pub aging_per_sec: f64,
+    /// Graceful shutdown wait in seconds.
+    #[serde(default = "default_shutdown_timeout_secs")]
+    pub shutdown_timeout_secs: f64,
+}
+
+impl Default for RawRuntime {
+    fn default() -> Self {
+        Self {
+            max_concurrency: default_max_concurrency(),
+            data_dir: default_data_dir(),
+            supervisor: RawSupervisor::default(),
+            lease_grace_secs: default_lease_grace_secs(),
+            aging_per_sec: default_aging_per_sec(),
+            shutdown_timeout_secs: default_shutdown_timeout_secs(),
+        }
+    }
+}
+
+fn default_max_concurrency() -> u32 {
+    4
+}
+fn default_data_dir() -> String {
+    ".agentos".into()
+}
+fn default_lease_grace_secs() -> f64 {
+    5.0
+}
+fn default_aging_per_sec() -> f64 {
+    1.0
+}
+fn default_shutdown_timeout_secs() -> f64 {
+    10.0
+}
+
+/// `supervisor: (...)`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSupervisor {
+    /// Restarts allowed within the window.
+    #[serde(default = "default_max_restarts")]
+    pub max_restarts: u32,
+    /// Window in seconds.
+    #[serde(default = "default_within_secs")]
+    pub within_secs: f64,
+    /// First restart delay in milliseconds.
+    #[serde(default = "default_restart_backoff_initial_ms")]
+    pub backoff_initial_ms: u64,
+    /// Largest restart delay in milliseconds.
+    #[serde(default = "default_restart_backoff_max_ms")]
+    pub backoff_max_ms: u64,
+}
+
+impl Default for RawSupervisor {
+    fn default() -> Self {
+        Self {
+            max_restarts: default_max_restarts(),
+            within_secs: default_within_secs(),
+            backoff_initial_ms: default_restart_backoff_initial_ms(),
+            backoff_max_ms: default_restart_backoff_max_ms(),
+        }
+    }
+}
+
+fn default_max_restarts() -> u32 {
+    5
+}
+fn default_within_secs() -> f64 {
+    10.0
+}
+fn default_restart_backoff_initial_ms() -> u64 {
+    10
+}
+fn default_restart_backoff_max_ms() -> u64 {
+    1000
+}
+
+/// `(name: ..., kind: ...)` in `backends`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    /// Unique name.
+    pub name: String,
+    /// Implementation and settings.
+    pub kind: RawBackendKind,
+}
+
+/// `OpenAi((...))` or `Sim((...))`.
+#[derive(Debug, Clone, Deserialize)]
+pub enum RawBackendKind {
+    /// OpenAI-compatible server.
+    OpenAi(RawOpenAi),
+    /// The simulator.
+    Sim(#[serde(default)] RawSim),
+}
+
+/// OpenAI-compatible settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOpenAi {
+    /// Base URL up to `/v1`.
+    pub base_url: String,
+    /// Model name.
+    pub model: String,
+    /// Environment variable with the API key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Request timeout in seconds.
+    #[serde(default = "default_request_timeout_secs")]
+    pub timeout_secs: f64,
+    /// `max_tokens` per request.
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    /// Sampling temperature.
+    #[serde(default)]
+    pub temperature: Option<f32>,
+}
+
+fn default_request_timeout_secs() -> f64 {
+    60.0
+}
+
+/// Simulator settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSim {
+    /// Seed.
+    #[serde(default)]
+    pub seed: u64,
+    /// Latency model.
+    #[serde(default)]
+    pub latency: RawSimLatency,
+    /// Fault rates.
+    #[serde(default)]
+    pub faults: RawSimFaults,
+}
+
+/// Simulator latency model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSimLatency {
+    /// Fixed time to first token, ms.
+    #[serde(default = "default_sim_base_ms")]
+    pub base_ms: f64,
+    /// Prefill per prompt token, microseconds.
+    #[serde(default = "default_sim_per_prompt_token_us")]
+    pub per_prompt_token_us: f64,
+    /// Decode per output token, ms.
+    #[serde(default = "default_sim_per_output_token_ms")]
+    pub per_output_token_ms: f64,
+}
+
+impl Default for RawSimLatency {
+    fn default() -> Self {
+        Self {
+            base_ms: default_sim_base_ms(),
+            per_prompt_token_us: default_sim_per_prompt_token_us(),
+            per_output_token_ms: default_sim_per_output_token_ms(),
+        }
+    }
+}
+
+fn default_sim_base_ms() -> f64 {
+    20.0
+}
+fn default_sim_per_prompt_token_us() -> f64 {
+    20.0
+}
+fn default_sim_per_output_token_ms() -> f64 {
+    0.5
+}
+
+/// Simulator fault rates.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSimFaults {
+    /// Probability of a retryable error per call.
+    #[serde(default)]
+    pub error_rate: f64,
+    /// Probability of a panic per call.
+    #[serde(default)]
+    pub panic_rate: f64,
+    /// Probability of a hang per call.
+    #[serde(default)]
+    pub hang_rate: f64,
+}
+
+/// `tools: (...)`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTools {
+    /// `run_command` settings.
+    #[serde(default)]
+    pub run_command: RawCommandTool,
+    /// File tool settings.
+    #[serde(default)]
+    pub files: RawFileTools,
+}
+
+/// `run_command: (...)`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCommandTool {
+    /// Wall timeout in seconds.
+    #[serde(default = "default_command_timeout_secs")]
+    pub timeout_secs: f64,
+    /// Output cap in bytes (stdout and stderr each).
+    #[serde(default = "default_max_output_bytes")]
+    pub max_output_bytes: u64,
+    /// Environment variables passed through.
+    #[serde(default = "default_env_allow")]
+    pub env_allow: Vec<String>,
+}
+
+impl Default for RawCommandTool {
+    fn default() -> Self {
+        Self {
+            timeout_secs: default_command_timeout_secs(),
+            max_output_bytes: default_max_output_bytes(),
+            env_allow: default_env_allow(),
+        }
+    }
+}
+
+fn default_command_timeout_secs() -> f64 {
+    30.0
+}
+fn default_max_output_bytes() -> u64 {
+    64 * 1024
+}
+fn default_env_allow() -> Vec<String> {
+    vec!["PATH".into(), "LANG".into()]
+}
+
+/// `files: (...)`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFileTools {
+    /// Largest file read or written, bytes.
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
+    /// Most grep matches returned.
+    #[serde(default = "default_max_matches")]
+    pub max_matches: u32,
+}
+
+impl Default for RawFileTools {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: default_max_file_bytes(),
+            max_matches: default_max_matches(),
+        }
+    }
+}
+
+fn default_max_file_bytes() -> u64 {
+    1024 * 1024
+}
+fn default_max_matches() -> u32 {
+    200
+}
+
+/// One agent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgent {
+    /// Unique name.
+    pub name: String,
+    /// System prompt.
+    pub role: String,
+    /// Backend name.
+    pub backend: String,
+    /// Granted tools.
+    #[serde(default)]
+    pub tools: Vec<String>,
+    /// 0..=100.
+    #[serde(default = "default_priority")]
+    pub priority: i64,
+    /// LLM calls per attempt.
+    #[serde(default = "default_max_steps")]
+    pub max_steps: u32,
+    /// Retry policy.
+    #[serde(default)]
+    pub retry: RawRetry,
+    /// Per-attempt timeout, seconds.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: f64,
+    /// Fallback agent.
+    #[serde(default)]
+    pub fallback: Option<String>,
+    /// Prompt token budget.
+    #[serde(default = "default_context_budget_tokens")]
+    pub context_budget_tokens: u64,
+    /// Workspace.
+    #[serde(default)]
+    pub workspace: Option<RawWorkspace>,
+    /// Allowed argv prefixes.
+    #[serde(default)]
+    pub commands: Vec<Vec<String>>,
+    /// Actor instances.
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
+    /// Bus topics.
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+    /// Simulator behaviour.
+    #[serde(default)]
+    pub sim: Option<RawSimBehaviour>,
+}
+
+fn default_priority() -> i64 {
+    50
+}
+fn default_max_steps() -> u32 {
+    8
+}
+fn default_timeout_secs() -> f64 {
+    60.0
+}
+fn default_context_budget_tokens() -> u64 {
+    8192
+}
+fn default_replicas() -> u32 {
+    1
+}
+
+/// `retry: (...)`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// Attempts on this agent.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// First backoff, ms.
+    #[serde(default = "default_initial_backoff_ms")]
+    pub initial_backoff_ms: u64,
+    /// Largest backoff, ms.
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+    /// Growth factor.
+    #[serde(default = "default_multiplier")]
+    pub multiplier: f64,
+    /// Spread, 0..=1.
+    #[serde(default = "default_jitter")]
+    pub jitter: f64,
+}
+
+impl Default for RawRetry {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_max_attempts(),
+            initial_backoff_ms: default_initial_backoff_ms(),
+            max_backoff_ms: default_max_backoff_ms(),
+            multiplier: default_multiplier(),
+            jitter: default_jitter(),
+        }
+    }
+}
+
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_initial_backoff_ms() -> u64 {
+    200
+}
+fn default_max_backoff_ms() -> u64 {
+    10_000
+}
+fn default_multiplier() -> f64 {
+    2.0
+}
+fn default_jitter() -> f64 {
+    0.2
+}
+
+/// `workspace: (...)`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorkspace {
+    /// Root folder, relative to the config's folder.
+    pub root: String,
+    /// Copy into the data directory before the run.
+    #[serde(default)]
+    pub copy: bool,
+}
+
+/// `sim: (...)` on an agent.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSimBehaviour {
+    /// Scripted replies.
+    #[serde(default)]
+    pub script: Vec<RawSimStep>,
+    /// Forced faults.
+    #[serde(default)]
+    pub faults: Vec<RawForcedFault>,
+}
+
+/// A scripted reply.
+#[derive(Debug, Clone, Deserialize)]
+pub enum RawSimStep {
+    /// `Call(tool: "...", args: "<json>")`.
+    Call {
+        /// Tool name.
+        tool: String,
+        /// JSON arguments as a string.
+        #[serde(default = "default_args")]
+        args: String,
+    },
+    /// `Answer("...")`.
+    Answer(String),
+}
+
+fn default_args() -> String {
+    "{}".into()
+}
+
+/// A forced fault.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForcedFault {
+    /// Attempt, 1-based.
+    pub attempt: u32,
+    /// Step, 0-based.
+    #[serde(default)]
+    pub step: u32,
+    /// What happens.
+    pub kind: RawFaultKind,
+}
+
+/// Fault kinds.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub enum RawFaultKind {
+    /// Retryable error.
+    Error,
+    /// Panic.
+    Panic,
+    /// Hang.
+    Hang,
+}
+
+/// One workflow.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorkflow {
+    /// Unique name.
+    pub name: String,
+    /// Tasks.
+    #[serde(default)]
+    pub tasks: Vec<RawTask>,
+}
+
+/// One task.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTask {
+    /// Id within the workflow.
+    pub id: String,
+    /// Agent name.
+    pub agent: String,
+    /// Input text.
+    #[serde(default)]
+    pub input: String,
+    /// Upstream task ids.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// Priority added to the agent's.
+    #[serde(default)]
+    pub priority_boost: i16,
+}

@@ -1,0 +1,1 @@
+//! Locating entities in the config text.

@@ -1,0 +1,17 @@
+//! AgentOS runtime core: everything that is not an actor.
+//!
+//! - [`config`]: the RON schema, two-phase loading and validation.
+//! - [`model`]: domain types: task keys and states, the workflow DAG, agent control blocks.
+//! - [`policy`]: plain-struct policies: the ready queue, retry backoff, supervision intensity.
+//! - [`sched`]: the scheduler core (DAG progress, leases, retries, fallbacks), driven by the
+//!   `Scheduler` actor.
+//! - [`llm`]: LLM backends behind one trait: `openai` and the `sim` simulator.
+//! - [`tools`]: built-in tools and the sandbox they run in.
+//! - [`metrics`]: every metric name, its help text and histogram buckets, defined once.
+//! - [`trace`]: the JSON-lines trace of state transitions, LLM calls and tool calls.
+//!
+//! No actix here: every piece is unit-testable on its own.
+
+pub mod config;
+pub mod llm;
+pub mod tools;

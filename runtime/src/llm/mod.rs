@@ -1,0 +1,271 @@
+//! LLM backends behind one trait.
+//!
+//! - [`openai`]: any OpenAI-compatible `/v1/chat/completions` server.
+//! - [`sim`]: a deterministic, seeded **simulator** for offline runs and load tests.
+//!
+//! Backends return `'static` boxed futures so that actors can drive them without borrowing.
+//! Every failure is a typed [`LlmError`]; nothing a server sends can panic the runtime.
+
+pub mod openai;
+pub mod sim;
+
+use std::fmt;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+/// Who wrote a chat message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The system prompt (the agent's role).
+    System,
+    /// Task input and other text addressed to the model.
+    User,
+    /// The model's own reply.
+    Assistant,
+    /// The result of a tool call, answering `tool_call_id`.
+    Tool,
+}
+
+/// One tool call requested by the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// Id chosen by the backend; the tool result answers it.
+    pub id: String,
+    /// Name of the tool to call.
+    pub name: String,
+    /// Parsed JSON arguments.
+    pub arguments: serde_json::Value,
+}
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Author of the message.
+    pub role: Role,
+    /// Text content (may be empty for an assistant message that only calls tools).
+    pub content: String,
+    /// Tool calls requested by an assistant message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// For `Role::Tool`: the id of the call this message answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+impl ChatMessage {
+    /// A system message.
+    pub fn system(content: impl Into<String>) -> Self {
+        Self::text(Role::System, content)
+    }
+    /// A user message.
+    pub fn user(content: impl Into<String>) -> Self {
+        Self::text(Role::User, content)
+    }
+    /// An assistant message with plain text.
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self::text(Role::Assistant, content)
+    }
+    /// A tool result answering `call_id`.
+    pub fn tool(call_id: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            role: Role::Tool,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: Some(call_id.into()),
+        }
+    }
+    fn text(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+}
+
+/// A tool as the model sees it: name, description and JSON-schema of its arguments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolSpec {
+    /// Tool name, unique within an agent's grant.
+    pub name: String,
+    /// One-line description for the model.
+    pub description: String,
+    /// JSON schema (`{"type": "object", ...}`) of the arguments.
+    pub parameters: serde_json::Value,
+}
+
+/// Who is asking, for tracing and for the simulator's deterministic choices.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RequestMeta {
+    /// Agent name from the config.
+    pub agent: String,
+    /// Task key (`workflow/task`).
+    pub task: String,
+    /// Attempt number, starting at 1.
+    pub attempt: u32,
+    /// Step number within the attempt, starting at 0.
+    pub step: u32,
+}
+
+/// One chat-completion request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest {
+    /// The conversation so far, system prompt first.
+    pub messages: Vec<ChatMessage>,
+    /// Tools the model may call.
+    pub tools: Vec<ToolSpec>,
+    /// Cap on completion tokens, if any.
+    pub max_tokens: Option<u32>,
+    /// Who is asking.
+    pub meta: RequestMeta,
+}
+
+/// Token usage reported for one call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    pub prompt_tokens: u64,
+    /// Tokens generated.
+    pub completion_tokens: u64,
+}
+
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, rhs: Self) {
+        self.prompt_tokens += rhs.prompt_tokens;
+        self.completion_tokens += rhs.completion_tokens;
+    }
+}
+
+/// A backend's reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatResponse {
+    /// The assistant message: text, tool calls, or both.
+    pub message: ChatMessage,
+    /// Token usage of this call.
+    pub usage: Usage,
+    /// Why generation stopped (`stop`, `tool_calls`, `length`, ...).
+    pub finish_reason: String,
+}
+
+/// Why an LLM call failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LlmError {
+    /// No reply within the backend's timeout.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// HTTP 429. Retryable; `retry_after` honours the server's `Retry-After`.
+    #[error("rate limited (HTTP 429){}: {message}", retry_after.map(|d| format!(", retry after {d:?}")).unwrap_or_default())]
+    RateLimited {
+        /// Delay the server asked for, if it sent `Retry-After`.
+        retry_after: Option<Duration>,
+        /// The server's message.
+        message: String,
+    },
+    /// HTTP 5xx. Retryable.
+    #[error("server error (HTTP {status}): {message}")]
+    Server {
+        /// HTTP status.
+        status: u16,
+        /// The server's message.
+        message: String,
+    },
+    /// HTTP 4xx other than 429. Final: retrying the same request cannot help.
+    #[error("request rejected (HTTP {status}): {message}")]
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// The server's message.
+        message: String,
+    },
+    /// The reply was not a valid chat completion.
+    #[error("malformed reply: {0}")]
+    Malformed(String),
+    /// Connection-level failure (refused, reset, DNS).
+    #[error("transport error: {0}")]
+    Transport(String),
+    /// The API key environment variable is unset or empty.
+    #[error("environment variable {0} holding the API key is not set")]
+    MissingApiKey(String),
+    /// A fault injected by the simulator.
+    #[error("simulated fault: {0}")]
+    Injected(String),
+}
+
+impl LlmError {
+    /// Whether the same request may succeed if tried again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            LlmError::Timeout(_)
+                | LlmError::RateLimited { .. }
+                | LlmError::Server { .. }
+                | LlmError::Transport(_)
+                | LlmError::Injected(_)
+                | LlmError::Malformed(_)
+        )
+    }
+
+    /// The delay the server asked for before the next try, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            LlmError::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Short, bounded label for metrics (`outcome` label).
+    pub fn outcome_label(&self) -> &'static str {
+        match self {
+            LlmError::Timeout(_) => "timeout",
+            LlmError::RateLimited { .. } => "rate_limited",
+            LlmError::Server { .. } => "server_error",
+            LlmError::Rejected { .. } => "rejected",
+            LlmError::Malformed(_) => "malformed",
+            LlmError::Transport(_) => "transport",
+            LlmError::MissingApiKey(_) => "missing_api_key",
+            LlmError::Injected(_) => "injected",
+        }
+    }
+}
+
+/// An LLM backend: one chat-completion call at a time per future, many futures in flight.
+pub trait LlmBackend: Send + Sync + fmt::Debug {
+    /// Backend name from the config.
+    fn name(&self) -> &str;
+    /// `"openai"` or `"sim"`; used as a metric label.
+    fn kind(&self) -> &'static str;
+    /// Whether this backend is a simulator (run summaries say so).
+    fn is_simulated(&self) -> bool;
+    /// Sends one request. The future is `'static` and may be dropped to cancel.
+    fn chat(&self, request: ChatRequest) -> BoxFuture<'static, Result<ChatResponse, LlmError>>;
+}
+
+/// Approximate token count used where no tokenizer is configured: one token per ~4 bytes of
+/// text, at least one per word-like run. Deterministic and cheap; the context pager replaces it
+/// with a real tokenizer.
+pub fn approx_tokens(text: &str) -> u64 {
+    if text.is_empty() {
+        return 0;
+    }
+    let words = text.split_whitespace().count() as u64;
+    let by_bytes = (text.len() as u64).div_ceil(4);
+    words.max(by_bytes)
+}
+
+/// Approximate prompt tokens of a whole conversation (4 tokens of framing per message).
+pub fn approx_prompt_tokens(messages: &[ChatMessage]) -> u64 {
+    messages
+        .iter()
+        .map(|m| {
+            4 + approx_tokens(&m.content)
+                + m.tool_calls
+                    .iter()
+                    .map(|c| approx_tokens(&c.name) + approx_tokens(&c.arguments.to_string()))
+                    .sum::<u64>()
+        })
+        .sum()
+}

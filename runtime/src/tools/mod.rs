@@ -1,0 +1,249 @@
+//! Built-in tools and the sandbox they run in.
+//!
+//! - [`calculator`]: arithmetic through a real expression parser (never evaluates code).
+//! - [`fs`]: `read_file`, `write_file`, `list_dir`, `grep`, confined to the agent's workspace root.
+//! - [`command`]: `run_command`, an allowlisted argv run as a child process with a wall timeout,
+//!   capped output and a cleared environment.
+//! - [`bus`]: `send_message`, `publish`, `read_messages`, through a [`BusPort`] the actor system
+//!   provides.
+//!
+//! A tool never panics the runtime: bad arguments, failures and timeouts come back as a
+//! [`ToolError`], which the agent hands to the model as an error result.
+
+pub mod bus;
+pub mod calculator;
+pub mod command;
+pub mod fs;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::llm::ToolSpec;
+
+/// Names of every built-in tool, in the order the docs list them.
+pub const BUILTIN_TOOLS: &[&str] = &[
+    "calculator",
+    "read_file",
+    "write_file",
+    "list_dir",
+    "grep",
+    "run_command",
+    "send_message",
+    "publish",
+    "read_messages",
+];
+
+/// Settings of `run_command` that apply to every agent granted it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandSettings {
+    /// Wall-clock limit; the process group is killed when it passes.
+    pub timeout: Duration,
+    /// Cap on captured stdout and on captured stderr, each, in bytes.
+    pub max_output_bytes: usize,
+    /// Environment variables passed through from the runtime's environment; all others are cleared.
+    pub env_allow: Vec<String>,
+}
+
+impl Default for CommandSettings {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+            max_output_bytes: 64 * 1024,
+            env_allow: vec!["PATH".into(), "LANG".into()],
+        }
+    }
+}
+
+/// Settings of the file tools.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileSettings {
+    /// Largest file `read_file` returns and `write_file` accepts, in bytes.
+    pub max_file_bytes: usize,
+    /// Most matches `grep` returns.
+    pub max_matches: usize,
+}
+
+impl Default for FileSettings {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: 1024 * 1024,
+            max_matches: 200,
+        }
+    }
+}
+
+/// Everything a tool call may use, per agent. Cheap to clone.
+#[derive(Clone)]
+pub struct ToolContext {
+    /// Agent name from the config.
+    pub agent: String,
+    /// Task key (`workflow/task`) of the current task.
+    pub task: String,
+    /// Canonical workspace root for file tools and the working directory of commands.
+    pub workspace: Option<PathBuf>,
+    /// Argv prefixes this agent may run; a command is allowed if it starts with one of them.
+    pub command_allowlist: Arc<Vec<Vec<String>>>,
+    /// `run_command` settings.
+    pub command: Arc<CommandSettings>,
+    /// File tool settings.
+    pub files: Arc<FileSettings>,
+    /// The message bus, when the actor system provides one.
+    pub bus: Option<Arc<dyn BusPort>>,
+}
+
+impl std::fmt::Debug for ToolContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolContext")
+            .field("agent", &self.agent)
+            .field("task", &self.task)
+            .field("workspace", &self.workspace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A tool's successful result: text for the model plus a typed JSON value for traces and tests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolOutput {
+    /// What the model reads.
+    pub content: String,
+    /// The typed result (shape documented per tool).
+    pub data: serde_json::Value,
+}
+
+/// Why a tool call failed. The agent shows the message to the model; the runtime keeps going.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ToolError {
+    /// The agent's config does not grant this tool.
+    #[error("tool `{0}` is not granted to this agent")]
+    NotGranted(String),
+    /// No tool by that name exists.
+    #[error("unknown tool `{0}`")]
+    Unknown(String),
+    /// Arguments missing, of the wrong type, or out of range.
+    #[error("invalid arguments: {0}")]
+    InvalidArguments(String),
+    /// A path was refused by the workspace sandbox.
+    #[error("path refused: {0}")]
+    PathRefused(String),
+    /// A command was refused by the allowlist.
+    #[error("command refused: {0}")]
+    CommandRefused(String),
+    /// The tool ran past its time limit and was stopped.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// An I/O or execution failure.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl ToolError {
+    /// Short, bounded label for metrics (`outcome` label).
+    pub fn outcome_label(&self) -> &'static str {
+        match self {
+            ToolError::NotGranted(_) => "not_granted",
+            ToolError::Unknown(_) => "unknown",
+            ToolError::InvalidArguments(_) => "invalid_arguments",
+            ToolError::PathRefused(_) => "path_refused",
+            ToolError::CommandRefused(_) => "command_refused",
+            ToolError::Timeout(_) => "timeout",
+            ToolError::Failed(_) => "failed",
+        }
+    }
+}
+
+/// A tool. Implementations are stateless; everything per-agent comes in the [`ToolContext`].
+pub trait Tool: Send + Sync {
+    /// Name, description and argument schema.
+    fn spec(&self) -> ToolSpec;
+    /// Runs one call. The future is `'static`; dropping it cancels the call (child processes
+    /// are killed on drop).
+    fn call(
+        &self,
+        ctx: &ToolContext,
+        args: serde_json::Value,
+    ) -> BoxFuture<'static, Result<ToolOutput, ToolError>>;
+}
+
+/// A message as it sits in an agent's inbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Sending agent.
+    pub from: String,
+    /// `Some(topic)` for a publish, `None` for a direct message.
+    pub topic: Option<String>,
+    /// Message body.
+    pub body: String,
+    /// Sequence number assigned by the bus (per bus, increasing).
+    pub seq: u64,
+}
+
+/// The message bus as tools see it. The actor system implements it over the `MessageBus` actor.
+pub trait BusPort: Send + Sync {
+    /// Sends `body` to agent `to`'s inbox.
+    fn send(&self, from: &str, to: &str, body: String)
+        -> BoxFuture<'static, Result<(), ToolError>>;
+    /// Publishes `body` on `topic` to every subscriber; returns how many inboxes received it.
+    fn publish(
+        &self,
+        from: &str,
+        topic: &str,
+        body: String,
+    ) -> BoxFuture<'static, Result<usize, ToolError>>;
+    /// Takes up to `max` messages from `agent`'s inbox, oldest first.
+    fn read(&self, agent: &str, max: usize)
+        -> BoxFuture<'static, Result<Vec<Envelope>, ToolError>>;
+}
+
+/// The built-in tools by name.
+#[derive(Clone)]
+pub struct ToolRegistry {
+    tools: BTreeMap<&'static str, Arc<dyn Tool>>,
+}
+
+impl std::fmt::Debug for ToolRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.tools.keys()).finish()
+    }
+}
+
+impl ToolRegistry {
+    /// Every built-in tool.
+    pub fn builtin() -> Self {
+        let mut tools: BTreeMap<&'static str, Arc<dyn Tool>> = BTreeMap::new();
+        tools.insert("calculator", Arc::new(calculator::Calculator));
+        tools.insert("read_file", Arc::new(fs::ReadFile));
+        tools.insert("write_file", Arc::new(fs::WriteFile));
+        tools.insert("list_dir", Arc::new(fs::ListDir));
+        tools.insert("grep", Arc::new(fs::Grep));
+        tools.insert("run_command", Arc::new(command::RunCommand));
+        tools.insert("send_message", Arc::new(bus::SendMessage));
+        tools.insert("publish", Arc::new(bus::Publish));
+        tools.insert("read_messages", Arc::new(bus::ReadMessages));
+        Self { tools }
+    }
+
+    /// The tool called `name`, if it exists.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
+        self.tools.get(name)
+    }
+
+    /// Specs of the named tools, in the given order; unknown names are skipped.
+    pub fn specs(&self, names: &[String]) -> Vec<ToolSpec> {
+        names
+            .iter()
+            .filter_map(|n| self.get(n).map(|t| t.spec()))
+            .collect()
+    }
+}
+
+/// Reads a required string argument.
+pub fn arg_str<'a>(args: &'a serde_json::Value, key: &str) -> Result<&'a str, ToolError> {
+    args.get(key)
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| ToolError::InvalidArguments(format!("`{key}` (string) is required")))
+}

@@ -15,3 +15,8 @@
 pub mod config;
 pub mod llm;
 pub mod tools;
+pub mod model;
+pub mod policy;
+pub mod sched;
+pub mod metrics;
+pub mod trace;

@@ -1,24 +1,627 @@
-//! Phase two: validation.
-use std::path::Path;
+//! Phase two: validation that collects every problem before failing.
+//!
+//! Each [`ConfigError`] names the entity (`agent "planner"`) and carries `file:line:col` where
+//! the [`SpanIndex`] finds one. Relative paths resolve against the config file's folder.
 
-use super::Config;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::raw::{self, RawConfig};
+use super::span::{EntityKind, Position, SpanIndex};
+use super::*;
+use crate::model::dag::find_cycle;
+use crate::tools::{CommandSettings, FileSettings, BUILTIN_TOOLS};
 
 /// One config problem.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
-    /// The message.
+    /// File name or origin label.
+    pub origin: String,
+    /// Where, if known.
+    pub position: Option<Position>,
+    /// The entity, e.g. `agent "planner"`; empty for file-level problems.
+    pub entity: String,
+    /// What is wrong.
     pub message: String,
 }
 
-/// Every config problem found.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("config errors")]
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some(p) => write!(f, "{}:{}: ", self.origin, p)?,
+            None => write!(f, "{}: ", self.origin)?,
+        }
+        if !self.entity.is_empty() {
+            write!(f, "{}: ", self.entity)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Every problem found in one config, in file order where positions are known.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
-pub(crate) fn load_file(_path: &Path) -> Result<Config, ConfigErrors> {
-    Err(ConfigErrors(vec![]))
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(f, "{n} config error{}:", if n == 1 { "" } else { "s" })?;
+        for e in &self.0 {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
 }
-pub(crate) fn load_str(_text: &str, _origin: &str, _base: &Path) -> Result<Config, ConfigErrors> {
-    Err(ConfigErrors(vec![]))
+
+impl std::error::Error for ConfigErrors {}
+
+pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            origin: origin.clone(),
+            position: None,
+            entity: String::new(),
+            message: format!("cannot read config file: {e}"),
+        }])
+    })?;
+    let base = path
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut cfg = load_str(&text, &origin, &base)?;
+    cfg.source = Some(path.to_path_buf());
+    Ok(cfg)
+}
+
+pub(crate) fn load_str(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErrors> {
+    let spans = SpanIndex::new(text);
+    let options =
+        ron::Options::default().with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME);
+    let raw: RawConfig = options.from_str(text).map_err(|e| {
+        let position = Position {
+            line: e.span.start.line,
+            col: e.span.start.col,
+        };
+        let entity = spans.entity_at(spans.offset(position)).unwrap_or_default();
+        ConfigErrors(vec![ConfigError {
+            origin: origin.to_owned(),
+            position: Some(position),
+            entity,
+            message: e.code.to_string(),
+        }])
+    })?;
+    let mut v = Validator {
+        origin,
+        spans: &spans,
+        base,
+        errors: Vec::new(),
+    };
+    let cfg = v.config(raw);
+    if v.errors.is_empty() {
+        Ok(cfg)
+    } else {
+        let mut errors = v.errors;
+        errors.sort_by_key(|e| e.position.unwrap_or(Position { line: usize::MAX, col: 0 }));
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// Where an error points.
+#[derive(Clone, Copy)]
+enum At<'a> {
+    File,
+    Entity(EntityKind, &'a str, Option<&'a str>),
+    Field(EntityKind, &'a str, Option<&'a str>, &'a str),
+}
+
+struct Validator<'a> {
+    origin: &'a str,
+    spans: &'a SpanIndex,
+    base: &'a Path,
+    errors: Vec<ConfigError>,
+}
+
+fn entity_label(kind: EntityKind, name: &str, scope: Option<&str>) -> String {
+    match kind {
+        EntityKind::Backend => format!("backend \"{name}\""),
+        EntityKind::Agent => format!("agent \"{name}\""),
+        EntityKind::Workflow => format!("workflow \"{name}\""),
+        EntityKind::Task => format!("task \"{}/{name}\"", scope.unwrap_or("?")),
+    }
+}
+
+fn secs(v: f64) -> Duration {
+    Duration::try_from_secs_f64(v).unwrap_or(Duration::ZERO)
+}
+
+fn finite_nonneg(v: f64) -> bool {
+    v.is_finite() && v >= 0.0
+}
+
+impl Validator<'_> {
+    fn err(&mut self, at: At<'_>, message: impl Into<String>) {
+        let (position, entity) = match at {
+            At::File => (None, String::new()),
+            At::Entity(k, n, s) => (self.spans.locate(k, n, s), entity_label(k, n, s)),
+            At::Field(k, n, s, f) => (self.spans.locate_field(k, n, s, f), entity_label(k, n, s)),
+        };
+        self.errors.push(ConfigError {
+            origin: self.origin.to_owned(),
+            position,
+            entity,
+            message: message.into(),
+        });
+    }
+
+    fn check_name(&mut self, kind: EntityKind, name: &str, scope: Option<&str>) {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !ok {
+            self.err(
+                At::Entity(kind, name, scope),
+                "names must be 1..=64 characters of letters, digits, `_` or `-`",
+            );
+        }
+    }
+
+    fn unique<'n>(&mut self, kind: EntityKind, names: impl IntoIterator<Item = &'n str>, scope: Option<&str>) {
+        let mut seen = HashSet::new();
+        for n in names {
+            if !seen.insert(n) {
+                let what = match kind {
+                    EntityKind::Task => "task id",
+                    _ => "name",
+                };
+                self.err(At::Entity(kind, n, scope), format!("duplicate {what} \"{n}\""));
+            }
+        }
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Config {
+        if raw.version != 1 {
+            self.err(
+                At::File,
+                format!("unsupported config version {} (this runtime reads version 1)", raw.version),
+            );
+        }
+        let runtime = self.runtime(&raw.runtime);
+        let tools = self.tools(&raw.tools);
+        for b in &raw.backends {
+            self.check_name(EntityKind::Backend, &b.name, None);
+        }
+        self.unique(EntityKind::Backend, raw.backends.iter().map(|b| b.name.as_str()), None);
+        let backends: Vec<BackendSpec> = raw.backends.iter().map(|b| self.backend(b)).collect();
+
+        for a in &raw.agents {
+            self.check_name(EntityKind::Agent, &a.name, None);
+        }
+        self.unique(EntityKind::Agent, raw.agents.iter().map(|a| a.name.as_str()), None);
+        let agents: Vec<AgentSpec> = raw.agents.iter().map(|a| self.agent(a, &raw)).collect();
+        self.fallback_cycles(&raw.agents);
+
+        for w in &raw.workflows {
+            self.check_name(EntityKind::Workflow, &w.name, None);
+        }
+        self.unique(EntityKind::Workflow, raw.workflows.iter().map(|w| w.name.as_str()), None);
+        let workflows = raw.workflows.iter().map(|w| self.workflow(w, &raw)).collect();
+
+        Config {
+            source: None,
+            runtime,
+            backends,
+            tools,
+            agents,
+            workflows,
+        }
+    }
+
+    fn runtime(&mut self, r: &raw::RawRuntime) -> RuntimeSettings {
+        if !(1..=100_000).contains(&r.max_concurrency) {
+            self.err(At::File, format!("runtime.max_concurrency must be 1..=100000, got {}", r.max_concurrency));
+        }
+        for (name, v) in [
+            ("lease_grace_secs", r.lease_grace_secs),
+            ("aging_per_sec", r.aging_per_sec),
+            ("shutdown_timeout_secs", r.shutdown_timeout_secs),
+        ] {
+            if !finite_nonneg(v) {
+                self.err(At::File, format!("runtime.{name} must be a finite number >= 0, got {v}"));
+            }
+        }
+        let s = &r.supervisor;
+        if !(s.within_secs.is_finite() && s.within_secs > 0.0) {
+            self.err(At::File, format!("runtime.supervisor.within_secs must be > 0, got {}", s.within_secs));
+        }
+        if s.backoff_initial_ms > s.backoff_max_ms {
+            self.err(
+                At::File,
+                format!(
+                    "runtime.supervisor.backoff_initial_ms ({}) is larger than backoff_max_ms ({})",
+                    s.backoff_initial_ms, s.backoff_max_ms
+                ),
+            );
+        }
+        RuntimeSettings {
+            max_concurrency: r.max_concurrency.max(1) as usize,
+            data_dir: self.resolve(&r.data_dir),
+            supervisor: SupervisorSettings {
+                max_restarts: s.max_restarts,
+                within: secs(s.within_secs),
+                backoff_initial: Duration::from_millis(s.backoff_initial_ms),
+                backoff_max: Duration::from_millis(s.backoff_max_ms),
+            },
+            lease_grace: secs(r.lease_grace_secs),
+            aging_per_sec: if r.aging_per_sec.is_finite() { r.aging_per_sec.max(0.0) } else { 0.0 },
+            shutdown_timeout: secs(r.shutdown_timeout_secs),
+        }
+    }
+
+    fn tools(&mut self, t: &raw::RawTools) -> ToolsSettings {
+        let c = &t.run_command;
+        if !(c.timeout_secs.is_finite() && c.timeout_secs > 0.0) {
+            self.err(At::File, format!("tools.run_command.timeout_secs must be > 0, got {}", c.timeout_secs));
+        }
+        if c.max_output_bytes == 0 {
+            self.err(At::File, "tools.run_command.max_output_bytes must be at least 1");
+        }
+        if t.files.max_file_bytes == 0 || t.files.max_matches == 0 {
+            self.err(At::File, "tools.files.max_file_bytes and max_matches must be at least 1");
+        }
+        ToolsSettings {
+            command: CommandSettings {
+                timeout: secs(c.timeout_secs),
+                max_output_bytes: usize::try_from(c.max_output_bytes).unwrap_or(usize::MAX),
+                env_allow: c.env_allow.clone(),
+            },
+            files: FileSettings {
+                max_file_bytes: usize::try_from(t.files.max_file_bytes).unwrap_or(usize::MAX),
+                max_matches: t.files.max_matches as usize,
+            },
+        }
+    }
+
+    fn backend(&mut self, b: &raw::RawBackend) -> BackendSpec {
+        let at = |f| At::Field(EntityKind::Backend, &b.name, None, f);
+        let kind = match &b.kind {
+            raw::RawBackendKind::OpenAi(o) => {
+                if !(o.base_url.starts_with("http://") || o.base_url.starts_with("https://")) {
+                    self.err(at("base_url"), format!("base_url must start with http:// or https://, got {:?}", o.base_url));
+                }
+                if o.model.trim().is_empty() {
+                    self.err(at("model"), "model must not be empty");
+                }
+                if !(o.timeout_secs.is_finite() && o.timeout_secs > 0.0) {
+                    self.err(at("timeout_secs"), format!("timeout_secs must be > 0, got {}", o.timeout_secs));
+                }
+                if o.api_key_env.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                    self.err(at("api_key_env"), "api_key_env must name an environment variable");
+                }
+                if o.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
+                    self.err(at("temperature"), "temperature must be within 0..=2");
+                }
+                BackendKind::OpenAi(OpenAiSettings {
+                    base_url: o.base_url.trim_end_matches('/').to_owned(),
+                    model: o.model.clone(),
+                    api_key_env: o.api_key_env.clone(),
+                    request_timeout: secs(o.timeout_secs),
+                    max_tokens: o.max_tokens,
+                    temperature: o.temperature,
+                })
+            }
+            raw::RawBackendKind::Sim(s) => {
+                let l = &s.latency;
+                for (name, v) in [
+                    ("base_ms", l.base_ms),
+                    ("per_prompt_token_us", l.per_prompt_token_us),
+                    ("per_output_token_ms", l.per_output_token_ms),
+                ] {
+                    if !finite_nonneg(v) {
+                        self.err(at("latency"), format!("latency.{name} must be a finite number >= 0, got {v}"));
+                    }
+                }
+                let f = &s.faults;
+                for (name, v) in [("error_rate", f.error_rate), ("panic_rate", f.panic_rate), ("hang_rate", f.hang_rate)] {
+                    if !(0.0..=1.0).contains(&v) {
+                        self.err(at("faults"), format!("faults.{name} must be within 0..=1, got {v}"));
+                    }
+                }
+                if f.error_rate + f.panic_rate + f.hang_rate > 1.0 {
+                    self.err(at("faults"), "fault rates add up to more than 1");
+                }
+                let ms = |v: f64| secs(v / 1e3);
+                BackendKind::Sim(SimSettings {
+                    seed: s.seed,
+                    latency: SimLatency {
+                        base: ms(l.base_ms),
+                        per_prompt_token: secs(l.per_prompt_token_us / 1e6),
+                        per_output_token: ms(l.per_output_token_ms),
+                    },
+                    faults: SimFaults {
+                        error_rate: f.error_rate,
+                        panic_rate: f.panic_rate,
+                        hang_rate: f.hang_rate,
+                    },
+                })
+            }
+        };
+        BackendSpec {
+            name: b.name.clone(),
+            kind,
+        }
+    }
+
+    fn agent(&mut self, a: &raw::RawAgent, raw: &RawConfig) -> AgentSpec {
+        let name = a.name.as_str();
+        let at = |f| At::Field(EntityKind::Agent, name, None, f);
+        let backend = raw.backends.iter().find(|b| b.name == a.backend);
+        match backend {
+            None => self.err(at("backend"), format!("backend \"{}\" is not declared", a.backend)),
+            Some(b) => {
+                if a.sim.is_some() && !matches!(b.kind, raw::RawBackendKind::Sim(_)) {
+                    self.err(at("sim"), format!("has a `sim` behaviour but backend \"{}\" is not a simulator", b.name));
+                }
+            }
+        }
+        if a.role.trim().is_empty() {
+            self.err(at("role"), "role (the system prompt) must not be empty");
+        }
+        let mut seen = HashSet::new();
+        for t in &a.tools {
+            if !BUILTIN_TOOLS.contains(&t.as_str()) {
+                self.err(at("tools"), format!("unknown tool \"{t}\" (built-in tools: {})", BUILTIN_TOOLS.join(", ")));
+            } else if !seen.insert(t.as_str()) {
+                self.err(at("tools"), format!("tool \"{t}\" granted twice"));
+            }
+        }
+        if !(0..=100).contains(&a.priority) {
+            self.err(at("priority"), format!("priority must be within 0..=100, got {}", a.priority));
+        }
+        if !(1..=1000).contains(&a.max_steps) {
+            self.err(at("max_steps"), format!("max_steps must be within 1..=1000, got {}", a.max_steps));
+        }
+        let r = &a.retry;
+        if !(1..=100).contains(&r.max_attempts) {
+            self.err(at("retry"), format!("retry.max_attempts must be within 1..=100, got {}", r.max_attempts));
+        }
+        if !(r.multiplier.is_finite() && r.multiplier >= 1.0) {
+            self.err(at("retry"), format!("retry.multiplier must be >= 1, got {}", r.multiplier));
+        }
+        if !(0.0..=1.0).contains(&r.jitter) {
+            self.err(at("retry"), format!("retry.jitter must be within 0..=1, got {}", r.jitter));
+        }
+        if r.initial_backoff_ms > r.max_backoff_ms {
+            self.err(
+                at("retry"),
+                format!(
+                    "retry.initial_backoff_ms ({}) is larger than max_backoff_ms ({})",
+                    r.initial_backoff_ms, r.max_backoff_ms
+                ),
+            );
+        }
+        if !(a.timeout_secs.is_finite() && a.timeout_secs > 0.0) {
+            self.err(at("timeout_secs"), format!("timeout_secs must be > 0, got {}", a.timeout_secs));
+        }
+        if let Some(fb) = &a.fallback {
+            if fb == name {
+                self.err(at("fallback"), "an agent cannot be its own fallback");
+            } else if !raw.agents.iter().any(|x| &x.name == fb) {
+                self.err(at("fallback"), format!("fallback agent \"{fb}\" is not declared"));
+            }
+        }
+        if a.context_budget_tokens < 256 {
+            self.err(
+                at("context_budget_tokens"),
+                format!("context_budget_tokens must be at least 256, got {}", a.context_budget_tokens),
+            );
+        }
+        if !(1..=100_000).contains(&a.replicas) {
+            self.err(at("replicas"), format!("replicas must be within 1..=100000, got {}", a.replicas));
+        }
+        let workspace = a.workspace.as_ref().and_then(|w| {
+            let root = self.resolve(&w.root);
+            match std::fs::canonicalize(&root) {
+                Ok(p) if p.is_dir() => Some(WorkspaceSpec { root: p, copy: w.copy }),
+                Ok(p) => {
+                    self.err(at("workspace"), format!("workspace root {} is not a directory", p.display()));
+                    None
+                }
+                Err(e) => {
+                    self.err(at("workspace"), format!("workspace root {} cannot be opened: {e}", root.display()));
+                    None
+                }
+            }
+        });
+        let needs_workspace = ["read_file", "write_file", "list_dir", "grep", "run_command"];
+        if a.workspace.is_none() {
+            if let Some(t) = a.tools.iter().find(|t| needs_workspace.contains(&t.as_str())) {
+                self.err(at("tools"), format!("tool \"{t}\" needs a workspace, but the agent declares none"));
+            }
+        }
+        let grants_command = a.tools.iter().any(|t| t == "run_command");
+        if grants_command && a.commands.is_empty() {
+            self.err(at("commands"), "run_command is granted but the `commands` allowlist is empty");
+        }
+        if !grants_command && !a.commands.is_empty() {
+            self.err(at("commands"), "`commands` are listed but run_command is not granted");
+        }
+        if a.commands.iter().any(|c| c.is_empty() || c[0].trim().is_empty()) {
+            self.err(at("commands"), "every allowed command needs a program name");
+        }
+        for topic in &a.subscribe {
+            if topic.trim().is_empty() {
+                self.err(at("subscribe"), "topic names must not be empty");
+            }
+        }
+        let sim = a.sim.as_ref().map(|s| self.sim_behaviour(a, s)).unwrap_or_default();
+        AgentSpec {
+            name: a.name.clone(),
+            role: a.role.clone(),
+            backend: a.backend.clone(),
+            tools: a.tools.clone(),
+            priority: a.priority.clamp(0, 100) as u8,
+            max_steps: a.max_steps.max(1),
+            retry: RetryPolicy {
+                max_attempts: r.max_attempts.max(1),
+                initial_backoff: Duration::from_millis(r.initial_backoff_ms),
+                max_backoff: Duration::from_millis(r.max_backoff_ms),
+                multiplier: r.multiplier,
+                jitter: r.jitter,
+            },
+            timeout: secs(a.timeout_secs),
+            fallback: a.fallback.clone(),
+            context_budget_tokens: a.context_budget_tokens,
+            workspace,
+            commands: a.commands.clone(),
+            replicas: a.replicas.max(1),
+            subscribe: a.subscribe.clone(),
+            sim,
+        }
+    }
+
+    fn sim_behaviour(&mut self, a: &raw::RawAgent, s: &raw::RawSimBehaviour) -> SimBehaviour {
+        let at = At::Field(EntityKind::Agent, &a.name, None, "sim");
+        let mut script = Vec::new();
+        for (i, step) in s.script.iter().enumerate() {
+            match step {
+                raw::RawSimStep::Call { tool, args } => {
+                    if !a.tools.contains(tool) {
+                        self.err(at, format!("sim script step {i} calls tool \"{tool}\", which the agent is not granted"));
+                    }
+                    match serde_json::from_str::<serde_json::Value>(args) {
+                        Ok(v) if v.is_object() => script.push(SimStep::Call {
+                            tool: tool.clone(),
+                            args: v,
+                        }),
+                        Ok(_) => self.err(at, format!("sim script step {i}: args must be a JSON object")),
+                        Err(e) => self.err(at, format!("sim script step {i}: args are not valid JSON: {e}")),
+                    }
+                }
+                raw::RawSimStep::Answer(text) => script.push(SimStep::Answer(text.clone())),
+            }
+        }
+        let mut faults = Vec::new();
+        for f in &s.faults {
+            if f.attempt == 0 {
+                self.err(at, "sim fault attempts count from 1");
+            }
+            faults.push(SimForcedFault {
+                attempt: f.attempt,
+                step: f.step,
+                kind: match f.kind {
+                    raw::RawFaultKind::Error => SimFaultKind::Error,
+                    raw::RawFaultKind::Panic => SimFaultKind::Panic,
+                    raw::RawFaultKind::Hang => SimFaultKind::Hang,
+                },
+            });
+        }
+        SimBehaviour { script, faults }
+    }
+
+    fn fallback_cycles(&mut self, agents: &[raw::RawAgent]) {
+        let index: HashMap<&str, usize> = agents.iter().enumerate().map(|(i, a)| (a.name.as_str(), i)).collect();
+        let names: Vec<&str> = agents.iter().map(|a| a.name.as_str()).collect();
+        let deps = |i: usize| {
+            agents[i]
+                .fallback
+                .as_deref()
+                .and_then(|f| index.get(f).copied())
+                .filter(|&j| j != i)
+                .into_iter()
+                .collect()
+        };
+        if let Some(cycle) = find_cycle(&names, deps) {
+            self.err(
+                At::Field(EntityKind::Agent, &cycle[0], None, "fallback"),
+                format!("fallback cycle: {}", cycle.join(" -> ")),
+            );
+        }
+    }
+
+    fn workflow(&mut self, w: &raw::RawWorkflow, raw: &RawConfig) -> WorkflowSpec {
+        let wf = w.name.as_str();
+        if w.tasks.is_empty() {
+            self.err(At::Entity(EntityKind::Workflow, wf, None), "workflow has no tasks");
+        }
+        for t in &w.tasks {
+            self.check_name(EntityKind::Task, &t.id, Some(wf));
+        }
+        self.unique(EntityKind::Task, w.tasks.iter().map(|t| t.id.as_str()), Some(wf));
+        let ids: HashMap<&str, usize> = w.tasks.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
+        for t in &w.tasks {
+            let at = |f| At::Field(EntityKind::Task, &t.id, Some(wf), f);
+            if !raw.agents.iter().any(|a| a.name == t.agent) {
+                self.err(at("agent"), format!("agent \"{}\" is not declared", t.agent));
+            }
+            let mut seen = HashSet::new();
+            for d in &t.depends_on {
+                if d == &t.id {
+                    self.err(at("depends_on"), "a task cannot depend on itself");
+                } else if !ids.contains_key(d.as_str()) {
+                    self.err(at("depends_on"), format!("depends on \"{d}\", which is not a task of workflow \"{wf}\""));
+                } else if !seen.insert(d.as_str()) {
+                    self.err(at("depends_on"), format!("lists \"{d}\" twice"));
+                }
+            }
+            match crate::model::template::references(&t.input) {
+                Ok(refs) => {
+                    for r in refs {
+                        if !t.depends_on.iter().any(|d| d == r) {
+                            self.err(
+                                at("input"),
+                                format!("input references {{{{{r}}}}}, but \"{r}\" is not in depends_on"),
+                            );
+                        }
+                    }
+                }
+                Err(e) => self.err(at("input"), e),
+            }
+        }
+        let names: Vec<&str> = w.tasks.iter().map(|t| t.id.as_str()).collect();
+        let deps = |i: usize| {
+            w.tasks[i]
+                .depends_on
+                .iter()
+                .filter_map(|d| ids.get(d.as_str()).copied())
+                .filter(|&j| j != i)
+                .collect()
+        };
+        if let Some(cycle) = find_cycle(&names, deps) {
+            self.err(
+                At::Field(EntityKind::Task, &cycle[0], Some(wf), "depends_on"),
+                format!("dependency cycle: {}", cycle.join(" -> ")),
+            );
+        }
+        WorkflowSpec {
+            name: w.name.clone(),
+            tasks: w
+                .tasks
+                .iter()
+                .map(|t| TaskSpec {
+                    id: t.id.clone(),
+                    agent: t.agent.clone(),
+                    input: t.input.clone(),
+                    depends_on: t.depends_on.clone(),
+                    priority_boost: t.priority_boost,
+                })
+                .collect(),
+        }
+    }
 }

@@ -1,0 +1,108 @@
+//! Every metric AgentOS exports, defined once: names, help texts, units and histogram buckets.
+//!
+//! Names follow `agentos_<subsystem>_<name>_<unit>`; counters end in `_total`; units are base
+//! units. Labels are bounded: agent and backend names come from the config, `tool` from the
+//! built-in list, `outcome`/`state`/`kind` from fixed sets. Never a task or request id.
+//! Histograms need explicit buckets ([`HISTOGRAM_BUCKETS`]), or the Prometheus exporter would
+//! render summaries.
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+
+/// Gauge, label `state`: tasks in each [`crate::model::TaskState`].
+pub const SCHED_TASKS: &str = "agentos_scheduler_tasks";
+/// Counter, labels `agent`, `outcome` (`succeeded`/`failed`): finished attempts.
+pub const SCHED_TASK_ATTEMPTS: &str = "agentos_scheduler_task_attempts_total";
+/// Counter, label `agent`: attempts scheduled again after a failure.
+pub const SCHED_TASK_RETRIES: &str = "agentos_scheduler_task_retries_total";
+/// Counter, labels `from`, `to`: tasks handed to a fallback agent.
+pub const SCHED_TASK_FALLBACKS: &str = "agentos_scheduler_task_fallbacks_total";
+/// Counter, label `state`: tasks that reached a terminal state.
+pub const SCHED_TASKS_FINISHED: &str = "agentos_scheduler_tasks_finished_total";
+/// Counter: leases revoked because the agent did not report in time.
+pub const SCHED_LEASE_EXPIRED: &str = "agentos_scheduler_lease_expirations_total";
+/// Counter: reports refused because their lease was no longer live.
+pub const SCHED_STALE_REPORTS: &str = "agentos_scheduler_stale_reports_total";
+/// Histogram, label `state`: time from first dispatch to a terminal state.
+pub const SCHED_TASK_DURATION: &str = "agentos_scheduler_task_duration_seconds";
+
+/// Gauge, label `state`: agent instances in each [`crate::model::AgentState`].
+pub const AGENTS: &str = "agentos_agent_instances";
+/// Histogram, label `agent`: one step (LLM call plus its tool calls).
+pub const AGENT_STEP_DURATION: &str = "agentos_agent_step_duration_seconds";
+/// Counter, label `agent`: steps taken.
+pub const AGENT_STEPS: &str = "agentos_agent_steps_total";
+
+/// Counter, labels `backend`, `outcome` (`ok` or an error label): LLM requests.
+pub const LLM_REQUESTS: &str = "agentos_llm_requests_total";
+/// Histogram, label `backend`: LLM request latency.
+pub const LLM_REQUEST_DURATION: &str = "agentos_llm_request_duration_seconds";
+/// Counter, labels `backend`, `agent`: prompt tokens.
+pub const LLM_PROMPT_TOKENS: &str = "agentos_llm_prompt_tokens_total";
+/// Counter, labels `backend`, `agent`: completion tokens.
+pub const LLM_COMPLETION_TOKENS: &str = "agentos_llm_completion_tokens_total";
+
+/// Counter, labels `tool`, `outcome` (`ok` or an error label): tool calls.
+pub const TOOL_CALLS: &str = "agentos_tool_calls_total";
+/// Histogram, label `tool`: tool call latency.
+pub const TOOL_CALL_DURATION: &str = "agentos_tool_call_duration_seconds";
+
+/// Counter, label `kind` (`agent`, `scheduler`, `bus`, `agent_supervisor`, ...): restarts.
+pub const SUPERVISOR_RESTARTS: &str = "agentos_supervisor_restarts_total";
+/// Counter, label `supervisor`: restart intensity exceeded, escalated to the parent.
+pub const SUPERVISOR_ESCALATIONS: &str = "agentos_supervisor_escalations_total";
+
+/// Counter, label `kind` (`direct`, `publish`): messages accepted by the bus.
+pub const BUS_SENT: &str = "agentos_bus_messages_sent_total";
+/// Counter: messages placed in an inbox (a publish counts once per subscriber).
+pub const BUS_DELIVERED: &str = "agentos_bus_messages_delivered_total";
+/// Counter, label `reason` (`inbox_full`, `no_such_agent`, `no_subscribers`): messages dropped.
+pub const BUS_DROPPED: &str = "agentos_bus_messages_dropped_total";
+
+/// Gauge: resident memory of the process.
+pub const PROCESS_RESIDENT_MEMORY: &str = "agentos_monitor_resident_memory_bytes";
+/// Gauge: CPU use of the process, 0..1 per core summed over cores.
+pub const PROCESS_CPU_RATIO: &str = "agentos_monitor_cpu_usage_ratio";
+/// Gauge, labels `version`, `backend_kinds`: always 1; carries build facts.
+pub const BUILD_INFO: &str = "agentos_build_info";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+const TASK_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
+
+/// Explicit buckets of every histogram.
+pub const HISTOGRAM_BUCKETS: &[(&str, &[f64])] = &[
+    (AGENT_STEP_DURATION, LATENCY_BUCKETS),
+    (LLM_REQUEST_DURATION, LATENCY_BUCKETS),
+    (TOOL_CALL_DURATION, LATENCY_BUCKETS),
+    (SCHED_TASK_DURATION, TASK_BUCKETS),
+];
+
+/// Registers help texts and units with the installed recorder.
+pub fn describe_all() {
+    describe_gauge!(SCHED_TASKS, "Tasks in each state.");
+    describe_counter!(SCHED_TASK_ATTEMPTS, "Finished task attempts by agent and outcome.");
+    describe_counter!(SCHED_TASK_RETRIES, "Failed attempts scheduled again on the same agent.");
+    describe_counter!(SCHED_TASK_FALLBACKS, "Tasks handed to a fallback agent.");
+    describe_counter!(SCHED_TASKS_FINISHED, "Tasks that reached a terminal state.");
+    describe_counter!(SCHED_LEASE_EXPIRED, "Leases revoked because the agent did not report in time.");
+    describe_counter!(SCHED_STALE_REPORTS, "Reports refused because their lease was no longer live.");
+    describe_histogram!(SCHED_TASK_DURATION, Unit::Seconds, "Time from first dispatch to a terminal state.");
+    describe_gauge!(AGENTS, "Agent instances in each state.");
+    describe_histogram!(AGENT_STEP_DURATION, Unit::Seconds, "One agent step: LLM call plus its tool calls.");
+    describe_counter!(AGENT_STEPS, "Agent steps taken.");
+    describe_counter!(LLM_REQUESTS, "LLM requests by backend and outcome.");
+    describe_histogram!(LLM_REQUEST_DURATION, Unit::Seconds, "LLM request latency.");
+    describe_counter!(LLM_PROMPT_TOKENS, "Prompt tokens sent.");
+    describe_counter!(LLM_COMPLETION_TOKENS, "Completion tokens received.");
+    describe_counter!(TOOL_CALLS, "Tool calls by tool and outcome.");
+    describe_histogram!(TOOL_CALL_DURATION, Unit::Seconds, "Tool call latency.");
+    describe_counter!(SUPERVISOR_RESTARTS, "Child restarts by actor kind.");
+    describe_counter!(SUPERVISOR_ESCALATIONS, "Restart intensity exceeded; escalated to the parent.");
+    describe_counter!(BUS_SENT, "Messages accepted by the bus.");
+    describe_counter!(BUS_DELIVERED, "Messages placed in an inbox.");
+    describe_counter!(BUS_DROPPED, "Messages dropped by the bus, by reason.");
+    describe_gauge!(PROCESS_RESIDENT_MEMORY, Unit::Bytes, "Resident memory of the process.");
+    describe_gauge!(PROCESS_CPU_RATIO, "CPU use of the process (1.0 = one core busy).");
+    describe_gauge!(BUILD_INFO, "Build facts; always 1.");
+}

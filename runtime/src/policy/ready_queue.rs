@@ -1,0 +1,130 @@
+//! The ready queue: per-agent priority order with aging, FIFO among equals.
+//!
+//! A task's effective priority is `priority + aging_per_sec * seconds_waited`. Because every
+//! waiting task ages at the same rate, the order between two tasks never changes while they
+//! wait, so the queue stores a fixed key `priority - aging_per_sec * enqueued_at` (in
+//! milli-units) and needs no re-sorting: a task that has waited long enough overtakes newer,
+//! higher-priority ones exactly when its effective priority passes theirs.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
+
+/// Ready tasks (by index) grouped by the agent that should run them.
+#[derive(Debug)]
+pub struct ReadyQueue {
+    epoch: Instant,
+    aging_per_sec: f64,
+    seq: u64,
+    by_agent: HashMap<String, BTreeSet<(i64, u64, usize)>>,
+    len: usize,
+}
+
+impl ReadyQueue {
+    /// An empty queue; `epoch` anchors the aging clock.
+    pub fn new(epoch: Instant, aging_per_sec: f64) -> Self {
+        Self {
+            epoch,
+            aging_per_sec,
+            seq: 0,
+            by_agent: HashMap::new(),
+            len: 0,
+        }
+    }
+
+    /// Queues task `idx` for `agent` with a base priority.
+    pub fn push(&mut self, agent: &str, idx: usize, priority: i32, now: Instant) {
+        let waited_from = now.saturating_duration_since(self.epoch).as_secs_f64();
+        let key = (priority as f64 - self.aging_per_sec * waited_from) * 1000.0;
+        // Negated so that the BTreeSet's first element is the best.
+        let key = -(key as i64);
+        self.seq += 1;
+        self.by_agent
+            .entry(agent.to_owned())
+            .or_default()
+            .insert((key, self.seq, idx));
+        self.len += 1;
+    }
+
+    /// The best queued task for `agent`, without removing it: `(order key, task index)`.
+    pub fn peek(&self, agent: &str) -> Option<((i64, u64), usize)> {
+        self.by_agent
+            .get(agent)
+            .and_then(|s| s.first())
+            .map(|&(k, seq, idx)| ((k, seq), idx))
+    }
+
+    /// Removes and returns the best queued task for `agent`.
+    pub fn pop(&mut self, agent: &str) -> Option<usize> {
+        let set = self.by_agent.get_mut(agent)?;
+        let (_, _, idx) = set.pop_first()?;
+        self.len -= 1;
+        Some(idx)
+    }
+
+    /// Removes task `idx` wherever it is queued (used on cancellation).
+    pub fn remove(&mut self, idx: usize) -> bool {
+        for set in self.by_agent.values_mut() {
+            if let Some(&entry) = set.iter().find(|e| e.2 == idx) {
+                set.remove(&entry);
+                self.len -= 1;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Number of queued tasks.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn higher_priority_first_then_fifo() {
+        let t0 = Instant::now();
+        let mut q = ReadyQueue::new(t0, 0.0);
+        q.push("a", 1, 10, t0);
+        q.push("a", 2, 50, t0);
+        q.push("a", 3, 50, t0);
+        assert_eq!(q.pop("a"), Some(2));
+        assert_eq!(q.pop("a"), Some(3));
+        assert_eq!(q.pop("a"), Some(1));
+        assert_eq!(q.pop("a"), None);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn aging_lets_old_tasks_overtake() {
+        let t0 = Instant::now();
+        let mut q = ReadyQueue::new(t0, 1.0);
+        q.push("a", 1, 10, t0);
+        // 30 s later a priority-30 task arrives: the old one is at effective 40 by then.
+        q.push("a", 2, 30, t0 + Duration::from_secs(30));
+        assert_eq!(q.pop("a"), Some(1));
+        // A priority-50 task beats it.
+        q.push("a", 3, 10, t0);
+        q.push("a", 4, 50, t0 + Duration::from_secs(30));
+        assert_eq!(q.pop("a"), Some(4));
+    }
+
+    #[test]
+    fn queues_are_per_agent() {
+        let t0 = Instant::now();
+        let mut q = ReadyQueue::new(t0, 0.0);
+        q.push("a", 1, 10, t0);
+        q.push("b", 2, 90, t0);
+        assert_eq!(q.pop("a"), Some(1));
+        assert!(q.remove(2));
+        assert_eq!(q.len(), 0);
+    }
+}

@@ -1,0 +1,449 @@
+//! The scheduler core: workflow DAG progress, dispatch to idle agent instances, leases on
+//! running tasks, retries with backoff, the fallback chain, and terminal states with reasons.
+//!
+//! It is a plain struct driven by the `Scheduler` actor: every method takes `now` and returns
+//! [`SchedEvent`]s for the actor to trace and count. The rules:
+//! - A task becomes Ready when every upstream task Succeeded. Ready tasks of one agent are
+//!   ordered by effective priority (agent priority + task boost + aging), FIFO among equals;
+//!   across agents the best head wins.
+//! - At most `max_concurrency` tasks run at once. A running task is held by a [`Lease`] naming
+//!   the agent instance and a deadline (attempt timeout + grace). A report under a lease that
+//!   is no longer live is refused, so a task never completes twice.
+//! - A failed attempt is retried on the same agent with exponential backoff and jitter (or
+//!   after the server's `Retry-After`, whichever is longer) until the agent's `max_attempts`;
+//!   a final (non-retryable) error skips the remaining attempts. Then the task moves to the
+//!   fallback agent with a fresh attempt budget, down the chain. When the chain is spent, the
+//!   task is Failed with the last error, and every task downstream is Skipped with a reason
+//!   naming the failed task.
+//! - An agent instance that dies or lets its lease expire returns its task as a failed attempt.
+
+mod types;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use types::*;
+
+use crate::config::Config;
+use crate::llm::Usage;
+use crate::model::template;
+use crate::model::{InstanceId, TaskKey, TaskState};
+use crate::policy::backoff::{exponential, jittered, SplitMix64};
+use crate::policy::ready_queue::ReadyQueue;
+
+/// The scheduler's whole state.
+#[derive(Debug)]
+pub struct SchedulerCore {
+    cfg: Arc<Config>,
+    tasks: Vec<TaskRecord>,
+    index: HashMap<TaskKey, usize>,
+    ready: ReadyQueue,
+    delayed: BTreeSet<(Instant, u64, usize)>,
+    idle: HashMap<String, VecDeque<InstanceId>>,
+    leases: HashMap<LeaseId, Lease>,
+    by_instance: HashMap<InstanceId, LeaseId>,
+    next_lease: u64,
+    seq: u64,
+    rng: SplitMix64,
+    draining: bool,
+    counts: [usize; 7],
+}
+
+impl SchedulerCore {
+    /// Builds the DAGs of every workflow in `cfg`; tasks without upstream are Ready at once.
+    pub fn new(cfg: Arc<Config>, now: Instant) -> Self {
+        let mut tasks = Vec::new();
+        let mut index = HashMap::new();
+        for wf in &cfg.workflows {
+            let base = tasks.len();
+            let local: HashMap<&str, usize> =
+                wf.tasks.iter().enumerate().map(|(i, t)| (t.id.as_str(), base + i)).collect();
+            for t in &wf.tasks {
+                let key = TaskKey {
+                    workflow: wf.name.clone(),
+                    task: t.id.clone(),
+                };
+                let deps: Vec<usize> =
+                    t.depends_on.iter().filter_map(|d| local.get(d.as_str()).copied()).collect();
+                index.insert(key.clone(), tasks.len());
+                tasks.push(TaskRecord::new(key, t, deps));
+            }
+        }
+        for i in 0..tasks.len() {
+            for d in tasks[i].deps.clone() {
+                tasks[d].dependents.push(i);
+            }
+        }
+        let mut core = Self {
+            ready: ReadyQueue::new(now, cfg.runtime.aging_per_sec),
+            cfg,
+            tasks,
+            index,
+            delayed: BTreeSet::new(),
+            idle: HashMap::new(),
+            leases: HashMap::new(),
+            by_instance: HashMap::new(),
+            next_lease: 1,
+            seq: 0,
+            rng: SplitMix64::new(0x5EED_A6E7),
+            draining: false,
+            counts: [0; 7],
+        };
+        core.counts[state_slot(TaskState::Pending)] = core.tasks.len();
+        for i in 0..core.tasks.len() {
+            if core.tasks[i].deps.is_empty() {
+                core.make_ready(i, now, &mut Vec::new());
+            }
+        }
+        core
+    }
+
+    /// All task records, in declaration order.
+    pub fn tasks(&self) -> &[TaskRecord] {
+        &self.tasks
+    }
+
+    /// The record of `key`.
+    pub fn task(&self, key: &TaskKey) -> Option<&TaskRecord> {
+        self.index.get(key).map(|&i| &self.tasks[i])
+    }
+
+    /// Number of tasks in each state, in [`TaskState::ALL`] order.
+    pub fn counts(&self) -> [(TaskState, usize); 7] {
+        TaskState::ALL.map(|s| (s, self.counts[state_slot(s)]))
+    }
+
+    /// Whether every task reached a terminal state.
+    pub fn is_done(&self) -> bool {
+        self.tasks.iter().all(|t| t.state.is_terminal())
+    }
+
+    /// Number of live leases.
+    pub fn running(&self) -> usize {
+        self.leases.len()
+    }
+
+    /// Live leases.
+    pub fn leases(&self) -> impl Iterator<Item = &Lease> {
+        self.leases.values()
+    }
+
+    /// An agent instance is idle and can take a task.
+    pub fn agent_idle(&mut self, instance: InstanceId) {
+        let q = self.idle.entry(instance.agent.clone()).or_default();
+        if !q.contains(&instance) && !self.by_instance.contains_key(&instance) {
+            q.push_back(instance);
+        }
+    }
+
+    /// An agent instance died. Its lease, if any, comes back as a failed attempt.
+    pub fn agent_gone(&mut self, instance: &InstanceId, reason: &str, now: Instant) -> Vec<SchedEvent> {
+        if let Some(q) = self.idle.get_mut(&instance.agent) {
+            q.retain(|i| i != instance);
+        }
+        let mut events = Vec::new();
+        if let Some(lease) = self.by_instance.get(instance).copied() {
+            let outcome = Outcome::Failed {
+                reason: format!("agent {instance} died: {reason}"),
+                retryable: true,
+                retry_after: None,
+            };
+            self.settle(lease, outcome, Usage::default(), now, &mut events);
+        }
+        events
+    }
+
+    /// Stops handing out new tasks (graceful shutdown); running ones may still report.
+    pub fn drain(&mut self) {
+        self.draining = true;
+    }
+
+    /// Hands ready tasks to idle instances, best first, up to the concurrency limit.
+    pub fn dispatch(&mut self, now: Instant) -> (Vec<Dispatch>, Vec<SchedEvent>) {
+        let mut events = Vec::new();
+        self.promote_delayed(now, &mut events);
+        let mut out = Vec::new();
+        if self.draining {
+            return (out, events);
+        }
+        while self.leases.len() < self.cfg.runtime.max_concurrency {
+            let best = self
+                .idle
+                .iter()
+                .filter(|(_, q)| !q.is_empty())
+                .filter_map(|(agent, _)| self.ready.peek(agent).map(|(k, _)| (k, agent.clone())))
+                .min();
+            let Some((_, agent)) = best else { break };
+            let Some(idx) = self.ready.pop(&agent) else { break };
+            let Some(instance) = self.idle.get_mut(&agent).and_then(VecDeque::pop_front) else {
+                break;
+            };
+            out.push(self.lease(idx, instance, now, &mut events));
+        }
+        (out, events)
+    }
+
+    /// Settles a lease with the agent's report. Refused if the lease is no longer live.
+    pub fn report(&mut self, report: Report, now: Instant) -> Result<Vec<SchedEvent>, StaleLease> {
+        if !self.leases.contains_key(&report.lease) {
+            return Err(StaleLease(report.lease));
+        }
+        let mut events = Vec::new();
+        self.settle(report.lease, report.outcome, report.usage, now, &mut events);
+        Ok(events)
+    }
+
+    /// Revokes leases past their deadline; returns the instances that held them (to be
+    /// restarted, since they did not report in time) and the events.
+    pub fn expire(&mut self, now: Instant) -> (Vec<InstanceId>, Vec<SchedEvent>) {
+        let expired: Vec<LeaseId> =
+            self.leases.values().filter(|l| l.deadline <= now).map(|l| l.id).collect();
+        let mut events = Vec::new();
+        let mut instances = Vec::new();
+        for id in expired {
+            let Some(lease) = self.leases.get(&id) else { continue };
+            instances.push(lease.instance.clone());
+            let reason = format!(
+                "lease expired: agent {} did not report within {:.1?}",
+                lease.instance,
+                lease.deadline.saturating_duration_since(lease.started)
+            );
+            let outcome = Outcome::Failed {
+                reason,
+                retryable: true,
+                retry_after: None,
+            };
+            self.settle(id, outcome, Usage::default(), now, &mut events);
+        }
+        (instances, events)
+    }
+
+    /// The next moment something is due: a delayed retry or a lease deadline.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let retry = self.delayed.first().map(|&(t, _, _)| t);
+        let lease = self.leases.values().map(|l| l.deadline).min();
+        match (retry, lease) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Cancels every task that is not terminal (shutdown). Live leases are revoked: late
+    /// reports under them are refused.
+    pub fn cancel_all(&mut self, reason: &str, now: Instant) -> Vec<SchedEvent> {
+        let mut events = Vec::new();
+        self.leases.clear();
+        self.by_instance.clear();
+        self.delayed.clear();
+        for i in 0..self.tasks.len() {
+            if !self.tasks[i].state.is_terminal() {
+                self.ready.remove(i);
+                self.finish(i, TaskState::Cancelled, reason.to_owned(), now, &mut events);
+            }
+        }
+        events
+    }
+
+    fn lease(&mut self, idx: usize, instance: InstanceId, now: Instant, events: &mut Vec<SchedEvent>) -> Dispatch {
+        let id = LeaseId(self.next_lease);
+        self.next_lease += 1;
+        let agent = self.cfg.agent(&instance.agent);
+        let timeout = agent.map(|a| a.timeout).unwrap_or(Duration::from_secs(60));
+        let deadline = now + timeout + self.cfg.runtime.lease_grace;
+        let input = {
+            let t = &self.tasks[idx];
+            let lookup = |id: &str| {
+                let key = TaskKey {
+                    workflow: t.key.workflow.clone(),
+                    task: id.to_owned(),
+                };
+                self.index.get(&key).and_then(|&j| self.tasks[j].output.clone())
+            };
+            template::render(&t.input, lookup)
+        };
+        let t = &mut self.tasks[idx];
+        t.attempts_on_agent += 1;
+        t.attempts_total += 1;
+        t.started.get_or_insert(now);
+        let dispatch = Dispatch {
+            lease: id,
+            key: t.key.clone(),
+            instance: instance.clone(),
+            attempt: t.attempts_on_agent,
+            attempt_total: t.attempts_total,
+            input,
+            timeout,
+        };
+        self.leases.insert(
+            id,
+            Lease {
+                id,
+                task: idx,
+                instance: instance.clone(),
+                started: now,
+                deadline,
+            },
+        );
+        self.by_instance.insert(instance, id);
+        self.transition(idx, TaskState::Running, None, events);
+        dispatch
+    }
+
+    fn settle(&mut self, lease: LeaseId, outcome: Outcome, usage: Usage, now: Instant, events: &mut Vec<SchedEvent>) {
+        let Some(lease) = self.leases.remove(&lease) else { return };
+        self.by_instance.remove(&lease.instance);
+        let idx = lease.task;
+        let t = &mut self.tasks[idx];
+        t.usage += usage;
+        let agent = t.current_agent.clone();
+        match outcome {
+            Outcome::Succeeded { output } => {
+                t.output = Some(output);
+                t.finished_by = Some(lease.instance.to_string());
+                t.attempts.push(AttemptRecord {
+                    agent,
+                    instance: lease.instance.to_string(),
+                    error: None,
+                });
+                self.finish(idx, TaskState::Succeeded, "completed".into(), now, events);
+                for d in self.tasks[idx].dependents.clone() {
+                    let dt = &self.tasks[d];
+                    if dt.state == TaskState::Pending
+                        && dt.deps.iter().all(|&u| self.tasks[u].state == TaskState::Succeeded)
+                    {
+                        self.make_ready(d, now, events);
+                    }
+                }
+            }
+            Outcome::Failed {
+                reason,
+                retryable,
+                retry_after,
+            } => {
+                t.attempts.push(AttemptRecord {
+                    agent: agent.clone(),
+                    instance: lease.instance.to_string(),
+                    error: Some(reason.clone()),
+                });
+                t.last_error = Some(reason.clone());
+                let policy = self.cfg.agent(&agent).map(|a| a.retry);
+                let attempts = t.attempts_on_agent;
+                match policy {
+                    Some(p) if retryable && attempts < p.max_attempts => {
+                        let base = exponential(p.initial_backoff, p.max_backoff, p.multiplier, attempts);
+                        let delay = jittered(base, p.jitter, self.rng.next_unit()).max(retry_after.unwrap_or_default());
+                        events.push(SchedEvent::Retry {
+                            task: t.key.clone(),
+                            agent: agent.clone(),
+                            attempt: attempts,
+                            delay,
+                            reason: reason.clone(),
+                        });
+                        self.seq += 1;
+                        self.delayed.insert((now + delay, self.seq, idx));
+                        self.transition(idx, TaskState::Ready, Some(reason), events);
+                    }
+                    _ => self.fall_back_or_fail(idx, now, events),
+                }
+            }
+        }
+    }
+
+    fn fall_back_or_fail(&mut self, idx: usize, now: Instant, events: &mut Vec<SchedEvent>) {
+        let agent = self.tasks[idx].current_agent.clone();
+        let fallback = self.cfg.agent(&agent).and_then(|a| a.fallback.clone());
+        match fallback {
+            Some(next) if !self.tasks[idx].chain.contains(&next) => {
+                let t = &mut self.tasks[idx];
+                events.push(SchedEvent::Fallback {
+                    task: t.key.clone(),
+                    from: agent.clone(),
+                    to: next.clone(),
+                    after_attempts: t.attempts_on_agent,
+                });
+                t.chain.push(next.clone());
+                t.current_agent = next;
+                t.attempts_on_agent = 0;
+                self.make_ready(idx, now, events);
+            }
+            _ => {
+                let t = &self.tasks[idx];
+                let reason = format!(
+                    "failed after {} attempt{} (agents: {}); last error: {}",
+                    t.attempts_total,
+                    if t.attempts_total == 1 { "" } else { "s" },
+                    t.chain.join(" -> "),
+                    t.last_error.as_deref().unwrap_or("unknown")
+                );
+                let root = t.key.clone();
+                self.finish(idx, TaskState::Failed, reason, now, events);
+                self.skip_downstream(idx, &root, now, events);
+            }
+        }
+    }
+
+    fn skip_downstream(&mut self, idx: usize, root: &TaskKey, now: Instant, events: &mut Vec<SchedEvent>) {
+        let mut stack = self.tasks[idx].dependents.clone();
+        while let Some(d) = stack.pop() {
+            if self.tasks[d].state.is_terminal() {
+                continue;
+            }
+            self.ready.remove(d);
+            let reason = format!("upstream task {root} failed");
+            self.finish(d, TaskState::Skipped, reason, now, events);
+            stack.extend(self.tasks[d].dependents.iter().copied());
+        }
+    }
+
+    fn make_ready(&mut self, idx: usize, now: Instant, events: &mut Vec<SchedEvent>) {
+        let t = &self.tasks[idx];
+        let base = self.cfg.agent(&t.current_agent).map(|a| a.priority as i32).unwrap_or(50);
+        let priority = base + t.priority_boost as i32;
+        let agent = t.current_agent.clone();
+        self.ready.push(&agent, idx, priority, now);
+        if self.tasks[idx].state != TaskState::Ready {
+            self.transition(idx, TaskState::Ready, None, events);
+        }
+    }
+
+    fn promote_delayed(&mut self, now: Instant, events: &mut Vec<SchedEvent>) {
+        while let Some(&(due, seq, idx)) = self.delayed.first() {
+            if due > now {
+                break;
+            }
+            self.delayed.remove(&(due, seq, idx));
+            self.make_ready(idx, now, events);
+        }
+    }
+
+    fn finish(&mut self, idx: usize, state: TaskState, reason: String, now: Instant, events: &mut Vec<SchedEvent>) {
+        let t = &mut self.tasks[idx];
+        t.reason = Some(reason.clone());
+        t.finished = Some(now);
+        self.transition(idx, state, Some(reason), events);
+    }
+
+    fn transition(&mut self, idx: usize, to: TaskState, reason: Option<String>, events: &mut Vec<SchedEvent>) {
+        let t = &mut self.tasks[idx];
+        let from = t.state;
+        t.state = to;
+        self.counts[state_slot(from)] -= 1;
+        self.counts[state_slot(to)] += 1;
+        events.push(SchedEvent::TaskState {
+            task: t.key.clone(),
+            agent: t.current_agent.clone(),
+            from,
+            to,
+            attempt: t.attempts_total,
+            reason,
+        });
+    }
+}
+
+fn state_slot(s: TaskState) -> usize {
+    TaskState::ALL.iter().position(|&x| x == s).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,125 @@
+//! Messages the scheduler handles, and the run snapshot it answers with.
+
+use std::time::Instant;
+
+use actix::prelude::*;
+use agentos_runtime::model::{InstanceId, TaskState};
+use agentos_runtime::sched::{AttemptRecord, Report, SchedulerCore};
+use serde::Serialize;
+
+use crate::agent::RunTask;
+
+/// An agent instance is idle and can take a task.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct AgentIdle {
+    /// Who.
+    pub instance: InstanceId,
+    /// Where to send its next task.
+    pub addr: Recipient<RunTask>,
+}
+
+/// An agent instance died (sent by its supervisor); its lease comes back as a failed attempt.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct AgentDown {
+    /// Who.
+    pub instance: InstanceId,
+    /// Why.
+    pub reason: String,
+}
+
+/// An agent's report on one attempt.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct TaskReport {
+    /// Who ran it.
+    pub instance: InstanceId,
+    /// Lease, outcome and usage.
+    pub report: Report,
+}
+
+/// Asks for a [`RunSnapshot`].
+#[derive(Debug, Message)]
+#[rtype(result = "RunSnapshot")]
+pub struct GetSnapshot;
+
+/// Stops dispatching new tasks (graceful shutdown); answers how many are still running.
+#[derive(Debug, Message)]
+#[rtype(result = "usize")]
+pub struct Drain;
+
+/// Cancels every unfinished task with a reason.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CancelAll {
+    /// Why.
+    pub reason: String,
+}
+
+/// One task as the summary and `/api/tasks` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskSummary {
+    /// `workflow/task`.
+    pub task: String,
+    /// State.
+    pub state: TaskState,
+    /// Attempts over the whole fallback chain.
+    pub attempts: u32,
+    /// Agent responsible now (or at the end).
+    pub agent: String,
+    /// Instance that produced the output.
+    pub finished_by: Option<String>,
+    /// Prompt tokens over all attempts.
+    pub prompt_tokens: u64,
+    /// Completion tokens over all attempts.
+    pub completion_tokens: u64,
+    /// Seconds from first dispatch to the end (or now).
+    pub duration_secs: f64,
+    /// Reason of the terminal state.
+    pub reason: Option<String>,
+    /// Output, if it succeeded.
+    pub output: Option<String>,
+    /// Every attempt.
+    pub history: Vec<AttemptRecord>,
+}
+
+/// Every task of the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSnapshot {
+    /// Whether every task is terminal.
+    pub done: bool,
+    /// Tasks in declaration order.
+    pub tasks: Vec<TaskSummary>,
+}
+
+impl RunSnapshot {
+    /// Snapshot of `core` at `now`.
+    pub fn of(core: &SchedulerCore, now: Instant) -> Self {
+        Self {
+            done: core.is_done(),
+            tasks: core
+                .tasks()
+                .iter()
+                .map(|t| TaskSummary {
+                    task: t.key.to_string(),
+                    state: t.state,
+                    attempts: t.attempts_total,
+                    agent: t.current_agent.clone(),
+                    finished_by: t.finished_by.clone(),
+                    prompt_tokens: t.usage.prompt_tokens,
+                    completion_tokens: t.usage.completion_tokens,
+                    duration_secs: t.duration(now).as_secs_f64(),
+                    reason: t.reason.clone(),
+                    output: t.output.clone(),
+                    history: t.attempts.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Stops the scheduler actor (its state stays with the child spec).
+#[derive(Debug, Default, Message)]
+#[rtype(result = "()")]
+pub struct StopScheduler;

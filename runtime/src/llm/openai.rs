@@ -1,23 +1,82 @@
 //! OpenAI-compatible chat-completions backend.
-use futures::future::BoxFuture;
+//!
+//! Speaks `POST {base_url}/chat/completions` as served by OpenAI, vLLM, the llama.cpp server,
+//! Ollama and LM Studio. It sends the conversation and the granted tools, reads `tool_calls`
+//! and `usage`, and maps every failure to a typed [`LlmError`]:
+//!
+//! | what happened                     | error                        | retryable |
+//! |-----------------------------------|------------------------------|-----------|
+//! | no reply within `request_timeout` | [`LlmError::Timeout`]        | yes       |
+//! | HTTP 429 (`Retry-After` honoured) | [`LlmError::RateLimited`]    | yes       |
+//! | HTTP 5xx                          | [`LlmError::Server`]         | yes       |
+//! | other HTTP 4xx                    | [`LlmError::Rejected`]       | no        |
+//! | body not a chat completion        | [`LlmError::Malformed`]      | yes       |
+//! | connection refused, reset, DNS    | [`LlmError::Transport`]      | yes       |
+//! | API key variable unset or empty   | [`LlmError::MissingApiKey`]  | no        |
+//!
+//! The API key is read from the environment variable named in the config at call time, sent
+//! as a sensitive `Authorization: Bearer` header and never logged. Reply bodies are capped at
+//! [`MAX_BODY_BYTES`]; nothing a server sends can panic.
 
-use super::{ChatRequest, ChatResponse, LlmBackend, LlmError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use reqwest::header::{HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{
+    approx_prompt_tokens, approx_tokens, ChatMessage, ChatRequest, ChatResponse, LlmBackend,
+    LlmError, Role, ToolCall, Usage,
+};
 use crate::config::OpenAiSettings;
 
-/// An OpenAI-compatible backend.
+/// Largest reply body accepted; a longer one is [`LlmError::Malformed`].
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// Most bytes read from the body of an error reply (the rest is ignored).
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// Most characters of a non-JSON error body kept in an error message.
+const MAX_MESSAGE_CHARS: usize = 500;
+
+/// An OpenAI-compatible backend. Cheap to share: one HTTP client (and connection pool) per
+/// backend, cloned into each request's future.
 #[derive(Debug)]
 pub struct OpenAiBackend {
     name: String,
-    #[allow(dead_code)]
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     settings: OpenAiSettings,
+    /// `{base_url}/chat/completions`.
+    url: String,
+    client: reqwest::Client,
 }
 
 impl OpenAiBackend {
     /// Builds the backend; the API key is read from the environment at call time.
+    ///
+    /// Fails with [`LlmError::Transport`] only if the HTTP client cannot be built (TLS setup).
     pub fn new(name: &str, settings: OpenAiSettings) -> Result<Self, LlmError> {
+        let client = reqwest::Client::builder()
+            .timeout(settings.request_timeout)
+            .build()
+            .map_err(|e| LlmError::Transport(format!("cannot build HTTP client: {}", chain(&e))))?;
+        let url = format!(
+            "{}/chat/completions",
+            settings.base_url.trim_end_matches('/')
+        );
         Ok(Self {
             name: name.into(),
-            settings,
+            inner: Arc::new(Inner {
+                settings,
+                url,
+                client,
+            }),
         })
     }
 }
@@ -32,7 +91,389 @@ impl LlmBackend for OpenAiBackend {
     fn is_simulated(&self) -> bool {
         false
     }
-    fn chat(&self, _request: ChatRequest) -> BoxFuture<'static, Result<ChatResponse, LlmError>> {
-        Box::pin(async { Err(LlmError::Transport("not built yet".into())) })
+    fn chat(&self, request: ChatRequest) -> BoxFuture<'static, Result<ChatResponse, LlmError>> {
+        let inner = Arc::clone(&self.inner);
+        let backend = self.name.clone();
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = inner.call(&request).await;
+            match &result {
+                Ok(reply) => tracing::debug!(
+                    backend = %backend,
+                    agent = %request.meta.agent,
+                    task = %request.meta.task,
+                    prompt_tokens = reply.usage.prompt_tokens,
+                    completion_tokens = reply.usage.completion_tokens,
+                    finish_reason = %reply.finish_reason,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "chat completion"
+                ),
+                Err(e) => tracing::debug!(
+                    backend = %backend,
+                    agent = %request.meta.agent,
+                    task = %request.meta.task,
+                    outcome = e.outcome_label(),
+                    error = %e,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "chat completion failed"
+                ),
+            }
+            result
+        })
     }
 }
+
+impl Inner {
+    async fn call(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
+        let auth = match &self.settings.api_key_env {
+            Some(var) => Some(auth_header(var, |v| std::env::var(v).ok())?),
+            None => None,
+        };
+        let mut builder = self
+            .client
+            .post(&self.url)
+            .json(&request_body(&self.settings, request));
+        if let Some(auth) = auth {
+            builder = builder.header(AUTHORIZATION, auth);
+        }
+        let mut response = builder.send().await.map_err(|e| self.transport(&e))?;
+        let status = response.status();
+        if status.is_success() {
+            if response
+                .content_length()
+                .is_some_and(|len| len > MAX_BODY_BYTES as u64)
+            {
+                return Err(too_large());
+            }
+            let (body, complete) = read_body(&mut response, MAX_BODY_BYTES)
+                .await
+                .map_err(|e| self.transport(&e))?;
+            if !complete {
+                return Err(too_large());
+            }
+            return parse_reply(&body, request);
+        }
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        // The status decides the error; a body that cannot be read only loses the message.
+        let body = read_body(&mut response, MAX_ERROR_BODY_BYTES)
+            .await
+            .map(|(body, _)| body)
+            .unwrap_or_default();
+        Err(status_error(
+            status.as_u16(),
+            retry_after,
+            error_message(&body, status.canonical_reason()),
+        ))
+    }
+
+    fn transport(&self, e: &reqwest::Error) -> LlmError {
+        if e.is_timeout() {
+            LlmError::Timeout(self.settings.request_timeout)
+        } else {
+            LlmError::Transport(chain(e))
+        }
+    }
+}
+
+/// The `Authorization` header for the key held in `var`, looked up with `lookup`.
+fn auth_header(
+    var: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<HeaderValue, LlmError> {
+    let key = lookup(var)
+        .filter(|k| !k.trim().is_empty())
+        .ok_or_else(|| LlmError::MissingApiKey(var.to_string()))?;
+    let mut value = HeaderValue::from_str(&format!("Bearer {}", key.trim())).map_err(|_| {
+        // Never echo the key itself.
+        LlmError::Transport(format!(
+            "the API key in {var} contains characters not allowed in an HTTP header"
+        ))
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// Reads the body in chunks, stopping after `limit` bytes. Returns the bytes read and whether
+/// the body was read to its end within the limit.
+async fn read_body(
+    response: &mut reqwest::Response,
+    limit: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            let room = limit - body.len();
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, false));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, true))
+}
+
+fn too_large() -> LlmError {
+    LlmError::Malformed(format!(
+        "reply body is larger than {} MiB",
+        MAX_BODY_BYTES / (1024 * 1024)
+    ))
+}
+
+/// An error and its sources, joined with `: `.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// The JSON body of a chat-completions request.
+fn request_body(settings: &OpenAiSettings, request: &ChatRequest) -> Value {
+    let messages: Vec<Value> = request.messages.iter().map(wire_message).collect();
+    let mut body = json!({
+        "model": settings.model,
+        "messages": messages,
+    });
+    if !request.tools.is_empty() {
+        let tools: Vec<Value> = request
+            .tools
+            .iter()
+            .map(|t| {
+                json!({
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        "description": t.description,
+                        "parameters": t.parameters,
+                    }
+                })
+            })
+            .collect();
+        body["tools"] = Value::Array(tools);
+    }
+    if let Some(max_tokens) = request.max_tokens.or(settings.max_tokens) {
+        body["max_tokens"] = json!(max_tokens);
+    }
+    if let Some(temperature) = settings.temperature {
+        body["temperature"] = json!(temperature);
+    }
+    body
+}
+
+fn wire_message(m: &ChatMessage) -> Value {
+    let role = match m.role {
+        Role::System => "system",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::Tool => "tool",
+    };
+    let content = if m.role == Role::Assistant && m.content.is_empty() && !m.tool_calls.is_empty() {
+        Value::Null
+    } else {
+        Value::String(m.content.clone())
+    };
+    let mut wire = json!({ "role": role, "content": content });
+    if !m.tool_calls.is_empty() {
+        let calls: Vec<Value> = m
+            .tool_calls
+            .iter()
+            .map(|c| {
+                json!({
+                    "id": c.id,
+                    "type": "function",
+                    "function": { "name": c.name, "arguments": c.arguments.to_string() },
+                })
+            })
+            .collect();
+        wire["tool_calls"] = Value::Array(calls);
+    }
+    if let Some(id) = &m.tool_call_id {
+        wire["tool_call_id"] = json!(id);
+    }
+    wire
+}
+
+/// Parses a `Retry-After` value given in delta-seconds (integer or decimal). HTTP dates and
+/// anything else unparseable are ignored.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let secs: f64 = value.trim().parse().ok()?;
+    if !secs.is_finite() || secs < 0.0 {
+        return None;
+    }
+    Duration::try_from_secs_f64(secs).ok()
+}
+
+/// The typed error for a non-2xx status.
+fn status_error(status: u16, retry_after: Option<Duration>, message: String) -> LlmError {
+    match status {
+        429 => LlmError::RateLimited {
+            retry_after,
+            message,
+        },
+        500..=599 => LlmError::Server { status, message },
+        400..=499 => LlmError::Rejected { status, message },
+        // 1xx and 3xx (redirects are followed, so one left over is unusable) are not answers.
+        _ => LlmError::Malformed(format!("unexpected HTTP status {status}: {message}")),
+    }
+}
+
+/// The server's message from an error body: `error.message` (or `error` as a string, or a
+/// top-level `message`) of a JSON body, else the text truncated to 500 characters.
+fn error_message(body: &[u8], reason: Option<&str>) -> String {
+    if let Ok(json) = serde_json::from_slice::<Value>(body) {
+        let found = json
+            .pointer("/error/message")
+            .and_then(Value::as_str)
+            .or_else(|| json.get("error").and_then(Value::as_str))
+            .or_else(|| json.get("message").and_then(Value::as_str));
+        if let Some(message) = found {
+            return message.to_string();
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return reason.unwrap_or("(empty body)").to_string();
+    }
+    truncate_chars(text, MAX_MESSAGE_CHARS)
+}
+
+fn truncate_chars(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
+// Reply structs: only the fields we read; unknown fields are ignored.
+
+#[derive(Deserialize)]
+struct WireReply {
+    #[serde(default)]
+    choices: Vec<WireChoice>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct WireChoice {
+    message: WireReplyMessage,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireReplyMessage {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<WireToolCall>>,
+}
+
+#[derive(Deserialize)]
+struct WireToolCall {
+    #[serde(default)]
+    id: Option<String>,
+    function: WireFunction,
+}
+
+#[derive(Deserialize)]
+struct WireFunction {
+    name: String,
+    /// A string of JSON per the protocol; some servers send the object itself.
+    #[serde(default)]
+    arguments: Value,
+}
+
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+}
+
+/// Parses a 2xx body into a [`ChatResponse`]; usage missing from the reply is estimated.
+fn parse_reply(body: &[u8], request: &ChatRequest) -> Result<ChatResponse, LlmError> {
+    let reply: WireReply = serde_json::from_slice(body)
+        .map_err(|e| LlmError::Malformed(format!("reply is not a chat completion: {e}")))?;
+    let choice = reply
+        .choices
+        .into_iter()
+        .next()
+        .ok_or_else(|| LlmError::Malformed("reply has no choices".into()))?;
+    let tool_calls = choice
+        .message
+        .tool_calls
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, call)| {
+            let arguments = parse_arguments(&call.function.name, call.function.arguments)?;
+            Ok(ToolCall {
+                id: call
+                    .id
+                    .filter(|id| !id.is_empty())
+                    .unwrap_or_else(|| format!("call_{i}")),
+                name: call.function.name,
+                arguments,
+            })
+        })
+        .collect::<Result<Vec<_>, LlmError>>()?;
+    let message = ChatMessage {
+        role: Role::Assistant,
+        content: choice.message.content.unwrap_or_default(),
+        tool_calls,
+        tool_call_id: None,
+    };
+    let usage = reply.usage.unwrap_or(WireUsage {
+        prompt_tokens: None,
+        completion_tokens: None,
+    });
+    let usage = Usage {
+        prompt_tokens: usage
+            .prompt_tokens
+            .unwrap_or_else(|| approx_prompt_tokens(&request.messages)),
+        completion_tokens: usage
+            .completion_tokens
+            .unwrap_or_else(|| approx_completion_tokens(&message)),
+    };
+    Ok(ChatResponse {
+        message,
+        usage,
+        finish_reason: choice.finish_reason.unwrap_or_else(|| "stop".into()),
+    })
+}
+
+fn parse_arguments(name: &str, raw: Value) -> Result<Value, LlmError> {
+    match raw {
+        Value::String(text) if text.trim().is_empty() => Ok(json!({})),
+        Value::String(text) => serde_json::from_str(&text).map_err(|e| {
+            LlmError::Malformed(format!("tool call `{name}` has unparseable arguments: {e}"))
+        }),
+        Value::Null => Ok(json!({})),
+        other => Ok(other),
+    }
+}
+
+fn approx_completion_tokens(message: &ChatMessage) -> u64 {
+    approx_tokens(&message.content)
+        + message
+            .tool_calls
+            .iter()
+            .map(|c| approx_tokens(&c.name) + approx_tokens(&c.arguments.to_string()))
+            .sum::<u64>()
+}
+
+#[cfg(test)]
+mod tests;

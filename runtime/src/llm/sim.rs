@@ -1,20 +1,64 @@
-//! The deterministic LLM simulator.
+//! The deterministic LLM **simulator**.
+//!
+//! [`SimBackend`] is not a language model: it answers from per-agent scripts declared in the
+//! config and, past a script, with a final answer that says it is simulated. It exists for
+//! offline runs, tests and load tests, and models three things of a real backend:
+//!
+//! - **Behaviour**: scripted tool calls and answers by step index ([`SimBehaviour`]);
+//!   `{{last_tool_result}}` in an answer is replaced by the latest tool result.
+//! - **Cost**: token counts (the same approximations as [`approx_tokens`]) and a latency model,
+//!   `base + per_prompt_token × prompt_tokens + per_output_token × completion_tokens`.
+//! - **Faults**: errors, panics and hangs, forced on a given attempt and step, or drawn at the
+//!   rates of [`SimFaults`](crate::config::SimFaults).
+//!
+//! # Determinism
+//! Every random choice comes from a small RNG (splitmix64) seeded with an FNV-1a hash of the
+//! backend seed and the request's agent, task, attempt and step. The same seed and the same
+//! requests give the same replies and faults regardless of call order or concurrency.
+//!
+//! Faults happen without latency: an error returns at once, a panic is raised when the future
+//! is first polled (inside the caller's task, to exercise supervision), a hang never resolves.
+
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use super::{ChatRequest, ChatResponse, LlmBackend, LlmError};
-use crate::config::{SimBehaviour, SimSettings};
+use super::{
+    approx_prompt_tokens, approx_tokens, ChatMessage, ChatRequest, ChatResponse, LlmBackend,
+    LlmError, RequestMeta, Role, ToolCall, Usage,
+};
+use crate::config::{SimBehaviour, SimFaultKind, SimSettings, SimStep};
 
-/// The simulator backend.
+/// Placeholder in a scripted answer replaced by the content of the latest tool result.
+pub const LAST_TOOL_RESULT: &str = "{{last_tool_result}}";
+
+/// Most characters of the latest input quoted in the simulator's default final answer.
+const QUOTE_CHARS: usize = 160;
+
+/// Salt of the per-call fault draw, so other draws from the same call stay independent.
+const FAULT_SALT: u64 = 0x6661_756c_7473; // "faults"
+
+/// The simulator backend (see the [module docs](self)).
 #[derive(Debug)]
 pub struct SimBackend {
     name: String,
-    #[allow(dead_code)]
     settings: SimSettings,
-    #[allow(dead_code)]
     behaviours: Arc<HashMap<String, SimBehaviour>>,
+}
+
+/// What one simulated call does, decided before its future runs.
+#[derive(Debug, Clone, PartialEq)]
+enum Plan {
+    /// Reply after sleeping for the modelled latency.
+    Reply(ChatResponse, Duration),
+    /// Return this injected error.
+    Error(String),
+    /// Panic with this message when polled.
+    Panic(String),
+    /// Never resolve.
+    Hang,
 }
 
 impl SimBackend {
@@ -30,6 +74,81 @@ impl SimBackend {
             behaviours: Arc::new(behaviours),
         }
     }
+
+    /// The modelled latency of a call with these token counts:
+    /// `base + per_prompt_token × prompt_tokens + per_output_token × completion_tokens`,
+    /// saturating instead of overflowing.
+    pub fn latency_for(&self, prompt_tokens: u64, completion_tokens: u64) -> Duration {
+        let l = &self.settings.latency;
+        l.base
+            .saturating_add(times(l.per_prompt_token, prompt_tokens))
+            .saturating_add(times(l.per_output_token, completion_tokens))
+    }
+
+    fn plan(&self, request: &ChatRequest) -> Plan {
+        let meta = &request.meta;
+        let behaviour = self.behaviours.get(&meta.agent);
+        let forced = behaviour.and_then(|b| {
+            b.faults
+                .iter()
+                .find(|f| f.attempt == meta.attempt && f.step == meta.step)
+        });
+        if let Some(fault) = forced {
+            return match fault.kind {
+                SimFaultKind::Error => Plan::Error(format!(
+                    "forced error on attempt {} step {}",
+                    meta.attempt, meta.step
+                )),
+                SimFaultKind::Panic => {
+                    Plan::Panic(format!("simulated panic (forced) in {}", at(meta)))
+                }
+                SimFaultKind::Hang => Plan::Hang,
+            };
+        }
+
+        let faults = &self.settings.faults;
+        let u = draw_unit(
+            self.settings.seed,
+            &[
+                &meta.agent,
+                &meta.task,
+                &meta.attempt.to_string(),
+                &meta.step.to_string(),
+            ],
+            FAULT_SALT,
+        );
+        if u < faults.panic_rate {
+            return Plan::Panic(format!(
+                "simulated panic (random, rate {}) in {}",
+                faults.panic_rate,
+                at(meta)
+            ));
+        }
+        if u < faults.panic_rate + faults.error_rate {
+            return Plan::Error(format!(
+                "random error (rate {}) on attempt {} step {}",
+                faults.error_rate, meta.attempt, meta.step
+            ));
+        }
+        if u < faults.panic_rate + faults.error_rate + faults.hang_rate {
+            return Plan::Hang;
+        }
+
+        let (message, finish_reason) = reply_message(behaviour, request);
+        let usage = Usage {
+            prompt_tokens: prompt_tokens(request),
+            completion_tokens: completion_tokens(&message),
+        };
+        let latency = self.latency_for(usage.prompt_tokens, usage.completion_tokens);
+        Plan::Reply(
+            ChatResponse {
+                message,
+                usage,
+                finish_reason: finish_reason.into(),
+            },
+            latency,
+        )
+    }
 }
 
 impl LlmBackend for SimBackend {
@@ -42,7 +161,177 @@ impl LlmBackend for SimBackend {
     fn is_simulated(&self) -> bool {
         true
     }
-    fn chat(&self, _request: ChatRequest) -> BoxFuture<'static, Result<ChatResponse, LlmError>> {
-        Box::pin(async { Err(LlmError::Transport("not built yet".into())) })
+    fn chat(&self, request: ChatRequest) -> BoxFuture<'static, Result<ChatResponse, LlmError>> {
+        let plan = self.plan(&request);
+        let meta = &request.meta;
+        match plan {
+            Plan::Reply(reply, latency) if latency.is_zero() => {
+                Box::pin(futures::future::ready(Ok(reply)))
+            }
+            Plan::Reply(reply, latency) => Box::pin(async move {
+                tokio::time::sleep(latency).await;
+                Ok(reply)
+            }),
+            Plan::Error(message) => {
+                tracing::debug!(backend = %self.name, agent = %meta.agent, task = %meta.task,
+                    attempt = meta.attempt, step = meta.step, "simulator injecting an error");
+                Box::pin(futures::future::ready(Err(LlmError::Injected(message))))
+            }
+            Plan::Panic(message) => {
+                tracing::debug!(backend = %self.name, agent = %meta.agent, task = %meta.task,
+                    attempt = meta.attempt, step = meta.step, "simulator injecting a panic");
+                Box::pin(panic_when_polled(message))
+            }
+            Plan::Hang => {
+                tracing::debug!(backend = %self.name, agent = %meta.agent, task = %meta.task,
+                    attempt = meta.attempt, step = meta.step, "simulator injecting a hang");
+                Box::pin(std::future::pending())
+            }
+        }
     }
 }
+
+/// Panics once polled, so the panic unwinds through whoever drives the call.
+async fn panic_when_polled(message: String) -> Result<ChatResponse, LlmError> {
+    panic!("{message}")
+}
+
+fn at(meta: &RequestMeta) -> String {
+    format!(
+        "agent {}, task {}, attempt {}, step {}",
+        meta.agent, meta.task, meta.attempt, meta.step
+    )
+}
+
+/// The scripted reply for this step, or the simulator's final answer past the script.
+fn reply_message(
+    behaviour: Option<&SimBehaviour>,
+    request: &ChatRequest,
+) -> (ChatMessage, &'static str) {
+    let meta = &request.meta;
+    let step = behaviour.and_then(|b| b.script.get(meta.step as usize));
+    match step {
+        Some(SimStep::Call { tool, args }) => (
+            ChatMessage {
+                role: Role::Assistant,
+                content: String::new(),
+                tool_calls: vec![ToolCall {
+                    id: format!("call_{}", meta.step),
+                    name: tool.clone(),
+                    arguments: args.clone(),
+                }],
+                tool_call_id: None,
+            },
+            "tool_calls",
+        ),
+        Some(SimStep::Answer(text)) => {
+            let last_tool = last_content(&request.messages, |r| r == Role::Tool);
+            (
+                ChatMessage::assistant(text.replace(LAST_TOOL_RESULT, last_tool)),
+                "stop",
+            )
+        }
+        None => {
+            let input = last_content(&request.messages, |r| matches!(r, Role::User | Role::Tool));
+            let quote: String = input.chars().take(QUOTE_CHARS).collect();
+            let ellipsis = if input.chars().nth(QUOTE_CHARS).is_some() {
+                "…"
+            } else {
+                ""
+            };
+            (
+                ChatMessage::assistant(format!(
+                    "[simulated] {} finished {}: {quote}{ellipsis}",
+                    meta.agent, meta.task
+                )),
+                "stop",
+            )
+        }
+    }
+}
+
+/// `per × n`, saturating at [`Duration::MAX`].
+fn times(per: Duration, n: u64) -> Duration {
+    let nanos = per.as_nanos().saturating_mul(u128::from(n));
+    match u64::try_from(nanos / 1_000_000_000) {
+        // The remainder is below 10^9, so it fits in u32.
+        Ok(secs) => Duration::new(secs, (nanos % 1_000_000_000) as u32),
+        Err(_) => Duration::MAX,
+    }
+}
+
+/// Content of the latest message whose role matches, or `""`.
+fn last_content(messages: &[ChatMessage], role: impl Fn(Role) -> bool) -> &str {
+    messages
+        .iter()
+        .rev()
+        .find(|m| role(m.role))
+        .map_or("", |m| m.content.as_str())
+}
+
+fn prompt_tokens(request: &ChatRequest) -> u64 {
+    let tools = if request.tools.is_empty() {
+        0
+    } else {
+        serde_json::to_string(&request.tools).map_or(0, |json| approx_tokens(&json))
+    };
+    approx_prompt_tokens(&request.messages) + tools
+}
+
+fn completion_tokens(message: &ChatMessage) -> u64 {
+    let calls: u64 = message
+        .tool_calls
+        .iter()
+        .map(|c| approx_tokens(&c.name) + approx_tokens(&c.arguments.to_string()))
+        .sum();
+    (approx_tokens(&message.content) + calls).max(1)
+}
+
+/// A deterministic draw in `[0, 1)` from `seed`, the `parts` that identify the choice (e.g.
+/// agent, task, attempt, step) and a `salt` that separates independent choices about the same
+/// parts. Uses an FNV-1a hash of the inputs to seed splitmix64, so it is stable across runs,
+/// platforms and Rust versions (unlike `std`'s `RandomState`).
+pub fn draw_unit(seed: u64, parts: &[&str], salt: u64) -> f64 {
+    let mut hash = Fnv1a::new();
+    hash.write(&seed.to_le_bytes());
+    for part in parts {
+        // Length-prefixed, so `["ab", "c"]` and `["a", "bc"]` differ.
+        hash.write(&(part.len() as u64).to_le_bytes());
+        hash.write(part.as_bytes());
+    }
+    hash.write(&salt.to_le_bytes());
+    let mut rng = SplitMix64(hash.0);
+    // The top 53 bits make an exactly representable fraction in [0, 1).
+    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// 64-bit FNV-1a.
+struct Fnv1a(u64);
+
+impl Fnv1a {
+    fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+/// splitmix64 (Steele, Lea, Flood 2014): tiny, fast, good enough for simulation.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -45,6 +45,15 @@ pub fn render(snapshot: &RunSnapshot, simulated: &[String], restarts: u64) -> St
             reason
         );
     }
+    let _ = writeln!(out, "Outputs:");
+    for t in &snapshot.tasks {
+        if let Some(output) = &t.output {
+            let flat: String = output.split_whitespace().collect::<Vec<_>>().join(" ");
+            let short: String = flat.chars().take(160).collect();
+            let ellipsis = if flat.chars().count() > 160 { "..." } else { "" };
+            let _ = writeln!(out, "  {:<w$}  {short}{ellipsis}", t.task);
+        }
+    }
     let count = |s: TaskState| snapshot.tasks.iter().filter(|t| t.state == s).count();
     let retries: u32 = snapshot.tasks.iter().map(|t| t.attempts.saturating_sub(1)).sum();
     let fallbacks = snapshot

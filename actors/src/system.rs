@@ -339,7 +339,7 @@ fn new_run_dir(data_dir: &Path) -> anyhow::Result<PathBuf> {
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
     let dir = data_dir.join("runs").join(format!("{stamp}-{}-{seq}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create run folder {}", dir.display()))?;
-    Ok(dir)
+    Ok(std::fs::canonicalize(&dir).unwrap_or(dir))
 }
 
 /// Copies every workspace marked `copy: true` into `run_dir/workspaces/`, once per root.

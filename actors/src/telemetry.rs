@@ -30,11 +30,12 @@ pub fn prometheus() -> anyhow::Result<PrometheusHandle> {
         .map_err(anyhow::Error::msg)
 }
 
-/// Sends `tracing` output to stderr, filtered by `RUST_LOG` (default `warn`). Safe to call
+/// Sends `tracing` output to stderr, filtered by `RUST_LOG` (default `error`; contained panics,
+/// restarts and retries log at `warn`). Safe to call
 /// more than once.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

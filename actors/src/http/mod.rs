@@ -65,6 +65,7 @@ pub async fn serve(listener: TcpListener, state: HttpState, mut shutdown: watch:
                 async move { Ok::<_, Infallible>(route(req, &state).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(e) = conn.await {

@@ -1,3 +1,6 @@
-//! End-to-end tests.
+//! End-to-end tests of AgentOS: one test binary, modules by area, shared helpers.
 
+mod config_errors;
+mod helpers;
 mod openai;
+mod system;

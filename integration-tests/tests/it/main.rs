@@ -1,1 +1,3 @@
-fn main() {}
+//! End-to-end tests.
+
+mod tools;

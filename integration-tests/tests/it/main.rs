@@ -4,3 +4,4 @@ mod config_errors;
 mod helpers;
 mod openai;
 mod system;
+mod tools;

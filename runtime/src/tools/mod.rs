@@ -247,3 +247,22 @@ pub fn arg_str<'a>(args: &'a serde_json::Value, key: &str) -> Result<&'a str, To
         .and_then(|v| v.as_str())
         .ok_or_else(|| ToolError::InvalidArguments(format!("`{key}` (string) is required")))
 }
+
+/// Helpers shared by the tools' unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    /// A context with default settings, no allowlist and no bus.
+    pub(crate) fn context(workspace: Option<PathBuf>) -> ToolContext {
+        ToolContext {
+            agent: "tester".into(),
+            task: "wf/task".into(),
+            workspace,
+            command_allowlist: Arc::new(Vec::new()),
+            command: Arc::new(CommandSettings::default()),
+            files: Arc::new(FileSettings::default()),
+            bus: None,
+        }
+    }
+}

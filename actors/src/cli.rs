@@ -163,7 +163,10 @@ fn load(file: &Path) -> Result<Config, ExitCode> {
 /// instead of letting the default hook print a backtrace banner for each.
 fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
-        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
         let msg = info
             .payload()
             .downcast_ref::<&str>()
@@ -195,7 +198,9 @@ async fn start_http(
     addr: SocketAddr,
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
 ) -> anyhow::Result<watch::Sender<bool>> {
-    let (listener, local) = http::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let (listener, local) = http::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
     println!("listening on http://{local}");
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = HttpState {
@@ -208,7 +213,12 @@ async fn start_http(
     Ok(stop_tx)
 }
 
-async fn run(cfg: Config, mut opts: BootOptions, metrics_addr: Option<SocketAddr>, json: bool) -> anyhow::Result<ExitCode> {
+async fn run(
+    cfg: Config,
+    mut opts: BootOptions,
+    metrics_addr: Option<SocketAddr>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let prometheus = telemetry::prometheus()?;
     opts.prometheus = Some(prometheus.clone());
     let grace = cfg.runtime.shutdown_timeout;
@@ -219,8 +229,11 @@ async fn run(cfg: Config, mut opts: BootOptions, metrics_addr: Option<SocketAddr
     };
     let end = sys.wait(shutdown_signal()).await;
     if end == RunEnd::Interrupted {
-        eprintln!("interrupted: letting running attempts finish (up to {grace:?}), cancelling the rest");
-        sys.drain(grace, "cancelled: run interrupted by signal").await;
+        eprintln!(
+            "interrupted: letting running attempts finish (up to {grace:?}), cancelling the rest"
+        );
+        sys.drain(grace, "cancelled: run interrupted by signal")
+            .await;
     }
     let snapshot = sys.snapshot().await;
     sys.stop().await;
@@ -231,8 +244,13 @@ async fn run(cfg: Config, mut opts: BootOptions, metrics_addr: Option<SocketAddr
     if json {
         println!("{}", serde_json::to_string_pretty(&snapshot)?);
     } else {
-        let restarts = sys.agent_restarts.load(std::sync::atomic::Ordering::Relaxed);
-        print!("{}", summary::render(&snapshot, &sys.simulated_backends, restarts));
+        let restarts = sys
+            .agent_restarts
+            .load(std::sync::atomic::Ordering::Relaxed);
+        print!(
+            "{}",
+            summary::render(&snapshot, &sys.simulated_backends, restarts)
+        );
         println!("run folder: {}", sys.run_dir.display());
     }
     Ok(match end {
@@ -241,7 +259,14 @@ async fn run(cfg: Config, mut opts: BootOptions, metrics_addr: Option<SocketAddr
             ExitCode::from(3)
         }
         RunEnd::Interrupted => ExitCode::from(130),
-        RunEnd::Completed if snapshot.tasks.iter().all(|t| t.state == TaskState::Succeeded) => ExitCode::SUCCESS,
+        RunEnd::Completed
+            if snapshot
+                .tasks
+                .iter()
+                .all(|t| t.state == TaskState::Succeeded) =>
+        {
+            ExitCode::SUCCESS
+        }
         RunEnd::Completed => ExitCode::from(1),
     })
 }

@@ -18,7 +18,13 @@ pub fn render(snapshot: &RunSnapshot, simulated: &[String], restarts: u64) -> St
             simulated.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
         );
     }
-    let w = snapshot.tasks.iter().map(|t| t.task.len()).max().unwrap_or(4).max(4);
+    let w = snapshot
+        .tasks
+        .iter()
+        .map(|t| t.task.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     let _ = writeln!(
         out,
         "{:<w$}  {:<9}  {:>8}  {:<18}  {:>15}  {:>9}  REASON",
@@ -27,7 +33,11 @@ pub fn render(snapshot: &RunSnapshot, simulated: &[String], restarts: u64) -> St
     for t in &snapshot.tasks {
         let reason = match t.state {
             TaskState::Succeeded if t.attempts > 1 => {
-                let failed: Vec<&str> = t.history.iter().filter_map(|a| a.error.as_deref()).collect();
+                let failed: Vec<&str> = t
+                    .history
+                    .iter()
+                    .filter_map(|a| a.error.as_deref())
+                    .collect();
                 format!("recovered after: {}", failed.join(" | "))
             }
             TaskState::Succeeded => String::new(),
@@ -50,12 +60,20 @@ pub fn render(snapshot: &RunSnapshot, simulated: &[String], restarts: u64) -> St
         if let Some(output) = &t.output {
             let flat: String = output.split_whitespace().collect::<Vec<_>>().join(" ");
             let short: String = flat.chars().take(160).collect();
-            let ellipsis = if flat.chars().count() > 160 { "..." } else { "" };
+            let ellipsis = if flat.chars().count() > 160 {
+                "..."
+            } else {
+                ""
+            };
             let _ = writeln!(out, "  {:<w$}  {short}{ellipsis}", t.task);
         }
     }
     let count = |s: TaskState| snapshot.tasks.iter().filter(|t| t.state == s).count();
-    let retries: u32 = snapshot.tasks.iter().map(|t| t.attempts.saturating_sub(1)).sum();
+    let retries: u32 = snapshot
+        .tasks
+        .iter()
+        .map(|t| t.attempts.saturating_sub(1))
+        .sum();
     let fallbacks = snapshot
         .tasks
         .iter()

@@ -113,11 +113,15 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
         .filter(|b| matches!(b.kind, BackendKind::Sim(_)))
         .map(|b| b.name.clone())
         .collect();
-    let data_dir = opts.data_dir.clone().unwrap_or_else(|| cfg.runtime.data_dir.clone());
+    let data_dir = opts
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| cfg.runtime.data_dir.clone());
     let run_dir = new_run_dir(&data_dir)?;
     let workspaces = prepare_workspaces(&cfg, &run_dir)?;
     let trace = match &opts.trace {
-        Some(p) => Trace::to_file(p).with_context(|| format!("cannot create trace file {}", p.display()))?,
+        Some(p) => Trace::to_file(p)
+            .with_context(|| format!("cannot create trace file {}", p.display()))?,
         None => Trace::disabled(),
     };
     trace.emit(
@@ -129,7 +133,8 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
     let registry = Arc::new(Registry::default());
     let core = Arc::new(Mutex::new(SchedulerCore::new(cfg.clone(), Instant::now())));
     let tools = ToolRegistry::builtin();
-    let bus_port: Arc<dyn agentos_runtime::tools::BusPort> = Arc::new(BusHandle::new(registry.clone()));
+    let bus_port: Arc<dyn agentos_runtime::tools::BusPort> =
+        Arc::new(BusHandle::new(registry.clone()));
     let agent_restarts = Arc::new(AtomicU64::new(0));
 
     // Agent environments, built once; restarts reuse them.
@@ -140,7 +145,12 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
             .get(&a.backend)
             .cloned()
             .with_context(|| format!("agent \"{}\": backend \"{}\" missing", a.name, a.backend))?;
-        let workspace = a.workspace.as_ref().map(|w| workspaces.get(&w.root).cloned().unwrap_or_else(|| w.root.clone()));
+        let workspace = a.workspace.as_ref().map(|w| {
+            workspaces
+                .get(&w.root)
+                .cloned()
+                .unwrap_or_else(|| w.root.clone())
+        });
         for replica in 0..a.replicas {
             let tool_ctx = ToolContext {
                 agent: a.name.clone(),
@@ -182,7 +192,9 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
                         kind: "agent",
                         restart: RestartType::Permanent,
                         start: Box::new(move |notice| {
-                            ChildHandle::stop_with(Agent::new(env.clone(), notice).start(), || StopAgent)
+                            ChildHandle::stop_with(Agent::new(env.clone(), notice).start(), || {
+                                StopAgent
+                            })
                         }),
                         on_exit: Some(Box::new(move |reason| {
                             if let Some(s) = down_registry.scheduler() {
@@ -198,8 +210,11 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
         }
     };
 
-    let bus_agents: Vec<(String, Vec<String>)> =
-        cfg.agents.iter().map(|a| (a.name.clone(), a.subscribe.clone())).collect();
+    let bus_agents: Vec<(String, Vec<String>)> = cfg
+        .agents
+        .iter()
+        .map(|a| (a.name.clone(), a.subscribe.clone()))
+        .collect();
     let root_children = vec![
         ChildSpec {
             id: "bus".into(),
@@ -221,7 +236,12 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
             restart: RestartType::Permanent,
             start: Box::new({
                 let prometheus = opts.prometheus.clone();
-                move |notice| ChildHandle::stop_with(ResourceMonitor::new(prometheus.clone(), notice).start(), || StopMonitor)
+                move |notice| {
+                    ChildHandle::stop_with(
+                        ResourceMonitor::new(prometheus.clone(), notice).start(),
+                        || StopMonitor,
+                    )
+                }
             }),
             on_exit: None,
         },
@@ -233,7 +253,9 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
                 let registry = registry.clone();
                 let trace = trace.clone();
                 move |notice| {
-                    let addr = Scheduler::new(core.clone(), registry.clone(), trace.clone(), notice).start();
+                    let addr =
+                        Scheduler::new(core.clone(), registry.clone(), trace.clone(), notice)
+                            .start();
                     registry.set_scheduler(addr.clone());
                     ChildHandle::stop_with(addr, crate::scheduler::StopScheduler::default)
                 }
@@ -248,8 +270,14 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
                 let registry = registry.clone();
                 let restarts = agent_restarts.clone();
                 move |notice| {
-                    let sup = Supervisor::new("agents", Strategy::OneForOne, settings, agent_children(), notice)
-                        .count_restarts_in(restarts.clone());
+                    let sup = Supervisor::new(
+                        "agents",
+                        Strategy::OneForOne,
+                        settings,
+                        agent_children(),
+                        notice,
+                    )
+                    .count_restarts_in(restarts.clone());
                     let addr = sup.start();
                     registry.set_agent_supervisor(addr.clone());
                     ChildHandle::supervisor(addr)
@@ -259,11 +287,17 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
         },
     ];
     let fatal_registry = registry.clone();
-    let root = Supervisor::new("root", Strategy::OneForOne, settings, root_children, ExitNotice::detached())
-        .on_give_up(move |why| {
-            fatal_registry.fatal.send_replace(Some(why));
-        })
-        .start();
+    let root = Supervisor::new(
+        "root",
+        Strategy::OneForOne,
+        settings,
+        root_children,
+        ExitNotice::detached(),
+    )
+    .on_give_up(move |why| {
+        fatal_registry.fatal.send_replace(Some(why));
+    })
+    .start();
     Ok(RunningSystem {
         cfg,
         registry,
@@ -290,7 +324,10 @@ impl RunningSystem {
 
     /// A snapshot of every task.
     pub async fn snapshot(&self) -> anyhow::Result<RunSnapshot> {
-        let scheduler = self.registry.scheduler().context("scheduler is not running")?;
+        let scheduler = self
+            .registry
+            .scheduler()
+            .context("scheduler is not running")?;
         scheduler
             .send(GetSnapshot)
             .timeout(Duration::from_secs(5))
@@ -301,10 +338,16 @@ impl RunningSystem {
     /// Graceful shutdown: stop dispatching, give running attempts up to `grace` to finish, then
     /// cancel whatever is left (with `reason`) so every task ends in a terminal state.
     pub async fn drain(&self, grace: Duration, reason: &str) {
-        let Some(scheduler) = self.registry.scheduler() else { return };
+        let Some(scheduler) = self.registry.scheduler() else {
+            return;
+        };
         let deadline = Instant::now() + grace;
         loop {
-            let running = scheduler.send(Drain).timeout(Duration::from_secs(2)).await.unwrap_or(0);
+            let running = scheduler
+                .send(Drain)
+                .timeout(Duration::from_secs(2))
+                .await
+                .unwrap_or(0);
             if running == 0 || Instant::now() >= deadline {
                 break;
             }
@@ -334,11 +377,17 @@ impl RunningSystem {
 }
 
 fn new_run_dir(data_dir: &Path) -> anyhow::Result<PathBuf> {
-    let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-    let dir = data_dir.join("runs").join(format!("{stamp}-{}-{seq}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create run folder {}", dir.display()))?;
+    let dir = data_dir
+        .join("runs")
+        .join(format!("{stamp}-{}-{seq}", std::process::id()));
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create run folder {}", dir.display()))?;
     Ok(std::fs::canonicalize(&dir).unwrap_or(dir))
 }
 
@@ -351,10 +400,22 @@ fn prepare_workspaces(cfg: &Config, run_dir: &Path) -> anyhow::Result<HashMap<Pa
         if !w.copy || out.contains_key(&w.root) {
             continue;
         }
-        let name = w.root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "root".into());
-        let dest = run_dir.join("workspaces").join(format!("{}-{name}", out.len()));
-        copy_tree(&w.root, &dest)
-            .with_context(|| format!("agent \"{}\": cannot copy workspace {} to {}", a.name, w.root.display(), dest.display()))?;
+        let name = w
+            .root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "root".into());
+        let dest = run_dir
+            .join("workspaces")
+            .join(format!("{}-{name}", out.len()));
+        copy_tree(&w.root, &dest).with_context(|| {
+            format!(
+                "agent \"{}\": cannot copy workspace {} to {}",
+                a.name,
+                w.root.display(),
+                dest.display()
+            )
+        })?;
         let dest = std::fs::canonicalize(&dest)?;
         out.insert(w.root.clone(), dest);
     }

@@ -14,9 +14,9 @@
 
 pub mod config;
 pub mod llm;
-pub mod tools;
+pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod sched;
-pub mod metrics;
+pub mod tools;
 pub mod trace;

@@ -68,7 +68,9 @@ pub const BUILD_INFO: &str = "agentos_build_info";
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
-const TASK_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
+const TASK_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
 
 /// Explicit buckets of every histogram.
 pub const HISTOGRAM_BUCKETS: &[(&str, &[f64])] = &[
@@ -81,15 +83,35 @@ pub const HISTOGRAM_BUCKETS: &[(&str, &[f64])] = &[
 /// Registers help texts and units with the installed recorder.
 pub fn describe_all() {
     describe_gauge!(SCHED_TASKS, "Tasks in each state.");
-    describe_counter!(SCHED_TASK_ATTEMPTS, "Finished task attempts by agent and outcome.");
-    describe_counter!(SCHED_TASK_RETRIES, "Failed attempts scheduled again on the same agent.");
+    describe_counter!(
+        SCHED_TASK_ATTEMPTS,
+        "Finished task attempts by agent and outcome."
+    );
+    describe_counter!(
+        SCHED_TASK_RETRIES,
+        "Failed attempts scheduled again on the same agent."
+    );
     describe_counter!(SCHED_TASK_FALLBACKS, "Tasks handed to a fallback agent.");
     describe_counter!(SCHED_TASKS_FINISHED, "Tasks that reached a terminal state.");
-    describe_counter!(SCHED_LEASE_EXPIRED, "Leases revoked because the agent did not report in time.");
-    describe_counter!(SCHED_STALE_REPORTS, "Reports refused because their lease was no longer live.");
-    describe_histogram!(SCHED_TASK_DURATION, Unit::Seconds, "Time from first dispatch to a terminal state.");
+    describe_counter!(
+        SCHED_LEASE_EXPIRED,
+        "Leases revoked because the agent did not report in time."
+    );
+    describe_counter!(
+        SCHED_STALE_REPORTS,
+        "Reports refused because their lease was no longer live."
+    );
+    describe_histogram!(
+        SCHED_TASK_DURATION,
+        Unit::Seconds,
+        "Time from first dispatch to a terminal state."
+    );
     describe_gauge!(AGENTS, "Agent instances in each state.");
-    describe_histogram!(AGENT_STEP_DURATION, Unit::Seconds, "One agent step: LLM call plus its tool calls.");
+    describe_histogram!(
+        AGENT_STEP_DURATION,
+        Unit::Seconds,
+        "One agent step: LLM call plus its tool calls."
+    );
     describe_counter!(AGENT_STEPS, "Agent steps taken.");
     describe_counter!(LLM_REQUESTS, "LLM requests by backend and outcome.");
     describe_histogram!(LLM_REQUEST_DURATION, Unit::Seconds, "LLM request latency.");
@@ -98,11 +120,21 @@ pub fn describe_all() {
     describe_counter!(TOOL_CALLS, "Tool calls by tool and outcome.");
     describe_histogram!(TOOL_CALL_DURATION, Unit::Seconds, "Tool call latency.");
     describe_counter!(SUPERVISOR_RESTARTS, "Child restarts by actor kind.");
-    describe_counter!(SUPERVISOR_ESCALATIONS, "Restart intensity exceeded; escalated to the parent.");
+    describe_counter!(
+        SUPERVISOR_ESCALATIONS,
+        "Restart intensity exceeded; escalated to the parent."
+    );
     describe_counter!(BUS_SENT, "Messages accepted by the bus.");
     describe_counter!(BUS_DELIVERED, "Messages placed in an inbox.");
     describe_counter!(BUS_DROPPED, "Messages dropped by the bus, by reason.");
-    describe_gauge!(PROCESS_RESIDENT_MEMORY, Unit::Bytes, "Resident memory of the process.");
-    describe_gauge!(PROCESS_CPU_RATIO, "CPU use of the process (1.0 = one core busy).");
+    describe_gauge!(
+        PROCESS_RESIDENT_MEMORY,
+        Unit::Bytes,
+        "Resident memory of the process."
+    );
+    describe_gauge!(
+        PROCESS_CPU_RATIO,
+        "CPU use of the process (1.0 = one core busy)."
+    );
     describe_gauge!(BUILD_INFO, "Build facts; always 1.");
 }

@@ -24,7 +24,9 @@ struct Inner {
 
 impl std::fmt::Debug for Trace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Trace").field("enabled", &self.inner.is_some()).finish()
+        f.debug_struct("Trace")
+            .field("enabled", &self.inner.is_some())
+            .finish()
     }
 }
 
@@ -66,7 +68,10 @@ impl Trace {
     pub fn emit(&self, kind: &str, fields: Value) {
         let Some(inner) = &self.inner else { return };
         let mut obj = Map::new();
-        let ts = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let ts = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
         obj.insert("ts".into(), Value::from(ts));
         obj.insert("event".into(), Value::from(kind));
         match fields {
@@ -86,13 +91,17 @@ impl Trace {
 
     /// Flushes and closes the file; later events are dropped. Returns the writer's I/O error.
     pub fn close(&self) -> std::io::Result<()> {
-        let Some(inner) = &self.inner else { return Ok(()) };
+        let Some(inner) = &self.inner else {
+            return Ok(());
+        };
         if let Ok(mut tx) = inner.tx.lock() {
             tx.take();
         }
         let handle = inner.thread.lock().ok().and_then(|mut t| t.take());
         match handle {
-            Some(h) => h.join().unwrap_or_else(|_| Err(std::io::Error::other("trace writer panicked"))),
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("trace writer panicked"))),
             None => Ok(()),
         }
     }
@@ -107,12 +116,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.jsonl");
         let trace = Trace::to_file(&path).unwrap();
-        trace.emit("task_state", serde_json::json!({"task": "w/a", "to": "ready"}));
+        trace.emit(
+            "task_state",
+            serde_json::json!({"task": "w/a", "to": "ready"}),
+        );
         trace.emit("llm_call", serde_json::json!({"tokens": 3}));
         trace.close().unwrap();
         trace.emit("dropped", Value::Null);
         let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["event"], "task_state");
         assert_eq!(lines[0]["task"], "w/a");

@@ -115,9 +115,13 @@ impl Agent {
         match s.try_send(msg) {
             Ok(()) => {}
             Err(SendError::Full(msg)) | Err(SendError::Closed(msg)) if tries < 500 => {
-                ctx.run_later(Duration::from_millis(10), move |act, ctx| act.send_report(msg, tries + 1, ctx));
+                ctx.run_later(Duration::from_millis(10), move |act, ctx| {
+                    act.send_report(msg, tries + 1, ctx)
+                });
             }
-            Err(_) => tracing::warn!(instance = %self.env.instance, "scheduler unreachable; report dropped"),
+            Err(_) => {
+                tracing::warn!(instance = %self.env.instance, "scheduler unreachable; report dropped")
+            }
         }
     }
 }
@@ -147,7 +151,10 @@ impl Actor for Agent {
         ctx.set_mailbox_capacity(16);
         metrics::gauge!(m::AGENTS, "state" => AgentState::Ready.label()).increment(1.0);
         let id = self.env.instance.clone();
-        self.env.registry.agent_addrs.insert(id.clone(), ctx.address());
+        self.env
+            .registry
+            .agent_addrs
+            .insert(id.clone(), ctx.address());
         self.env.registry.agents.insert(id, self.cb.clone());
         self.announce(ctx);
     }

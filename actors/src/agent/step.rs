@@ -8,7 +8,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use agentos_runtime::llm::{approx_prompt_tokens, ChatMessage, ChatRequest, RequestMeta, Role, Usage};
+use agentos_runtime::llm::{
+    approx_prompt_tokens, ChatMessage, ChatRequest, RequestMeta, Role, Usage,
+};
 use agentos_runtime::metrics as m;
 use agentos_runtime::model::{AgentState, ControlBlock};
 use agentos_runtime::sched::{Dispatch, Outcome};
@@ -27,7 +29,11 @@ pub struct AttemptResult {
 }
 
 /// Runs one attempt of `d` on this agent.
-pub async fn run_attempt(env: Arc<AgentEnv>, cb: Arc<Mutex<ControlBlock>>, d: Dispatch) -> AttemptResult {
+pub async fn run_attempt(
+    env: Arc<AgentEnv>,
+    cb: Arc<Mutex<ControlBlock>>,
+    d: Dispatch,
+) -> AttemptResult {
     let spec = &env.spec;
     let backend_name = env.backend.name().to_owned();
     let agent = spec.name.clone();
@@ -35,7 +41,10 @@ pub async fn run_attempt(env: Arc<AgentEnv>, cb: Arc<Mutex<ControlBlock>>, d: Di
     let tools = env.tools.specs(&spec.tools);
     let mut tool_ctx = env.tool_ctx.clone();
     tool_ctx.task = task.clone();
-    let mut messages = vec![ChatMessage::system(spec.role.clone()), ChatMessage::user(d.input.clone())];
+    let mut messages = vec![
+        ChatMessage::system(spec.role.clone()),
+        ChatMessage::user(d.input.clone()),
+    ];
     let mut usage = Usage::default();
     let fail = |reason: String, retryable: bool, usage: Usage| AttemptResult {
         outcome: Outcome::Failed {
@@ -67,7 +76,8 @@ pub async fn run_attempt(env: Arc<AgentEnv>, cb: Arc<Mutex<ControlBlock>>, d: Di
         let reply = env.backend.chat(request).await;
         let llm_secs = t0.elapsed().as_secs_f64();
         set_state(&cb, AgentState::Running);
-        metrics::histogram!(m::LLM_REQUEST_DURATION, "backend" => backend_name.clone()).record(llm_secs);
+        metrics::histogram!(m::LLM_REQUEST_DURATION, "backend" => backend_name.clone())
+            .record(llm_secs);
         let reply = match reply {
             Ok(r) => r,
             Err(e) => {
@@ -80,14 +90,17 @@ pub async fn run_attempt(env: Arc<AgentEnv>, cb: Arc<Mutex<ControlBlock>>, d: Di
                            "duration_secs": llm_secs}),
                 );
                 let outcome = Outcome::Failed {
-                    reason: format!("LLM call to backend {backend_name} failed at step {step}: {e}"),
+                    reason: format!(
+                        "LLM call to backend {backend_name} failed at step {step}: {e}"
+                    ),
                     retryable: e.is_retryable(),
                     retry_after: e.retry_after(),
                 };
                 return AttemptResult { outcome, usage };
             }
         };
-        metrics::counter!(m::LLM_REQUESTS, "backend" => backend_name.clone(), "outcome" => "ok").increment(1);
+        metrics::counter!(m::LLM_REQUESTS, "backend" => backend_name.clone(), "outcome" => "ok")
+            .increment(1);
         metrics::counter!(m::LLM_PROMPT_TOKENS, "backend" => backend_name.clone(), "agent" => agent.clone())
             .increment(reply.usage.prompt_tokens);
         metrics::counter!(m::LLM_COMPLETION_TOKENS, "backend" => backend_name.clone(), "agent" => agent.clone())
@@ -148,7 +161,10 @@ pub async fn run_attempt(env: Arc<AgentEnv>, cb: Arc<Mutex<ControlBlock>>, d: Di
             cb.lock().unwrap_or_else(|e| e.into_inner()).tool_calls += 1;
             let (content, trace_result) = match result {
                 Ok(out) => (out.content, json!({"ok": true, "data": out.data})),
-                Err(e) => (format!("error: {e}"), json!({"ok": false, "error": e.to_string()})),
+                Err(e) => (
+                    format!("error: {e}"),
+                    json!({"ok": false, "error": e.to_string()}),
+                ),
             };
             env.trace.emit(
                 "tool_call",
@@ -169,7 +185,8 @@ pub async fn run_attempt(env: Arc<AgentEnv>, cb: Arc<Mutex<ControlBlock>>, d: Di
 
 fn record_step(agent: &str, started: Instant) {
     metrics::counter!(m::AGENT_STEPS, "agent" => agent.to_owned()).increment(1);
-    metrics::histogram!(m::AGENT_STEP_DURATION, "agent" => agent.to_owned()).record(started.elapsed().as_secs_f64());
+    metrics::histogram!(m::AGENT_STEP_DURATION, "agent" => agent.to_owned())
+        .record(started.elapsed().as_secs_f64());
 }
 
 /// Drops the oldest tool exchanges until the prompt fits `budget` tokens. The system prompt and
@@ -182,7 +199,12 @@ pub fn fit_budget(messages: &mut Vec<ChatMessage>, budget: u64) -> Result<(), St
         }
         // Find the oldest assistant message after the pinned pair and drop it with the tool
         // results that answer it, so every tool result still follows its call.
-        let Some(start) = messages.iter().skip(2).position(|m| m.role == Role::Assistant).map(|i| i + 2) else {
+        let Some(start) = messages
+            .iter()
+            .skip(2)
+            .position(|m| m.role == Role::Assistant)
+            .map(|i| i + 2)
+        else {
             return Err(format!(
                 "prompt needs {tokens} tokens but the context budget is {budget}, and nothing more can be dropped"
             ));
@@ -219,7 +241,10 @@ mod tests {
 
     #[test]
     fn fit_budget_fails_when_pinned_messages_overflow() {
-        let mut msgs = vec![ChatMessage::system("sys"), ChatMessage::user("word ".repeat(500))];
+        let mut msgs = vec![
+            ChatMessage::system("sys"),
+            ChatMessage::user("word ".repeat(500)),
+        ];
         let err = fit_budget(&mut msgs, 100).unwrap_err();
         assert!(err.contains("context budget is 100"), "{err}");
         assert_eq!(msgs.len(), 2);

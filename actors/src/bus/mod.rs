@@ -81,7 +81,11 @@ pub struct MessageBus {
 
 impl MessageBus {
     /// A bus for `agents` with their topic subscriptions.
-    pub fn new(agents: &[(String, Vec<String>)], registry: Arc<Registry>, notice: ExitNotice) -> Self {
+    pub fn new(
+        agents: &[(String, Vec<String>)],
+        registry: Arc<Registry>,
+        notice: ExitNotice,
+    ) -> Self {
         let mut topics: HashMap<String, Vec<String>> = HashMap::new();
         for (agent, subs) in agents {
             for t in subs {
@@ -89,7 +93,10 @@ impl MessageBus {
             }
         }
         Self {
-            inboxes: agents.iter().map(|(a, _)| (a.clone(), VecDeque::new())).collect(),
+            inboxes: agents
+                .iter()
+                .map(|(a, _)| (a.clone(), VecDeque::new()))
+                .collect(),
             topics,
             seq: 0,
             registry,
@@ -225,7 +232,12 @@ impl BusHandle {
 }
 
 impl BusPort for BusHandle {
-    fn send(&self, from: &str, to: &str, body: String) -> BoxFuture<'static, Result<(), ToolError>> {
+    fn send(
+        &self,
+        from: &str,
+        to: &str,
+        body: String,
+    ) -> BoxFuture<'static, Result<(), ToolError>> {
         let fut = self.ask(Send {
             from: from.to_owned(),
             to: to.to_owned(),
@@ -234,7 +246,12 @@ impl BusPort for BusHandle {
         Box::pin(async move { fut.await?.map_err(|e| ToolError::Failed(e.to_string())) })
     }
 
-    fn publish(&self, from: &str, topic: &str, body: String) -> BoxFuture<'static, Result<usize, ToolError>> {
+    fn publish(
+        &self,
+        from: &str,
+        topic: &str,
+        body: String,
+    ) -> BoxFuture<'static, Result<usize, ToolError>> {
         self.ask(Publish {
             from: from.to_owned(),
             topic: topic.to_owned(),
@@ -242,7 +259,11 @@ impl BusPort for BusHandle {
         })
     }
 
-    fn read(&self, agent: &str, max: usize) -> BoxFuture<'static, Result<Vec<Envelope>, ToolError>> {
+    fn read(
+        &self,
+        agent: &str,
+        max: usize,
+    ) -> BoxFuture<'static, Result<Vec<Envelope>, ToolError>> {
         self.ask(Read {
             agent: agent.to_owned(),
             max,

@@ -98,7 +98,8 @@ async fn route(req: Request<Incoming>, state: &HttpState) -> Response<Full<Bytes
             StatusCode::METHOD_NOT_ALLOWED,
             json!({"error": format!("{} is not allowed on {path}; use GET", req.method())}),
         );
-        resp.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        resp.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return resp;
     }
     match path {
@@ -123,7 +124,10 @@ async fn route(req: Request<Incoming>, state: &HttpState) -> Response<Full<Bytes
 }
 
 async fn snapshot(state: &HttpState) -> Result<crate::scheduler::RunSnapshot, String> {
-    let scheduler = state.registry.scheduler().ok_or("scheduler is not running")?;
+    let scheduler = state
+        .registry
+        .scheduler()
+        .ok_or("scheduler is not running")?;
     scheduler
         .send(GetSnapshot)
         .timeout(Duration::from_secs(2))
@@ -142,7 +146,11 @@ async fn healthz(state: &HttpState) -> Response<Full<Bytes>> {
         }
     }
     let healthy = fatal.is_none() && snap.is_ok();
-    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     json_response(
         status,
         json!({

@@ -42,7 +42,9 @@ impl ResourceMonitor {
         if let Some(h) = &self.prometheus {
             h.run_upkeep();
         }
-        let (Some(pid), Some(sys)) = (self.pid, self.sys.as_mut()) else { return };
+        let (Some(pid), Some(sys)) = (self.pid, self.sys.as_mut()) else {
+            return;
+        };
         sys.refresh_processes_specifics(
             ProcessesToUpdate::Some(&[pid]),
             true,

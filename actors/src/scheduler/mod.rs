@@ -39,7 +39,12 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// A scheduler over a shared core.
-    pub fn new(core: Arc<Mutex<SchedulerCore>>, registry: Arc<Registry>, trace: Trace, notice: ExitNotice) -> Self {
+    pub fn new(
+        core: Arc<Mutex<SchedulerCore>>,
+        registry: Arc<Registry>,
+        trace: Trace,
+        notice: ExitNotice,
+    ) -> Self {
         Self {
             core,
             registry,
@@ -81,7 +86,9 @@ impl Scheduler {
             };
             if let Err(why) = delivered {
                 self.agents.remove(&instance);
-                let ev = self.core().agent_gone(&instance, &format!("task not delivered: {why}"), now);
+                let ev =
+                    self.core()
+                        .agent_gone(&instance, &format!("task not delivered: {why}"), now);
                 events.extend(ev);
             }
         }
@@ -121,7 +128,8 @@ impl Scheduler {
                 } => {
                     tracing::debug!(%task, %agent, %from, %to, attempt, ?reason, "task state");
                     if to.is_terminal() {
-                        metrics::counter!(m::SCHED_TASKS_FINISHED, "state" => to.label()).increment(1);
+                        metrics::counter!(m::SCHED_TASKS_FINISHED, "state" => to.label())
+                            .increment(1);
                         if let Some(rec) = self.core().task(&task) {
                             metrics::histogram!(m::SCHED_TASK_DURATION, "state" => to.label())
                                 .record(rec.duration(Instant::now()).as_secs_f64());
@@ -177,7 +185,10 @@ impl Actor for Scheduler {
         let held: Vec<InstanceId> = self.core().leases().map(|l| l.instance.clone()).collect();
         let mut events = Vec::new();
         for instance in held {
-            events.extend(self.core().agent_gone(&instance, "scheduler restarted", now));
+            events.extend(
+                self.core()
+                    .agent_gone(&instance, "scheduler restarted", now),
+            );
         }
         self.record(events);
         for entry in self.registry.agent_addrs.iter() {

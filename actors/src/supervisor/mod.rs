@@ -142,6 +142,9 @@ impl ChildHandle {
     }
 }
 
+/// Called with the reason of every exit of a child.
+pub type ExitHook = Box<dyn Fn(&ExitReason)>;
+
 /// How to start (and restart) one child.
 pub struct ChildSpec {
     /// Unique id within the supervisor, e.g. `agent planner#0`.
@@ -153,7 +156,7 @@ pub struct ChildSpec {
     /// Starts an incarnation; the child keeps the notice.
     pub start: Box<dyn Fn(ExitNotice) -> ChildHandle>,
     /// Called on every exit, before any restart (e.g. to return the child's lease).
-    pub on_exit: Option<Box<dyn Fn(&ExitReason)>>,
+    pub on_exit: Option<ExitHook>,
 }
 
 struct Slot {
@@ -235,7 +238,8 @@ impl Supervisor {
     }
 
     fn escalate(&mut self, why: String, ctx: &mut Context<Self>) {
-        metrics::counter!(m::SUPERVISOR_ESCALATIONS, "supervisor" => self.name.clone()).increment(1);
+        metrics::counter!(m::SUPERVISOR_ESCALATIONS, "supervisor" => self.name.clone())
+            .increment(1);
         tracing::error!(supervisor = %self.name, %why, "restart intensity exceeded; escalating");
         let why = format!("supervisor {} gave up: {why}", self.name);
         if let Some(f) = &self.on_give_up {
@@ -275,7 +279,9 @@ impl Handler<ChildExited> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: ChildExited, ctx: &mut Self::Context) {
-        let Some(slot) = self.slots.get_mut(msg.index) else { return };
+        let Some(slot) = self.slots.get_mut(msg.index) else {
+            return;
+        };
         if slot.generation != msg.generation || self.stopping {
             return;
         }
@@ -284,7 +290,9 @@ impl Handler<ChildExited> for Supervisor {
             hook(&msg.reason);
         }
         let id = slot.spec.id.clone();
-        let decision = self.book.on_exit(slot.spec.restart, msg.reason.is_abnormal(), Instant::now());
+        let decision =
+            self.book
+                .on_exit(slot.spec.restart, msg.reason.is_abnormal(), Instant::now());
         tracing::warn!(supervisor = %self.name, child = %id, reason = %msg.reason, ?decision, "child exited");
         match decision {
             Decision::Ignore => {}

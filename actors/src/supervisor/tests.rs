@@ -65,7 +65,10 @@ fn crashy_spec(id: &str, restart: RestartType, starts: Rc<Cell<u32>>, addrs: Add
 async fn until(cond: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !cond() {
-        assert!(Instant::now() < deadline, "condition not reached within 5 s");
+        assert!(
+            Instant::now() < deadline,
+            "condition not reached within 5 s"
+        );
         actix_rt::time::sleep(Duration::from_millis(2)).await;
     }
 }
@@ -76,9 +79,15 @@ async fn a_panicking_child_is_rebuilt() {
     let addrs: Addrs = Default::default();
     let counter = Arc::new(AtomicU64::new(0));
     let spec = crashy_spec("c", RestartType::Permanent, starts.clone(), addrs.clone());
-    let _sup = Supervisor::new("t", Strategy::OneForOne, settings(5), vec![spec], ExitNotice::detached())
-        .count_restarts_in(counter.clone())
-        .start();
+    let _sup = Supervisor::new(
+        "t",
+        Strategy::OneForOne,
+        settings(5),
+        vec![spec],
+        ExitNotice::detached(),
+    )
+    .count_restarts_in(counter.clone())
+    .start();
     until(|| starts.get() == 1).await;
     let first = addrs.borrow()[0].clone();
     first.do_send(Boom);
@@ -101,8 +110,18 @@ async fn temporary_children_are_not_restarted_and_intensity_escalates() {
         Strategy::OneForOne,
         settings(2),
         vec![
-            crashy_spec("temp", RestartType::Temporary, temp_starts.clone(), temp_addrs.clone()),
-            crashy_spec("perm", RestartType::Permanent, starts.clone(), addrs.clone()),
+            crashy_spec(
+                "temp",
+                RestartType::Temporary,
+                temp_starts.clone(),
+                temp_addrs.clone(),
+            ),
+            crashy_spec(
+                "perm",
+                RestartType::Permanent,
+                starts.clone(),
+                addrs.clone(),
+            ),
         ],
         ExitNotice::detached(),
     )

@@ -39,7 +39,11 @@ fn every_config_in_the_repo_is_valid() {
 
 #[test]
 fn a_dependency_cycle_is_named() {
-    let e = errors(&BASE.replace("BACKEND", "\"sim\"").replace("DEPS", "[\"b\"]"));
+    let e = errors(
+        &BASE
+            .replace("BACKEND", "\"sim\"")
+            .replace("DEPS", "[\"b\"]"),
+    );
     assert!(e.contains("task \"w/a\""), "{e}");
     assert!(e.contains("dependency cycle: a -> b -> a"), "{e}");
     assert!(e.contains("bad.ron:9:"), "position missing: {e}");
@@ -47,10 +51,20 @@ fn a_dependency_cycle_is_named() {
 
 #[test]
 fn a_dangling_reference_is_named_with_its_line() {
-    let e = errors(&BASE.replace("BACKEND", "\"gpt\"").replace("DEPS", "[\"zzz\"]"));
-    assert!(e.contains("bad.ron:6:") && e.contains("agent \"coder\": backend \"gpt\" is not declared"), "{e}");
+    let e = errors(
+        &BASE
+            .replace("BACKEND", "\"gpt\"")
+            .replace("DEPS", "[\"zzz\"]"),
+    );
+    assert!(
+        e.contains("bad.ron:6:") && e.contains("agent \"coder\": backend \"gpt\" is not declared"),
+        "{e}"
+    );
     assert!(e.contains("task \"w/a\": depends on \"zzz\""), "{e}");
-    assert!(e.starts_with("2 config errors"), "all errors are collected: {e}");
+    assert!(
+        e.starts_with("2 config errors"),
+        "all errors are collected: {e}"
+    );
 }
 
 #[test]
@@ -67,7 +81,15 @@ fn an_unknown_field_is_rejected_with_the_entity() {
 
 #[test]
 fn garbage_is_an_error_not_a_panic() {
-    for text in ["", "(", "((((((", "version: 1", "\u{0}\u{1}", "(version: \"one\")", "[1, 2, 3]"] {
+    for text in [
+        "",
+        "(",
+        "((((((",
+        "version: 1",
+        "\u{0}\u{1}",
+        "(version: \"one\")",
+        "[1, 2, 3]",
+    ] {
         let _ = errors(text);
     }
 }

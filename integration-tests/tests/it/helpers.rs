@@ -17,7 +17,8 @@ pub fn repo() -> PathBuf {
 
 /// Parses config text as if it were a file in `config/` (so relative paths work there).
 pub fn parse(text: &str) -> Config {
-    Config::parse(text, "test.ron", &repo().join("config")).unwrap_or_else(|e| panic!("config invalid:\n{e}"))
+    Config::parse(text, "test.ron", &repo().join("config"))
+        .unwrap_or_else(|e| panic!("config invalid:\n{e}"))
 }
 
 /// What a finished in-process run left behind.
@@ -46,7 +47,9 @@ pub fn run_with(
             prometheus: Some(prometheus.clone()),
         };
         let sys = boot(Arc::new(cfg), opts).expect("boot");
-        let (listener, addr) = agentos_actors::http::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let (listener, addr) = agentos_actors::http::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let state = agentos_actors::http::HttpState {
             registry: sys.registry.clone(),
@@ -56,9 +59,17 @@ pub fn run_with(
         };
         actix_rt::spawn(agentos_actors::http::serve(listener, state, stop_rx));
         let end = sys.wait(actix_rt::time::sleep(limit)).await;
-        assert_ne!(end, RunEnd::Interrupted, "run did not finish within {limit:?}");
+        assert_ne!(
+            end,
+            RunEnd::Interrupted,
+            "run did not finish within {limit:?}"
+        );
         let probe = match during {
-            Some(f) => Some(tokio::task::spawn_blocking(move || f(addr)).await.expect("probe")),
+            Some(f) => Some(
+                tokio::task::spawn_blocking(move || f(addr))
+                    .await
+                    .expect("probe"),
+            ),
             None => None,
         };
         let snapshot = sys.snapshot().await.expect("snapshot");
@@ -67,7 +78,9 @@ pub fn run_with(
         Finished {
             end,
             snapshot,
-            restarts: sys.agent_restarts.load(std::sync::atomic::Ordering::Relaxed),
+            restarts: sys
+                .agent_restarts
+                .load(std::sync::atomic::Ordering::Relaxed),
             run_dir: sys.run_dir.clone(),
             probe,
         }
@@ -81,29 +94,33 @@ pub fn run(cfg: Config, data_dir: &Path) -> Finished {
 
 /// The summary row of `task` (`workflow/task`).
 pub fn task<'a>(s: &'a RunSnapshot, key: &str) -> &'a agentos_actors::scheduler::TaskSummary {
-    s.tasks.iter().find(|t| t.task == key).unwrap_or_else(|| panic!("no task {key}"))
+    s.tasks
+        .iter()
+        .find(|t| t.task == key)
+        .unwrap_or_else(|| panic!("no task {key}"))
 }
 
 /// A blocking HTTP/1.1 request; returns (status, body).
 pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut raw = String::new();
     stream.read_to_string(&mut raw).expect("read response");
-    let status = raw.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
-}
-
-/// Polls `cond` until it holds or `limit` passes.
-pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    cond()
 }

@@ -1,7 +1,9 @@
 //! End-to-end tests of AgentOS: one test binary, modules by area, shared helpers.
 
 mod config_errors;
+mod dashboards;
 mod helpers;
 mod openai;
+mod prometheus;
 mod system;
 mod tools;

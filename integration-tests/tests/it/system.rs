@@ -19,10 +19,22 @@ fn demo_completes_with_every_task_succeeded_and_really_fixes_the_bug() {
     // Supervision: the analyst panicked once and was rebuilt; its task came back as a failed attempt.
     let analyse = task(&done.snapshot, "repair/analyse");
     assert_eq!(analyse.attempts, 2);
-    assert!(analyse.history[0].error.as_deref().unwrap().contains("panicked"), "{:?}", analyse.history);
+    assert!(
+        analyse.history[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("panicked"),
+        "{:?}",
+        analyse.history
+    );
     assert!(done.restarts >= 1);
     // The analysis ran the real test suite and saw it fail.
-    assert!(analyse.output.as_deref().unwrap().contains("def median"), "{:?}", analyse.output);
+    assert!(
+        analyse.output.as_deref().unwrap().contains("def median"),
+        "{:?}",
+        analyse.output
+    );
     // Retries ran out on the patcher; the fallback agent wrote the patch.
     let patch = task(&done.snapshot, "repair/patch");
     assert_eq!(patch.finished_by.as_deref(), Some("senior_patcher#0"));
@@ -32,13 +44,24 @@ fn demo_completes_with_every_task_succeeded_and_really_fixes_the_bug() {
     let out = test.output.as_deref().unwrap();
     assert!(out.contains("exit code 0") && out.contains("OK"), "{out}");
     // The patch went to the run's copy; the shipped example stays broken for the next run.
-    let copy = std::fs::read_dir(done.run_dir.join("workspaces")).unwrap().next().unwrap().unwrap().path();
-    assert!(std::fs::read_to_string(copy.join("stats.py")).unwrap().contains("ordered[middle - 1]"));
+    let copy = std::fs::read_dir(done.run_dir.join("workspaces"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(std::fs::read_to_string(copy.join("stats.py"))
+        .unwrap()
+        .contains("ordered[middle - 1]"));
     let original = std::fs::read_to_string(repo().join("examples/calc-repo/stats.py")).unwrap();
     assert!(!original.contains("ordered[middle - 1]"));
     // The reporter got the planner's bus message.
     let report = task(&done.snapshot, "repair/report");
-    assert!(report.output.as_deref().unwrap().contains("plan ready"), "{:?}", report.output);
+    assert!(
+        report.output.as_deref().unwrap().contains("plan ready"),
+        "{:?}",
+        report.output
+    );
 }
 
 #[test]
@@ -47,15 +70,28 @@ fn injected_panics_and_hangs_complete_through_restarts() {
     let text = std::fs::read_to_string(repo().join("config/faults.ron")).unwrap();
     let done = run(parse(&text), data.path());
     assert_eq!(done.end, RunEnd::Completed);
-    assert!(done.snapshot.tasks.iter().all(|t| t.state == TaskState::Succeeded), "{:#?}", done.snapshot.tasks);
-    assert!(done.restarts >= 1, "the chaos backend should have panicked at least once");
+    assert!(
+        done.snapshot
+            .tasks
+            .iter()
+            .all(|t| t.state == TaskState::Succeeded),
+        "{:#?}",
+        done.snapshot.tasks
+    );
+    assert!(
+        done.restarts >= 1,
+        "the chaos backend should have panicked at least once"
+    );
     let failed_attempts: Vec<&str> = done
         .snapshot
         .tasks
         .iter()
         .flat_map(|t| t.history.iter().filter_map(|a| a.error.as_deref()))
         .collect();
-    assert!(failed_attempts.iter().any(|e| e.contains("panicked")), "{failed_attempts:?}");
+    assert!(
+        failed_attempts.iter().any(|e| e.contains("panicked")),
+        "{failed_attempts:?}"
+    );
 }
 
 const TWO_AGENTS: &str = r#"(
@@ -79,32 +115,60 @@ const TWO_AGENTS: &str = r#"(
 #[test]
 fn retries_exhausted_then_fallback_succeeds() {
     let data = tempfile::tempdir().unwrap();
-    let done = run(parse(&TWO_AGENTS.replace("BACKUP_FAULTS", "[]")), data.path());
+    let done = run(
+        parse(&TWO_AGENTS.replace("BACKUP_FAULTS", "[]")),
+        data.path(),
+    );
     let first = task(&done.snapshot, "w/first");
     assert_eq!(first.state, TaskState::Succeeded);
     assert_eq!(first.finished_by.as_deref(), Some("backup#0"));
     assert_eq!(first.attempts, 3);
-    assert!(first.history[0].error.as_deref().unwrap().contains("forced error"));
-    assert!(first.history[1].error.as_deref().unwrap().contains("timed out"), "{:?}", first.history);
-    assert!(done.snapshot.tasks.iter().all(|t| t.state == TaskState::Succeeded));
+    assert!(first.history[0]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("forced error"));
+    assert!(
+        first.history[1]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("timed out"),
+        "{:?}",
+        first.history
+    );
+    assert!(done
+        .snapshot
+        .tasks
+        .iter()
+        .all(|t| t.state == TaskState::Succeeded));
 }
 
 #[test]
 fn fallback_exhausted_fails_and_skips_dependents_with_reasons() {
     let data = tempfile::tempdir().unwrap();
-    let done = run(parse(&TWO_AGENTS.replace("BACKUP_FAULTS", "[(attempt: 1, kind: Error)]")), data.path());
+    let done = run(
+        parse(&TWO_AGENTS.replace("BACKUP_FAULTS", "[(attempt: 1, kind: Error)]")),
+        data.path(),
+    );
     assert_eq!(done.end, RunEnd::Completed);
     let first = task(&done.snapshot, "w/first");
     assert_eq!(first.state, TaskState::Failed);
     let reason = first.reason.as_deref().unwrap();
-    assert!(reason.contains("3 attempts") && reason.contains("flaky -> backup"), "{reason}");
+    assert!(
+        reason.contains("3 attempts") && reason.contains("flaky -> backup"),
+        "{reason}"
+    );
     for key in ["w/second", "w/third"] {
         let t = task(&done.snapshot, key);
         assert_eq!(t.state, TaskState::Skipped);
         assert_eq!(t.reason.as_deref(), Some("upstream task w/first failed"));
         assert_eq!(t.attempts, 0);
     }
-    assert_eq!(task(&done.snapshot, "w/independent").state, TaskState::Succeeded);
+    assert_eq!(
+        task(&done.snapshot, "w/independent").state,
+        TaskState::Succeeded
+    );
 }
 
 #[test]
@@ -131,7 +195,12 @@ fn metrics_and_api_are_served_after_a_run() {
         assert_eq!(http(addr, "POST", "/metrics").0, 405);
         metrics
     });
-    let done = run_with(parse(&text), data.path(), Duration::from_secs(60), Some(probe));
+    let done = run_with(
+        parse(&text),
+        data.path(),
+        Duration::from_secs(60),
+        Some(probe),
+    );
     let metrics = done.probe.unwrap();
     for name in [
         "agentos_scheduler_tasks{state=\"succeeded\"}",

@@ -129,7 +129,11 @@ impl SpanIndex {
     /// is the workflow name.
     pub fn locate(&self, kind: EntityKind, name: &str, scope: Option<&str>) -> Option<Position> {
         self.entity_groups(kind)
-            .filter(|&g| self.string_field(g, kind.name_key()).map(|f| f.value.as_str()) == Some(name))
+            .filter(|&g| {
+                self.string_field(g, kind.name_key())
+                    .map(|f| f.value.as_str())
+                    == Some(name)
+            })
             .find(|&g| match (kind, scope) {
                 (EntityKind::Task, Some(wf)) => self
                     .enclosing_entity(g, EntityKind::Workflow)
@@ -219,7 +223,9 @@ impl SpanIndex {
     }
 
     fn string_field(&self, group: usize, key: &str) -> Option<&Field> {
-        self.fields.iter().find(|f| f.group == group && f.key == key)
+        self.fields
+            .iter()
+            .find(|f| f.group == group && f.key == key)
     }
 
     /// Finds `needle` at nesting depth 1 of a group's text (its own fields).
@@ -309,7 +315,8 @@ impl SpanIndex {
                 }
                 b if b.is_ascii_alphabetic() || b == b'_' => {
                     let start = i;
-                    while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                    while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_')
+                    {
                         i += 1;
                     }
                     last_ident = Some((text[start..i].to_owned(), start));
@@ -360,7 +367,14 @@ fn skip_string(bytes: &[u8], i: usize) -> usize {
         }
         j += 1; // opening quote
         while j < bytes.len() {
-            if bytes[j] == b'"' && bytes[j + 1..].iter().take(hashes).filter(|&&b| b == b'#').count() == hashes {
+            if bytes[j] == b'"'
+                && bytes[j + 1..]
+                    .iter()
+                    .take(hashes)
+                    .filter(|&&b| b == b'#')
+                    .count()
+                    == hashes
+            {
                 return j + 1 + hashes;
             }
             j += 1;
@@ -412,10 +426,19 @@ mod tests {
     #[test]
     fn locates_entities_by_kind_and_name() {
         let idx = SpanIndex::new(TEXT);
-        assert_eq!(idx.locate(EntityKind::Agent, "planner", None), Some(Position { line: 6, col: 16 }));
-        assert_eq!(idx.locate(EntityKind::Agent, "coder", None), Some(Position { line: 9, col: 19 }));
+        assert_eq!(
+            idx.locate(EntityKind::Agent, "planner", None),
+            Some(Position { line: 6, col: 16 })
+        );
+        assert_eq!(
+            idx.locate(EntityKind::Agent, "coder", None),
+            Some(Position { line: 9, col: 19 })
+        );
         assert_eq!(idx.locate(EntityKind::Agent, "ghost", None), None);
-        assert_eq!(idx.locate(EntityKind::Backend, "sim", None), Some(Position { line: 4, col: 24 }));
+        assert_eq!(
+            idx.locate(EntityKind::Backend, "sim", None),
+            Some(Position { line: 4, col: 24 })
+        );
         assert_eq!(
             idx.locate(EntityKind::Task, "fix", Some("repair")),
             Some(Position { line: 16, col: 18 })
@@ -452,7 +475,15 @@ mod tests {
 
     #[test]
     fn garbage_does_not_panic() {
-        for text in ["", "(((", "\"unterminated", "r#\"x", "/* open", ")))]]", "name: : \"x\""] {
+        for text in [
+            "",
+            "(((",
+            "\"unterminated",
+            "r#\"x",
+            "/* open",
+            ")))]]",
+            "name: : \"x\"",
+        ] {
             let idx = SpanIndex::new(text);
             let _ = idx.entity_at(1);
             let _ = idx.locate(EntityKind::Agent, "x", None);

@@ -107,7 +107,12 @@ pub(crate) fn load_str(text: &str, origin: &str, base: &Path) -> Result<Config, 
         Ok(cfg)
     } else {
         let mut errors = v.errors;
-        errors.sort_by_key(|e| e.position.unwrap_or(Position { line: usize::MAX, col: 0 }));
+        errors.sort_by_key(|e| {
+            e.position.unwrap_or(Position {
+                line: usize::MAX,
+                col: 0,
+            })
+        });
         Err(ConfigErrors(errors))
     }
 }
@@ -173,7 +178,12 @@ impl Validator<'_> {
         }
     }
 
-    fn unique<'n>(&mut self, kind: EntityKind, names: impl IntoIterator<Item = &'n str>, scope: Option<&str>) {
+    fn unique<'n>(
+        &mut self,
+        kind: EntityKind,
+        names: impl IntoIterator<Item = &'n str>,
+        scope: Option<&str>,
+    ) {
         let mut seen = HashSet::new();
         for n in names {
             if !seen.insert(n) {
@@ -181,7 +191,10 @@ impl Validator<'_> {
                     EntityKind::Task => "task id",
                     _ => "name",
                 };
-                self.err(At::Entity(kind, n, scope), format!("duplicate {what} \"{n}\""));
+                self.err(
+                    At::Entity(kind, n, scope),
+                    format!("duplicate {what} \"{n}\""),
+                );
             }
         }
     }
@@ -199,7 +212,10 @@ impl Validator<'_> {
         if raw.version != 1 {
             self.err(
                 At::File,
-                format!("unsupported config version {} (this runtime reads version 1)", raw.version),
+                format!(
+                    "unsupported config version {} (this runtime reads version 1)",
+                    raw.version
+                ),
             );
         }
         let runtime = self.runtime(&raw.runtime);
@@ -207,21 +223,37 @@ impl Validator<'_> {
         for b in &raw.backends {
             self.check_name(EntityKind::Backend, &b.name, None);
         }
-        self.unique(EntityKind::Backend, raw.backends.iter().map(|b| b.name.as_str()), None);
+        self.unique(
+            EntityKind::Backend,
+            raw.backends.iter().map(|b| b.name.as_str()),
+            None,
+        );
         let backends: Vec<BackendSpec> = raw.backends.iter().map(|b| self.backend(b)).collect();
 
         for a in &raw.agents {
             self.check_name(EntityKind::Agent, &a.name, None);
         }
-        self.unique(EntityKind::Agent, raw.agents.iter().map(|a| a.name.as_str()), None);
+        self.unique(
+            EntityKind::Agent,
+            raw.agents.iter().map(|a| a.name.as_str()),
+            None,
+        );
         let agents: Vec<AgentSpec> = raw.agents.iter().map(|a| self.agent(a, &raw)).collect();
         self.fallback_cycles(&raw.agents);
 
         for w in &raw.workflows {
             self.check_name(EntityKind::Workflow, &w.name, None);
         }
-        self.unique(EntityKind::Workflow, raw.workflows.iter().map(|w| w.name.as_str()), None);
-        let workflows = raw.workflows.iter().map(|w| self.workflow(w, &raw)).collect();
+        self.unique(
+            EntityKind::Workflow,
+            raw.workflows.iter().map(|w| w.name.as_str()),
+            None,
+        );
+        let workflows = raw
+            .workflows
+            .iter()
+            .map(|w| self.workflow(w, &raw))
+            .collect();
 
         Config {
             source: None,
@@ -235,7 +267,13 @@ impl Validator<'_> {
 
     fn runtime(&mut self, r: &raw::RawRuntime) -> RuntimeSettings {
         if !(1..=100_000).contains(&r.max_concurrency) {
-            self.err(At::File, format!("runtime.max_concurrency must be 1..=100000, got {}", r.max_concurrency));
+            self.err(
+                At::File,
+                format!(
+                    "runtime.max_concurrency must be 1..=100000, got {}",
+                    r.max_concurrency
+                ),
+            );
         }
         for (name, v) in [
             ("lease_grace_secs", r.lease_grace_secs),
@@ -243,12 +281,21 @@ impl Validator<'_> {
             ("shutdown_timeout_secs", r.shutdown_timeout_secs),
         ] {
             if !finite_nonneg(v) {
-                self.err(At::File, format!("runtime.{name} must be a finite number >= 0, got {v}"));
+                self.err(
+                    At::File,
+                    format!("runtime.{name} must be a finite number >= 0, got {v}"),
+                );
             }
         }
         let s = &r.supervisor;
         if !(s.within_secs.is_finite() && s.within_secs > 0.0) {
-            self.err(At::File, format!("runtime.supervisor.within_secs must be > 0, got {}", s.within_secs));
+            self.err(
+                At::File,
+                format!(
+                    "runtime.supervisor.within_secs must be > 0, got {}",
+                    s.within_secs
+                ),
+            );
         }
         if s.backoff_initial_ms > s.backoff_max_ms {
             self.err(
@@ -269,7 +316,11 @@ impl Validator<'_> {
                 backoff_max: Duration::from_millis(s.backoff_max_ms),
             },
             lease_grace: secs(r.lease_grace_secs),
-            aging_per_sec: if r.aging_per_sec.is_finite() { r.aging_per_sec.max(0.0) } else { 0.0 },
+            aging_per_sec: if r.aging_per_sec.is_finite() {
+                r.aging_per_sec.max(0.0)
+            } else {
+                0.0
+            },
             shutdown_timeout: secs(r.shutdown_timeout_secs),
         }
     }
@@ -277,13 +328,25 @@ impl Validator<'_> {
     fn tools(&mut self, t: &raw::RawTools) -> ToolsSettings {
         let c = &t.run_command;
         if !(c.timeout_secs.is_finite() && c.timeout_secs > 0.0) {
-            self.err(At::File, format!("tools.run_command.timeout_secs must be > 0, got {}", c.timeout_secs));
+            self.err(
+                At::File,
+                format!(
+                    "tools.run_command.timeout_secs must be > 0, got {}",
+                    c.timeout_secs
+                ),
+            );
         }
         if c.max_output_bytes == 0 {
-            self.err(At::File, "tools.run_command.max_output_bytes must be at least 1");
+            self.err(
+                At::File,
+                "tools.run_command.max_output_bytes must be at least 1",
+            );
         }
         if t.files.max_file_bytes == 0 || t.files.max_matches == 0 {
-            self.err(At::File, "tools.files.max_file_bytes and max_matches must be at least 1");
+            self.err(
+                At::File,
+                "tools.files.max_file_bytes and max_matches must be at least 1",
+            );
         }
         ToolsSettings {
             command: CommandSettings {
@@ -303,16 +366,31 @@ impl Validator<'_> {
         let kind = match &b.kind {
             raw::RawBackendKind::OpenAi(o) => {
                 if !(o.base_url.starts_with("http://") || o.base_url.starts_with("https://")) {
-                    self.err(at("base_url"), format!("base_url must start with http:// or https://, got {:?}", o.base_url));
+                    self.err(
+                        at("base_url"),
+                        format!(
+                            "base_url must start with http:// or https://, got {:?}",
+                            o.base_url
+                        ),
+                    );
                 }
                 if o.model.trim().is_empty() {
                     self.err(at("model"), "model must not be empty");
                 }
                 if !(o.timeout_secs.is_finite() && o.timeout_secs > 0.0) {
-                    self.err(at("timeout_secs"), format!("timeout_secs must be > 0, got {}", o.timeout_secs));
+                    self.err(
+                        at("timeout_secs"),
+                        format!("timeout_secs must be > 0, got {}", o.timeout_secs),
+                    );
                 }
-                if o.api_key_env.as_deref().is_some_and(|v| v.trim().is_empty()) {
-                    self.err(at("api_key_env"), "api_key_env must name an environment variable");
+                if o.api_key_env
+                    .as_deref()
+                    .is_some_and(|v| v.trim().is_empty())
+                {
+                    self.err(
+                        at("api_key_env"),
+                        "api_key_env must name an environment variable",
+                    );
                 }
                 if o.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
                     self.err(at("temperature"), "temperature must be within 0..=2");
@@ -334,13 +412,23 @@ impl Validator<'_> {
                     ("per_output_token_ms", l.per_output_token_ms),
                 ] {
                     if !finite_nonneg(v) {
-                        self.err(at("latency"), format!("latency.{name} must be a finite number >= 0, got {v}"));
+                        self.err(
+                            at("latency"),
+                            format!("latency.{name} must be a finite number >= 0, got {v}"),
+                        );
                     }
                 }
                 let f = &s.faults;
-                for (name, v) in [("error_rate", f.error_rate), ("panic_rate", f.panic_rate), ("hang_rate", f.hang_rate)] {
+                for (name, v) in [
+                    ("error_rate", f.error_rate),
+                    ("panic_rate", f.panic_rate),
+                    ("hang_rate", f.hang_rate),
+                ] {
                     if !(0.0..=1.0).contains(&v) {
-                        self.err(at("faults"), format!("faults.{name} must be within 0..=1, got {v}"));
+                        self.err(
+                            at("faults"),
+                            format!("faults.{name} must be within 0..=1, got {v}"),
+                        );
                     }
                 }
                 if f.error_rate + f.panic_rate + f.hang_rate > 1.0 {
@@ -373,10 +461,19 @@ impl Validator<'_> {
         let at = |f| At::Field(EntityKind::Agent, name, None, f);
         let backend = raw.backends.iter().find(|b| b.name == a.backend);
         match backend {
-            None => self.err(at("backend"), format!("backend \"{}\" is not declared", a.backend)),
+            None => self.err(
+                at("backend"),
+                format!("backend \"{}\" is not declared", a.backend),
+            ),
             Some(b) => {
                 if a.sim.is_some() && !matches!(b.kind, raw::RawBackendKind::Sim(_)) {
-                    self.err(at("sim"), format!("has a `sim` behaviour but backend \"{}\" is not a simulator", b.name));
+                    self.err(
+                        at("sim"),
+                        format!(
+                            "has a `sim` behaviour but backend \"{}\" is not a simulator",
+                            b.name
+                        ),
+                    );
                 }
             }
         }
@@ -386,26 +483,50 @@ impl Validator<'_> {
         let mut seen = HashSet::new();
         for t in &a.tools {
             if !BUILTIN_TOOLS.contains(&t.as_str()) {
-                self.err(at("tools"), format!("unknown tool \"{t}\" (built-in tools: {})", BUILTIN_TOOLS.join(", ")));
+                self.err(
+                    at("tools"),
+                    format!(
+                        "unknown tool \"{t}\" (built-in tools: {})",
+                        BUILTIN_TOOLS.join(", ")
+                    ),
+                );
             } else if !seen.insert(t.as_str()) {
                 self.err(at("tools"), format!("tool \"{t}\" granted twice"));
             }
         }
         if !(0..=100).contains(&a.priority) {
-            self.err(at("priority"), format!("priority must be within 0..=100, got {}", a.priority));
+            self.err(
+                at("priority"),
+                format!("priority must be within 0..=100, got {}", a.priority),
+            );
         }
         if !(1..=1000).contains(&a.max_steps) {
-            self.err(at("max_steps"), format!("max_steps must be within 1..=1000, got {}", a.max_steps));
+            self.err(
+                at("max_steps"),
+                format!("max_steps must be within 1..=1000, got {}", a.max_steps),
+            );
         }
         let r = &a.retry;
         if !(1..=100).contains(&r.max_attempts) {
-            self.err(at("retry"), format!("retry.max_attempts must be within 1..=100, got {}", r.max_attempts));
+            self.err(
+                at("retry"),
+                format!(
+                    "retry.max_attempts must be within 1..=100, got {}",
+                    r.max_attempts
+                ),
+            );
         }
         if !(r.multiplier.is_finite() && r.multiplier >= 1.0) {
-            self.err(at("retry"), format!("retry.multiplier must be >= 1, got {}", r.multiplier));
+            self.err(
+                at("retry"),
+                format!("retry.multiplier must be >= 1, got {}", r.multiplier),
+            );
         }
         if !(0.0..=1.0).contains(&r.jitter) {
-            self.err(at("retry"), format!("retry.jitter must be within 0..=1, got {}", r.jitter));
+            self.err(
+                at("retry"),
+                format!("retry.jitter must be within 0..=1, got {}", r.jitter),
+            );
         }
         if r.initial_backoff_ms > r.max_backoff_ms {
             self.err(
@@ -417,52 +538,89 @@ impl Validator<'_> {
             );
         }
         if !(a.timeout_secs.is_finite() && a.timeout_secs > 0.0) {
-            self.err(at("timeout_secs"), format!("timeout_secs must be > 0, got {}", a.timeout_secs));
+            self.err(
+                at("timeout_secs"),
+                format!("timeout_secs must be > 0, got {}", a.timeout_secs),
+            );
         }
         if let Some(fb) = &a.fallback {
             if fb == name {
                 self.err(at("fallback"), "an agent cannot be its own fallback");
             } else if !raw.agents.iter().any(|x| &x.name == fb) {
-                self.err(at("fallback"), format!("fallback agent \"{fb}\" is not declared"));
+                self.err(
+                    at("fallback"),
+                    format!("fallback agent \"{fb}\" is not declared"),
+                );
             }
         }
         if a.context_budget_tokens < 256 {
             self.err(
                 at("context_budget_tokens"),
-                format!("context_budget_tokens must be at least 256, got {}", a.context_budget_tokens),
+                format!(
+                    "context_budget_tokens must be at least 256, got {}",
+                    a.context_budget_tokens
+                ),
             );
         }
         if !(1..=100_000).contains(&a.replicas) {
-            self.err(at("replicas"), format!("replicas must be within 1..=100000, got {}", a.replicas));
+            self.err(
+                at("replicas"),
+                format!("replicas must be within 1..=100000, got {}", a.replicas),
+            );
         }
         let workspace = a.workspace.as_ref().and_then(|w| {
             let root = self.resolve(&w.root);
             match std::fs::canonicalize(&root) {
-                Ok(p) if p.is_dir() => Some(WorkspaceSpec { root: p, copy: w.copy }),
+                Ok(p) if p.is_dir() => Some(WorkspaceSpec {
+                    root: p,
+                    copy: w.copy,
+                }),
                 Ok(p) => {
-                    self.err(at("workspace"), format!("workspace root {} is not a directory", p.display()));
+                    self.err(
+                        at("workspace"),
+                        format!("workspace root {} is not a directory", p.display()),
+                    );
                     None
                 }
                 Err(e) => {
-                    self.err(at("workspace"), format!("workspace root {} cannot be opened: {e}", root.display()));
+                    self.err(
+                        at("workspace"),
+                        format!("workspace root {} cannot be opened: {e}", root.display()),
+                    );
                     None
                 }
             }
         });
         let needs_workspace = ["read_file", "write_file", "list_dir", "grep", "run_command"];
         if a.workspace.is_none() {
-            if let Some(t) = a.tools.iter().find(|t| needs_workspace.contains(&t.as_str())) {
-                self.err(at("tools"), format!("tool \"{t}\" needs a workspace, but the agent declares none"));
+            if let Some(t) = a
+                .tools
+                .iter()
+                .find(|t| needs_workspace.contains(&t.as_str()))
+            {
+                self.err(
+                    at("tools"),
+                    format!("tool \"{t}\" needs a workspace, but the agent declares none"),
+                );
             }
         }
         let grants_command = a.tools.iter().any(|t| t == "run_command");
         if grants_command && a.commands.is_empty() {
-            self.err(at("commands"), "run_command is granted but the `commands` allowlist is empty");
+            self.err(
+                at("commands"),
+                "run_command is granted but the `commands` allowlist is empty",
+            );
         }
         if !grants_command && !a.commands.is_empty() {
-            self.err(at("commands"), "`commands` are listed but run_command is not granted");
+            self.err(
+                at("commands"),
+                "`commands` are listed but run_command is not granted",
+            );
         }
-        if a.commands.iter().any(|c| c.is_empty() || c[0].trim().is_empty()) {
+        if a.commands
+            .iter()
+            .any(|c| c.is_empty() || c[0].trim().is_empty())
+        {
             self.err(at("commands"), "every allowed command needs a program name");
         }
         for topic in &a.subscribe {
@@ -470,7 +628,11 @@ impl Validator<'_> {
                 self.err(at("subscribe"), "topic names must not be empty");
             }
         }
-        let sim = a.sim.as_ref().map(|s| self.sim_behaviour(a, s)).unwrap_or_default();
+        let sim = a
+            .sim
+            .as_ref()
+            .map(|s| self.sim_behaviour(a, s))
+            .unwrap_or_default();
         AgentSpec {
             name: a.name.clone(),
             role: a.role.clone(),
@@ -510,8 +672,14 @@ impl Validator<'_> {
                             tool: tool.clone(),
                             args: v,
                         }),
-                        Ok(_) => self.err(at, format!("sim script step {i}: args must be a JSON object")),
-                        Err(e) => self.err(at, format!("sim script step {i}: args are not valid JSON: {e}")),
+                        Ok(_) => self.err(
+                            at,
+                            format!("sim script step {i}: args must be a JSON object"),
+                        ),
+                        Err(e) => self.err(
+                            at,
+                            format!("sim script step {i}: args are not valid JSON: {e}"),
+                        ),
                     }
                 }
                 raw::RawSimStep::Answer(text) => script.push(SimStep::Answer(text.clone())),
@@ -536,7 +704,11 @@ impl Validator<'_> {
     }
 
     fn fallback_cycles(&mut self, agents: &[raw::RawAgent]) {
-        let index: HashMap<&str, usize> = agents.iter().enumerate().map(|(i, a)| (a.name.as_str(), i)).collect();
+        let index: HashMap<&str, usize> = agents
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.name.as_str(), i))
+            .collect();
         let names: Vec<&str> = agents.iter().map(|a| a.name.as_str()).collect();
         let deps = |i: usize| {
             agents[i]
@@ -558,24 +730,42 @@ impl Validator<'_> {
     fn workflow(&mut self, w: &raw::RawWorkflow, raw: &RawConfig) -> WorkflowSpec {
         let wf = w.name.as_str();
         if w.tasks.is_empty() {
-            self.err(At::Entity(EntityKind::Workflow, wf, None), "workflow has no tasks");
+            self.err(
+                At::Entity(EntityKind::Workflow, wf, None),
+                "workflow has no tasks",
+            );
         }
         for t in &w.tasks {
             self.check_name(EntityKind::Task, &t.id, Some(wf));
         }
-        self.unique(EntityKind::Task, w.tasks.iter().map(|t| t.id.as_str()), Some(wf));
-        let ids: HashMap<&str, usize> = w.tasks.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
+        self.unique(
+            EntityKind::Task,
+            w.tasks.iter().map(|t| t.id.as_str()),
+            Some(wf),
+        );
+        let ids: HashMap<&str, usize> = w
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.as_str(), i))
+            .collect();
         for t in &w.tasks {
             let at = |f| At::Field(EntityKind::Task, &t.id, Some(wf), f);
             if !raw.agents.iter().any(|a| a.name == t.agent) {
-                self.err(at("agent"), format!("agent \"{}\" is not declared", t.agent));
+                self.err(
+                    at("agent"),
+                    format!("agent \"{}\" is not declared", t.agent),
+                );
             }
             let mut seen = HashSet::new();
             for d in &t.depends_on {
                 if d == &t.id {
                     self.err(at("depends_on"), "a task cannot depend on itself");
                 } else if !ids.contains_key(d.as_str()) {
-                    self.err(at("depends_on"), format!("depends on \"{d}\", which is not a task of workflow \"{wf}\""));
+                    self.err(
+                        at("depends_on"),
+                        format!("depends on \"{d}\", which is not a task of workflow \"{wf}\""),
+                    );
                 } else if !seen.insert(d.as_str()) {
                     self.err(at("depends_on"), format!("lists \"{d}\" twice"));
                 }

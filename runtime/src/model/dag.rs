@@ -36,8 +36,10 @@ pub fn find_cycle(names: &[&str], deps: impl Fn(usize) -> Vec<usize>) -> Option<
                     }
                     Mark::Open => {
                         let start = stack.iter().position(|(s, _, _)| *s == d).unwrap_or(0);
-                        let mut cycle: Vec<String> =
-                            stack[start..].iter().map(|(s, _, _)| names[*s].to_owned()).collect();
+                        let mut cycle: Vec<String> = stack[start..]
+                            .iter()
+                            .map(|(s, _, _)| names[*s].to_owned())
+                            .collect();
                         cycle.push(names[d].to_owned());
                         return Some(cycle);
                     }

@@ -63,7 +63,10 @@ mod tests {
         let mut rng = SplitMix64::new(7);
         for _ in 0..1000 {
             let j = jittered(d, 0.2, rng.next_unit());
-            assert!(j >= Duration::from_millis(800) && j <= Duration::from_millis(1200), "{j:?}");
+            assert!(
+                j >= Duration::from_millis(800) && j <= Duration::from_millis(1200),
+                "{j:?}"
+            );
         }
         assert_eq!(jittered(d, 0.0, 0.9), d);
     }

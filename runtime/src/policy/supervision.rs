@@ -128,10 +128,22 @@ mod tests {
     fn restart_types() {
         let mut book = RestartBook::new(settings());
         let now = Instant::now();
-        assert_eq!(book.on_exit(RestartType::Temporary, true, now), Decision::Ignore);
-        assert_eq!(book.on_exit(RestartType::Transient, false, now), Decision::Ignore);
-        assert!(matches!(book.on_exit(RestartType::Transient, true, now), Decision::Restart(_)));
-        assert!(matches!(book.on_exit(RestartType::Permanent, false, now), Decision::Restart(_)));
+        assert_eq!(
+            book.on_exit(RestartType::Temporary, true, now),
+            Decision::Ignore
+        );
+        assert_eq!(
+            book.on_exit(RestartType::Transient, false, now),
+            Decision::Ignore
+        );
+        assert!(matches!(
+            book.on_exit(RestartType::Transient, true, now),
+            Decision::Restart(_)
+        ));
+        assert!(matches!(
+            book.on_exit(RestartType::Permanent, false, now),
+            Decision::Restart(_)
+        ));
     }
 
     #[test]
@@ -139,13 +151,28 @@ mod tests {
         let mut book = RestartBook::new(settings());
         let t0 = Instant::now();
         let ms = Duration::from_millis;
-        assert_eq!(book.on_exit(RestartType::Permanent, true, t0), Decision::Restart(ms(10)));
-        assert_eq!(book.on_exit(RestartType::Permanent, true, t0), Decision::Restart(ms(20)));
-        assert_eq!(book.on_exit(RestartType::Permanent, true, t0), Decision::Restart(ms(25)));
-        assert_eq!(book.on_exit(RestartType::Permanent, true, t0), Decision::Escalate);
+        assert_eq!(
+            book.on_exit(RestartType::Permanent, true, t0),
+            Decision::Restart(ms(10))
+        );
+        assert_eq!(
+            book.on_exit(RestartType::Permanent, true, t0),
+            Decision::Restart(ms(20))
+        );
+        assert_eq!(
+            book.on_exit(RestartType::Permanent, true, t0),
+            Decision::Restart(ms(25))
+        );
+        assert_eq!(
+            book.on_exit(RestartType::Permanent, true, t0),
+            Decision::Escalate
+        );
         // After the window, restarts are allowed again and backoff starts over.
         let later = t0 + Duration::from_secs(11);
-        assert_eq!(book.on_exit(RestartType::Permanent, true, later), Decision::Restart(ms(10)));
+        assert_eq!(
+            book.on_exit(RestartType::Permanent, true, later),
+            Decision::Restart(ms(10))
+        );
         assert_eq!(book.recent_restarts(), 1);
     }
 

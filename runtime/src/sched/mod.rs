@@ -57,15 +57,22 @@ impl SchedulerCore {
         let mut index = HashMap::new();
         for wf in &cfg.workflows {
             let base = tasks.len();
-            let local: HashMap<&str, usize> =
-                wf.tasks.iter().enumerate().map(|(i, t)| (t.id.as_str(), base + i)).collect();
+            let local: HashMap<&str, usize> = wf
+                .tasks
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.id.as_str(), base + i))
+                .collect();
             for t in &wf.tasks {
                 let key = TaskKey {
                     workflow: wf.name.clone(),
                     task: t.id.clone(),
                 };
-                let deps: Vec<usize> =
-                    t.depends_on.iter().filter_map(|d| local.get(d.as_str()).copied()).collect();
+                let deps: Vec<usize> = t
+                    .depends_on
+                    .iter()
+                    .filter_map(|d| local.get(d.as_str()).copied())
+                    .collect();
                 index.insert(key.clone(), tasks.len());
                 tasks.push(TaskRecord::new(key, t, deps));
             }
@@ -138,7 +145,12 @@ impl SchedulerCore {
     }
 
     /// An agent instance died. Its lease, if any, comes back as a failed attempt.
-    pub fn agent_gone(&mut self, instance: &InstanceId, reason: &str, now: Instant) -> Vec<SchedEvent> {
+    pub fn agent_gone(
+        &mut self,
+        instance: &InstanceId,
+        reason: &str,
+        now: Instant,
+    ) -> Vec<SchedEvent> {
         if let Some(q) = self.idle.get_mut(&instance.agent) {
             q.retain(|i| i != instance);
         }
@@ -175,7 +187,9 @@ impl SchedulerCore {
                 .filter_map(|(agent, _)| self.ready.peek(agent).map(|(k, _)| (k, agent.clone())))
                 .min();
             let Some((_, agent)) = best else { break };
-            let Some(idx) = self.ready.pop(&agent) else { break };
+            let Some(idx) = self.ready.pop(&agent) else {
+                break;
+            };
             let Some(instance) = self.idle.get_mut(&agent).and_then(VecDeque::pop_front) else {
                 break;
             };
@@ -197,12 +211,18 @@ impl SchedulerCore {
     /// Revokes leases past their deadline; returns the instances that held them (to be
     /// restarted, since they did not report in time) and the events.
     pub fn expire(&mut self, now: Instant) -> (Vec<InstanceId>, Vec<SchedEvent>) {
-        let expired: Vec<LeaseId> =
-            self.leases.values().filter(|l| l.deadline <= now).map(|l| l.id).collect();
+        let expired: Vec<LeaseId> = self
+            .leases
+            .values()
+            .filter(|l| l.deadline <= now)
+            .map(|l| l.id)
+            .collect();
         let mut events = Vec::new();
         let mut instances = Vec::new();
         for id in expired {
-            let Some(lease) = self.leases.get(&id) else { continue };
+            let Some(lease) = self.leases.get(&id) else {
+                continue;
+            };
             instances.push(lease.instance.clone());
             let reason = format!(
                 "lease expired: agent {} did not report within {:.1?}",
@@ -245,7 +265,13 @@ impl SchedulerCore {
         events
     }
 
-    fn lease(&mut self, idx: usize, instance: InstanceId, now: Instant, events: &mut Vec<SchedEvent>) -> Dispatch {
+    fn lease(
+        &mut self,
+        idx: usize,
+        instance: InstanceId,
+        now: Instant,
+        events: &mut Vec<SchedEvent>,
+    ) -> Dispatch {
         let id = LeaseId(self.next_lease);
         self.next_lease += 1;
         let agent = self.cfg.agent(&instance.agent);
@@ -258,7 +284,9 @@ impl SchedulerCore {
                     workflow: t.key.workflow.clone(),
                     task: id.to_owned(),
                 };
-                self.index.get(&key).and_then(|&j| self.tasks[j].output.clone())
+                self.index
+                    .get(&key)
+                    .and_then(|&j| self.tasks[j].output.clone())
             };
             template::render(&t.input, lookup)
         };
@@ -290,8 +318,17 @@ impl SchedulerCore {
         dispatch
     }
 
-    fn settle(&mut self, lease: LeaseId, outcome: Outcome, usage: Usage, now: Instant, events: &mut Vec<SchedEvent>) {
-        let Some(lease) = self.leases.remove(&lease) else { return };
+    fn settle(
+        &mut self,
+        lease: LeaseId,
+        outcome: Outcome,
+        usage: Usage,
+        now: Instant,
+        events: &mut Vec<SchedEvent>,
+    ) {
+        let Some(lease) = self.leases.remove(&lease) else {
+            return;
+        };
         self.by_instance.remove(&lease.instance);
         let idx = lease.task;
         let t = &mut self.tasks[idx];
@@ -310,7 +347,10 @@ impl SchedulerCore {
                 for d in self.tasks[idx].dependents.clone() {
                     let dt = &self.tasks[d];
                     if dt.state == TaskState::Pending
-                        && dt.deps.iter().all(|&u| self.tasks[u].state == TaskState::Succeeded)
+                        && dt
+                            .deps
+                            .iter()
+                            .all(|&u| self.tasks[u].state == TaskState::Succeeded)
                     {
                         self.make_ready(d, now, events);
                     }
@@ -331,8 +371,10 @@ impl SchedulerCore {
                 let attempts = t.attempts_on_agent;
                 match policy {
                     Some(p) if retryable && attempts < p.max_attempts => {
-                        let base = exponential(p.initial_backoff, p.max_backoff, p.multiplier, attempts);
-                        let delay = jittered(base, p.jitter, self.rng.next_unit()).max(retry_after.unwrap_or_default());
+                        let base =
+                            exponential(p.initial_backoff, p.max_backoff, p.multiplier, attempts);
+                        let delay = jittered(base, p.jitter, self.rng.next_unit())
+                            .max(retry_after.unwrap_or_default());
                         events.push(SchedEvent::Retry {
                             task: t.key.clone(),
                             agent: agent.clone(),
@@ -383,7 +425,13 @@ impl SchedulerCore {
         }
     }
 
-    fn skip_downstream(&mut self, idx: usize, root: &TaskKey, now: Instant, events: &mut Vec<SchedEvent>) {
+    fn skip_downstream(
+        &mut self,
+        idx: usize,
+        root: &TaskKey,
+        now: Instant,
+        events: &mut Vec<SchedEvent>,
+    ) {
         let mut stack = self.tasks[idx].dependents.clone();
         while let Some(d) = stack.pop() {
             if self.tasks[d].state.is_terminal() {
@@ -398,7 +446,11 @@ impl SchedulerCore {
 
     fn make_ready(&mut self, idx: usize, now: Instant, events: &mut Vec<SchedEvent>) {
         let t = &self.tasks[idx];
-        let base = self.cfg.agent(&t.current_agent).map(|a| a.priority as i32).unwrap_or(50);
+        let base = self
+            .cfg
+            .agent(&t.current_agent)
+            .map(|a| a.priority as i32)
+            .unwrap_or(50);
         let priority = base + t.priority_boost as i32;
         let agent = t.current_agent.clone();
         self.ready.push(&agent, idx, priority, now);
@@ -417,14 +469,27 @@ impl SchedulerCore {
         }
     }
 
-    fn finish(&mut self, idx: usize, state: TaskState, reason: String, now: Instant, events: &mut Vec<SchedEvent>) {
+    fn finish(
+        &mut self,
+        idx: usize,
+        state: TaskState,
+        reason: String,
+        now: Instant,
+        events: &mut Vec<SchedEvent>,
+    ) {
         let t = &mut self.tasks[idx];
         t.reason = Some(reason.clone());
         t.finished = Some(now);
         self.transition(idx, state, Some(reason), events);
     }
 
-    fn transition(&mut self, idx: usize, to: TaskState, reason: Option<String>, events: &mut Vec<SchedEvent>) {
+    fn transition(
+        &mut self,
+        idx: usize,
+        to: TaskState,
+        reason: Option<String>,
+        events: &mut Vec<SchedEvent>,
+    ) {
         let t = &mut self.tasks[idx];
         let from = t.state;
         t.state = to;

@@ -33,7 +33,9 @@ fn inst(agent: &str) -> InstanceId {
 fn ok(lease: LeaseId, output: &str) -> Report {
     Report {
         lease,
-        outcome: Outcome::Succeeded { output: output.into() },
+        outcome: Outcome::Succeeded {
+            output: output.into(),
+        },
         usage: Usage {
             prompt_tokens: 10,
             completion_tokens: 5,
@@ -80,7 +82,12 @@ fn runs_the_dag_in_order_and_fills_inputs() {
     core.report(ok(d[0].lease, "OUT3"), now).unwrap();
     assert!(core.is_done());
     assert_eq!(core.counts()[3], (TaskState::Succeeded, 3));
-    let t1 = core.task(&TaskKey { workflow: "w".into(), task: "t1".into() }).unwrap();
+    let t1 = core
+        .task(&TaskKey {
+            workflow: "w".into(),
+            task: "t1".into(),
+        })
+        .unwrap();
     assert_eq!(t1.usage.prompt_tokens, 10);
     assert_eq!(t1.finished_by.as_deref(), Some("a#0"));
 }
@@ -92,7 +99,9 @@ fn retries_with_backoff_then_falls_back() {
     core.agent_idle(inst("a"));
     let (d, _) = core.dispatch(now);
     let events = core.report(fail(d[0].lease, true), now).unwrap();
-    assert!(events.iter().any(|e| matches!(e, SchedEvent::Retry { delay, .. } if *delay == Duration::from_millis(100))));
+    assert!(events.iter().any(
+        |e| matches!(e, SchedEvent::Retry { delay, .. } if *delay == Duration::from_millis(100))
+    ));
     core.agent_idle(inst("a"));
     assert!(core.dispatch(now).0.is_empty(), "backoff not over yet");
     assert_eq!(core.next_deadline(), Some(now + Duration::from_millis(100)));
@@ -100,10 +109,19 @@ fn retries_with_backoff_then_falls_back() {
     let (d, _) = core.dispatch(later);
     assert_eq!(d[0].attempt, 2);
     let events = core.report(fail(d[0].lease, true), later).unwrap();
-    assert!(events.iter().any(|e| matches!(e, SchedEvent::Fallback { to, .. } if to == "b")));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, SchedEvent::Fallback { to, .. } if to == "b")));
     core.agent_idle(inst("b"));
     let (d, _) = core.dispatch(later);
-    assert_eq!((d[0].instance.agent.as_str(), d[0].attempt, d[0].attempt_total), ("b", 1, 3));
+    assert_eq!(
+        (
+            d[0].instance.agent.as_str(),
+            d[0].attempt,
+            d[0].attempt_total
+        ),
+        ("b", 1, 3)
+    );
     core.report(ok(d[0].lease, "rescued"), later).unwrap();
     assert_eq!(state(&core, "t1"), TaskState::Succeeded);
 }
@@ -125,8 +143,14 @@ fn exhausted_chain_fails_and_skips_downstream_with_reasons() {
     assert!(core.is_done());
     let t1 = &core.tasks()[0];
     let reason = t1.reason.as_deref().unwrap();
-    assert!(reason.contains("2 attempts") && reason.contains("a -> b") && reason.contains("boom"), "{reason}");
-    assert_eq!(core.tasks()[2].reason.as_deref(), Some("upstream task w/t1 failed"));
+    assert!(
+        reason.contains("2 attempts") && reason.contains("a -> b") && reason.contains("boom"),
+        "{reason}"
+    );
+    assert_eq!(
+        core.tasks()[2].reason.as_deref(),
+        Some("upstream task w/t1 failed")
+    );
 }
 
 #[test]
@@ -137,8 +161,14 @@ fn dead_agent_returns_its_lease_and_late_reports_are_refused() {
     let (d, _) = core.dispatch(now);
     core.agent_gone(&inst("a"), "panicked", now);
     assert_eq!(state(&core, "t1"), TaskState::Ready);
-    assert_eq!(core.tasks()[0].attempts[0].error.as_deref(), Some("agent a#0 died: panicked"));
-    assert_eq!(core.report(ok(d[0].lease, "late"), now), Err(StaleLease(d[0].lease)));
+    assert_eq!(
+        core.tasks()[0].attempts[0].error.as_deref(),
+        Some("agent a#0 died: panicked")
+    );
+    assert_eq!(
+        core.report(ok(d[0].lease, "late"), now),
+        Err(StaleLease(d[0].lease))
+    );
     assert_eq!(core.running(), 0);
 }
 
@@ -164,7 +194,10 @@ fn concurrency_limit_and_cancel() {
     let now = Instant::now();
     let mut core = SchedulerCore::new(cfg, now);
     for r in 0..5 {
-        core.agent_idle(InstanceId { agent: "a".into(), replica: r });
+        core.agent_idle(InstanceId {
+            agent: "a".into(),
+            replica: r,
+        });
     }
     let (d, _) = core.dispatch(now);
     assert_eq!(d.len(), 2);

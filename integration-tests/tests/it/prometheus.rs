@@ -1,0 +1,105 @@
+//! A real Prometheus scrapes a running AgentOS and answers a PromQL query about it.
+//!
+//! Needs the `prometheus` binary on PATH (`apt-get install -y prometheus`; CI installs it).
+//! Set `AGENTOS_SKIP_PROMETHEUS=1` to skip on a machine without it; the test fails otherwise,
+//! so a missing install is never mistaken for a pass.
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::helpers::{http, parse, repo, run_with};
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn prometheus_scrapes_agentos_metrics() {
+    if std::env::var_os("AGENTOS_SKIP_PROMETHEUS").is_some() {
+        eprintln!("skipped: AGENTOS_SKIP_PROMETHEUS is set");
+        return;
+    }
+    let found = Command::new("prometheus")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    assert!(
+        found.is_ok_and(|s| s.success()),
+        "the `prometheus` binary is needed: apt-get install -y prometheus (or set AGENTOS_SKIP_PROMETHEUS=1)"
+    );
+    let data = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo().join("config/demo.ron")).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let probe: Box<dyn FnOnce(SocketAddr) -> String + Send> = Box::new(move |agentos| {
+        let port = free_port();
+        let cfg = work.path().join("prometheus.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "global:\n  scrape_interval: 200ms\nscrape_configs:\n  - job_name: agentos\n    static_configs:\n      - targets: ['{agentos}']\n"
+            ),
+        )
+        .unwrap();
+        let _prom = KillOnDrop(
+            Command::new("prometheus")
+                .arg(format!("--config.file={}", cfg.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    work.path().join("tsdb").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start prometheus"),
+        );
+        let prom: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        // A counter: other tests in this binary share the process-wide recorder, and counters only grow.
+        let query = "/api/v1/query?query=sum%28agentos_scheduler_tasks_finished_total%7Bstate%3D%22succeeded%22%7D%29";
+        let deadline = std::time::Instant::now() + Duration::from_secs(45);
+        loop {
+            if let Ok(conn) = std::net::TcpStream::connect(prom) {
+                drop(conn);
+                let (status, body) = http(prom, "GET", query);
+                if status == 200 && body.contains("\"result\":[{") {
+                    return body;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "Prometheus never returned the metric"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let done = run_with(
+        parse(&text),
+        data.path(),
+        Duration::from_secs(60),
+        Some(probe),
+    );
+    let body = done.probe.unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let value = v["data"]["result"][0]["value"][1]
+        .as_str()
+        .unwrap()
+        .parse::<f64>()
+        .unwrap();
+    // At least the demo's five tasks.
+    assert!(value >= 5.0, "{body}");
+}

@@ -23,6 +23,7 @@ pub fn prometheus() -> anyhow::Result<PrometheusHandle> {
                 .install_recorder()
                 .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
             m::describe_all();
+            m::register_zeroes();
             metrics::gauge!(m::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             Ok(handle)
         })

@@ -32,7 +32,8 @@ pub const AGENT_STEP_DURATION: &str = "agentos_agent_step_duration_seconds";
 /// Counter, label `agent`: steps taken.
 pub const AGENT_STEPS: &str = "agentos_agent_steps_total";
 
-/// Counter, labels `backend`, `outcome` (`ok` or an error label): LLM requests.
+/// Counter, labels `backend`, `outcome` (`ok`, an error label, or `abandoned` when the call
+/// was cut short by a panic or the attempt timeout): LLM requests.
 pub const LLM_REQUESTS: &str = "agentos_llm_requests_total";
 /// Histogram, label `backend`: LLM request latency.
 pub const LLM_REQUEST_DURATION: &str = "agentos_llm_request_duration_seconds";
@@ -62,7 +63,7 @@ pub const BUS_DROPPED: &str = "agentos_bus_messages_dropped_total";
 pub const PROCESS_RESIDENT_MEMORY: &str = "agentos_monitor_resident_memory_bytes";
 /// Gauge: CPU use of the process, 0..1 per core summed over cores.
 pub const PROCESS_CPU_RATIO: &str = "agentos_monitor_cpu_usage_ratio";
-/// Gauge, labels `version`, `backend_kinds`: always 1; carries build facts.
+/// Gauge, label `version`: always 1; carries build facts.
 pub const BUILD_INFO: &str = "agentos_build_info";
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -137,4 +138,20 @@ pub fn describe_all() {
         "CPU use of the process (1.0 = one core busy)."
     );
     describe_gauge!(BUILD_INFO, "Build facts; always 1.");
+}
+
+/// Creates the zero-valued series of counters whose label sets are fixed, so that their first
+/// event shows up in `rate()`/`increase()` instead of only creating the series.
+pub fn register_zeroes() {
+    for state in ["succeeded", "failed", "skipped", "cancelled"] {
+        metrics::counter!(SCHED_TASKS_FINISHED, "state" => state).increment(0);
+    }
+    for kind in ["agent", "scheduler", "bus", "monitor", "agent_supervisor"] {
+        metrics::counter!(SUPERVISOR_RESTARTS, "kind" => kind).increment(0);
+    }
+    for reason in ["inbox_full", "no_such_agent", "no_subscribers"] {
+        metrics::counter!(BUS_DROPPED, "reason" => reason).increment(0);
+    }
+    metrics::counter!(SCHED_LEASE_EXPIRED).increment(0);
+    metrics::counter!(SCHED_STALE_REPORTS).increment(0);
 }

@@ -73,7 +73,9 @@ pub async fn run_attempt(
         };
         set_state(&cb, AgentState::Waiting);
         let t0 = Instant::now();
+        let guard = AbandonedCall(Some(backend_name.clone()));
         let reply = env.backend.chat(request).await;
+        guard.disarm();
         let llm_secs = t0.elapsed().as_secs_f64();
         set_state(&cb, AgentState::Running);
         metrics::histogram!(m::LLM_REQUEST_DURATION, "backend" => backend_name.clone())
@@ -181,6 +183,25 @@ pub async fn run_attempt(
         false,
         usage,
     )
+}
+
+/// Counts an LLM call that never returned (the attempt timed out or the call panicked) as
+/// `outcome="abandoned"` when it is dropped before [`AbandonedCall::disarm`].
+struct AbandonedCall(Option<String>);
+
+impl AbandonedCall {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbandonedCall {
+    fn drop(&mut self) {
+        if let Some(backend) = self.0.take() {
+            metrics::counter!(m::LLM_REQUESTS, "backend" => backend, "outcome" => "abandoned")
+                .increment(1);
+        }
+    }
 }
 
 fn record_step(agent: &str, started: Instant) {

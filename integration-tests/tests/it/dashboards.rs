@@ -191,12 +191,16 @@ fn is_exported(name: &str) -> bool {
 #[test]
 fn metric_list_is_complete() {
     let source = read(&repo().join("runtime/src/metrics.rs"));
+    // Every `pub const NAME: &str = "value";`, wherever rustfmt breaks its line.
     let declared: BTreeSet<&str> = source
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("pub const "))
-        .filter_map(|rest| rest.split_once(": &str = \""))
+        .split("pub const ")
+        .skip(1)
+        .filter_map(|decl| decl.split_once(';'))
+        .filter_map(|(decl, _)| decl.split_once(':'))
+        .filter(|(_, rest)| rest.trim_start().starts_with("&str"))
+        .filter_map(|(_, rest)| rest.split_once('"'))
         .filter_map(|(_, value)| value.split_once('"'))
-        .map(|(name, _)| name)
+        .map(|(value, _)| value)
         .collect();
     let listed: BTreeSet<&str> = ALL_METRICS.iter().copied().collect();
     assert_eq!(

@@ -373,6 +373,7 @@ async fn server_error_is_retryable() {
         err,
         LlmError::Server {
             status: 500,
+            retry_after: None,
             message: "upstream exploded".into(),
         }
     );

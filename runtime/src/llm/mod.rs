@@ -165,11 +165,13 @@ pub enum LlmError {
         /// The server's message.
         message: String,
     },
-    /// HTTP 5xx. Retryable.
-    #[error("server error (HTTP {status}): {message}")]
+    /// HTTP 5xx. Retryable; `retry_after` honours the server's `Retry-After`.
+    #[error("server error (HTTP {status}){}: {message}", retry_after.map(|d| format!(", retry after {d:?}")).unwrap_or_default())]
     Server {
         /// HTTP status.
         status: u16,
+        /// Delay the server asked for, if it sent `Retry-After`.
+        retry_after: Option<Duration>,
         /// The server's message.
         message: String,
     },
@@ -212,7 +214,9 @@ impl LlmError {
     /// The delay the server asked for before the next try, if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            LlmError::RateLimited { retry_after, .. } => *retry_after,
+            LlmError::RateLimited { retry_after, .. } | LlmError::Server { retry_after, .. } => {
+                *retry_after
+            }
             _ => None,
         }
     }

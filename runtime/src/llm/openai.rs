@@ -8,7 +8,7 @@
 //! |-----------------------------------|------------------------------|-----------|
 //! | no reply within `request_timeout` | [`LlmError::Timeout`]        | yes       |
 //! | HTTP 429 (`Retry-After` honoured) | [`LlmError::RateLimited`]    | yes       |
-//! | HTTP 5xx                          | [`LlmError::Server`]         | yes       |
+//! | HTTP 5xx (`Retry-After` honoured) | [`LlmError::Server`]         | yes       |
 //! | other HTTP 4xx                    | [`LlmError::Rejected`]       | no        |
 //! | body not a chat completion        | [`LlmError::Malformed`]      | yes       |
 //! | connection refused, reset, DNS    | [`LlmError::Transport`]      | yes       |
@@ -320,7 +320,11 @@ fn status_error(status: u16, retry_after: Option<Duration>, message: String) -> 
             retry_after,
             message,
         },
-        500..=599 => LlmError::Server { status, message },
+        500..=599 => LlmError::Server {
+            status,
+            retry_after,
+            message,
+        },
         400..=499 => LlmError::Rejected { status, message },
         // 1xx and 3xx (redirects are followed, so one left over is unusable) are not answers.
         _ => LlmError::Malformed(format!("unexpected HTTP status {status}: {message}")),

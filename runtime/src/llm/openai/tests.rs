@@ -267,6 +267,9 @@ fn status_maps_to_typed_errors() {
         status_error(503, None, "m".into()),
         LlmError::Server { status: 503, .. }
     ));
+    let e = status_error(503, Some(Duration::from_secs(3)), "overloaded".into());
+    assert!(e.is_retryable());
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
     let e = status_error(404, None, "no such model".into());
     assert!(matches!(e, LlmError::Rejected { status: 404, .. }));
     assert!(!e.is_retryable());

@@ -113,36 +113,40 @@ pub fn main() -> ExitCode {
             metrics_addr,
             data_dir,
             json,
-        } => {
-            let cfg = match load(&file) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let opts = BootOptions {
-                trace,
-                data_dir,
-                prometheus: None,
-            };
-            exit_on_error(actix_rt::System::new().block_on(run(cfg, opts, metrics_addr, json)))
-        }
+        } => start(&file, trace, data_dir, |cfg, opts| {
+            run(cfg, opts, metrics_addr, json)
+        }),
         Command::Serve {
             file,
             listen,
             trace,
             data_dir,
-        } => {
-            let cfg = match load(&file) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let opts = BootOptions {
-                trace,
-                data_dir,
-                prometheus: None,
-            };
-            exit_on_error(actix_rt::System::new().block_on(serve(cfg, opts, listen)))
-        }
+        } => start(&file, trace, data_dir, |cfg, opts| serve(cfg, opts, listen)),
     }
+}
+
+/// Loads the config (exit 2 on errors) and runs `body` inside a fresh actix system (exit 3 on
+/// runtime errors).
+fn start<F, Fut>(
+    file: &Path,
+    trace: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    body: F,
+) -> ExitCode
+where
+    F: FnOnce(Config, BootOptions) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<ExitCode>>,
+{
+    let cfg = match load(file) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let opts = BootOptions {
+        trace,
+        data_dir,
+        prometheus: None,
+    };
+    exit_on_error(actix_rt::System::new().block_on(body(cfg, opts)))
 }
 
 fn exit_on_error(result: anyhow::Result<ExitCode>) -> ExitCode {

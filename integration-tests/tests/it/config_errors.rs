@@ -93,3 +93,16 @@ fn garbage_is_an_error_not_a_panic() {
         let _ = errors(text);
     }
 }
+
+#[test]
+fn absurd_durations_are_rejected_not_overflowed() {
+    let text = BASE
+        .replace("BACKEND", "\"sim\"")
+        .replace("DEPS", "[]")
+        .replace("role: \"codes\"", "role: \"codes\", timeout_secs: 1e18");
+    let e = errors(&text);
+    assert!(
+        e.contains("agent \"coder\": timeout_secs must be > 0 and at most 31536000"),
+        "{e}"
+    );
+}

@@ -145,8 +145,17 @@ fn secs(v: f64) -> Duration {
     Duration::try_from_secs_f64(v).unwrap_or(Duration::ZERO)
 }
 
+/// Largest number any time or rate setting may hold (a year in seconds): far beyond any sane
+/// value, and small enough that deadlines computed from it never overflow.
+const MAX_SETTING: f64 = 31_536_000.0;
+
+/// A positive duration setting within [`MAX_SETTING`].
+fn positive_secs(v: f64) -> bool {
+    v.is_finite() && v > 0.0 && v <= MAX_SETTING
+}
+
 fn finite_nonneg(v: f64) -> bool {
-    v.is_finite() && v >= 0.0
+    v.is_finite() && (0.0..=MAX_SETTING).contains(&v)
 }
 
 impl Validator<'_> {
@@ -283,16 +292,16 @@ impl Validator<'_> {
             if !finite_nonneg(v) {
                 self.err(
                     At::File,
-                    format!("runtime.{name} must be a finite number >= 0, got {v}"),
+                    format!("runtime.{name} must be within 0..=31536000, got {v}"),
                 );
             }
         }
         let s = &r.supervisor;
-        if !(s.within_secs.is_finite() && s.within_secs > 0.0) {
+        if !positive_secs(s.within_secs) {
             self.err(
                 At::File,
                 format!(
-                    "runtime.supervisor.within_secs must be > 0, got {}",
+                    "runtime.supervisor.within_secs must be > 0 and at most 31536000, got {}",
                     s.within_secs
                 ),
             );
@@ -327,11 +336,11 @@ impl Validator<'_> {
 
     fn tools(&mut self, t: &raw::RawTools) -> ToolsSettings {
         let c = &t.run_command;
-        if !(c.timeout_secs.is_finite() && c.timeout_secs > 0.0) {
+        if !positive_secs(c.timeout_secs) {
             self.err(
                 At::File,
                 format!(
-                    "tools.run_command.timeout_secs must be > 0, got {}",
+                    "tools.run_command.timeout_secs must be > 0 and at most 31536000, got {}",
                     c.timeout_secs
                 ),
             );
@@ -377,10 +386,13 @@ impl Validator<'_> {
                 if o.model.trim().is_empty() {
                     self.err(at("model"), "model must not be empty");
                 }
-                if !(o.timeout_secs.is_finite() && o.timeout_secs > 0.0) {
+                if !positive_secs(o.timeout_secs) {
                     self.err(
                         at("timeout_secs"),
-                        format!("timeout_secs must be > 0, got {}", o.timeout_secs),
+                        format!(
+                            "timeout_secs must be > 0 and at most 31536000, got {}",
+                            o.timeout_secs
+                        ),
                     );
                 }
                 if o.api_key_env
@@ -414,7 +426,7 @@ impl Validator<'_> {
                     if !finite_nonneg(v) {
                         self.err(
                             at("latency"),
-                            format!("latency.{name} must be a finite number >= 0, got {v}"),
+                            format!("latency.{name} must be within 0..=31536000, got {v}"),
                         );
                     }
                 }
@@ -537,10 +549,13 @@ impl Validator<'_> {
                 ),
             );
         }
-        if !(a.timeout_secs.is_finite() && a.timeout_secs > 0.0) {
+        if !positive_secs(a.timeout_secs) {
             self.err(
                 at("timeout_secs"),
-                format!("timeout_secs must be > 0, got {}", a.timeout_secs),
+                format!(
+                    "timeout_secs must be > 0 and at most 31536000, got {}",
+                    a.timeout_secs
+                ),
             );
         }
         if let Some(fb) = &a.fallback {

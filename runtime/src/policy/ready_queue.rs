@@ -7,6 +7,9 @@
 //! higher-priority ones exactly when its effective priority passes theirs.
 
 use std::collections::{BTreeSet, HashMap};
+
+/// Where a queued task sits: its agent and its order key.
+type Slot = (String, (i64, u64));
 use std::time::Instant;
 
 /// Ready tasks (by index) grouped by the agent that should run them.
@@ -16,7 +19,8 @@ pub struct ReadyQueue {
     aging_per_sec: f64,
     seq: u64,
     by_agent: HashMap<String, BTreeSet<(i64, u64, usize)>>,
-    len: usize,
+    /// Task index -> where it is queued, so removal is a lookup rather than a scan.
+    slots: HashMap<usize, Slot>,
 }
 
 impl ReadyQueue {
@@ -27,7 +31,7 @@ impl ReadyQueue {
             aging_per_sec,
             seq: 0,
             by_agent: HashMap::new(),
-            len: 0,
+            slots: HashMap::new(),
         }
     }
 
@@ -38,11 +42,12 @@ impl ReadyQueue {
         // Negated so that the BTreeSet's first element is the best.
         let key = -(key as i64);
         self.seq += 1;
+        self.remove(idx);
         self.by_agent
             .entry(agent.to_owned())
             .or_default()
             .insert((key, self.seq, idx));
-        self.len += 1;
+        self.slots.insert(idx, (agent.to_owned(), (key, self.seq)));
     }
 
     /// The best queued task for `agent`, without removing it: `(order key, task index)`.
@@ -57,30 +62,29 @@ impl ReadyQueue {
     pub fn pop(&mut self, agent: &str) -> Option<usize> {
         let set = self.by_agent.get_mut(agent)?;
         let (_, _, idx) = set.pop_first()?;
-        self.len -= 1;
+        self.slots.remove(&idx);
         Some(idx)
     }
 
-    /// Removes task `idx` wherever it is queued (used on cancellation).
+    /// Removes task `idx` wherever it is queued (used on cancellation and skips).
     pub fn remove(&mut self, idx: usize) -> bool {
-        for set in self.by_agent.values_mut() {
-            if let Some(&entry) = set.iter().find(|e| e.2 == idx) {
-                set.remove(&entry);
-                self.len -= 1;
-                return true;
-            }
+        let Some((agent, (key, seq))) = self.slots.remove(&idx) else {
+            return false;
+        };
+        if let Some(set) = self.by_agent.get_mut(&agent) {
+            set.remove(&(key, seq, idx));
         }
-        false
+        true
     }
 
     /// Number of queued tasks.
     pub fn len(&self) -> usize {
-        self.len
+        self.slots.len()
     }
 
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.slots.is_empty()
     }
 }
 

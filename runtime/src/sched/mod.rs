@@ -276,7 +276,7 @@ impl SchedulerCore {
         self.next_lease += 1;
         let agent = self.cfg.agent(&instance.agent);
         let timeout = agent.map(|a| a.timeout).unwrap_or(Duration::from_secs(60));
-        let deadline = now + timeout + self.cfg.runtime.lease_grace;
+        let deadline = later(now, timeout + self.cfg.runtime.lease_grace);
         let input = {
             let t = &self.tasks[idx];
             let lookup = |id: &str| {
@@ -373,8 +373,9 @@ impl SchedulerCore {
                     Some(p) if retryable && attempts < p.max_attempts => {
                         let base =
                             exponential(p.initial_backoff, p.max_backoff, p.multiplier, attempts);
+                        // A server's Retry-After is honoured, but capped: it is outside input.
                         let delay = jittered(base, p.jitter, self.rng.next_unit())
-                            .max(retry_after.unwrap_or_default());
+                            .max(retry_after.unwrap_or_default().min(MAX_RETRY_AFTER));
                         events.push(SchedEvent::Retry {
                             task: t.key.clone(),
                             agent: agent.clone(),
@@ -383,7 +384,7 @@ impl SchedulerCore {
                             reason: reason.clone(),
                         });
                         self.seq += 1;
-                        self.delayed.insert((now + delay, self.seq, idx));
+                        self.delayed.insert((later(now, delay), self.seq, idx));
                         self.transition(idx, TaskState::Ready, Some(reason), events);
                     }
                     _ => self.fall_back_or_fail(idx, now, events),
@@ -504,6 +505,14 @@ impl SchedulerCore {
             reason,
         });
     }
+}
+
+/// Longest `Retry-After` the scheduler waits for before retrying anyway.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// `now + d`, with `d` capped at a year so that no setting or reply can overflow an `Instant`.
+fn later(now: Instant, d: Duration) -> Instant {
+    now + d.min(Duration::from_secs(31_536_000))
 }
 
 fn state_slot(s: TaskState) -> usize {

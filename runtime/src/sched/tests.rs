@@ -207,3 +207,22 @@ fn concurrency_limit_and_cancel() {
     assert!(core.tasks().iter().all(|t| t.state == TaskState::Cancelled));
     assert!(core.report(ok(d[0].lease, "x"), now).is_err());
 }
+
+#[test]
+fn a_huge_retry_after_is_capped_instead_of_overflowing() {
+    let now = Instant::now();
+    let mut core = SchedulerCore::new(config(4), now);
+    core.agent_idle(inst("a"));
+    let (d, _) = core.dispatch(now);
+    let report = Report {
+        lease: d[0].lease,
+        outcome: Outcome::Failed {
+            reason: "429".into(),
+            retryable: true,
+            retry_after: Some(Duration::MAX),
+        },
+        usage: Usage::default(),
+    };
+    core.report(report, now).unwrap();
+    assert_eq!(core.next_deadline(), Some(now + MAX_RETRY_AFTER));
+}

@@ -164,9 +164,15 @@ fn load(file: &Path) -> Result<Config, ExitCode> {
 }
 
 /// Panics inside agent steps are caught and handled by supervision; log them as events
-/// instead of letting the default hook print a backtrace banner for each.
+/// instead of letting the default hook print a backtrace banner for each. Any other panic is a
+/// bug and goes to the default hook, loudly.
 fn install_panic_hook() {
-    std::panic::set_hook(Box::new(|info| {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !crate::agent::in_contained_step() {
+            default(info);
+            return;
+        }
         let location = info
             .location()
             .map(|l| format!("{}:{}", l.file(), l.line()))

@@ -136,6 +136,37 @@ pub(crate) fn set_state(cb: &Mutex<ControlBlock>, state: AgentState) {
     }
 }
 
+thread_local! {
+    static IN_STEP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is polling an agent step right now. Panics there are caught and turned
+/// into a restart, so the process panic hook logs them instead of printing a crash report.
+pub fn in_contained_step() -> bool {
+    IN_STEP.with(std::cell::Cell::get)
+}
+
+/// Marks the thread as inside an agent step while the wrapped future is polled.
+struct Contained<F>(std::pin::Pin<Box<F>>);
+
+impl<F: std::future::Future> std::future::Future for Contained<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        struct Reset(bool);
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                IN_STEP.with(|f| f.set(self.0));
+            }
+        }
+        let _reset = Reset(IN_STEP.with(|f| f.replace(true)));
+        self.0.as_mut().poll(cx)
+    }
+}
+
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
@@ -216,7 +247,8 @@ impl Handler<RunTask> for Agent {
         let lease = dispatch.lease;
         let started = Instant::now();
         let attempt = async move {
-            let work = AssertUnwindSafe(step::run_attempt(env, cb, dispatch)).catch_unwind();
+            let work = AssertUnwindSafe(Contained(Box::pin(step::run_attempt(env, cb, dispatch))))
+                .catch_unwind();
             match tokio::time::timeout(timeout, work).await {
                 Err(_) => Ok(step::AttemptResult {
                     outcome: Outcome::Failed {

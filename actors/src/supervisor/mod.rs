@@ -282,12 +282,17 @@ impl Handler<ChildExited> for Supervisor {
         let Some(slot) = self.slots.get_mut(msg.index) else {
             return;
         };
-        if slot.generation != msg.generation || self.stopping {
+        if slot.generation != msg.generation {
             return;
         }
         slot.handle = None;
+        // The hook runs even while the tree stops (escalation, shutdown), so that whatever
+        // the child held (an agent's lease) is returned now rather than at its deadline.
         if let Some(hook) = &slot.spec.on_exit {
             hook(&msg.reason);
+        }
+        if self.stopping {
+            return;
         }
         let id = slot.spec.id.clone();
         let decision =
@@ -301,11 +306,17 @@ impl Handler<ChildExited> for Supervisor {
                 let affected = self.strategy.affected(msg.index, self.slots.len());
                 for &i in &affected {
                     if i != msg.index {
-                        // Bump the generation so the sibling's own exit notice is ignored.
+                        // Bump the generation so the sibling's own exit notice is ignored, and
+                        // run its hook here instead.
                         let s = &mut self.slots[i];
                         s.generation += 1;
                         if let Some(h) = s.handle.take() {
                             (h.stop)();
+                            if let Some(hook) = &s.spec.on_exit {
+                                hook(&ExitReason::Abnormal(format!(
+                                    "stopped to restart with {id}"
+                                )));
+                            }
                         }
                     }
                 }

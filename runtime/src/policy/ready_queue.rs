@@ -7,9 +7,6 @@
 //! higher-priority ones exactly when its effective priority passes theirs.
 
 use std::collections::{BTreeSet, HashMap};
-
-/// Where a queued task sits: its agent and its order key.
-type Slot = (String, (i64, u64));
 use std::time::Instant;
 
 /// Ready tasks (by index) grouped by the agent that should run them.
@@ -19,8 +16,7 @@ pub struct ReadyQueue {
     aging_per_sec: f64,
     seq: u64,
     by_agent: HashMap<String, BTreeSet<(i64, u64, usize)>>,
-    /// Task index -> where it is queued, so removal is a lookup rather than a scan.
-    slots: HashMap<usize, Slot>,
+    len: usize,
 }
 
 impl ReadyQueue {
@@ -31,7 +27,7 @@ impl ReadyQueue {
             aging_per_sec,
             seq: 0,
             by_agent: HashMap::new(),
-            slots: HashMap::new(),
+            len: 0,
         }
     }
 
@@ -42,12 +38,11 @@ impl ReadyQueue {
         // Negated so that the BTreeSet's first element is the best.
         let key = -(key as i64);
         self.seq += 1;
-        self.remove(idx);
         self.by_agent
             .entry(agent.to_owned())
             .or_default()
             .insert((key, self.seq, idx));
-        self.slots.insert(idx, (agent.to_owned(), (key, self.seq)));
+        self.len += 1;
     }
 
     /// The best queued task for `agent`, without removing it: `(order key, task index)`.
@@ -62,29 +57,24 @@ impl ReadyQueue {
     pub fn pop(&mut self, agent: &str) -> Option<usize> {
         let set = self.by_agent.get_mut(agent)?;
         let (_, _, idx) = set.pop_first()?;
-        self.slots.remove(&idx);
+        self.len -= 1;
         Some(idx)
     }
 
-    /// Removes task `idx` wherever it is queued (used on cancellation and skips).
-    pub fn remove(&mut self, idx: usize) -> bool {
-        let Some((agent, (key, seq))) = self.slots.remove(&idx) else {
-            return false;
-        };
-        if let Some(set) = self.by_agent.get_mut(&agent) {
-            set.remove(&(key, seq, idx));
-        }
-        true
+    /// Empties the queue (shutdown cancels every task at once).
+    pub fn clear(&mut self) {
+        self.by_agent.clear();
+        self.len = 0;
     }
 
     /// Number of queued tasks.
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.len
     }
 
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.len == 0
     }
 }
 
@@ -128,7 +118,9 @@ mod tests {
         q.push("a", 1, 10, t0);
         q.push("b", 2, 90, t0);
         assert_eq!(q.pop("a"), Some(1));
-        assert!(q.remove(2));
-        assert_eq!(q.len(), 0);
+        assert_eq!(q.len(), 1);
+        q.clear();
+        assert!(q.is_empty());
+        assert_eq!(q.pop("b"), None);
     }
 }

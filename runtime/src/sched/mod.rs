@@ -256,9 +256,9 @@ impl SchedulerCore {
         self.leases.clear();
         self.by_instance.clear();
         self.delayed.clear();
+        self.ready.clear();
         for i in 0..self.tasks.len() {
             if !self.tasks[i].state.is_terminal() {
-                self.ready.remove(i);
                 self.finish(i, TaskState::Cancelled, reason.to_owned(), now, &mut events);
             }
         }
@@ -435,10 +435,11 @@ impl SchedulerCore {
     ) {
         let mut stack = self.tasks[idx].dependents.clone();
         while let Some(d) = stack.pop() {
+            // Downstream of a failed task nothing can be Ready (a Ready task has every
+            // upstream succeeded), so nothing needs to leave the ready queue here.
             if self.tasks[d].state.is_terminal() {
                 continue;
             }
-            self.ready.remove(d);
             let reason = format!("upstream task {root} failed");
             self.finish(d, TaskState::Skipped, reason, now, events);
             stack.extend(self.tasks[d].dependents.iter().copied());

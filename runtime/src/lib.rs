@@ -8,6 +8,7 @@
 //! - [`llm`]: LLM backends behind one trait: `openai` and the `sim` simulator.
 //! - [`tools`]: built-in tools and the sandbox they run in.
 //! - [`metrics`]: every metric name, its help text and histogram buckets, defined once.
+//! - [`tokenize`]: BPE token counting and encoding (per-backend encodings).
 //! - [`trace`]: the JSON-lines trace of state transitions, LLM calls and tool calls.
 //!
 //! No actix here: every piece is unit-testable on its own.
@@ -18,5 +19,6 @@ pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod sched;
+pub mod tokenize;
 pub mod tools;
 pub mod trace;

@@ -106,3 +106,17 @@ fn absurd_durations_are_rejected_not_overflowed() {
         "{e}"
     );
 }
+
+#[test]
+fn an_unknown_tokenizer_names_the_backend() {
+    let text = BASE
+        .replace("BACKEND", "\"sim\"")
+        .replace("DEPS", "[]")
+        .replace("kind: Sim(())", "kind: Sim(()), tokenizer: \"gpt9\"");
+    let e = errors(&text);
+    assert!(
+        e.contains("backend \"sim\": unknown tokenizer \"gpt9\"") && e.contains("o200k_base"),
+        "{e}"
+    );
+    assert!(e.contains("bad.ron:3:"), "{e}");
+}

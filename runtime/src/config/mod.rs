@@ -12,6 +12,7 @@ pub mod raw;
 pub mod span;
 pub mod validate;
 
+use crate::tokenize::Encoding;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -93,6 +94,8 @@ pub struct BackendSpec {
     pub name: String,
     /// Which implementation and its settings.
     pub kind: BackendKind,
+    /// The encoding prompts to this backend are counted and cut into blocks with.
+    pub tokenizer: Encoding,
 }
 
 /// The backend implementations.

@@ -132,6 +132,9 @@ pub struct RawBackend {
     pub name: String,
     /// Implementation and settings.
     pub kind: RawBackendKind,
+    /// BPE encoding used to count and encode prompt tokens (default `o200k_base`).
+    #[serde(default)]
+    pub tokenizer: Option<String>,
 }
 
 /// `OpenAi((...))` or `Sim((...))`.

@@ -3,6 +3,7 @@
 //! Each [`ConfigError`] names the entity (`agent "planner"`) and carries `file:line:col` where
 //! the [`SpanIndex`] finds one. Relative paths resolve against the config file's folder.
 
+use crate::tokenize::Encoding;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -462,9 +463,24 @@ impl Validator<'_> {
                 })
             }
         };
+        let tokenizer = match b.tokenizer.as_deref() {
+            None => Encoding::default(),
+            Some(name) => Encoding::from_name(name).unwrap_or_else(|| {
+                let known: Vec<_> = Encoding::ALL.iter().map(|e| e.name()).collect();
+                self.err(
+                    at("tokenizer"),
+                    format!(
+                        "unknown tokenizer {name:?}; known encodings: {}",
+                        known.join(", ")
+                    ),
+                );
+                Encoding::default()
+            }),
+        };
         BackendSpec {
             name: b.name.clone(),
             kind,
+            tokenizer,
         }
     }
 

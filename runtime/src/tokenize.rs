@@ -1,0 +1,183 @@
+//! Token counting and encoding with a real BPE tokenizer.
+//!
+//! Each backend names its encoding in the config (`tokenizer: "o200k_base"`); the context pager
+//! counts page tokens with it and the KV-cache pool cuts prompts into blocks of its token ids.
+//! The BPE tables ship inside the `tiktoken-rs` crate, so nothing is fetched at run time; each
+//! table is parsed once per process, on first use.
+//!
+//! A chat message costs its content tokens plus [`MESSAGE_OVERHEAD_TOKENS`] for the role and the
+//! separators, and a prompt adds [`REPLY_PRIMING_TOKENS`], the way OpenAI documents chat token
+//! accounting for its models.
+
+use std::fmt;
+
+use tiktoken_rs::CoreBPE;
+
+use crate::llm::{ChatMessage, Role};
+
+/// Tokens every chat message costs beyond its content (role and separators).
+pub const MESSAGE_OVERHEAD_TOKENS: usize = 3;
+
+/// Tokens a chat prompt costs once, for the primed assistant reply.
+pub const REPLY_PRIMING_TOKENS: usize = 3;
+
+/// A BPE encoding, chosen per backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Encoding {
+    /// `o200k_base`: GPT-4o, GPT-4.1, o-series. The default.
+    #[default]
+    O200kBase,
+    /// `cl100k_base`: GPT-4, GPT-3.5, and most embedding models.
+    Cl100kBase,
+}
+
+impl Encoding {
+    /// Every encoding, for error messages.
+    pub const ALL: [Encoding; 2] = [Encoding::O200kBase, Encoding::Cl100kBase];
+
+    /// Parses a config name such as `"o200k_base"`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.name() == name)
+    }
+
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::O200kBase => "o200k_base",
+            Encoding::Cl100kBase => "cl100k_base",
+        }
+    }
+
+    fn bpe(self) -> &'static CoreBPE {
+        match self {
+            Encoding::O200kBase => tiktoken_rs::o200k_base_singleton(),
+            Encoding::Cl100kBase => tiktoken_rs::cl100k_base_singleton(),
+        }
+    }
+
+    /// The token ids of `text`. Special-token text is encoded as ordinary text, so input can
+    /// never smuggle control tokens in.
+    pub fn encode(self, text: &str) -> Vec<u32> {
+        self.bpe().encode_ordinary(text)
+    }
+
+    /// How many tokens `text` has.
+    pub fn count(self, text: &str) -> usize {
+        if text.is_empty() {
+            return 0;
+        }
+        self.bpe().encode_ordinary(text).len()
+    }
+
+    /// Tokens of one chat message: overhead, content, and any tool calls it carries.
+    pub fn count_message(self, message: &ChatMessage) -> usize {
+        let calls: usize = message
+            .tool_calls
+            .iter()
+            .map(|c| self.count(&c.name) + self.count(&c.arguments.to_string()))
+            .sum();
+        MESSAGE_OVERHEAD_TOKENS + self.count(&message.content) + calls
+    }
+
+    /// Tokens of a whole prompt: every message plus the reply priming.
+    pub fn count_prompt(self, messages: &[ChatMessage]) -> usize {
+        REPLY_PRIMING_TOKENS
+            + messages
+                .iter()
+                .map(|m| self.count_message(m))
+                .sum::<usize>()
+    }
+
+    /// The token ids of a prompt in order, with a marker token per message role, so that two
+    /// prompts share an id prefix exactly when they share a message prefix. This is the sequence
+    /// the KV-cache pool cuts into blocks.
+    pub fn encode_prompt(self, messages: &[ChatMessage]) -> Vec<u32> {
+        let mut ids = Vec::new();
+        for m in messages {
+            ids.push(role_marker(m.role));
+            ids.extend(self.encode(&m.content));
+            for c in &m.tool_calls {
+                ids.extend(self.encode(&c.name));
+                ids.extend(self.encode(&c.arguments.to_string()));
+            }
+        }
+        ids
+    }
+}
+
+impl fmt::Display for Encoding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Ids above every real vocabulary, standing for a message boundary with its role.
+fn role_marker(role: Role) -> u32 {
+    const BASE: u32 = u32::MAX - 8;
+    BASE + match role {
+        Role::System => 0,
+        Role::User => 1,
+        Role::Assistant => 2,
+        Role::Tool => 3,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for e in Encoding::ALL {
+            assert_eq!(Encoding::from_name(e.name()), Some(e));
+        }
+        assert_eq!(Encoding::from_name("gpt2"), None);
+    }
+
+    #[test]
+    fn counts_match_the_published_encodings() {
+        // "hello world" is two tokens in both encodings; ids checked against tiktoken.
+        assert_eq!(
+            Encoding::Cl100kBase.encode("hello world"),
+            vec![15339, 1917]
+        );
+        assert_eq!(Encoding::O200kBase.encode("hello world"), vec![24912, 2375]);
+        assert_eq!(Encoding::O200kBase.count(""), 0);
+        assert!(Encoding::O200kBase.count(&"word ".repeat(100)) >= 100);
+    }
+
+    #[test]
+    fn special_token_text_is_ordinary() {
+        let ids = Encoding::Cl100kBase.encode("<|endoftext|>");
+        assert!(
+            ids.len() > 1,
+            "must not be the single special token: {ids:?}"
+        );
+    }
+
+    #[test]
+    fn prompt_counts_include_overheads() {
+        let msgs = vec![ChatMessage::system("be brief"), ChatMessage::user("hi")];
+        let e = Encoding::O200kBase;
+        assert_eq!(
+            e.count_prompt(&msgs),
+            REPLY_PRIMING_TOKENS
+                + 2 * MESSAGE_OVERHEAD_TOKENS
+                + e.count("be brief")
+                + e.count("hi")
+        );
+    }
+
+    #[test]
+    fn equal_message_prefixes_give_equal_id_prefixes() {
+        let e = Encoding::O200kBase;
+        let a = e.encode_prompt(&[ChatMessage::system("shared"), ChatMessage::user("one")]);
+        let b = e.encode_prompt(&[ChatMessage::system("shared"), ChatMessage::user("two")]);
+        let shared = e.encode_prompt(&[ChatMessage::system("shared")]);
+        assert!(a.starts_with(&shared) && b.starts_with(&shared));
+        assert_ne!(a, b);
+        // A role change alone changes the sequence.
+        let c = e.encode_prompt(&[ChatMessage::user("shared")]);
+        assert_ne!(c, shared);
+    }
+}

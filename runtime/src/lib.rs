@@ -8,12 +8,15 @@
 //! - [`llm`]: LLM backends behind one trait: `openai` and the `sim` simulator.
 //! - [`tools`]: built-in tools and the sandbox they run in.
 //! - [`metrics`]: every metric name, its help text and histogram buckets, defined once.
+//! - [`kvcache`]: the KV-cache model: block manager (hash chains, refcounts, copy-on-write,
+//!   LRU), cache-aware routing policies and the pool core the `KvCachePool` actor owns.
 //! - [`tokenize`]: BPE token counting and encoding (per-backend encodings).
 //! - [`trace`]: the JSON-lines trace of state transitions, LLM calls and tool calls.
 //!
 //! No actix here: every piece is unit-testable on its own.
 
 pub mod config;
+pub mod kvcache;
 pub mod llm;
 pub mod metrics;
 pub mod model;

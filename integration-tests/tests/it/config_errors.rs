@@ -120,3 +120,67 @@ fn an_unknown_tokenizer_names_the_backend() {
     );
     assert!(e.contains("bad.ron:3:"), "{e}");
 }
+
+/// A config with one backend `kv` (kind and cache given) and one agent on it.
+fn kv_config(kind: &str, cache: &str) -> String {
+    format!(
+        r#"(
+    version: 1,
+    backends: [
+        (name: "kv", kind: {kind},
+         cache: {cache}),
+    ],
+    agents: [(name: "a", role: "r", backend: "kv", context_budget_tokens: 4096)],
+    workflows: [(name: "w", tasks: [(id: "t", agent: "a")])],
+)"#
+    )
+}
+
+#[test]
+fn kv_cache_bad_input_names_the_backend_and_its_line() {
+    let cases = [
+        ("Sim(())", "(block_size: 0)", "cache.block_size must be within 1..=4096 tokens, got 0"),
+        (
+            "Sim(())",
+            "(block_size: 16, capacity_blocks: 100)",
+            "smaller than one prompt of agent \"a\" (context_budget_tokens 4096); it needs at least 256 blocks of 16",
+        ),
+        ("Sim(())", "(routing: \"random\")", "unknown routing policy \"random\"; known policies: round_robin, least_loaded, prefix_aware"),
+        ("Sim((replicas: 0))", "()", "0 is an empty replica list"),
+        ("OpenAi((base_urls: [], model: \"m\"))", "()", "base_urls (the replica list) is empty"),
+        ("Sim(())", "(load_slack: -1.0)", "cache.load_slack must be within 0..=100"),
+    ];
+    for (kind, cache, want) in cases {
+        let e = errors(&kv_config(kind, cache));
+        assert!(e.contains(&format!("backend \"kv\": {want}")) || (e.contains("backend \"kv\"") && e.contains(want)), "{kind} {cache}: {e}");
+        assert!(e.contains("bad.ron:4:") || e.contains("bad.ron:5:"), "{kind} {cache}: line missing: {e}");
+    }
+}
+
+#[test]
+fn kv_cache_defaults_keep_one_replica_and_replica_lists_parse() {
+    let cfg = Config::parse(&kv_config("Sim((replicas: 4))", "(routing: \"round_robin\", salt: \"tenant-a\")"), "ok.ron", &repo().join("config")).unwrap();
+    let b = cfg.backend("kv").unwrap();
+    assert_eq!(b.replicas, 4);
+    assert_eq!(b.cache.block_size, 16);
+    assert_eq!(b.cache.routing.name(), "round_robin");
+    let cfg = Config::parse(
+        &kv_config("OpenAi((base_urls: [\"http://a:1/v1\", \"http://b:2/v1/\"], model: \"m\"))", "()"),
+        "ok.ron",
+        &repo().join("config"),
+    )
+    .unwrap();
+    let b = cfg.backend("kv").unwrap();
+    assert_eq!(b.replicas, 2);
+    match &b.kind {
+        agentos_runtime::config::BackendKind::OpenAi(o) => {
+            assert_eq!(o.base_urls, ["http://a:1/v1", "http://b:2/v1"]);
+            assert_eq!(o.base_url, "http://a:1/v1");
+        }
+        other => panic!("{other:?}"),
+    }
+    for path in ["demo.ron", "fanout.ron"] {
+        let cfg = Config::load(&repo().join("config").join(path)).unwrap();
+        assert!(cfg.backends.iter().all(|b| b.replicas == 1 && b.cache.routing.name() == "prefix_aware"));
+    }
+}

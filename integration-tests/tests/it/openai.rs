@@ -112,6 +112,7 @@ impl MockServer {
     fn settings(&self) -> OpenAiSettings {
         OpenAiSettings {
             base_url: self.base_url.clone(),
+            base_urls: Vec::new(),
             model: "mock-model".into(),
             api_key_env: None,
             request_timeout: Duration::from_secs(10),
@@ -215,6 +216,7 @@ fn simple_request() -> ChatRequest {
             task: "wf/plan".into(),
             attempt: 1,
             step: 0,
+            replica: 0,
         },
     }
 }
@@ -305,7 +307,8 @@ async fn reply_with_tool_calls_round_trips() {
         response.usage,
         Usage {
             prompt_tokens: 57,
-            completion_tokens: 12
+            completion_tokens: 12,
+            cached_tokens: 0,
         }
     );
 
@@ -529,6 +532,7 @@ async fn refused_connection_is_a_transport_error() {
     };
     let settings = OpenAiSettings {
         base_url: format!("http://127.0.0.1:{port}/v1"),
+        base_urls: Vec::new(),
         model: "mock-model".into(),
         api_key_env: None,
         request_timeout: Duration::from_secs(5),

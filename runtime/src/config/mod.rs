@@ -96,6 +96,11 @@ pub struct BackendSpec {
     pub kind: BackendKind,
     /// The encoding prompts to this backend are counted and cut into blocks with.
     pub tokenizer: Encoding,
+    /// Replicas serving this backend (1 unless the config lists several); calls are routed
+    /// among them by `cache.routing`.
+    pub replicas: usize,
+    /// The KV-cache model and routing policy of the replicas.
+    pub cache: crate::kvcache::KvCacheSettings,
 }
 
 /// The backend implementations.
@@ -120,8 +125,10 @@ impl BackendKind {
 /// Settings of an OpenAI-compatible backend.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpenAiSettings {
-    /// Base URL up to and including `/v1`, e.g. `https://api.openai.com/v1`.
+    /// Base URL up to and including `/v1`, e.g. `https://api.openai.com/v1` (replica 0).
     pub base_url: String,
+    /// Base URL of every replica, by replica index; `base_urls[0] == base_url`.
+    pub base_urls: Vec<String>,
     /// Model name sent in each request.
     pub model: String,
     /// Environment variable holding the API key; `None` sends no `Authorization` header.
@@ -145,8 +152,9 @@ pub struct SimSettings {
     pub faults: SimFaults,
 }
 
-/// The simulator's latency model: `ttft = base + per_prompt_token * prompt_tokens`,
-/// then `per_output_token * completion_tokens` of decode.
+/// The simulator's latency model: `ttft = base + per_prompt_token * uncached_prompt_tokens`,
+/// then `per_output_token * completion_tokens` of decode. Prompt tokens already in the chosen
+/// replica's prefix cache cost no prefill.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct SimLatency {
     /// Fixed part of time to first token.

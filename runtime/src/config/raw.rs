@@ -135,6 +135,55 @@ pub struct RawBackend {
     /// BPE encoding used to count and encode prompt tokens (default `o200k_base`).
     #[serde(default)]
     pub tokenizer: Option<String>,
+    /// KV-cache model and routing across the backend's replicas.
+    #[serde(default)]
+    pub cache: RawCache,
+}
+
+/// `cache: (...)` of a backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    /// Tokens per KV block.
+    #[serde(default = "default_block_size")]
+    pub block_size: usize,
+    /// Blocks per replica.
+    #[serde(default = "default_capacity_blocks")]
+    pub capacity_blocks: usize,
+    /// `round_robin`, `least_loaded` or `prefix_aware`.
+    #[serde(default = "default_routing")]
+    pub routing: String,
+    /// Load slack of `prefix_aware` routing, as a fraction of the fair share.
+    #[serde(default = "default_load_slack")]
+    pub load_slack: f64,
+    /// Per-tenant salt of the block hash chains.
+    #[serde(default)]
+    pub salt: Option<String>,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        Self {
+            block_size: default_block_size(),
+            capacity_blocks: default_capacity_blocks(),
+            routing: default_routing(),
+            load_slack: default_load_slack(),
+            salt: None,
+        }
+    }
+}
+
+fn default_block_size() -> usize {
+    crate::kvcache::DEFAULT_BLOCK_SIZE
+}
+fn default_capacity_blocks() -> usize {
+    crate::kvcache::DEFAULT_CAPACITY_BLOCKS
+}
+fn default_routing() -> String {
+    crate::kvcache::RoutingPolicy::default().name().into()
+}
+fn default_load_slack() -> f64 {
+    crate::kvcache::DEFAULT_LOAD_SLACK
 }
 
 /// `OpenAi((...))` or `Sim((...))`.
@@ -150,8 +199,12 @@ pub enum RawBackendKind {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawOpenAi {
-    /// Base URL up to `/v1`.
-    pub base_url: String,
+    /// Base URL up to `/v1` (one replica).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Base URLs of several replicas serving the same model (instead of `base_url`).
+    #[serde(default)]
+    pub base_urls: Option<Vec<String>>,
     /// Model name.
     pub model: String,
     /// Environment variable with the API key.
@@ -173,7 +226,7 @@ fn default_request_timeout_secs() -> f64 {
 }
 
 /// Simulator settings.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSim {
     /// Seed.
@@ -185,6 +238,24 @@ pub struct RawSim {
     /// Fault rates.
     #[serde(default)]
     pub faults: RawSimFaults,
+    /// Simulated replicas, each with its own prefix cache.
+    #[serde(default = "default_sim_replicas")]
+    pub replicas: u32,
+}
+
+fn default_sim_replicas() -> u32 {
+    1
+}
+
+impl Default for RawSim {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            latency: RawSimLatency::default(),
+            faults: RawSimFaults::default(),
+            replicas: default_sim_replicas(),
+        }
+    }
 }
 
 /// Simulator latency model.

@@ -3,6 +3,7 @@
 //! Each [`ConfigError`] names the entity (`agent "planner"`) and carries `file:line:col` where
 //! the [`SpanIndex`] finds one. Relative paths resolve against the config file's folder.
 
+use crate::kvcache::{KvCacheSettings, RoutingPolicy};
 use crate::tokenize::Encoding;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -150,6 +151,9 @@ fn secs(v: f64) -> Duration {
 /// value, and small enough that deadlines computed from it never overflow.
 const MAX_SETTING: f64 = 31_536_000.0;
 
+/// Most blocks per replica: 16M blocks (a quarter billion tokens at 16 per block).
+const MAX_CACHE_BLOCKS: usize = 1 << 24;
+
 /// A positive duration setting within [`MAX_SETTING`].
 fn positive_secs(v: f64) -> bool {
     v.is_finite() && v > 0.0 && v <= MAX_SETTING
@@ -238,7 +242,11 @@ impl Validator<'_> {
             raw.backends.iter().map(|b| b.name.as_str()),
             None,
         );
-        let backends: Vec<BackendSpec> = raw.backends.iter().map(|b| self.backend(b)).collect();
+        let backends: Vec<BackendSpec> = raw
+            .backends
+            .iter()
+            .map(|b| self.backend(b, &raw.agents))
+            .collect();
 
         for a in &raw.agents {
             self.check_name(EntityKind::Agent, &a.name, None);
@@ -371,19 +379,56 @@ impl Validator<'_> {
         }
     }
 
-    fn backend(&mut self, b: &raw::RawBackend) -> BackendSpec {
+    fn backend(&mut self, b: &raw::RawBackend, agents: &[raw::RawAgent]) -> BackendSpec {
         let at = |f| At::Field(EntityKind::Backend, &b.name, None, f);
+        let replicas;
         let kind = match &b.kind {
             raw::RawBackendKind::OpenAi(o) => {
-                if !(o.base_url.starts_with("http://") || o.base_url.starts_with("https://")) {
-                    self.err(
-                        at("base_url"),
-                        format!(
-                            "base_url must start with http:// or https://, got {:?}",
-                            o.base_url
-                        ),
-                    );
+                let urls = match (&o.base_url, &o.base_urls) {
+                    (Some(u), None) => vec![u.clone()],
+                    (None, Some(list)) if list.is_empty() => {
+                        self.err(
+                            at("base_urls"),
+                            "base_urls (the replica list) is empty; list at least one base URL",
+                        );
+                        Vec::new()
+                    }
+                    (None, Some(list)) => list.clone(),
+                    (Some(_), Some(_)) => {
+                        self.err(
+                            at("base_urls"),
+                            "give either base_url (one replica) or base_urls (several), not both",
+                        );
+                        Vec::new()
+                    }
+                    (None, None) => {
+                        self.err(
+                            at("kind"),
+                            "needs base_url (one replica) or base_urls (several replicas)",
+                        );
+                        Vec::new()
+                    }
+                };
+                for u in &urls {
+                    if !(u.starts_with("http://") || u.starts_with("https://")) {
+                        let field = if o.base_url.is_some() { "base_url" } else { "base_urls" };
+                        self.err(
+                            at(field),
+                            format!("{field} must start with http:// or https://, got {u:?}"),
+                        );
+                    }
                 }
+                let urls: Vec<String> = urls
+                    .iter()
+                    .map(|u| u.trim_end_matches('/').to_owned())
+                    .collect();
+                let mut seen = HashSet::new();
+                for u in &urls {
+                    if !seen.insert(u.as_str()) {
+                        self.err(at("base_urls"), format!("replica {u:?} is listed twice"));
+                    }
+                }
+                replicas = urls.len().max(1);
                 if o.model.trim().is_empty() {
                     self.err(at("model"), "model must not be empty");
                 }
@@ -409,7 +454,8 @@ impl Validator<'_> {
                     self.err(at("temperature"), "temperature must be within 0..=2");
                 }
                 BackendKind::OpenAi(OpenAiSettings {
-                    base_url: o.base_url.trim_end_matches('/').to_owned(),
+                    base_url: urls.first().cloned().unwrap_or_default(),
+                    base_urls: urls,
                     model: o.model.clone(),
                     api_key_env: o.api_key_env.clone(),
                     request_timeout: secs(o.timeout_secs),
@@ -447,6 +493,16 @@ impl Validator<'_> {
                 if f.error_rate + f.panic_rate + f.hang_rate > 1.0 {
                     self.err(at("faults"), "fault rates add up to more than 1");
                 }
+                if !(1..=1024).contains(&s.replicas) {
+                    self.err(
+                        at("kind"),
+                        format!(
+                            "the simulator's replicas must be within 1..=1024 (0 is an empty replica list), got {}",
+                            s.replicas
+                        ),
+                    );
+                }
+                replicas = s.replicas.clamp(1, 1024) as usize;
                 let ms = |v: f64| secs(v / 1e3);
                 BackendKind::Sim(SimSettings {
                     seed: s.seed,
@@ -477,10 +533,88 @@ impl Validator<'_> {
                 Encoding::default()
             }),
         };
+        let cache = self.cache(b, agents);
         BackendSpec {
             name: b.name.clone(),
             kind,
             tokenizer,
+            replicas,
+            cache,
+        }
+    }
+
+    /// The `cache` section: block size, capacity (enough for the largest prompt of any agent on
+    /// this backend), routing policy, load slack and salt.
+    fn cache(&mut self, b: &raw::RawBackend, agents: &[raw::RawAgent]) -> KvCacheSettings {
+        let at = At::Field(EntityKind::Backend, &b.name, None, "cache");
+        let c = &b.cache;
+        if !(1..=4096).contains(&c.block_size) {
+            self.err(
+                at,
+                format!("cache.block_size must be within 1..=4096 tokens, got {}", c.block_size),
+            );
+        }
+        if !(1..=MAX_CACHE_BLOCKS).contains(&c.capacity_blocks) {
+            self.err(
+                at,
+                format!(
+                    "cache.capacity_blocks must be within 1..={MAX_CACHE_BLOCKS}, got {}",
+                    c.capacity_blocks
+                ),
+            );
+        } else if c.block_size > 0 {
+            let largest = agents
+                .iter()
+                .filter(|a| a.backend == b.name)
+                .max_by_key(|a| a.context_budget_tokens);
+            if let Some(a) = largest {
+                let needed = a.context_budget_tokens.div_ceil(c.block_size as u64);
+                if (c.capacity_blocks as u64) < needed {
+                    self.err(
+                        at,
+                        format!(
+                            "cache.capacity_blocks {} ({} tokens per replica) is smaller than one prompt of agent \"{}\" (context_budget_tokens {}); it needs at least {needed} blocks of {}",
+                            c.capacity_blocks,
+                            c.capacity_blocks * c.block_size,
+                            a.name,
+                            a.context_budget_tokens,
+                            c.block_size
+                        ),
+                    );
+                }
+            }
+        }
+        let routing = RoutingPolicy::from_name(&c.routing).unwrap_or_else(|| {
+            let known: Vec<_> = RoutingPolicy::ALL.iter().map(|p| p.name()).collect();
+            self.err(
+                at,
+                format!(
+                    "unknown routing policy {:?}; known policies: {}",
+                    c.routing,
+                    known.join(", ")
+                ),
+            );
+            RoutingPolicy::default()
+        });
+        if !(c.load_slack.is_finite() && (0.0..=100.0).contains(&c.load_slack)) {
+            self.err(
+                at,
+                format!("cache.load_slack must be within 0..=100, got {}", c.load_slack),
+            );
+        }
+        if c.salt.as_deref().is_some_and(|s| s.is_empty()) {
+            self.err(at, "cache.salt must not be empty (leave it out for no salt)");
+        }
+        KvCacheSettings {
+            block_size: c.block_size.clamp(1, 4096),
+            capacity_blocks: c.capacity_blocks.clamp(1, MAX_CACHE_BLOCKS),
+            routing,
+            load_slack: if c.load_slack.is_finite() {
+                c.load_slack.clamp(0.0, 100.0)
+            } else {
+                0.0
+            },
+            salt: c.salt.clone(),
         }
     }
 

@@ -109,6 +109,10 @@ pub struct RequestMeta {
     pub attempt: u32,
     /// Step number within the attempt, starting at 0.
     pub step: u32,
+    /// The backend replica that serves the call (chosen by the KV-cache pool; 0 when the
+    /// backend has one replica). Out-of-range values are taken modulo the replica count.
+    #[serde(default)]
+    pub replica: usize,
 }
 
 /// One chat-completion request.
@@ -131,12 +135,17 @@ pub struct Usage {
     pub prompt_tokens: u64,
     /// Tokens generated.
     pub completion_tokens: u64,
+    /// Prompt tokens served from the replica's prefix cache (OpenAI's
+    /// `prompt_tokens_details.cached_tokens`; 0 when the server does not say).
+    #[serde(default)]
+    pub cached_tokens: u64,
 }
 
 impl std::ops::AddAssign for Usage {
     fn add_assign(&mut self, rhs: Self) {
         self.prompt_tokens += rhs.prompt_tokens;
         self.completion_tokens += rhs.completion_tokens;
+        self.cached_tokens += rhs.cached_tokens;
     }
 }
 

@@ -52,8 +52,8 @@ pub struct OpenAiBackend {
 #[derive(Debug)]
 struct Inner {
     settings: OpenAiSettings,
-    /// `{base_url}/chat/completions`.
-    url: String,
+    /// `{base_url}/chat/completions` of every replica, by replica index.
+    urls: Vec<String>,
     client: reqwest::Client,
 }
 
@@ -66,15 +66,20 @@ impl OpenAiBackend {
             .timeout(settings.request_timeout)
             .build()
             .map_err(|e| LlmError::Transport(format!("cannot build HTTP client: {}", chain(&e))))?;
-        let url = format!(
-            "{}/chat/completions",
-            settings.base_url.trim_end_matches('/')
-        );
+        let bases = if settings.base_urls.is_empty() {
+            std::slice::from_ref(&settings.base_url)
+        } else {
+            settings.base_urls.as_slice()
+        };
+        let urls = bases
+            .iter()
+            .map(|b| format!("{}/chat/completions", b.trim_end_matches('/')))
+            .collect();
         Ok(Self {
             name: name.into(),
             inner: Arc::new(Inner {
                 settings,
-                url,
+                urls,
                 client,
             }),
         })
@@ -131,7 +136,7 @@ impl Inner {
         };
         let mut builder = self
             .client
-            .post(&self.url)
+            .post(&self.urls[request.meta.replica % self.urls.len()])
             .json(&request_body(&self.settings, request));
         if let Some(auth) = auth {
             builder = builder.header(AUTHORIZATION, auth);
@@ -405,6 +410,14 @@ struct WireUsage {
     prompt_tokens: Option<u64>,
     #[serde(default)]
     completion_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<WirePromptDetails>,
+}
+
+#[derive(Deserialize)]
+struct WirePromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
 }
 
 /// Parses a 2xx body into a [`ChatResponse`]; usage missing from the reply is estimated.
@@ -443,6 +456,7 @@ fn parse_reply(body: &[u8], request: &ChatRequest) -> Result<ChatResponse, LlmEr
     let usage = reply.usage.unwrap_or(WireUsage {
         prompt_tokens: None,
         completion_tokens: None,
+        prompt_tokens_details: None,
     });
     let usage = Usage {
         prompt_tokens: usage
@@ -451,6 +465,10 @@ fn parse_reply(body: &[u8], request: &ChatRequest) -> Result<ChatResponse, LlmEr
         completion_tokens: usage
             .completion_tokens
             .unwrap_or_else(|| approx_completion_tokens(&message)),
+        cached_tokens: usage
+            .prompt_tokens_details
+            .and_then(|d| d.cached_tokens)
+            .unwrap_or(0),
     };
     Ok(ChatResponse {
         message,

@@ -7,20 +7,27 @@
 //! - **Behaviour**: scripted tool calls and answers by step index ([`SimBehaviour`]);
 //!   `{{last_tool_result}}` in an answer is replaced by the latest tool result.
 //! - **Cost**: token counts (the same approximations as [`approx_tokens`]) and a latency model,
-//!   `base + per_prompt_token × prompt_tokens + per_output_token × completion_tokens`.
+//!   `base + per_prompt_token × uncached_prompt_tokens + per_output_token × completion_tokens`.
+//! - **Replicas with prefix caches** ([`SimBackend::with_prefix_cache`], always on in a booted
+//!   system): each simulated replica keeps its own [`BlockManager`]. A call to replica
+//!   `meta.replica` holds its prompt's blocks while it runs; prompt tokens already resident
+//!   there cost no prefill and are reported as `usage.cached_tokens`. Prompt tokens are then
+//!   counted with the backend's tokenizer (the sequence the KV-cache pool also sees).
 //! - **Faults**: errors, panics and hangs, forced on a given attempt and step, or drawn at the
 //!   rates of [`SimFaults`](crate::config::SimFaults).
 //!
 //! # Determinism
 //! Every random choice comes from a small RNG (splitmix64) seeded with an FNV-1a hash of the
 //! backend seed and the request's agent, task, attempt and step. The same seed and the same
-//! requests give the same replies and faults regardless of call order or concurrency.
+//! requests give the same replies and faults regardless of call order or concurrency. With
+//! prefix caches, latencies also depend on what each replica served before, so they are equal
+//! for equal request sequences (same requests, same order, same replicas).
 //!
 //! Faults happen without latency: an error returns at once, a panic is raised when the future
 //! is first polled (inside the caller's task, to exercise supervision), a hang never resolves.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -30,6 +37,8 @@ use super::{
     LlmError, RequestMeta, Role, ToolCall, Usage,
 };
 use crate::config::{SimBehaviour, SimFaultKind, SimSettings, SimStep};
+use crate::kvcache::{BlockManager, KvCacheSettings, PromptEncoder, SeqId};
+use crate::tokenize::Encoding;
 
 /// Placeholder in a scripted answer replaced by the content of the latest tool result.
 pub const LAST_TOOL_RESULT: &str = "{{last_tool_result}}";
@@ -46,6 +55,30 @@ pub struct SimBackend {
     name: String,
     settings: SimSettings,
     behaviours: Arc<HashMap<String, SimBehaviour>>,
+    cache: Option<Arc<SimCache>>,
+}
+
+/// The simulated replicas' prefix caches.
+#[derive(Debug)]
+struct SimCache {
+    encoder: PromptEncoder,
+    replicas: Mutex<Vec<BlockManager>>,
+}
+
+/// A call's blocks on its replica, released when the call ends or is dropped.
+struct CacheHold {
+    cache: Arc<SimCache>,
+    replica: usize,
+    seq: SeqId,
+}
+
+impl Drop for CacheHold {
+    fn drop(&mut self) {
+        let mut replicas = self.cache.replicas.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = replicas.get_mut(self.replica) {
+            let _ = m.release(self.seq);
+        }
+    }
 }
 
 /// What one simulated call does, decided before its future runs.
@@ -72,7 +105,32 @@ impl SimBackend {
             name: name.into(),
             settings,
             behaviours: Arc::new(behaviours),
+            cache: None,
         }
+    }
+
+    /// Gives the simulator `replicas` replicas, each with its own prefix cache of `cache`'s
+    /// block size, capacity and salt, over prompts encoded with `tokenizer`. Routing is not
+    /// the simulator's business: each call says its replica in `meta.replica`.
+    pub fn with_prefix_cache(
+        mut self,
+        tokenizer: Encoding,
+        cache: &KvCacheSettings,
+        replicas: usize,
+    ) -> Self {
+        self.cache = Some(Arc::new(SimCache {
+            encoder: PromptEncoder::new(tokenizer),
+            replicas: Mutex::new((0..replicas.max(1)).map(|_| cache.manager()).collect()),
+        }));
+        self
+    }
+
+    /// Every replica's cache figures (empty without prefix caches).
+    pub fn cache_stats(&self) -> Vec<crate::kvcache::KvStats> {
+        self.cache.as_ref().map_or_else(Vec::new, |c| {
+            let replicas = c.replicas.lock().unwrap_or_else(|e| e.into_inner());
+            replicas.iter().map(BlockManager::stats).collect()
+        })
     }
 
     /// The modelled latency of a call with these token counts:
@@ -85,7 +143,65 @@ impl SimBackend {
             .saturating_add(times(l.per_output_token, completion_tokens))
     }
 
+    /// Holds the prompt's blocks on its replica; returns the hold and the cached tokens. A
+    /// replica with every block referenced serves the call uncached (a real engine would queue
+    /// it; the simulator charges the full prefill instead).
+    fn hold(&self, request: &ChatRequest) -> Option<(Option<CacheHold>, u64, u64)> {
+        let cache = self.cache.as_ref()?;
+        let tokens = cache.encoder.encode(&request.messages, &request.tools);
+        let mut replicas = cache.replicas.lock().unwrap_or_else(|e| e.into_inner());
+        let n = replicas.len();
+        let replica = request.meta.replica % n.max(1);
+        let acquired = replicas.get_mut(replica)?.acquire(&tokens).ok();
+        drop(replicas);
+        let cached = acquired.map_or(0, |a| a.cached_tokens as u64);
+        let hold = acquired.map(|a| CacheHold {
+            cache: cache.clone(),
+            replica,
+            seq: a.seq,
+        });
+        Some((hold, tokens.len() as u64, cached))
+    }
+
+    /// What a call does, without holding its blocks (tests compare plans).
+    #[cfg(test)]
     fn plan(&self, request: &ChatRequest) -> Plan {
+        self.plan_call(request).0
+    }
+
+    fn plan_call(&self, request: &ChatRequest) -> (Plan, Option<CacheHold>) {
+        if let Some(fault) = self.plan_faults(request) {
+            return (fault, None);
+        }
+        let behaviour = self.behaviours.get(&request.meta.agent);
+        let (message, finish_reason) = reply_message(behaviour, request);
+        let (hold, prompt_tokens, cached_tokens) = self
+            .hold(request)
+            .unwrap_or_else(|| (None, prompt_tokens(request), 0));
+        let usage = Usage {
+            prompt_tokens,
+            completion_tokens: completion_tokens(&message),
+            cached_tokens,
+        };
+        let latency = self.latency_for(
+            usage.prompt_tokens - usage.cached_tokens,
+            usage.completion_tokens,
+        );
+        (
+            Plan::Reply(
+                ChatResponse {
+                    message,
+                    usage,
+                    finish_reason: finish_reason.into(),
+                },
+                latency,
+            ),
+            hold,
+        )
+    }
+
+    /// The fault this call suffers, if any.
+    fn plan_faults(&self, request: &ChatRequest) -> Option<Plan> {
         let meta = &request.meta;
         let behaviour = self.behaviours.get(&meta.agent);
         let forced = behaviour.and_then(|b| {
@@ -94,7 +210,7 @@ impl SimBackend {
                 .find(|f| f.attempt == meta.attempt && f.step == meta.step)
         });
         if let Some(fault) = forced {
-            return match fault.kind {
+            return Some(match fault.kind {
                 SimFaultKind::Error => Plan::Error(format!(
                     "forced error on attempt {} step {}",
                     meta.attempt, meta.step
@@ -103,7 +219,7 @@ impl SimBackend {
                     Plan::Panic(format!("simulated panic (forced) in {}", at(meta)))
                 }
                 SimFaultKind::Hang => Plan::Hang,
-            };
+            });
         }
 
         let faults = &self.settings.faults;
@@ -118,36 +234,22 @@ impl SimBackend {
             FAULT_SALT,
         );
         if u < faults.panic_rate {
-            return Plan::Panic(format!(
+            return Some(Plan::Panic(format!(
                 "simulated panic (random, rate {}) in {}",
                 faults.panic_rate,
                 at(meta)
-            ));
+            )));
         }
         if u < faults.panic_rate + faults.error_rate {
-            return Plan::Error(format!(
+            return Some(Plan::Error(format!(
                 "random error (rate {}) on attempt {} step {}",
                 faults.error_rate, meta.attempt, meta.step
-            ));
+            )));
         }
         if u < faults.panic_rate + faults.error_rate + faults.hang_rate {
-            return Plan::Hang;
+            return Some(Plan::Hang);
         }
-
-        let (message, finish_reason) = reply_message(behaviour, request);
-        let usage = Usage {
-            prompt_tokens: prompt_tokens(request),
-            completion_tokens: completion_tokens(&message),
-        };
-        let latency = self.latency_for(usage.prompt_tokens, usage.completion_tokens);
-        Plan::Reply(
-            ChatResponse {
-                message,
-                usage,
-                finish_reason: finish_reason.into(),
-            },
-            latency,
-        )
+        None
     }
 }
 
@@ -162,13 +264,17 @@ impl LlmBackend for SimBackend {
         true
     }
     fn chat(&self, request: ChatRequest) -> BoxFuture<'static, Result<ChatResponse, LlmError>> {
-        let plan = self.plan(&request);
+        let (plan, hold) = self.plan_call(&request);
         let meta = &request.meta;
         match plan {
             Plan::Reply(reply, latency) if latency.is_zero() => {
+                drop(hold);
                 Box::pin(futures::future::ready(Ok(reply)))
             }
             Plan::Reply(reply, latency) => Box::pin(async move {
+                // The blocks stay held while the call runs, and are released when it ends or
+                // is dropped.
+                let _hold = hold;
                 tokio::time::sleep(latency).await;
                 Ok(reply)
             }),

@@ -39,6 +39,7 @@ fn ok(lease: LeaseId, output: &str) -> Report {
         usage: Usage {
             prompt_tokens: 10,
             completion_tokens: 5,
+            cached_tokens: 0,
         },
     }
 }

@@ -8,6 +8,7 @@ use crate::llm::{RequestMeta, ToolSpec};
 fn settings() -> OpenAiSettings {
     OpenAiSettings {
         base_url: "http://localhost:8000/v1/".into(),
+        base_urls: Vec::new(),
         model: "test-model".into(),
         api_key_env: None,
         request_timeout: Duration::from_secs(30),
@@ -29,11 +30,36 @@ fn request(messages: Vec<ChatMessage>) -> ChatRequest {
 fn url_trims_trailing_slash() {
     let backend = OpenAiBackend::new("local", settings()).unwrap();
     assert_eq!(
-        backend.inner.url,
-        "http://localhost:8000/v1/chat/completions"
+        backend.inner.urls,
+        ["http://localhost:8000/v1/chat/completions"]
     );
     assert_eq!(backend.kind(), "openai");
     assert!(!backend.is_simulated());
+}
+
+#[test]
+fn each_replica_has_its_endpoint() {
+    let mut s = settings();
+    s.base_urls = vec!["http://a:1/v1".into(), "http://b:2/v1/".into()];
+    let backend = OpenAiBackend::new("local", s).unwrap();
+    assert_eq!(
+        backend.inner.urls,
+        [
+            "http://a:1/v1/chat/completions",
+            "http://b:2/v1/chat/completions"
+        ]
+    );
+}
+
+#[test]
+fn parses_cached_tokens_from_prompt_token_details() {
+    let body = json!({
+        "choices": [{"message": {"role": "assistant", "content": "hi"}}],
+        "usage": {"prompt_tokens": 40, "completion_tokens": 2,
+                  "prompt_tokens_details": {"cached_tokens": 32}},
+    });
+    let reply = parse_reply(body.to_string().as_bytes(), &request(vec![])).unwrap();
+    assert_eq!(reply.usage.cached_tokens, 32);
 }
 
 #[test]
@@ -137,7 +163,8 @@ fn parses_text_reply_with_usage() {
         reply.usage,
         Usage {
             prompt_tokens: 12,
-            completion_tokens: 3
+            completion_tokens: 3,
+            cached_tokens: 0,
         }
     );
 }

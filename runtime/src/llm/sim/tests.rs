@@ -21,6 +21,7 @@ fn meta(agent: &str, task: &str, attempt: u32, step: u32) -> RequestMeta {
         task: task.into(),
         attempt,
         step,
+        replica: 0,
     }
 }
 
@@ -360,4 +361,85 @@ fn zero_latency_reply_is_ready_without_a_runtime() {
         approx_tokens(&reply.message.content)
     );
     assert!(reply.usage.completion_tokens >= 1);
+}
+
+fn cached_sim(replicas: usize) -> SimBackend {
+    let mut s = settings(3);
+    s.latency = SimLatency {
+        base: Duration::from_millis(10),
+        per_prompt_token: Duration::from_millis(1),
+        per_output_token: Duration::ZERO,
+    };
+    let cache = crate::kvcache::KvCacheSettings {
+        block_size: 4,
+        ..Default::default()
+    };
+    SimBackend::new("sim", s, HashMap::new()).with_prefix_cache(
+        crate::tokenize::Encoding::default(),
+        &cache,
+        replicas,
+    )
+}
+
+fn long_prompt(task: &str) -> Vec<ChatMessage> {
+    vec![
+        ChatMessage::system("You review code carefully. ".repeat(20)),
+        ChatMessage::user(task),
+    ]
+}
+
+#[tokio::test(start_paused = true)]
+async fn cached_prefix_skips_its_prefill_on_the_same_replica_only() {
+    let sim = cached_sim(2);
+    let mut first = request(meta("a", "w/1", 1, 0), long_prompt("first task"));
+    let cold = sim.chat(first.clone()).await.unwrap().usage;
+    assert_eq!(cold.cached_tokens, 0);
+    assert!(cold.prompt_tokens > 100);
+
+    // Same system prompt, other task, same replica: the head is cached.
+    first.messages = long_prompt("second task");
+    let started = tokio::time::Instant::now();
+    let warm = sim.chat(first.clone()).await.unwrap().usage;
+    let elapsed = started.elapsed();
+    assert!(warm.cached_tokens > 100 && warm.cached_tokens < warm.prompt_tokens, "{warm:?}");
+    assert_eq!(
+        elapsed,
+        sim.latency_for(warm.prompt_tokens - warm.cached_tokens, warm.completion_tokens),
+        "prefill is charged for uncached tokens only"
+    );
+
+    // Replica 1 has seen nothing.
+    first.meta.replica = 1;
+    let other = sim.chat(first).await.unwrap().usage;
+    assert_eq!(other.cached_tokens, 0);
+    let stats = sim.cache_stats();
+    assert_eq!(stats.len(), 2);
+    assert_eq!(stats[0].hit_tokens, warm.cached_tokens);
+    assert_eq!(stats[0].active_blocks, 0, "finished calls hold no blocks");
+}
+
+#[tokio::test(start_paused = true)]
+async fn equal_request_sequences_give_equal_latencies() {
+    let run = || async {
+        let sim = cached_sim(2);
+        let mut out = Vec::new();
+        for (i, task) in ["a", "b", "a", "c"].iter().enumerate() {
+            let mut req = request(meta("x", "w/t", 1, 0), long_prompt(task));
+            req.meta.replica = i % 2;
+            let started = tokio::time::Instant::now();
+            let usage = sim.chat(req).await.unwrap().usage;
+            out.push((usage, started.elapsed()));
+        }
+        out
+    };
+    assert_eq!(run().await, run().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_call_releases_its_blocks() {
+    let sim = cached_sim(1);
+    let fut = sim.chat(request(meta("a", "w/1", 1, 0), long_prompt("t")));
+    assert!(sim.cache_stats()[0].active_blocks > 0, "held while running");
+    drop(fut);
+    assert_eq!(sim.cache_stats()[0].active_blocks, 0);
 }

@@ -4,6 +4,8 @@
 //!   escalation), since actix does not restart actors whose handlers panic.
 //! - [`scheduler`]: the `Scheduler` actor over the runtime's scheduler core.
 //! - [`agent`]: the `Agent` actor and its step loop.
+//! - [`kvpool`]: the `KvCachePool` actor (KV-cache model and cache-aware routing across
+//!   backend replicas) and the client agents lease replicas through.
 //! - [`bus`]: the `MessageBus` actor (direct messages, topics) and the port the bus tools use.
 //! - [`monitor`]: the `ResourceMonitor` actor (process memory and CPU gauges).
 //! - [`registry`]: where actors find each other's current addresses.
@@ -17,6 +19,7 @@ pub mod agent;
 pub mod bus;
 pub mod cli;
 pub mod http;
+pub mod kvpool;
 pub mod monitor;
 pub mod registry;
 pub mod scheduler;

@@ -3,6 +3,7 @@
 //! ```text
 //! RootSupervisor (one_for_one)
 //! ├── MessageBus
+//! ├── KvCachePool       (restarts with empty caches, like a restarted engine)
 //! ├── ResourceMonitor
 //! ├── Scheduler
 //! └── AgentSupervisor (one_for_one)
@@ -35,6 +36,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::agent::{child_id, Agent, AgentEnv, StopAgent};
 use crate::bus::{BusHandle, MessageBus, StopBus};
+use crate::kvpool::{KvCachePool, KvClient, PoolSlot, StopKvPool};
 use crate::monitor::{ResourceMonitor, StopMonitor};
 use crate::registry::Registry;
 use crate::scheduler::{AgentDown, CancelAll, Drain, GetSnapshot, RunSnapshot, Scheduler};
@@ -67,6 +69,8 @@ pub struct RunningSystem {
     pub simulated_backends: Vec<String>,
     /// Restarts performed by the agent supervisor.
     pub agent_restarts: Arc<AtomicU64>,
+    /// Where the KV-cache pool is (its address changes when it restarts).
+    pub kv_pool: PoolSlot,
 }
 
 /// How a run ended.
@@ -96,7 +100,13 @@ pub fn build_backends(cfg: &Config) -> anyhow::Result<HashMap<String, Arc<dyn Ll
                     .filter(|a| a.backend == b.name)
                     .map(|a| (a.name.clone(), a.sim.clone()))
                     .collect();
-                Arc::new(SimBackend::new(&b.name, s.clone(), behaviours))
+                Arc::new(
+                    SimBackend::new(&b.name, s.clone(), behaviours).with_prefix_cache(
+                        b.tokenizer,
+                        &b.cache,
+                        b.replicas,
+                    ),
+                )
             }
         };
         out.insert(b.name.clone(), backend);
@@ -136,6 +146,12 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
     let bus_port: Arc<dyn agentos_runtime::tools::BusPort> =
         Arc::new(BusHandle::new(registry.clone()));
     let agent_restarts = Arc::new(AtomicU64::new(0));
+    let kv_pool = PoolSlot::default();
+    let kv_clients: HashMap<String, KvClient> = cfg
+        .backends
+        .iter()
+        .map(|b| (b.name.clone(), KvClient::new(kv_pool.clone(), b)))
+        .collect();
 
     // Agent environments, built once; restarts reuse them.
     let mut envs: Vec<Arc<AgentEnv>> = Vec::new();
@@ -168,6 +184,7 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
                     replica,
                 },
                 backend: backend.clone(),
+                kv: kv_clients.get(&a.backend).cloned(),
                 tools: tools.clone(),
                 tool_ctx,
                 registry: registry.clone(),
@@ -226,6 +243,21 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
                     let addr = MessageBus::new(&bus_agents, registry.clone(), notice).start();
                     registry.set_bus(addr.clone());
                     ChildHandle::stop_with(addr, || StopBus)
+                }
+            }),
+            on_exit: None,
+        },
+        ChildSpec {
+            id: "kv_pool".into(),
+            kind: "kv_pool",
+            restart: RestartType::Permanent,
+            start: Box::new({
+                let cfg = cfg.clone();
+                let slot = kv_pool.clone();
+                move |notice| {
+                    let addr = KvCachePool::new(cfg.clone(), notice).start();
+                    slot.set(addr.clone());
+                    ChildHandle::stop_with(addr, || StopKvPool)
                 }
             }),
             on_exit: None,
@@ -306,6 +338,7 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
         run_dir,
         simulated_backends,
         agent_restarts,
+        kv_pool,
     })
 }
 

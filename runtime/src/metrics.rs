@@ -59,6 +59,29 @@ pub const BUS_DELIVERED: &str = "agentos_bus_messages_delivered_total";
 /// Counter, label `reason` (`inbox_full`, `no_such_agent`, `no_subscribers`): messages dropped.
 pub const BUS_DROPPED: &str = "agentos_bus_messages_dropped_total";
 
+/// Gauge, labels `backend`, `replica`, `state` (`active`, `cached`, `free`): KV blocks of each
+/// replica as the KV-cache pool models them; the states sum to the replica's capacity.
+pub const KV_BLOCKS: &str = "agentos_kvcache_blocks";
+/// Counter, labels `backend`, `replica`: prompt tokens looked up in the prefix cache.
+pub const KV_PREFIX_QUERY_TOKENS: &str = "agentos_kvcache_prefix_query_tokens_total";
+/// Counter, labels `backend`, `replica`: prompt tokens found cached (hit rate = hits / queries).
+pub const KV_PREFIX_HIT_TOKENS: &str = "agentos_kvcache_prefix_hit_tokens_total";
+/// Counter, labels `backend`, `replica`: copy-on-write copies of shared partial blocks.
+pub const KV_COW_COPIES: &str = "agentos_kvcache_cow_copies_total";
+/// Counter, labels `backend`, `replica`: cached blocks evicted to make room.
+pub const KV_EVICTIONS: &str = "agentos_kvcache_evictions_total";
+/// Counter, labels `backend`, `replica`: prompts whose blocks found no room (every block
+/// referenced); the call still ran, unrecorded.
+pub const KV_ALLOC_FAILURES: &str = "agentos_kvcache_allocation_failures_total";
+/// Counter, labels `backend`, `policy` (a routing policy, or `fallback` when the pool could not
+/// be asked), `outcome` (`hit`, `miss`, `overloaded`, `unavailable`): routing decisions.
+pub const KV_ROUTING_DECISIONS: &str = "agentos_kvcache_routing_decisions_total";
+/// Gauge, labels `backend`, `replica`: LLM calls in flight on each replica (leases held).
+pub const KV_REPLICA_INFLIGHT: &str = "agentos_kvcache_replica_inflight_calls";
+/// Gauge, labels `backend`, `block_size`, `capacity_blocks`, `replicas`, `routing`: always 1;
+/// carries each backend's cache configuration.
+pub const KV_CACHE_CONFIG_INFO: &str = "agentos_kvcache_cache_config_info";
+
 /// Gauge: resident memory of the process.
 pub const PROCESS_RESIDENT_MEMORY: &str = "agentos_monitor_resident_memory_bytes";
 /// Gauge: CPU use of the process, 0..1 per core summed over cores.
@@ -129,6 +152,39 @@ pub fn describe_all() {
     describe_counter!(BUS_DELIVERED, "Messages placed in an inbox.");
     describe_counter!(BUS_DROPPED, "Messages dropped by the bus, by reason.");
     describe_gauge!(
+        KV_BLOCKS,
+        "KV blocks per replica by state (active, cached, free)."
+    );
+    describe_counter!(
+        KV_PREFIX_QUERY_TOKENS,
+        "Prompt tokens looked up in the prefix cache."
+    );
+    describe_counter!(
+        KV_PREFIX_HIT_TOKENS,
+        "Prompt tokens found in the prefix cache."
+    );
+    describe_counter!(
+        KV_COW_COPIES,
+        "Copy-on-write copies of shared partial KV blocks."
+    );
+    describe_counter!(KV_EVICTIONS, "Cached KV blocks evicted to make room.");
+    describe_counter!(
+        KV_ALLOC_FAILURES,
+        "Prompts whose KV blocks found no room because every block was referenced."
+    );
+    describe_counter!(
+        KV_ROUTING_DECISIONS,
+        "Replica routing decisions by policy and outcome."
+    );
+    describe_gauge!(
+        KV_REPLICA_INFLIGHT,
+        "LLM calls in flight per backend replica."
+    );
+    describe_gauge!(
+        KV_CACHE_CONFIG_INFO,
+        "KV-cache configuration per backend; always 1."
+    );
+    describe_gauge!(
         PROCESS_RESIDENT_MEMORY,
         Unit::Bytes,
         "Resident memory of the process."
@@ -146,7 +202,14 @@ pub fn register_zeroes() {
     for state in ["succeeded", "failed", "skipped", "cancelled"] {
         metrics::counter!(SCHED_TASKS_FINISHED, "state" => state).increment(0);
     }
-    for kind in ["agent", "scheduler", "bus", "monitor", "agent_supervisor"] {
+    for kind in [
+        "agent",
+        "scheduler",
+        "bus",
+        "kv_pool",
+        "monitor",
+        "agent_supervisor",
+    ] {
         metrics::counter!(SUPERVISOR_RESTARTS, "kind" => kind).increment(0);
     }
     for reason in ["inbox_full", "no_such_agent", "no_subscribers"] {

@@ -53,6 +53,8 @@ pub struct AgentEnv {
     pub instance: InstanceId,
     /// Its backend.
     pub backend: Arc<dyn LlmBackend>,
+    /// Its backend's handle on the KV-cache pool (`None`: every call goes to replica 0).
+    pub kv: Option<crate::kvpool::KvClient>,
     /// Built-in tools.
     pub tools: ToolRegistry,
     /// Tool context (the task field is filled per attempt).

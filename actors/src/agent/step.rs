@@ -60,7 +60,7 @@ pub async fn run_attempt(
         if let Err(why) = fit_budget(&mut messages, spec.context_budget_tokens) {
             return fail(why, false, usage);
         }
-        let request = ChatRequest {
+        let mut request = ChatRequest {
             messages: messages.clone(),
             tools: tools.clone(),
             max_tokens: None,
@@ -69,13 +69,23 @@ pub async fn run_attempt(
                 task: task.clone(),
                 attempt: d.attempt,
                 step,
+                replica: 0,
             },
         };
         set_state(&cb, AgentState::Waiting);
         let t0 = Instant::now();
+        // The lease picks the replica and lives until the call ends: it is released when it
+        // drops, so errors, the attempt timeout, panics and dropped attempts release it too.
+        let kv_lease = match &env.kv {
+            Some(kv) => Some(kv.acquire(&request.messages, &request.tools).await),
+            None => None,
+        };
+        request.meta.replica = kv_lease.as_ref().map_or(0, |l| l.replica);
         let guard = AbandonedCall(Some(backend_name.clone()));
+        let replica = request.meta.replica;
         let reply = env.backend.chat(request).await;
         guard.disarm();
+        drop(kv_lease);
         let llm_secs = t0.elapsed().as_secs_f64();
         set_state(&cb, AgentState::Running);
         metrics::histogram!(m::LLM_REQUEST_DURATION, "backend" => backend_name.clone())
@@ -119,7 +129,7 @@ pub async fn run_attempt(
             "llm_call",
             json!({"agent": agent, "instance": env.instance.to_string(), "task": task, "attempt": d.attempt,
                    "step": step, "backend": backend_name, "simulated": env.backend.is_simulated(), "ok": true,
-                   "prompt_tokens": reply.usage.prompt_tokens, "completion_tokens": reply.usage.completion_tokens,
+                   "replica": replica, "prompt_tokens": reply.usage.prompt_tokens, "cached_tokens": reply.usage.cached_tokens, "completion_tokens": reply.usage.completion_tokens,
                    "finish_reason": reply.finish_reason, "tool_calls": reply.message.tool_calls.len(),
                    "duration_secs": llm_secs}),
         );

@@ -152,20 +152,38 @@ fn kv_cache_bad_input_names_the_backend_and_its_line() {
     ];
     for (kind, cache, want) in cases {
         let e = errors(&kv_config(kind, cache));
-        assert!(e.contains(&format!("backend \"kv\": {want}")) || (e.contains("backend \"kv\"") && e.contains(want)), "{kind} {cache}: {e}");
-        assert!(e.contains("bad.ron:4:") || e.contains("bad.ron:5:"), "{kind} {cache}: line missing: {e}");
+        assert!(
+            e.contains(&format!("backend \"kv\": {want}"))
+                || (e.contains("backend \"kv\"") && e.contains(want)),
+            "{kind} {cache}: {e}"
+        );
+        assert!(
+            e.contains("bad.ron:4:") || e.contains("bad.ron:5:"),
+            "{kind} {cache}: line missing: {e}"
+        );
     }
 }
 
 #[test]
 fn kv_cache_defaults_keep_one_replica_and_replica_lists_parse() {
-    let cfg = Config::parse(&kv_config("Sim((replicas: 4))", "(routing: \"round_robin\", salt: \"tenant-a\")"), "ok.ron", &repo().join("config")).unwrap();
+    let cfg = Config::parse(
+        &kv_config(
+            "Sim((replicas: 4))",
+            "(routing: \"round_robin\", salt: \"tenant-a\")",
+        ),
+        "ok.ron",
+        &repo().join("config"),
+    )
+    .unwrap();
     let b = cfg.backend("kv").unwrap();
     assert_eq!(b.replicas, 4);
     assert_eq!(b.cache.block_size, 16);
     assert_eq!(b.cache.routing.name(), "round_robin");
     let cfg = Config::parse(
-        &kv_config("OpenAi((base_urls: [\"http://a:1/v1\", \"http://b:2/v1/\"], model: \"m\"))", "()"),
+        &kv_config(
+            "OpenAi((base_urls: [\"http://a:1/v1\", \"http://b:2/v1/\"], model: \"m\"))",
+            "()",
+        ),
         "ok.ron",
         &repo().join("config"),
     )
@@ -181,6 +199,9 @@ fn kv_cache_defaults_keep_one_replica_and_replica_lists_parse() {
     }
     for path in ["demo.ron", "fanout.ron"] {
         let cfg = Config::load(&repo().join("config").join(path)).unwrap();
-        assert!(cfg.backends.iter().all(|b| b.replicas == 1 && b.cache.routing.name() == "prefix_aware"));
+        assert!(cfg
+            .backends
+            .iter()
+            .all(|b| b.replicas == 1 && b.cache.routing.name() == "prefix_aware"));
     }
 }

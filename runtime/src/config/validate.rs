@@ -411,7 +411,11 @@ impl Validator<'_> {
                 };
                 for u in &urls {
                     if !(u.starts_with("http://") || u.starts_with("https://")) {
-                        let field = if o.base_url.is_some() { "base_url" } else { "base_urls" };
+                        let field = if o.base_url.is_some() {
+                            "base_url"
+                        } else {
+                            "base_urls"
+                        };
                         self.err(
                             at(field),
                             format!("{field} must start with http:// or https://, got {u:?}"),
@@ -551,7 +555,10 @@ impl Validator<'_> {
         if !(1..=4096).contains(&c.block_size) {
             self.err(
                 at,
-                format!("cache.block_size must be within 1..=4096 tokens, got {}", c.block_size),
+                format!(
+                    "cache.block_size must be within 1..=4096 tokens, got {}",
+                    c.block_size
+                ),
             );
         }
         if !(1..=MAX_CACHE_BLOCKS).contains(&c.capacity_blocks) {
@@ -599,11 +606,17 @@ impl Validator<'_> {
         if !(c.load_slack.is_finite() && (0.0..=100.0).contains(&c.load_slack)) {
             self.err(
                 at,
-                format!("cache.load_slack must be within 0..=100, got {}", c.load_slack),
+                format!(
+                    "cache.load_slack must be within 0..=100, got {}",
+                    c.load_slack
+                ),
             );
         }
         if c.salt.as_deref().is_some_and(|s| s.is_empty()) {
-            self.err(at, "cache.salt must not be empty (leave it out for no salt)");
+            self.err(
+                at,
+                "cache.salt must not be empty (leave it out for no salt)",
+            );
         }
         KvCacheSettings {
             block_size: c.block_size.clamp(1, 4096),

@@ -74,7 +74,11 @@ struct CacheHold {
 
 impl Drop for CacheHold {
     fn drop(&mut self) {
-        let mut replicas = self.cache.replicas.lock().unwrap_or_else(|e| e.into_inner());
+        let mut replicas = self
+            .cache
+            .replicas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(m) = replicas.get_mut(self.replica) {
             let _ = m.release(self.seq);
         }

@@ -401,10 +401,16 @@ async fn cached_prefix_skips_its_prefill_on_the_same_replica_only() {
     let started = tokio::time::Instant::now();
     let warm = sim.chat(first.clone()).await.unwrap().usage;
     let elapsed = started.elapsed();
-    assert!(warm.cached_tokens > 100 && warm.cached_tokens < warm.prompt_tokens, "{warm:?}");
+    assert!(
+        warm.cached_tokens > 100 && warm.cached_tokens < warm.prompt_tokens,
+        "{warm:?}"
+    );
     assert_eq!(
         elapsed,
-        sim.latency_for(warm.prompt_tokens - warm.cached_tokens, warm.completion_tokens),
+        sim.latency_for(
+            warm.prompt_tokens - warm.cached_tokens,
+            warm.completion_tokens
+        ),
         "prefill is charged for uncached tokens only"
     );
 

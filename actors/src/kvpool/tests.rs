@@ -1,0 +1,121 @@
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use agentos_runtime::llm::ChatMessage;
+
+use super::*;
+
+fn config(replicas: u32) -> Arc<Config> {
+    let text = format!(
+        r#"(version: 1,
+            backends: [(name: "sim", kind: Sim((replicas: {replicas})), cache: (block_size: 4))],
+            agents: [(name: "a", role: "r", backend: "sim")],
+            workflows: [(name: "w", tasks: [(id: "t", agent: "a")])])"#
+    );
+    Arc::new(Config::parse(&text, "test.ron", Path::new(".")).unwrap())
+}
+
+fn prompt(task: &str) -> Vec<ChatMessage> {
+    vec![
+        ChatMessage::system(
+            "You are one of many agents sharing this long system prompt. ".repeat(4),
+        ),
+        ChatMessage::user(task),
+    ]
+}
+
+#[actix_rt::test]
+async fn leases_route_to_the_cached_replica_and_release_on_drop() {
+    let cfg = config(4);
+    let slot = PoolSlot::default();
+    slot.set(KvCachePool::new(cfg.clone(), ExitNotice::detached()).start());
+    let client = KvClient::new(slot.clone(), &cfg.backends[0]);
+
+    let first = client.acquire(&prompt("task one"), &[]).await;
+    assert!(first.routed_by_pool);
+    assert_eq!(first.cached_tokens, 0);
+    let replica = first.replica;
+    drop(first);
+
+    let second = client.acquire(&prompt("task two"), &[]).await;
+    assert_eq!(
+        second.replica, replica,
+        "the shared system prompt is cached there"
+    );
+    assert!(second.cached_tokens > 0 && second.cached_tokens < second.prompt_tokens);
+    drop(second);
+
+    let pool = slot.get().unwrap();
+    let stats = pool
+        .send(GetKvStats {
+            backend: "sim".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stats.loads, vec![0; 4], "both leases were released");
+    assert_eq!(stats.total.active_blocks, 0);
+    assert!(stats.total.cached_blocks > 0);
+    assert!(stats.total.hit_tokens > 0);
+}
+
+#[actix_rt::test]
+async fn without_a_pool_calls_still_route_and_never_wait() {
+    let cfg = config(3);
+    let client = KvClient::new(PoolSlot::default(), &cfg.backends[0]);
+    let started = Instant::now();
+    let replicas: Vec<usize> = {
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            let l = client.acquire(&prompt("t"), &[]).await;
+            assert!(!l.routed_by_pool);
+            out.push(l.replica);
+        }
+        out
+    };
+    assert_eq!(replicas, [0, 1, 2], "round robin over the replicas");
+    assert!(started.elapsed() < ACQUIRE_WAIT_BOUND);
+
+    // A stopped pool: the address is dead, the call proceeds at once.
+    let slot = PoolSlot::default();
+    let addr = KvCachePool::new(cfg.clone(), ExitNotice::detached()).start();
+    slot.set(addr.clone());
+    addr.send(StopKvPool).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while addr.connected() && Instant::now() < deadline {
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    let client = KvClient::new(slot, &cfg.backends[0]);
+    let started = Instant::now();
+    let lease = client.acquire(&prompt("t"), &[]).await;
+    assert!(!lease.routed_by_pool);
+    assert!(started.elapsed() < ACQUIRE_WAIT_BOUND);
+}
+
+/// Generous bound for "did not wait on the pool" (the client's own timeout is 500 ms).
+const ACQUIRE_WAIT_BOUND: Duration = Duration::from_millis(400);
+
+#[actix_rt::test]
+async fn a_restarted_pool_starts_empty_and_ignores_old_leases() {
+    let cfg = config(2);
+    let slot = PoolSlot::default();
+    slot.set(KvCachePool::new(cfg.clone(), ExitNotice::detached()).start());
+    let client = KvClient::new(slot.clone(), &cfg.backends[0]);
+    let held = client.acquire(&prompt("x"), &[]).await;
+    // "Restart": a fresh pool takes the slot, as the supervisor's start function does.
+    slot.set(KvCachePool::new(cfg.clone(), ExitNotice::detached()).start());
+    drop(held); // released to the new pool, which does not know it
+    let again = client.acquire(&prompt("x"), &[]).await;
+    assert_eq!(again.cached_tokens, 0, "caches are empty after a restart");
+    drop(again);
+    let stats = slot
+        .get()
+        .unwrap()
+        .send(GetKvStats {
+            backend: "sim".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stats.loads, vec![0, 0]);
+}

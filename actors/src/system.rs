@@ -255,7 +255,11 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
                 let cfg = cfg.clone();
                 let slot = kv_pool.clone();
                 move |notice| {
-                    let addr = KvCachePool::new(cfg.clone(), notice).start();
+                    let mut pool = KvCachePool::new(cfg.clone(), notice);
+                    if slot.tracks_upper_bound() {
+                        pool = pool.with_upper_bound();
+                    }
+                    let addr = pool.start();
                     slot.set(addr.clone());
                     ChildHandle::stop_with(addr, || StopKvPool)
                 }

@@ -1,5 +1,10 @@
 //! AgentOS benchmarks: criterion micro-benchmarks live in `benches/`; this library holds the
-//! workload builders they share.
+//! workload builders they share and the scenario workloads:
+//!
+//! - [`kv_routing`]: cache-aware routing across simulated replicas (hit rate against the
+//!   upper bound, blocks saved by sharing, makespan per routing policy).
+
+pub mod kv_routing;
 
 use std::sync::Arc;
 

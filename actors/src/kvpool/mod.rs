@@ -21,6 +21,7 @@ pub mod client;
 pub mod messages;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use actix::prelude::*;
@@ -38,17 +39,35 @@ pub const MAILBOX: usize = 4096;
 
 /// Where the current pool lives; the supervisor's start function fills it on every start.
 #[derive(Debug, Clone, Default)]
-pub struct PoolSlot(Arc<RwLock<Option<Addr<KvCachePool>>>>);
+pub struct PoolSlot {
+    addr: Arc<RwLock<Option<Addr<KvCachePool>>>>,
+    upper_bound: Arc<AtomicBool>,
+}
 
 impl PoolSlot {
     /// The pool's current address, if one was started.
     pub fn get(&self) -> Option<Addr<KvCachePool>> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.addr.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Records the pool's address.
     pub fn set(&self, addr: Addr<KvCachePool>) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(addr);
+        *self.addr.write().unwrap_or_else(|e| e.into_inner()) = Some(addr);
+    }
+
+    /// Makes the pool (this one and every later start) track the unbounded-cache upper bound
+    /// (see [`TrackUpperBound`]). Called right after boot, before the actors start, it sees
+    /// every prompt.
+    pub fn track_upper_bound(&self) {
+        self.upper_bound.store(true, Ordering::Relaxed);
+        if let Some(pool) = self.get() {
+            pool.do_send(TrackUpperBound);
+        }
+    }
+
+    /// Whether [`Self::track_upper_bound`] was called.
+    pub fn tracks_upper_bound(&self) -> bool {
+        self.upper_bound.load(Ordering::Relaxed)
     }
 }
 
@@ -75,6 +94,12 @@ impl KvCachePool {
             published: HashMap::new(),
             notice,
         }
+    }
+
+    /// Also tracks the unbounded-cache upper bound (see [`TrackUpperBound`]).
+    pub fn with_upper_bound(mut self) -> Self {
+        self.core = std::mem::take(&mut self.core).with_upper_bound();
+        self
     }
 
     fn publish(&mut self, backend: &str, replica: usize) {

@@ -74,6 +74,8 @@ pub struct TaskSummary {
     pub prompt_tokens: u64,
     /// Completion tokens over all attempts.
     pub completion_tokens: u64,
+    /// Prompt tokens the backend served from its prefix cache, over all attempts.
+    pub cached_tokens: u64,
     /// Seconds from first dispatch to the end (or now).
     pub duration_secs: f64,
     /// Reason of the terminal state.
@@ -109,6 +111,7 @@ impl RunSnapshot {
                     finished_by: t.finished_by.clone(),
                     prompt_tokens: t.usage.prompt_tokens,
                     completion_tokens: t.usage.completion_tokens,
+                    cached_tokens: t.usage.cached_tokens,
                     duration_secs: t.duration(now).as_secs_f64(),
                     reason: t.reason.clone(),
                     output: t.output.clone(),

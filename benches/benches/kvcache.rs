@@ -6,7 +6,9 @@ use agentos_runtime::kvcache::{BlockManager, KvCacheSettings, PoolCore, RoutingP
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn prompt(seed: u32, shared: usize, private: usize) -> Vec<u32> {
-    let mut p: Vec<u32> = (0..shared as u32).map(|i| i.wrapping_mul(2_654_435_761) % 200_000).collect();
+    let mut p: Vec<u32> = (0..shared as u32)
+        .map(|i| i.wrapping_mul(2_654_435_761) % 200_000)
+        .collect();
     p.extend((0..private as u32).map(|i| (seed * 7919 + i) % 200_000));
     p
 }
@@ -54,13 +56,16 @@ fn routing(c: &mut Criterion) {
         }
         let p = prompt(7, 1500, 520);
         let mut lease = 1_000u64;
-        g.bench_function(format!("acquire_release_4_replicas_{}", policy.name()), |b| {
-            b.iter(|| {
-                lease += 1;
-                pool.acquire(lease, "b", &p).expect("known backend");
-                pool.release(lease);
-            })
-        });
+        g.bench_function(
+            format!("acquire_release_4_replicas_{}", policy.name()),
+            |b| {
+                b.iter(|| {
+                    lease += 1;
+                    pool.acquire(lease, "b", &p).expect("known backend");
+                    pool.release(lease);
+                })
+            },
+        );
     }
     g.finish();
 }

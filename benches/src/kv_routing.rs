@@ -4,8 +4,8 @@
 //! the simulator with [`REPLICAS`] replicas, each keeping its own prefix cache and charging
 //! prefill only for uncached prompt tokens:
 //!
-//! - `multi_turn`: N agents share a system prompt of about 1.5k tokens; each has a private
-//!   task context of a few hundred tokens and a multi-turn conversation (tool calls, then an
+//! - `multi_turn`: N agents share a system prompt of about 1.9k tokens; each has a private
+//!   task context of 400 to 700 words and a multi-turn conversation (tool calls, then an
 //!   answer), so every call repeats the agent's earlier turns.
 //! - `fork`: one long shared document, N continuations (distinct questions appended to it).
 //!
@@ -96,6 +96,8 @@ pub const POLICIES: [RoutingPolicy; 3] = [
 /// system (it starts its own, one per run).
 pub fn run(agents: usize) -> anyhow::Result<KvRoutingReport> {
     let agents = agents.max(1);
+    // Load the BPE tables before anything is timed.
+    let _ = agentos_runtime::tokenize::Encoding::default().count("warm up");
     let mut workloads = Vec::new();
     for name in ["multi_turn", "fork"] {
         let mut policies = Vec::new();
@@ -147,11 +149,7 @@ fn run_once(cfg: Config, policy: RoutingPolicy) -> anyhow::Result<PolicyReport> 
         sys.stop().await;
         let prompt_tokens: u64 = snapshot.tasks.iter().map(|t| t.prompt_tokens).sum();
         let cached_tokens: u64 = snapshot.tasks.iter().map(|t| t.cached_tokens).sum();
-        let failed_tasks = snapshot
-            .tasks
-            .iter()
-            .filter(|t| t.output.is_none())
-            .count();
+        let failed_tasks = snapshot.tasks.iter().filter(|t| t.output.is_none()).count();
         let calls = stats.total.acquires;
         let upper = stats.upper_bound.unwrap_or_default();
         let hit_rate = ratio(cached_tokens, prompt_tokens);
@@ -215,7 +213,7 @@ fn words(seed: u64, words: usize) -> String {
     out
 }
 
-/// The shared system prompt: about 1.5k tokens of numbered rules.
+/// The shared system prompt: about 1.9k tokens of numbered rules.
 fn system_prompt() -> String {
     let mut s = String::from("You are a member of a fleet of repair agents. Follow every rule.\n");
     for i in 0..110 {
@@ -247,11 +245,19 @@ pub fn config_text(workload: &str, agents: usize, policy: RoutingPolicy) -> Stri
     let mut tasks = String::new();
     for i in 0..agents {
         let input = if workload == "multi_turn" {
-            format!("Case {i}: {}", words(i as u64 + 1, 260))
+            // 400..700 words: private contexts of different lengths, so agents do not move in
+            // lock step (which would let blind policies land on the same replica every turn).
+            format!("Case {i}: {}", words(i as u64 + 1, 400 + (i * 37) % 300))
         } else {
-            format!("Document: {document}\n\nQuestion {i}: {}", words(i as u64 + 50_000, 12))
+            format!(
+                "Document: {document}\n\nQuestion {i}: {}",
+                words(i as u64 + 50_000, 12)
+            )
         };
-        let _ = write!(tasks, "(id: \"t{i}\", agent: \"worker\", input: {input:?}),");
+        let _ = write!(
+            tasks,
+            "(id: \"t{i}\", agent: \"worker\", input: {input:?}),"
+        );
     }
     format!(
         r#"(
@@ -260,7 +266,7 @@ pub fn config_text(workload: &str, agents: usize, policy: RoutingPolicy) -> Stri
     backends: [(
         name: "sim",
         kind: Sim((seed: 1, replicas: {REPLICAS},
-                   latency: (base_ms: 5, per_prompt_token_us: 40, per_output_token_ms: 0.1))),
+                   latency: (base_ms: 5, per_prompt_token_us: 100, per_output_token_ms: 0.1))),
         cache: (block_size: 16, capacity_blocks: 16384, routing: "{policy}", load_slack: 0.5),
     )],
     agents: [(name: "worker", role: {role:?}, backend: "sim", tools: {tools}, replicas: {concurrency},

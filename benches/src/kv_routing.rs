@@ -217,7 +217,7 @@ fn words(seed: u64, words: usize) -> String {
 fn system_prompt() -> String {
     let mut s = String::from("You are a member of a fleet of repair agents. Follow every rule.\n");
     for i in 0..110 {
-        let _ = write!(s, "Rule {i}: {}.\n", words(1000 + i, 11));
+        let _ = writeln!(s, "Rule {i}: {}.", words(1000 + i, 11));
     }
     s
 }

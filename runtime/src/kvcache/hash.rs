@@ -67,13 +67,16 @@ pub fn block_hashes(tokens: &[u32], block_size: usize, salt: u64) -> Vec<u64> {
         .collect()
 }
 
+/// Encoded texts by 128-bit key.
+type Memo = HashMap<(u64, u64), Arc<[u32]>>;
+
 /// Turns requests into token sequences with one backend's encoding, remembering the tokens of
 /// recent messages: consecutive calls of one agent repeat every earlier message, and agents
 /// share their system prompt, so most messages are encoded once.
 #[derive(Debug)]
 pub struct PromptEncoder {
     encoding: Encoding,
-    memo: Mutex<HashMap<(u64, u64), Arc<[u32]>>>,
+    memo: Mutex<Memo>,
 }
 
 impl PromptEncoder {
@@ -143,7 +146,7 @@ impl PromptEncoder {
         tokens
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(u64, u64), Arc<[u32]>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Memo> {
         self.memo.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -132,7 +132,7 @@ impl Router {
                 let fair = (total + 1) as f64 / n as f64;
                 let limit = ((fair * (1.0 + self.slack)).ceil() as usize).max(1);
                 order
-                    .filter(|&r| loads[r] + 1 <= limit)
+                    .filter(|&r| loads[r] < limit)
                     .min_by_key(|&r| (std::cmp::Reverse(cached[r]), loads[r]))
                     .or_else(|| (0..n).min_by_key(|&r| loads[r]))
                     .unwrap_or(0)

@@ -5,6 +5,7 @@
 //! - [`scheduler`]: the `Scheduler` actor over the runtime's scheduler core.
 //! - [`agent`]: the `Agent` actor and its step loop.
 //! - [`bus`]: the `MessageBus` actor (direct messages, topics) and the port the bus tools use.
+//! - [`pager`]: the `ContextPager` actor: page tables, prompts within budget, swap to the store.
 //! - [`monitor`]: the `ResourceMonitor` actor (process memory and CPU gauges).
 //! - [`registry`]: where actors find each other's current addresses.
 //! - [`system`]: booting the actor tree from a config, draining and stopping it.
@@ -18,6 +19,7 @@ pub mod bus;
 pub mod cli;
 pub mod http;
 pub mod monitor;
+pub mod pager;
 pub mod registry;
 pub mod scheduler;
 pub mod summary;

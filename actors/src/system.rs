@@ -3,6 +3,7 @@
 //! ```text
 //! RootSupervisor (one_for_one)
 //! ├── MessageBus
+//! ├── ContextPager
 //! ├── ResourceMonitor
 //! ├── Scheduler
 //! └── AgentSupervisor (one_for_one)
@@ -11,7 +12,9 @@
 //!
 //! [`boot`] must run inside an actix `System`. It builds the backends, prepares workspaces
 //! (copies them into this run's folder under the data directory when the config asks), starts
-//! the tree, and returns a [`RunningSystem`] to wait on and shut down.
+//! the tree, and returns a [`RunningSystem`] to wait on and shut down. It opens (creating and
+//! migrating) the store `<data_dir>/store.db` and writes this run's row first, so a store that
+//! cannot be opened or written is a start-up error, never a failure mid-run.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -36,6 +39,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::agent::{child_id, Agent, AgentEnv, StopAgent};
 use crate::bus::{BusHandle, MessageBus, StopBus};
 use crate::monitor::{ResourceMonitor, StopMonitor};
+use crate::pager::{ContextPager, StopPager, WorkerConfig};
 use crate::registry::Registry;
 use crate::scheduler::{AgentDown, CancelAll, Drain, GetSnapshot, RunSnapshot, Scheduler};
 use crate::supervisor::{ChildHandle, ChildSpec, ExitNotice, StopTree, Supervisor};
@@ -67,6 +71,10 @@ pub struct RunningSystem {
     pub simulated_backends: Vec<String>,
     /// Restarts performed by the agent supervisor.
     pub agent_restarts: Arc<AtomicU64>,
+    /// The store file (`<data_dir>/store.db`).
+    pub store_path: PathBuf,
+    /// This run's id: the key of its rows in the store (the run folder's name).
+    pub run_id: String,
 }
 
 /// How a run ended.
@@ -118,6 +126,16 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
         .clone()
         .unwrap_or_else(|| cfg.runtime.data_dir.clone());
     let run_dir = new_run_dir(&data_dir)?;
+    let run_id = run_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "run".into());
+    let store_path = agentos_runtime::store::Store::path_in(&data_dir);
+    {
+        // Open, migrate and write once now: a bad store fails the start, not a later prompt.
+        let store = agentos_runtime::store::Store::open(&store_path)?;
+        agentos_runtime::context::StoreSwap::new(store, run_id.clone())?;
+    }
     let workspaces = prepare_workspaces(&cfg, &run_dir)?;
     let trace = match &opts.trace {
         Some(p) => Trace::to_file(p)
@@ -172,6 +190,10 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
                 tool_ctx,
                 registry: registry.clone(),
                 trace: trace.clone(),
+                tokenizer: cfg
+                    .backend(&a.backend)
+                    .map(|b| b.tokenizer)
+                    .unwrap_or_default(),
             }));
         }
     }
@@ -215,6 +237,27 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
         .iter()
         .map(|a| (a.name.clone(), a.subscribe.clone()))
         .collect();
+    let pager_config = WorkerConfig {
+        store_path: store_path.clone(),
+        run_id: run_id.clone(),
+        settings: cfg
+            .agents
+            .iter()
+            .map(|a| {
+                let settings = agentos_runtime::context::ContextSettings {
+                    budget_tokens: a.context_budget_tokens,
+                    policy: a.context.policy,
+                    encoding: cfg
+                        .backend(&a.backend)
+                        .map(|b| b.tokenizer)
+                        .unwrap_or_default(),
+                };
+                (a.name.clone(), settings)
+            })
+            .collect(),
+        stats: registry.pager_stats.clone(),
+    };
+    let shares = Arc::new(agentos_runtime::context::shared::implicit_shares(&cfg));
     let root_children = vec![
         ChildSpec {
             id: "bus".into(),
@@ -226,6 +269,27 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
                     let addr = MessageBus::new(&bus_agents, registry.clone(), notice).start();
                     registry.set_bus(addr.clone());
                     ChildHandle::stop_with(addr, || StopBus)
+                }
+            }),
+            on_exit: None,
+        },
+        ChildSpec {
+            id: "pager".into(),
+            kind: "pager",
+            restart: RestartType::Permanent,
+            start: Box::new({
+                let registry = registry.clone();
+                let trace = trace.clone();
+                move |notice| {
+                    let addr = ContextPager::new(
+                        pager_config.clone(),
+                        shares.clone(),
+                        trace.clone(),
+                        notice,
+                    )
+                    .start();
+                    registry.set_pager(addr.clone());
+                    ChildHandle::stop_with(addr, || StopPager)
                 }
             }),
             on_exit: None,
@@ -306,6 +370,8 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
         run_dir,
         simulated_backends,
         agent_restarts,
+        store_path,
+        run_id,
     })
 }
 

@@ -584,14 +584,9 @@ impl Validator<'_> {
                 );
             }
         }
-        if a.context_budget_tokens < 256 {
-            self.err(
-                at("context_budget_tokens"),
-                format!(
-                    "context_budget_tokens must be at least 256, got {}",
-                    a.context_budget_tokens
-                ),
-            );
+        let (context, problems) = super::context::check(a, raw);
+        for (field, message) in problems {
+            self.err(at(field), message);
         }
         if !(1..=100_000).contains(&a.replicas) {
             self.err(
@@ -680,7 +675,8 @@ impl Validator<'_> {
             },
             timeout: secs(a.timeout_secs),
             fallback: a.fallback.clone(),
-            context_budget_tokens: a.context_budget_tokens,
+            context_budget_tokens: context.budget_tokens(),
+            context,
             workspace,
             commands: a.commands.clone(),
             replicas: a.replicas.max(1),

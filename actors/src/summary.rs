@@ -110,7 +110,14 @@ pub fn render_pager(stats: &BTreeMap<String, AgentStats>) -> String {
     let _ = writeln!(
         out,
         "  {:<w$}  {:>7}  {:>11}  {:>7}  {:>14}  {:>15}  {:>12}  {:>17}",
-        "AGENT", "PROMPTS", "PAGE FAULTS", "EVICTED", "SWAP IN TOKENS", "SWAP OUT TOKENS", "TOKENS SAVED", "MAX PROMPT/BUDGET"
+        "AGENT",
+        "PROMPTS",
+        "PAGE FAULTS",
+        "EVICTED",
+        "SWAP IN TOKENS",
+        "SWAP OUT TOKENS",
+        "TOKENS SAVED",
+        "MAX PROMPT/BUDGET"
     );
     for (agent, s) in rows {
         let _ = writeln!(

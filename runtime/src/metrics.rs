@@ -227,7 +227,14 @@ pub fn register_zeroes() {
     for state in ["succeeded", "failed", "skipped", "cancelled"] {
         metrics::counter!(SCHED_TASKS_FINISHED, "state" => state).increment(0);
     }
-    for kind in ["agent", "scheduler", "bus", "pager", "monitor", "agent_supervisor"] {
+    for kind in [
+        "agent",
+        "scheduler",
+        "bus",
+        "pager",
+        "monitor",
+        "agent_supervisor",
+    ] {
         metrics::counter!(SUPERVISOR_RESTARTS, "kind" => kind).increment(0);
     }
     for reason in ["inbox_full", "no_such_agent", "no_subscribers"] {

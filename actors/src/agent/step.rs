@@ -60,7 +60,11 @@ pub async fn run_attempt(
     let pager_fail = |what: &str, e: PagerFailure, usage: Usage| {
         metrics::counter!(m::PAGER_REQUESTS, "agent" => agent.clone(), "outcome" => e.outcome_label())
             .increment(1);
-        fail(format!("context pager: {what}: {e}"), e.is_retryable(), usage)
+        fail(
+            format!("context pager: {what}: {e}"),
+            e.is_retryable(),
+            usage,
+        )
     };
     let open = OpenContext {
         agent: agent.clone(),

@@ -78,7 +78,8 @@ impl Actor for ContextPager {
             Ok(w) => self.worker = Some(w),
             Err(e) => {
                 tracing::error!(error = %e, "cannot start the context pager's worker thread");
-                self.notice.crashed(format!("cannot start worker thread: {e}"));
+                self.notice
+                    .crashed(format!("cannot start worker thread: {e}"));
                 ctx.stop();
             }
         }
@@ -118,11 +119,20 @@ impl Handler<AppendPages> for ContextPager {
     type Result = Reply<Vec<agentos_runtime::context::PageId>>;
 
     fn handle(&mut self, m: AppendPages, _: &mut Self::Context) -> Self::Result {
-        run(self.worker(), move |p| p.append(&m.agent, &m.context, m.messages))
+        run(self.worker(), move |p| {
+            p.append(&m.agent, &m.context, m.messages)
+        })
     }
 }
 
-fn emit_moves(trace: &Trace, event: &str, agent: &str, context: &str, policy: &str, moves: &[PageMove]) {
+fn emit_moves(
+    trace: &Trace,
+    event: &str,
+    agent: &str,
+    context: &str,
+    policy: &str,
+    moves: &[PageMove],
+) {
     for mv in moves {
         trace.emit(
             event,
@@ -143,8 +153,22 @@ impl Handler<BuildPrompt> for ContextPager {
             let built = worker?
                 .call(move |p| p.build(&m.agent, &m.context, m.overhead_tokens, &m.want))
                 .await?;
-            emit_moves(&trace, "page_evicted", &agent, &context, built.policy, &built.evicted);
-            emit_moves(&trace, "page_fault", &agent, &context, built.policy, &built.faulted);
+            emit_moves(
+                &trace,
+                "page_evicted",
+                &agent,
+                &context,
+                built.policy,
+                &built.evicted,
+            );
+            emit_moves(
+                &trace,
+                "page_fault",
+                &agent,
+                &context,
+                built.policy,
+                &built.faulted,
+            );
             trace.emit(
                 "prompt_built",
                 json!({"agent": agent, "context": context, "tokens": built.tokens, "budget": built.budget,
@@ -161,7 +185,9 @@ impl Handler<PinPage> for ContextPager {
     type Result = Reply<()>;
 
     fn handle(&mut self, m: PinPage, _: &mut Self::Context) -> Self::Result {
-        run(self.worker(), move |p| p.set_pinned(&m.agent, &m.context, m.page, m.pinned))
+        run(self.worker(), move |p| {
+            p.set_pinned(&m.agent, &m.context, m.page, m.pinned)
+        })
     }
 }
 
@@ -179,7 +205,9 @@ impl Handler<SharePage> for ContextPager {
     type Result = Reply<()>;
 
     fn handle(&mut self, m: SharePage, _: &mut Self::Context) -> Self::Result {
-        run(self.worker(), move |p| p.share(&m.workflow, &m.key, &m.owner, &m.text))
+        run(self.worker(), move |p| {
+            p.share(&m.workflow, &m.key, &m.owner, &m.text)
+        })
     }
 }
 

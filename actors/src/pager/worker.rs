@@ -64,7 +64,9 @@ impl Worker {
                 };
                 for job in rx {
                     if std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut core))).is_err() {
-                        tracing::error!("context pager job panicked; rebuilding the pager from the store");
+                        tracing::error!(
+                            "context pager job panicked; rebuilding the pager from the store"
+                        );
                         core = build_core(&cfg).ok();
                     }
                 }
@@ -96,7 +98,9 @@ impl Worker {
                 )))
             }
             Err(TrySendError::Disconnected(_)) => {
-                return Err(PagerFailure::Unavailable("the worker thread is gone".into()))
+                return Err(PagerFailure::Unavailable(
+                    "the worker thread is gone".into(),
+                ))
             }
         }
         rx.await.unwrap_or_else(|_| {

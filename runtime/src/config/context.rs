@@ -82,7 +82,10 @@ pub(super) fn check(a: &RawAgent, raw: &RawConfig) -> (ContextSpec, Vec<(&'stati
     if spec.window_tokens > 10_000_000 {
         problems.push((
             field,
-            format!("context window must be at most 10000000 tokens, got {}", spec.window_tokens),
+            format!(
+                "context window must be at most 10000000 tokens, got {}",
+                spec.window_tokens
+            ),
         ));
     }
     if budget < MIN_BUDGET_TOKENS && spec.reserve_output_tokens < spec.window_tokens {
@@ -162,7 +165,11 @@ mod tests {
         assert_eq!(a.context.policy, PolicyKind::LruImportance);
         let c = cfg("context_budget_tokens: 4000", "hi").unwrap();
         assert_eq!(c.agents[0].context_budget_tokens, 4000);
-        let c = cfg(r#"context: (window_tokens: 2048, reserve_output_tokens: 512, policy: "lru")"#, "hi").unwrap();
+        let c = cfg(
+            r#"context: (window_tokens: 2048, reserve_output_tokens: 512, policy: "lru")"#,
+            "hi",
+        )
+        .unwrap();
         assert_eq!(c.agents[0].context_budget_tokens, 1536);
         assert_eq!(c.agents[0].context.policy, PolicyKind::Lru);
     }
@@ -170,10 +177,23 @@ mod tests {
     #[test]
     fn bad_context_settings_name_the_agent() {
         let e = cfg(r#"context: (policy: "fifo", summarizer: "nope")"#, "hi").unwrap_err();
-        assert!(e.contains("agent \"a\": unknown context.policy \"fifo\""), "{e}");
-        assert!(e.contains("summarizer backend \"nope\" is not declared"), "{e}");
-        let e = cfg(r#"context: (window_tokens: 1000, reserve_output_tokens: 1000)"#, "hi").unwrap_err();
-        assert!(e.contains("must be smaller than context.window_tokens"), "{e}");
+        assert!(
+            e.contains("agent \"a\": unknown context.policy \"fifo\""),
+            "{e}"
+        );
+        assert!(
+            e.contains("summarizer backend \"nope\" is not declared"),
+            "{e}"
+        );
+        let e = cfg(
+            r#"context: (window_tokens: 1000, reserve_output_tokens: 1000)"#,
+            "hi",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("must be smaller than context.window_tokens"),
+            "{e}"
+        );
         let e = cfg(r#"context_budget_tokens: 300, context: ()"#, "hi").unwrap_err();
         assert!(e.contains("not both"), "{e}");
     }
@@ -181,11 +201,20 @@ mod tests {
     #[test]
     fn a_budget_smaller_than_the_pinned_pages_is_a_config_error() {
         let long = "word ".repeat(400);
-        let e = cfg(r#"context: (window_tokens: 600, reserve_output_tokens: 200)"#, &long).unwrap_err();
+        let e = cfg(
+            r#"context: (window_tokens: 600, reserve_output_tokens: 200)"#,
+            &long,
+        )
+        .unwrap_err();
         assert!(
-            e.contains("agent \"a\": context budget 400 tokens cannot hold the pinned pages of task w/t"),
+            e.contains(
+                "agent \"a\": context budget 400 tokens cannot hold the pinned pages of task w/t"
+            ),
             "{e}"
         );
-        assert!(e.contains("t.ron:3:61:"), "points at the context field: {e}");
+        assert!(
+            e.contains("t.ron:3:61:"),
+            "points at the context field: {e}"
+        );
     }
 }

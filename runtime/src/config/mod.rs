@@ -300,7 +300,8 @@ pub struct ContextSpec {
 impl ContextSpec {
     /// Most prompt tokens: window minus reserved output.
     pub fn budget_tokens(&self) -> u64 {
-        self.window_tokens.saturating_sub(self.reserve_output_tokens)
+        self.window_tokens
+            .saturating_sub(self.reserve_output_tokens)
     }
 }
 

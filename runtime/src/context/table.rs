@@ -16,18 +16,20 @@
 //!    fit (never one evicted by this same build);
 //! 4. emit the messages in conversation order, each run of swapped groups as one summary.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use lru::LruCache;
 
-use super::compress::{group_line, run_summary};
-use super::policy::Candidate;
+use super::compress::group_line;
 use super::swap::SwapDevice;
-use super::{BuiltPrompt, ContextSettings, PageId, PageKind, PageMove, PagerError};
+use super::{ContextSettings, PageId, PageKind, PageMove, PagerError};
 use crate::llm::ChatMessage;
 use crate::store::PageRow;
 use crate::tokenize::REPLY_PRIMING_TOKENS;
+
+mod build;
+mod runs;
 
 /// Extra room kept when faulting a group back in, for the summary header a split run gains.
 const FAULT_MARGIN_TOKENS: u64 = 64;
@@ -112,7 +114,13 @@ pub struct PageTable {
     clock: u64,
     resident_tokens: u64,
     resident_pages: u64,
-    summaries: HashMap<(usize, usize, bool), (ChatMessage, u64)>,
+    /// Runs of consecutive swapped groups: first group -> (last group, summary tokens).
+    runs: BTreeMap<usize, (usize, u64)>,
+    /// Sum of the (non-compact) summary tokens of every run.
+    summary_total: u64,
+    /// Prefix sums over groups (entry `g` covers groups `..g`), for O(1) run sizes.
+    prefix_tokens: Vec<u64>,
+    prefix_pages: Vec<u64>,
     /// Moves since the last [`PageTable::take_moves`].
     moves: Moves,
 }
@@ -130,7 +138,10 @@ impl PageTable {
             clock: 0,
             resident_tokens: 0,
             resident_pages: 0,
-            summaries: HashMap::new(),
+            runs: BTreeMap::new(),
+            summary_total: 0,
+            prefix_tokens: vec![0],
+            prefix_pages: vec![0],
             moves: Moves::default(),
         }
     }
@@ -163,7 +174,7 @@ impl PageTable {
     /// Swapped pages and their tokens.
     pub fn swapped(&self) -> (u64, u64) {
         let pages = self.pages.len() as u64 - self.resident_pages;
-        let total: u64 = self.groups.iter().map(|g| g.tokens).sum();
+        let total = self.prefix_tokens.last().copied().unwrap_or(0);
         (pages, total - self.resident_tokens)
     }
 
@@ -245,6 +256,12 @@ impl PageTable {
             pinned,
             line,
         });
+        let (pt, pp) = (
+            self.prefix_tokens.last().copied().unwrap_or(0),
+            self.prefix_pages.last().copied().unwrap_or(0),
+        );
+        self.prefix_tokens.push(pt + tokens);
+        self.prefix_pages.push(pp + len as u64);
         if resident {
             self.resident_tokens += tokens;
             self.resident_pages += len as u64;
@@ -256,7 +273,15 @@ impl PageTable {
 
     /// Undoes the last [`PageTable::push_group`].
     pub fn pop_group(&mut self) {
+        let Some(last) = self.groups.len().checked_sub(1) else {
+            return;
+        };
+        if !self.groups[last].resident {
+            self.unrun(last);
+        }
         if let Some(g) = self.groups.pop() {
+            self.prefix_tokens.pop();
+            self.prefix_pages.pop();
             self.pages.truncate(g.first);
             self.recency.pop(&self.groups.len());
             if g.resident {
@@ -317,6 +342,7 @@ impl PageTable {
             for p in &mut self.pages[first..] {
                 p.message = None;
             }
+            self.enrun(g);
         }
     }
 
@@ -426,6 +452,7 @@ impl PageTable {
         }
         self.resident_tokens -= tokens;
         self.resident_pages -= len as u64;
+        self.enrun(g);
         self.moves.evicted_pages += len as u64;
         self.moves.swap_out_tokens += tokens;
         self.group_move(g)
@@ -460,6 +487,7 @@ impl PageTable {
             p.last_access = now;
         }
         self.groups[g].resident = true;
+        self.unrun(g);
         if self.groups[g].pinned == 0 {
             self.recency.put(g, ());
         }
@@ -502,263 +530,6 @@ impl PageTable {
             .map(|p| p.last_access)
             .max()
             .unwrap_or(0)
-    }
-
-    /// Resident, unpinned, unprotected groups with their recency rank from the LRU order.
-    fn candidates(&self, protected: &HashSet<usize>) -> Vec<Candidate> {
-        let order: Vec<usize> = self
-            .recency
-            .iter()
-            .rev()
-            .map(|(g, _)| *g)
-            .filter(|g| !protected.contains(g))
-            .collect();
-        let n = order.len();
-        order
-            .into_iter()
-            .enumerate()
-            .map(|(rank, g)| Candidate {
-                group: g,
-                recency: if n > 1 {
-                    rank as f64 / (n - 1) as f64
-                } else {
-                    0.0
-                },
-                accesses: self.accesses(g),
-                importance: self.importance(g),
-                tokens: self.groups[g].tokens,
-            })
-            .collect()
-    }
-
-    /// Runs of consecutive swapped groups, as `(first group, last group)`.
-    fn runs(&self) -> Vec<(usize, usize)> {
-        let mut out = Vec::new();
-        let mut start = None;
-        for (i, g) in self.groups.iter().enumerate() {
-            match (g.resident, start) {
-                (false, None) => start = Some(i),
-                (true, Some(s)) => {
-                    out.push((s, i - 1));
-                    start = None;
-                }
-                _ => {}
-            }
-        }
-        if let Some(s) = start {
-            out.push((s, self.groups.len() - 1));
-        }
-        out
-    }
-
-    fn summary(&mut self, run: (usize, usize), compact: bool) -> (ChatMessage, u64) {
-        if let Some(s) = self.summaries.get(&(run.0, run.1, compact)) {
-            return s.clone();
-        }
-        let groups = &self.groups[run.0..=run.1];
-        let pages: usize = groups.iter().map(|g| g.len).sum();
-        let tokens: u64 = groups.iter().map(|g| g.tokens).sum();
-        let msg = run_summary(
-            groups.iter().map(|g| g.line.as_str()),
-            groups.len(),
-            pages,
-            tokens,
-            compact,
-        );
-        let count = self.settings.encoding.count_message(&msg) as u64;
-        if self.summaries.len() > 4096 {
-            self.summaries.clear();
-        }
-        self.summaries
-            .insert((run.0, run.1, compact), (msg.clone(), count));
-        (msg, count)
-    }
-
-    fn summary_tokens(&mut self, compact: bool) -> u64 {
-        self.runs()
-            .into_iter()
-            .map(|r| self.summary(r, compact).1)
-            .sum()
-    }
-
-    /// Builds a prompt within the budget (see the [module docs](self)). `overhead_tokens`
-    /// counts what the request adds beside the messages (tool definitions).
-    pub fn build(
-        &mut self,
-        swap: &mut dyn SwapDevice,
-        overhead_tokens: u64,
-        want: &[PageId],
-    ) -> Result<BuiltPrompt, PagerError> {
-        let policy = self.settings.policy.policy();
-        let budget = self.settings.budget_tokens;
-        let fixed = REPLY_PRIMING_TOKENS as u64 + overhead_tokens;
-        let mut evicted = Vec::new();
-        let mut faulted = Vec::new();
-        let mut protected: Vec<usize> = Vec::new();
-        for id in want {
-            let g = self.group_of(*id)?;
-            if !self.groups[g].resident {
-                faulted.push(self.fault(swap, g)?);
-            }
-            if self.groups[g].pinned == 0 && !protected.contains(&g) {
-                protected.push(g);
-            }
-        }
-        if let Some(g) = self.groups.len().checked_sub(1) {
-            if self.groups[g].pinned == 0 && self.groups[g].resident && !protected.contains(&g) {
-                protected.push(g);
-            }
-        }
-        let mut evicted_now: HashSet<usize> = HashSet::new();
-        let mut compact = false;
-        let mut total;
-        loop {
-            total = fixed + self.resident_tokens + self.summary_tokens(compact);
-            if total <= budget {
-                break;
-            }
-            let shield: HashSet<usize> = protected.iter().copied().collect();
-            let victim = policy.victim(&self.candidates(&shield)).or_else(|| {
-                let mut p = protected.clone();
-                p.sort_unstable();
-                p.into_iter().find(|g| self.groups[*g].resident)
-            });
-            match victim {
-                Some(g) => {
-                    evicted.push(self.evict(g));
-                    evicted_now.insert(g);
-                    protected.retain(|x| *x != g);
-                }
-                None if !compact => compact = true,
-                None => {
-                    return Err(PagerError::BudgetTooSmall {
-                        agent: self.agent.clone(),
-                        needed: total,
-                        budget,
-                    })
-                }
-            }
-        }
-        if !compact {
-            total = self.fill(swap, fixed, total, &evicted_now, &mut faulted)?;
-        }
-        self.assemble(fixed, total, compact, evicted, faulted)
-    }
-
-    /// Faults swapped groups back in while they fit, best keep score first.
-    fn fill(
-        &mut self,
-        swap: &mut dyn SwapDevice,
-        fixed: u64,
-        mut total: u64,
-        evicted_now: &HashSet<usize>,
-        faulted: &mut Vec<PageMove>,
-    ) -> Result<u64, PagerError> {
-        let budget = self.settings.budget_tokens;
-        let room = budget - total;
-        if room <= FAULT_MARGIN_TOKENS {
-            return Ok(total);
-        }
-        let clock = self.clock.max(1) as f64;
-        let mut cands: Vec<Candidate> = (0..self.groups.len())
-            .filter(|g| {
-                let grp = &self.groups[*g];
-                !grp.resident
-                    && !evicted_now.contains(g)
-                    && grp.tokens + FAULT_MARGIN_TOKENS <= room
-            })
-            .map(|g| Candidate {
-                group: g,
-                recency: self.last_access(g) as f64 / clock,
-                accesses: self.accesses(g),
-                importance: self.importance(g),
-                tokens: self.groups[g].tokens,
-            })
-            .collect();
-        if cands.is_empty() {
-            return Ok(total);
-        }
-        let policy = self.settings.policy.policy();
-        let max_accesses = cands.iter().map(|c| c.accesses).max().unwrap_or(0);
-        cands.sort_by(|a, b| {
-            policy
-                .keep_score(b, max_accesses)
-                .total_cmp(&policy.keep_score(a, max_accesses))
-                .then(b.group.cmp(&a.group))
-        });
-        for c in cands {
-            if total + c.tokens + FAULT_MARGIN_TOKENS > budget {
-                continue;
-            }
-            let m = self.fault(swap, c.group)?;
-            let after = fixed + self.resident_tokens + self.summary_tokens(false);
-            if after > budget {
-                // The split summary cost more than the margin: put it back.
-                self.evict(c.group);
-                continue;
-            }
-            faulted.push(m);
-            total = after;
-        }
-        Ok(total)
-    }
-
-    fn assemble(
-        &mut self,
-        fixed: u64,
-        total: u64,
-        compact: bool,
-        evicted: Vec<PageMove>,
-        faulted: Vec<PageMove>,
-    ) -> Result<BuiltPrompt, PagerError> {
-        let mut messages = Vec::new();
-        let mut tokens = fixed;
-        let mut tokens_saved = 0;
-        let mut summaries = 0;
-        let mut g = 0;
-        while g < self.groups.len() {
-            if self.groups[g].resident {
-                let grp = &self.groups[g];
-                for p in &mut self.pages[grp.first..grp.first + grp.len] {
-                    if let Some(m) = &p.message {
-                        messages.push(ChatMessage::clone(m));
-                        tokens += p.tokens;
-                        p.accesses += 1;
-                    }
-                }
-                g += 1;
-            } else {
-                let end = (g..self.groups.len())
-                    .find(|i| self.groups[*i].resident)
-                    .map_or(self.groups.len() - 1, |i| i - 1);
-                let (msg, count) = self.summary((g, end), compact);
-                let stood_for: u64 = self.groups[g..=end].iter().map(|x| x.tokens).sum();
-                tokens_saved += stood_for.saturating_sub(count);
-                tokens += count;
-                summaries += 1;
-                messages.push(msg);
-                g = end + 1;
-            }
-        }
-        debug_assert_eq!(tokens, total, "incremental and assembled counts agree");
-        let budget = self.settings.budget_tokens;
-        if tokens > budget {
-            return Err(PagerError::BudgetTooSmall {
-                agent: self.agent.clone(),
-                needed: tokens,
-                budget,
-            });
-        }
-        Ok(BuiltPrompt {
-            messages,
-            tokens,
-            budget,
-            evicted,
-            faulted,
-            tokens_saved,
-            summaries,
-            policy: self.settings.policy.name(),
-        })
     }
 
     /// Whether every page is resident or readable from `swap` (for tests).

@@ -251,8 +251,18 @@ async fn run(
         stop.send_replace(true);
     }
     let snapshot = snapshot?;
+    let pager = sys
+        .registry
+        .pager_stats
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     if json {
-        println!("{}", serde_json::to_string_pretty(&snapshot)?);
+        let out = summary::JsonSummary {
+            snapshot: &snapshot,
+            pager: &pager,
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         let restarts = sys
             .agent_restarts
@@ -261,7 +271,9 @@ async fn run(
             "{}",
             summary::render(&snapshot, &sys.simulated_backends, restarts)
         );
+        print!("{}", summary::render_pager(&pager));
         println!("run folder: {}", sys.run_dir.display());
+        println!("store: {} (run {})", sys.store_path.display(), sys.run_id);
     }
     Ok(match end {
         RunEnd::Fatal(why) => {

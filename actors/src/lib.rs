@@ -7,6 +7,7 @@
 //! - [`kvpool`]: the `KvCachePool` actor (KV-cache model and cache-aware routing across
 //!   backend replicas) and the client agents lease replicas through.
 //! - [`bus`]: the `MessageBus` actor (direct messages, topics) and the port the bus tools use.
+//! - [`pager`]: the `ContextPager` actor: page tables, prompts within budget, swap to the store.
 //! - [`monitor`]: the `ResourceMonitor` actor (process memory and CPU gauges).
 //! - [`registry`]: where actors find each other's current addresses.
 //! - [`system`]: booting the actor tree from a config, draining and stopping it.
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod http;
 pub mod kvpool;
 pub mod monitor;
+pub mod pager;
 pub mod registry;
 pub mod scheduler;
 pub mod summary;

@@ -8,7 +8,10 @@ use agentos_runtime::model::{ControlBlock, InstanceId};
 use dashmap::DashMap;
 use tokio::sync::watch;
 
+use agentos_runtime::context::SharedStats;
+
 use crate::bus::MessageBus;
+use crate::pager::ContextPager;
 use crate::scheduler::Scheduler;
 use crate::supervisor::Supervisor;
 
@@ -17,6 +20,9 @@ use crate::supervisor::Supervisor;
 pub struct Registry {
     scheduler: RwLock<Option<Addr<Scheduler>>>,
     bus: RwLock<Option<Addr<MessageBus>>>,
+    pager: RwLock<Option<Addr<ContextPager>>>,
+    /// Paging statistics by agent (updated by the context pager, read by reports).
+    pub pager_stats: SharedStats,
     agent_supervisor: RwLock<Option<Addr<Supervisor>>>,
     /// Current address of every agent instance.
     pub agent_addrs: DashMap<InstanceId, Addr<crate::agent::Agent>>,
@@ -33,6 +39,8 @@ impl Default for Registry {
         Self {
             scheduler: RwLock::new(None),
             bus: RwLock::new(None),
+            pager: RwLock::new(None),
+            pager_stats: SharedStats::default(),
             agent_supervisor: RwLock::new(None),
             agent_addrs: DashMap::new(),
             agents: DashMap::new(),
@@ -66,6 +74,14 @@ impl Registry {
     /// Records the bus's address.
     pub fn set_bus(&self, addr: Addr<MessageBus>) {
         write(&self.bus, addr);
+    }
+    /// The context pager's current address.
+    pub fn pager(&self) -> Option<Addr<ContextPager>> {
+        read(&self.pager)
+    }
+    /// Records the context pager's address.
+    pub fn set_pager(&self, addr: Addr<ContextPager>) {
+        write(&self.pager, addr);
     }
     /// The agent supervisor's current address.
     pub fn agent_supervisor(&self) -> Option<Addr<Supervisor>> {

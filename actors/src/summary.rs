@@ -2,7 +2,11 @@
 
 use std::fmt::Write as _;
 
+use std::collections::BTreeMap;
+
+use agentos_runtime::context::AgentStats;
 use agentos_runtime::model::TaskState;
+use serde::Serialize;
 
 use crate::scheduler::RunSnapshot;
 
@@ -92,4 +96,52 @@ pub fn render(snapshot: &RunSnapshot, simulated: &[String], restarts: u64) -> St
         restarts
     );
     out
+}
+
+/// The context pager's part of the summary: one row per agent that built prompts.
+pub fn render_pager(stats: &BTreeMap<String, AgentStats>) -> String {
+    let rows: Vec<(&String, &AgentStats)> = stats.iter().filter(|(_, s)| s.prompts > 0).collect();
+    let mut out = String::new();
+    if rows.is_empty() {
+        return out;
+    }
+    let w = rows.iter().map(|(a, _)| a.len()).max().unwrap_or(5).max(5);
+    let _ = writeln!(out, "Context pager (per agent):");
+    let _ = writeln!(
+        out,
+        "  {:<w$}  {:>7}  {:>11}  {:>7}  {:>14}  {:>15}  {:>12}  {:>17}",
+        "AGENT",
+        "PROMPTS",
+        "PAGE FAULTS",
+        "EVICTED",
+        "SWAP IN TOKENS",
+        "SWAP OUT TOKENS",
+        "TOKENS SAVED",
+        "MAX PROMPT/BUDGET"
+    );
+    for (agent, s) in rows {
+        let _ = writeln!(
+            out,
+            "  {:<w$}  {:>7}  {:>11}  {:>7}  {:>14}  {:>15}  {:>12}  {:>17}",
+            agent,
+            s.prompts,
+            s.page_faults,
+            s.evicted_pages,
+            s.swap_in_tokens,
+            s.swap_out_tokens,
+            s.tokens_saved,
+            format!("{}/{}", s.max_prompt_tokens, s.budget_tokens)
+        );
+    }
+    out
+}
+
+/// The `--json` summary: the task snapshot's fields plus `pager` (statistics by agent).
+#[derive(Debug, Serialize)]
+pub struct JsonSummary<'a> {
+    /// Every task.
+    #[serde(flatten)]
+    pub snapshot: &'a RunSnapshot,
+    /// Context pager statistics by agent.
+    pub pager: &'a BTreeMap<String, AgentStats>,
 }

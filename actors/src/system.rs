@@ -4,6 +4,7 @@
 //! RootSupervisor (one_for_one)
 //! ├── MessageBus
 //! ├── KvCachePool       (restarts with empty caches, like a restarted engine)
+//! ├── ContextPager      (page tables; swap to the SQLite store)
 //! ├── ResourceMonitor
 //! ├── Scheduler
 //! └── AgentSupervisor (one_for_one)
@@ -12,7 +13,9 @@
 //!
 //! [`boot`] must run inside an actix `System`. It builds the backends, prepares workspaces
 //! (copies them into this run's folder under the data directory when the config asks), starts
-//! the tree, and returns a [`RunningSystem`] to wait on and shut down.
+//! the tree, and returns a [`RunningSystem`] to wait on and shut down. It opens (creating and
+//! migrating) the store `<data_dir>/store.db` and writes this run's row first, so a store that
+//! cannot be opened or written is a start-up error, never a failure mid-run.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -38,6 +41,7 @@ use crate::agent::{child_id, Agent, AgentEnv, StopAgent};
 use crate::bus::{BusHandle, MessageBus, StopBus};
 use crate::kvpool::{KvCachePool, KvClient, PoolSlot, StopKvPool};
 use crate::monitor::{ResourceMonitor, StopMonitor};
+use crate::pager::{ContextPager, StopPager, WorkerConfig};
 use crate::registry::Registry;
 use crate::scheduler::{AgentDown, CancelAll, Drain, GetSnapshot, RunSnapshot, Scheduler};
 use crate::supervisor::{ChildHandle, ChildSpec, ExitNotice, StopTree, Supervisor};
@@ -71,6 +75,10 @@ pub struct RunningSystem {
     pub agent_restarts: Arc<AtomicU64>,
     /// Where the KV-cache pool is (its address changes when it restarts).
     pub kv_pool: PoolSlot,
+    /// The store file (`<data_dir>/store.db`).
+    pub store_path: PathBuf,
+    /// This run's id: the key of its rows in the store (the run folder's name).
+    pub run_id: String,
 }
 
 /// How a run ended.
@@ -128,6 +136,16 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
         .clone()
         .unwrap_or_else(|| cfg.runtime.data_dir.clone());
     let run_dir = new_run_dir(&data_dir)?;
+    let run_id = run_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "run".into());
+    let store_path = agentos_runtime::store::Store::path_in(&data_dir);
+    {
+        // Open, migrate and write once now: a bad store fails the start, not a later prompt.
+        let store = agentos_runtime::store::Store::open(&store_path)?;
+        agentos_runtime::context::StoreSwap::new(store, run_id.clone())?;
+    }
     let workspaces = prepare_workspaces(&cfg, &run_dir)?;
     let trace = match &opts.trace {
         Some(p) => Trace::to_file(p)
@@ -189,6 +207,10 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
                 tool_ctx,
                 registry: registry.clone(),
                 trace: trace.clone(),
+                tokenizer: cfg
+                    .backend(&a.backend)
+                    .map(|b| b.tokenizer)
+                    .unwrap_or_default(),
             }));
         }
     }
@@ -232,6 +254,27 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
         .iter()
         .map(|a| (a.name.clone(), a.subscribe.clone()))
         .collect();
+    let pager_config = WorkerConfig {
+        store_path: store_path.clone(),
+        run_id: run_id.clone(),
+        settings: cfg
+            .agents
+            .iter()
+            .map(|a| {
+                let settings = agentos_runtime::context::ContextSettings {
+                    budget_tokens: a.context_budget_tokens,
+                    policy: a.context.policy,
+                    encoding: cfg
+                        .backend(&a.backend)
+                        .map(|b| b.tokenizer)
+                        .unwrap_or_default(),
+                };
+                (a.name.clone(), settings)
+            })
+            .collect(),
+        stats: registry.pager_stats.clone(),
+    };
+    let shares = Arc::new(agentos_runtime::context::shared::implicit_shares(&cfg));
     let root_children = vec![
         ChildSpec {
             id: "bus".into(),
@@ -262,6 +305,27 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
                     let addr = pool.start();
                     slot.set(addr.clone());
                     ChildHandle::stop_with(addr, || StopKvPool)
+                }
+            }),
+            on_exit: None,
+        },
+        ChildSpec {
+            id: "pager".into(),
+            kind: "pager",
+            restart: RestartType::Permanent,
+            start: Box::new({
+                let registry = registry.clone();
+                let trace = trace.clone();
+                move |notice| {
+                    let addr = ContextPager::new(
+                        pager_config.clone(),
+                        shares.clone(),
+                        trace.clone(),
+                        notice,
+                    )
+                    .start();
+                    registry.set_pager(addr.clone());
+                    ChildHandle::stop_with(addr, || StopPager)
                 }
             }),
             on_exit: None,
@@ -343,6 +407,8 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
         simulated_backends,
         agent_restarts,
         kv_pool,
+        store_path,
+        run_id,
     })
 }
 

@@ -81,6 +81,35 @@ pub const KV_REPLICA_INFLIGHT: &str = "agentos_kvcache_replica_inflight_calls";
 /// Gauge, labels `backend`, `block_size`, `capacity_blocks`, `replicas`, `routing`: always 1;
 /// carries each backend's cache configuration.
 pub const KV_CACHE_CONFIG_INFO: &str = "agentos_kvcache_cache_config_info";
+/// Gauge, label `agent`: resident pages of the agent's open contexts.
+pub const PAGER_RESIDENT_PAGES: &str = "agentos_pager_resident_pages";
+/// Gauge, label `agent`: tokens of those resident pages.
+pub const PAGER_RESIDENT_TOKENS: &str = "agentos_pager_resident_tokens";
+/// Gauge, label `agent`: swapped-out pages of the agent's open contexts (in the store only).
+pub const PAGER_SWAPPED_PAGES: &str = "agentos_pager_swapped_pages";
+/// Gauge, label `agent`: tokens of those swapped pages.
+pub const PAGER_SWAPPED_TOKENS: &str = "agentos_pager_swapped_tokens";
+/// Counter, label `agent`: pages faulted back in from the store.
+pub const PAGER_FAULTS: &str = "agentos_pager_page_faults_total";
+/// Counter, label `agent`: tokens faulted back in.
+pub const PAGER_SWAP_IN_TOKENS: &str = "agentos_pager_swap_in_tokens_total";
+/// Counter, label `agent`: tokens evicted from the resident set.
+pub const PAGER_SWAP_OUT_TOKENS: &str = "agentos_pager_swap_out_tokens_total";
+/// Counter, labels `agent`, `policy`: pages evicted.
+pub const PAGER_EVICTIONS: &str = "agentos_pager_evictions_total";
+/// Counter, label `agent`: prompt tokens summaries stood in for, minus their own tokens.
+pub const PAGER_TOKENS_SAVED: &str = "agentos_pager_compression_saved_tokens_total";
+/// Counter, label `agent`: prompts built by the pager.
+pub const PAGER_PROMPTS: &str = "agentos_pager_prompts_built_total";
+/// Histogram, label `agent`: prompt tokens / budget of every built prompt, 0..1.
+pub const PAGER_BUDGET_UTILISATION: &str = "agentos_pager_prompt_budget_utilisation_ratio";
+/// Counter, labels `agent`, `outcome` (`ok`, `budget`, `store`, `unavailable`, `other`): pager
+/// requests that failed or succeeded, as seen by agents.
+pub const PAGER_REQUESTS: &str = "agentos_pager_requests_total";
+/// Histogram: one store write transaction.
+pub const STORE_WRITE_DURATION: &str = "agentos_store_write_duration_seconds";
+/// Histogram: one store read.
+pub const STORE_READ_DURATION: &str = "agentos_store_read_duration_seconds";
 
 /// Gauge: resident memory of the process.
 pub const PROCESS_RESIDENT_MEMORY: &str = "agentos_monitor_resident_memory_bytes";
@@ -96,12 +125,21 @@ const TASK_BUCKETS: &[f64] = &[
     0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 ];
 
+const STORE_BUCKETS: &[f64] = &[
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 1.0,
+];
+const RATIO_BUCKETS: &[f64] = &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0];
+
 /// Explicit buckets of every histogram.
 pub const HISTOGRAM_BUCKETS: &[(&str, &[f64])] = &[
     (AGENT_STEP_DURATION, LATENCY_BUCKETS),
     (LLM_REQUEST_DURATION, LATENCY_BUCKETS),
     (TOOL_CALL_DURATION, LATENCY_BUCKETS),
     (SCHED_TASK_DURATION, TASK_BUCKETS),
+    (STORE_WRITE_DURATION, STORE_BUCKETS),
+    (STORE_READ_DURATION, STORE_BUCKETS),
+    (PAGER_BUDGET_UTILISATION, RATIO_BUCKETS),
 ];
 
 /// Registers help texts and units with the installed recorder.
@@ -185,6 +223,48 @@ pub fn describe_all() {
         "KV-cache configuration per backend; always 1."
     );
     describe_gauge!(
+        PAGER_RESIDENT_PAGES,
+        "Resident context pages of open contexts."
+    );
+    describe_gauge!(PAGER_RESIDENT_TOKENS, "Tokens of resident context pages.");
+    describe_gauge!(
+        PAGER_SWAPPED_PAGES,
+        "Context pages swapped out to the store."
+    );
+    describe_gauge!(PAGER_SWAPPED_TOKENS, "Tokens of swapped-out context pages.");
+    describe_counter!(
+        PAGER_FAULTS,
+        "Context pages faulted back in from the store."
+    );
+    describe_counter!(
+        PAGER_SWAP_IN_TOKENS,
+        "Tokens faulted back in from the store."
+    );
+    describe_counter!(
+        PAGER_SWAP_OUT_TOKENS,
+        "Tokens evicted from the resident set."
+    );
+    describe_counter!(PAGER_EVICTIONS, "Context pages evicted, by policy.");
+    describe_counter!(
+        PAGER_TOKENS_SAVED,
+        "Prompt tokens that summaries stood in for, minus the summaries' own tokens."
+    );
+    describe_counter!(PAGER_PROMPTS, "Prompts built by the context pager.");
+    describe_histogram!(
+        PAGER_BUDGET_UTILISATION,
+        "Prompt tokens divided by the agent's context budget, per built prompt."
+    );
+    describe_counter!(
+        PAGER_REQUESTS,
+        "Context pager requests by agent and outcome."
+    );
+    describe_histogram!(
+        STORE_WRITE_DURATION,
+        Unit::Seconds,
+        "One store write transaction."
+    );
+    describe_histogram!(STORE_READ_DURATION, Unit::Seconds, "One store read.");
+    describe_gauge!(
         PROCESS_RESIDENT_MEMORY,
         Unit::Bytes,
         "Resident memory of the process."
@@ -207,6 +287,7 @@ pub fn register_zeroes() {
         "scheduler",
         "bus",
         "kv_pool",
+        "pager",
         "monitor",
         "agent_supervisor",
     ] {

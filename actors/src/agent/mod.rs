@@ -63,6 +63,8 @@ pub struct AgentEnv {
     pub registry: Arc<Registry>,
     /// The trace.
     pub trace: Trace,
+    /// The backend's encoding (counts the tool definitions sent with every prompt).
+    pub tokenizer: agentos_runtime::tokenize::Encoding,
 }
 
 /// Supervisor child id of an instance.

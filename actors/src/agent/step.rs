@@ -1,16 +1,17 @@
-//! The step loop of one attempt: build messages -> call the backend -> run tool calls ->
+//! The step loop of one attempt: build the prompt -> call the backend -> run tool calls ->
 //! repeat, until a final answer or `max_steps`.
 //!
-//! The prompt is kept within the agent's `context_budget_tokens`: when it would overflow, the
-//! oldest tool exchanges (an assistant message with its tool results) are dropped, never the
-//! system prompt or the task. (The context pager replaces this with paging to a store.)
+//! Every prompt is built by the `ContextPager` within the agent's context budget: the attempt
+//! opens a context (system prompt and task input pinned), appends each exchange (the
+//! assistant message with its tool results) as one page group, and asks for a prompt before
+//! every LLM call. On success the output is shared with the workflow; the context is closed
+//! when the attempt ends, however it ends (its pages stay in the store).
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use agentos_runtime::llm::{
-    approx_prompt_tokens, ChatMessage, ChatRequest, RequestMeta, Role, Usage,
-};
+use actix::prelude::*;
+use agentos_runtime::llm::{ChatMessage, ChatRequest, RequestMeta, Role, Usage};
 use agentos_runtime::metrics as m;
 use agentos_runtime::model::{AgentState, ControlBlock};
 use agentos_runtime::sched::{Dispatch, Outcome};
@@ -18,6 +19,10 @@ use agentos_runtime::tools::{ToolError, BUILTIN_TOOLS};
 use serde_json::json;
 
 use super::{set_state, AgentEnv};
+use crate::pager::{
+    AppendPages, BuildPrompt, CloseContext, ContextPager, OpenContext, PagerFailure, SharePage,
+};
+use crate::registry::Registry;
 
 /// How an attempt ended, with the tokens it used.
 #[derive(Debug)]
@@ -41,10 +46,6 @@ pub async fn run_attempt(
     let tools = env.tools.specs(&spec.tools);
     let mut tool_ctx = env.tool_ctx.clone();
     tool_ctx.task = task.clone();
-    let mut messages = vec![
-        ChatMessage::system(spec.role.clone()),
-        ChatMessage::user(d.input.clone()),
-    ];
     let mut usage = Usage::default();
     let fail = |reason: String, retryable: bool, usage: Usage| AttemptResult {
         outcome: Outcome::Failed {
@@ -55,13 +56,54 @@ pub async fn run_attempt(
         usage,
     };
 
+    let context = format!("{}#{}", d.key, d.attempt_total);
+    let pager_fail = |what: &str, e: PagerFailure, usage: Usage| {
+        metrics::counter!(m::PAGER_REQUESTS, "agent" => agent.clone(), "outcome" => e.outcome_label())
+            .increment(1);
+        fail(
+            format!("context pager: {what}: {e}"),
+            e.is_retryable(),
+            usage,
+        )
+    };
+    let open = OpenContext {
+        agent: agent.clone(),
+        context: context.clone(),
+        task: task.clone(),
+        system: spec.role.clone(),
+        input: d.input.clone(),
+    };
+    if let Err(e) = ask(&env.registry, open).await {
+        return pager_fail("cannot open the context", e, usage);
+    }
+    let _close = CloseOnDrop {
+        registry: env.registry.clone(),
+        agent: agent.clone(),
+        context: context.clone(),
+    };
+    // Tool definitions travel with every prompt; the budget must hold them too.
+    let overhead_tokens = if tools.is_empty() {
+        0
+    } else {
+        serde_json::to_string(&tools).map_or(0, |j| env.tokenizer.count(&j) as u64)
+    };
+
     for step in 0..spec.max_steps {
         let step_started = Instant::now();
-        if let Err(why) = fit_budget(&mut messages, spec.context_budget_tokens) {
-            return fail(why, false, usage);
-        }
+        let build = BuildPrompt {
+            agent: agent.clone(),
+            context: context.clone(),
+            overhead_tokens,
+            want: Vec::new(),
+        };
+        let built = match ask(&env.registry, build).await {
+            Ok(b) => b,
+            Err(e) => return pager_fail("cannot build the prompt", e, usage),
+        };
+        metrics::counter!(m::PAGER_REQUESTS, "agent" => agent.clone(), "outcome" => "ok")
+            .increment(1);
         let mut request = ChatRequest {
-            messages: messages.clone(),
+            messages: built.messages,
             tools: tools.clone(),
             max_tokens: None,
             meta: RequestMeta {
@@ -136,6 +178,17 @@ pub async fn run_attempt(
         let calls = reply.message.tool_calls.clone();
         if calls.is_empty() {
             record_step(&agent, step_started);
+            let share = SharePage {
+                workflow: d.key.workflow.clone(),
+                key: task.clone(),
+                owner: agent.clone(),
+                text: reply.message.content.clone(),
+            };
+            if let Err(e) = ask(&env.registry, share).await {
+                // The output still reaches dependents through their input templates; only the
+                // shared page for unquoted dependents is missing.
+                tracing::warn!(agent = %agent, task = %task, error = %e, "task output not shared");
+            }
             return AttemptResult {
                 outcome: Outcome::Succeeded {
                     output: reply.message.content,
@@ -143,10 +196,10 @@ pub async fn run_attempt(
                 usage,
             };
         }
-        messages.push(ChatMessage {
+        let mut exchange = vec![ChatMessage {
             role: Role::Assistant,
             ..reply.message
-        });
+        }];
         for call in calls {
             let t0 = Instant::now();
             let result = if !spec.tools.iter().any(|t| t == &call.name) {
@@ -184,7 +237,15 @@ pub async fn run_attempt(
                        "step": step, "tool": call.name, "arguments": call.arguments, "result": trace_result,
                        "duration_secs": secs}),
             );
-            messages.push(ChatMessage::tool(call.id, content));
+            exchange.push(ChatMessage::tool(call.id, content));
+        }
+        let append = AppendPages {
+            agent: agent.clone(),
+            context: context.clone(),
+            messages: exchange,
+        };
+        if let Err(e) = ask(&env.registry, append).await {
+            return pager_fail("cannot append the tool exchange", e, usage);
         }
         record_step(&agent, step_started);
     }
@@ -220,64 +281,37 @@ fn record_step(agent: &str, started: Instant) {
         .record(started.elapsed().as_secs_f64());
 }
 
-/// Drops the oldest tool exchanges until the prompt fits `budget` tokens. The system prompt and
-/// the task (the first two messages) always stay. Fails when even those do not fit.
-pub fn fit_budget(messages: &mut Vec<ChatMessage>, budget: u64) -> Result<(), String> {
-    loop {
-        let tokens = approx_prompt_tokens(messages);
-        if tokens <= budget {
-            return Ok(());
-        }
-        // Find the oldest assistant message after the pinned pair and drop it with the tool
-        // results that answer it, so every tool result still follows its call.
-        let Some(start) = messages
-            .iter()
-            .skip(2)
-            .position(|m| m.role == Role::Assistant)
-            .map(|i| i + 2)
-        else {
-            return Err(format!(
-                "prompt needs {tokens} tokens but the context budget is {budget}, and nothing more can be dropped"
-            ));
-        };
-        let end = messages[start + 1..]
-            .iter()
-            .position(|m| m.role != Role::Tool)
-            .map(|i| start + 1 + i)
-            .unwrap_or(messages.len());
-        messages.drain(start..end);
+/// Sends `msg` to the context pager and waits for its answer.
+async fn ask<M, R>(registry: &Registry, msg: M) -> Result<R, PagerFailure>
+where
+    M: Message<Result = Result<R, PagerFailure>> + Send + 'static,
+    R: Send + 'static,
+    ContextPager: Handler<M>,
+{
+    let Some(pager) = registry.pager() else {
+        return Err(PagerFailure::Unavailable("not running".into()));
+    };
+    match pager.send(msg).await {
+        Ok(r) => r,
+        Err(e) => Err(PagerFailure::Unavailable(format!("{e} (restarting?)"))),
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Closes the attempt's context however the attempt ends (answer, failure, timeout, panic).
+struct CloseOnDrop {
+    registry: Arc<Registry>,
+    agent: String,
+    context: String,
+}
 
-    #[test]
-    fn fit_budget_drops_oldest_exchange_first() {
-        let big = "word ".repeat(200);
-        let mut msgs = vec![
-            ChatMessage::system("sys"),
-            ChatMessage::user("task"),
-            ChatMessage::assistant(big.clone()),
-            ChatMessage::tool("c1", big.clone()),
-            ChatMessage::assistant("short"),
-            ChatMessage::tool("c2", "ok"),
-        ];
-        fit_budget(&mut msgs, 100).unwrap();
-        assert_eq!(msgs.len(), 4);
-        assert_eq!(msgs[2].content, "short");
-        assert_eq!(msgs[3].tool_call_id.as_deref(), Some("c2"));
-    }
-
-    #[test]
-    fn fit_budget_fails_when_pinned_messages_overflow() {
-        let mut msgs = vec![
-            ChatMessage::system("sys"),
-            ChatMessage::user("word ".repeat(500)),
-        ];
-        let err = fit_budget(&mut msgs, 100).unwrap_err();
-        assert!(err.contains("context budget is 100"), "{err}");
-        assert_eq!(msgs.len(), 2);
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if let Some(pager) = self.registry.pager() {
+            // Rare and must not be lost: do_send ignores the mailbox bound.
+            pager.do_send(CloseContext {
+                agent: std::mem::take(&mut self.agent),
+                context: std::mem::take(&mut self.context),
+            });
+        }
     }
 }

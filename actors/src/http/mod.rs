@@ -1,6 +1,6 @@
 //! The HTTP endpoint: `GET /metrics` (Prometheus text format), `GET /healthz`, and a small
 //! read-only JSON API: `GET /api/tasks` (every task with state, attempts and reasons) and
-//! `GET /api/agents` (every agent's control block).
+//! `GET /api/agents` (every agent's control block, with its context pager statistics).
 //!
 //! Served with hyper on the actor system's own runtime. Unknown paths answer 404 and other
 //! methods 405, both with a JSON error; nothing a client sends can panic the server.
@@ -116,11 +116,28 @@ async fn route(req: Request<Incoming>, state: &HttpState) -> Response<Full<Bytes
             Ok(s) => json_response(StatusCode::OK, serde_json::to_value(s).unwrap_or_default()),
             Err(why) => json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"error": why})),
         },
-        _ => json_response(
-            StatusCode::OK,
-            serde_json::to_value(state.registry.control_blocks()).unwrap_or_default(),
-        ),
+        _ => json_response(StatusCode::OK, agents(state)),
     }
+}
+
+/// Every control block, each with its agent's context pager statistics under `pager`.
+fn agents(state: &HttpState) -> serde_json::Value {
+    let stats = state
+        .registry
+        .pager_stats
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let blocks = state.registry.control_blocks();
+    let mut out = Vec::with_capacity(blocks.len());
+    for cb in blocks {
+        let mut v = serde_json::to_value(&cb).unwrap_or_default();
+        if let (Some(obj), Some(s)) = (v.as_object_mut(), stats.get(&cb.id.agent)) {
+            obj.insert("pager".into(), serde_json::to_value(s).unwrap_or_default());
+        }
+        out.push(v);
+    }
+    serde_json::Value::Array(out)
 }
 
 async fn snapshot(state: &HttpState) -> Result<crate::scheduler::RunSnapshot, String> {

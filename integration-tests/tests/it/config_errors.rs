@@ -143,7 +143,7 @@ fn kv_cache_bad_input_names_the_backend_and_its_line() {
         (
             "Sim(())",
             "(block_size: 16, capacity_blocks: 100)",
-            "smaller than one prompt of agent \"a\" (context_budget_tokens 4096); it needs at least 256 blocks of 16",
+            "smaller than one prompt of agent \"a\" (context budget 4096 tokens); it needs at least 256 blocks of 16",
         ),
         ("Sim(())", "(routing: \"random\")", "unknown routing policy \"random\"; known policies: round_robin, least_loaded, prefix_aware"),
         ("Sim((replicas: 0))", "()", "0 is an empty replica list"),

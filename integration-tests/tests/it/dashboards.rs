@@ -50,6 +50,20 @@ const ALL_METRICS: &[&str] = &[
     m::PROCESS_RESIDENT_MEMORY,
     m::PROCESS_CPU_RATIO,
     m::BUILD_INFO,
+    m::PAGER_RESIDENT_PAGES,
+    m::PAGER_RESIDENT_TOKENS,
+    m::PAGER_SWAPPED_PAGES,
+    m::PAGER_SWAPPED_TOKENS,
+    m::PAGER_FAULTS,
+    m::PAGER_SWAP_IN_TOKENS,
+    m::PAGER_SWAP_OUT_TOKENS,
+    m::PAGER_EVICTIONS,
+    m::PAGER_TOKENS_SAVED,
+    m::PAGER_PROMPTS,
+    m::PAGER_BUDGET_UTILISATION,
+    m::PAGER_REQUESTS,
+    m::STORE_WRITE_DURATION,
+    m::STORE_READ_DURATION,
 ];
 
 /// Series suffixes the Prometheus exporter adds to a histogram.

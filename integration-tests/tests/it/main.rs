@@ -4,6 +4,7 @@ mod config_errors;
 mod dashboards;
 mod helpers;
 mod openai;
+mod pager;
 mod prometheus;
 mod system;
 mod tools;

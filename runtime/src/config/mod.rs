@@ -8,6 +8,7 @@
 //!
 //! The schema is documented for users in `config/README.md`.
 
+mod context;
 pub mod raw;
 pub mod span;
 pub mod validate;
@@ -275,8 +276,10 @@ pub struct AgentSpec {
     pub timeout: Duration,
     /// Agent that takes a task after this one's attempts are spent.
     pub fallback: Option<String>,
-    /// Token budget of the prompt.
+    /// Token budget of the prompt: `context.window_tokens - context.reserve_output_tokens`.
     pub context_budget_tokens: u64,
+    /// Context window, eviction policy and summariser.
+    pub context: ContextSpec,
     /// Workspace for file tools and commands.
     pub workspace: Option<WorkspaceSpec>,
     /// Argv prefixes `run_command` may run.
@@ -287,6 +290,27 @@ pub struct AgentSpec {
     pub subscribe: Vec<String>,
     /// Simulator behaviour (only with a `sim` backend).
     pub sim: SimBehaviour,
+}
+
+/// How an agent's context window is managed by the context pager.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContextSpec {
+    /// The model's context window, tokens.
+    pub window_tokens: u64,
+    /// Tokens kept free for the reply.
+    pub reserve_output_tokens: u64,
+    /// Eviction policy.
+    pub policy: crate::context::PolicyKind,
+    /// Backend that summarises evicted pages; `None` uses the extractive summary.
+    pub summarizer: Option<String>,
+}
+
+impl ContextSpec {
+    /// Most prompt tokens: window minus reserved output.
+    pub fn budget_tokens(&self) -> u64 {
+        self.window_tokens
+            .saturating_sub(self.reserve_output_tokens)
+    }
 }
 
 /// One workflow: a DAG of tasks.

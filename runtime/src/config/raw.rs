@@ -411,9 +411,12 @@ pub struct RawAgent {
     /// Fallback agent.
     #[serde(default)]
     pub fallback: Option<String>,
-    /// Prompt token budget.
-    #[serde(default = "default_context_budget_tokens")]
-    pub context_budget_tokens: u64,
+    /// Prompt token budget (shorthand for a `context` with this window and no reserve).
+    #[serde(default)]
+    pub context_budget_tokens: Option<u64>,
+    /// Context window, reserved output, eviction policy, summariser.
+    #[serde(default)]
+    pub context: Option<RawContext>,
     /// Workspace.
     #[serde(default)]
     pub workspace: Option<RawWorkspace>,
@@ -440,11 +443,47 @@ fn default_max_steps() -> u32 {
 fn default_timeout_secs() -> f64 {
     60.0
 }
-fn default_context_budget_tokens() -> u64 {
-    8192
-}
 fn default_replicas() -> u32 {
     1
+}
+
+/// `context: (...)` of an agent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawContext {
+    /// The model's context window, tokens.
+    #[serde(default = "default_window_tokens")]
+    pub window_tokens: u64,
+    /// Tokens kept free for the reply.
+    #[serde(default = "default_reserve_output_tokens")]
+    pub reserve_output_tokens: u64,
+    /// `lru` or `lru_importance`.
+    #[serde(default = "default_policy")]
+    pub policy: String,
+    /// Backend that writes summaries of evicted pages instead of the extractive default.
+    #[serde(default)]
+    pub summarizer: Option<String>,
+}
+
+impl Default for RawContext {
+    fn default() -> Self {
+        Self {
+            window_tokens: default_window_tokens(),
+            reserve_output_tokens: default_reserve_output_tokens(),
+            policy: default_policy(),
+            summarizer: None,
+        }
+    }
+}
+
+fn default_window_tokens() -> u64 {
+    8192
+}
+fn default_reserve_output_tokens() -> u64 {
+    1024
+}
+fn default_policy() -> String {
+    "lru_importance".into()
 }
 
 /// `retry: (...)`.

@@ -573,18 +573,18 @@ impl Validator<'_> {
             let largest = agents
                 .iter()
                 .filter(|a| a.backend == b.name)
-                .max_by_key(|a| a.context_budget_tokens);
-            if let Some(a) = largest {
-                let needed = a.context_budget_tokens.div_ceil(c.block_size as u64);
+                .map(|a| (a, super::context::declared_budget_tokens(a)))
+                .max_by_key(|(_, budget)| *budget);
+            if let Some((a, budget)) = largest {
+                let needed = budget.div_ceil(c.block_size as u64);
                 if (c.capacity_blocks as u64) < needed {
                     self.err(
                         at,
                         format!(
-                            "cache.capacity_blocks {} ({} tokens per replica) is smaller than one prompt of agent \"{}\" (context_budget_tokens {}); it needs at least {needed} blocks of {}",
+                            "cache.capacity_blocks {} ({} tokens per replica) is smaller than one prompt of agent \"{}\" (context budget {budget} tokens); it needs at least {needed} blocks of {}",
                             c.capacity_blocks,
                             c.capacity_blocks * c.block_size,
                             a.name,
-                            a.context_budget_tokens,
                             c.block_size
                         ),
                     );
@@ -731,14 +731,9 @@ impl Validator<'_> {
                 );
             }
         }
-        if a.context_budget_tokens < 256 {
-            self.err(
-                at("context_budget_tokens"),
-                format!(
-                    "context_budget_tokens must be at least 256, got {}",
-                    a.context_budget_tokens
-                ),
-            );
+        let (context, problems) = super::context::check(a, raw);
+        for (field, message) in problems {
+            self.err(at(field), message);
         }
         if !(1..=100_000).contains(&a.replicas) {
             self.err(
@@ -827,7 +822,8 @@ impl Validator<'_> {
             },
             timeout: secs(a.timeout_secs),
             fallback: a.fallback.clone(),
-            context_budget_tokens: a.context_budget_tokens,
+            context_budget_tokens: context.budget_tokens(),
+            context,
             workspace,
             commands: a.commands.clone(),
             replicas: a.replicas.max(1),

@@ -1,0 +1,245 @@
+//! The `ContextPager` actor: owns every agent's page tables (through the
+//! [`agentos_runtime::context::Pager`] core) and answers typed messages: open a context,
+//! append pages, build a prompt within the budget, pin, set importance, share, close, stats.
+//!
+//! The core and its store connection live on a dedicated worker thread ([`worker`]); handlers
+//! only queue a closure and await its reply, so swap I/O never blocks the arbiter. The actor is
+//! a permanent child of the root supervisor. Nothing is lost when it restarts: pages are
+//! written through to the store, and a context that is not in memory is rebuilt from it on its
+//! next use; a request that was in flight fails with a retryable error.
+//!
+//! Every build emits a `prompt_built` trace event, and one `page_evicted` / `page_fault` event
+//! per exchange group moved.
+
+pub mod messages;
+pub mod worker;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use agentos_runtime::context::{PageMove, SharedStats};
+use agentos_runtime::trace::Trace;
+use serde_json::json;
+
+pub use messages::*;
+pub use worker::{Worker, WorkerConfig};
+
+use crate::supervisor::ExitNotice;
+
+/// Mailbox bound: every agent replica may have a request in flight.
+pub const MAILBOX_CAPACITY: usize = 4096;
+
+/// The context pager actor.
+pub struct ContextPager {
+    worker: Option<Worker>,
+    config: WorkerConfig,
+    shares: Arc<HashMap<String, Vec<String>>>,
+    trace: Trace,
+    notice: ExitNotice,
+}
+
+impl ContextPager {
+    /// A pager over `config`; `shares` maps a task key to the upstream keys it reads as shared
+    /// pages ([`agentos_runtime::context::shared::implicit_shares`]).
+    pub fn new(
+        config: WorkerConfig,
+        shares: Arc<HashMap<String, Vec<String>>>,
+        trace: Trace,
+        notice: ExitNotice,
+    ) -> Self {
+        Self {
+            worker: None,
+            config,
+            shares,
+            trace,
+            notice,
+        }
+    }
+
+    /// The statistics this pager updates.
+    pub fn stats(&self) -> SharedStats {
+        self.config.stats.clone()
+    }
+
+    fn worker(&self) -> Result<Worker, PagerFailure> {
+        self.worker
+            .clone()
+            .ok_or_else(|| PagerFailure::Unavailable("the worker thread did not start".into()))
+    }
+}
+
+impl Actor for ContextPager {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        match Worker::start(self.config.clone()) {
+            Ok(w) => self.worker = Some(w),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the context pager's worker thread");
+                self.notice
+                    .crashed(format!("cannot start worker thread: {e}"));
+                ctx.stop();
+            }
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.notice.exited();
+    }
+}
+
+type Reply<T> = ResponseFuture<Result<T, PagerFailure>>;
+
+fn run<T, F>(worker: Result<Worker, PagerFailure>, f: F) -> Reply<T>
+where
+    T: Send + 'static,
+    F: FnOnce(
+            &mut agentos_runtime::context::Pager<agentos_runtime::context::StoreSwap>,
+        ) -> Result<T, agentos_runtime::context::PagerError>
+        + Send
+        + 'static,
+{
+    Box::pin(async move { worker?.call(f).await })
+}
+
+impl Handler<OpenContext> for ContextPager {
+    type Result = Reply<u64>;
+
+    fn handle(&mut self, m: OpenContext, _: &mut Self::Context) -> Self::Result {
+        let shared = self.shares.get(&m.task).cloned().unwrap_or_default();
+        run(self.worker(), move |p| {
+            p.open(&m.agent, &m.context, &m.system, &m.input, &shared)
+        })
+    }
+}
+
+impl Handler<AppendPages> for ContextPager {
+    type Result = Reply<Vec<agentos_runtime::context::PageId>>;
+
+    fn handle(&mut self, m: AppendPages, _: &mut Self::Context) -> Self::Result {
+        run(self.worker(), move |p| {
+            p.append(&m.agent, &m.context, m.messages)
+        })
+    }
+}
+
+fn emit_moves(
+    trace: &Trace,
+    event: &str,
+    agent: &str,
+    context: &str,
+    policy: &str,
+    moves: &[PageMove],
+) {
+    for mv in moves {
+        trace.emit(
+            event,
+            json!({"agent": agent, "context": context, "pages": mv.pages, "kind": mv.kind.label(),
+                   "tokens": mv.tokens, "policy": policy}),
+        );
+    }
+}
+
+impl Handler<BuildPrompt> for ContextPager {
+    type Result = Reply<agentos_runtime::context::BuiltPrompt>;
+
+    fn handle(&mut self, m: BuildPrompt, _: &mut Self::Context) -> Self::Result {
+        let worker = self.worker();
+        let trace = self.trace.clone();
+        Box::pin(async move {
+            let (agent, context) = (m.agent.clone(), m.context.clone());
+            let built = worker?
+                .call(move |p| p.build(&m.agent, &m.context, m.overhead_tokens, &m.want))
+                .await?;
+            emit_moves(
+                &trace,
+                "page_evicted",
+                &agent,
+                &context,
+                built.policy,
+                &built.evicted,
+            );
+            emit_moves(
+                &trace,
+                "page_fault",
+                &agent,
+                &context,
+                built.policy,
+                &built.faulted,
+            );
+            trace.emit(
+                "prompt_built",
+                json!({"agent": agent, "context": context, "tokens": built.tokens, "budget": built.budget,
+                       "messages": built.messages.len(), "evicted": built.evicted.len(),
+                       "faulted": built.faulted.len(), "summaries": built.summaries,
+                       "tokens_saved": built.tokens_saved}),
+            );
+            Ok(built)
+        })
+    }
+}
+
+impl Handler<PinPage> for ContextPager {
+    type Result = Reply<()>;
+
+    fn handle(&mut self, m: PinPage, _: &mut Self::Context) -> Self::Result {
+        run(self.worker(), move |p| {
+            p.set_pinned(&m.agent, &m.context, m.page, m.pinned)
+        })
+    }
+}
+
+impl Handler<SetImportance> for ContextPager {
+    type Result = Reply<()>;
+
+    fn handle(&mut self, m: SetImportance, _: &mut Self::Context) -> Self::Result {
+        run(self.worker(), move |p| {
+            p.set_importance(&m.agent, &m.context, m.page, m.importance)
+        })
+    }
+}
+
+impl Handler<SharePage> for ContextPager {
+    type Result = Reply<()>;
+
+    fn handle(&mut self, m: SharePage, _: &mut Self::Context) -> Self::Result {
+        run(self.worker(), move |p| {
+            p.share(&m.workflow, &m.key, &m.owner, &m.text)
+        })
+    }
+}
+
+impl Handler<CloseContext> for ContextPager {
+    type Result = Reply<()>;
+
+    fn handle(&mut self, m: CloseContext, _: &mut Self::Context) -> Self::Result {
+        run(self.worker(), move |p| p.close(&m.agent, &m.context))
+    }
+}
+
+impl Handler<GetPagerStats> for ContextPager {
+    type Result = MessageResult<GetPagerStats>;
+
+    fn handle(&mut self, _: GetPagerStats, _: &mut Self::Context) -> Self::Result {
+        let stats = self
+            .config
+            .stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        MessageResult(stats)
+    }
+}
+
+impl Handler<StopPager> for ContextPager {
+    type Result = ();
+
+    fn handle(&mut self, _: StopPager, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,177 @@
+//! Model-based property tests: random sequences of append / access / build / evict / swap-in /
+//! pin against a plain list of everything each context was told.
+
+use proptest::prelude::*;
+
+use super::tests::{exchange, exchanges_consistent, pager};
+use super::*;
+use crate::llm::ChatMessage;
+use crate::tokenize::Encoding;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append {
+        agent: usize,
+        words: usize,
+    },
+    Access {
+        agent: usize,
+        page: usize,
+    },
+    Build {
+        agent: usize,
+        overhead: u64,
+    },
+    Evict {
+        agent: usize,
+        page: usize,
+    },
+    SwapIn {
+        agent: usize,
+        page: usize,
+    },
+    Pin {
+        agent: usize,
+        page: usize,
+        pinned: bool,
+    },
+    Importance {
+        agent: usize,
+        page: usize,
+        value: f64,
+    },
+    CrossRead {
+        agent: usize,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..2usize, 1..400usize).prop_map(|(agent, words)| Op::Append { agent, words }),
+        1 => (0..2usize, 0..64usize).prop_map(|(agent, page)| Op::Access { agent, page }),
+        4 => (0..2usize, 0..80u64).prop_map(|(agent, overhead)| Op::Build { agent, overhead }),
+        1 => (0..2usize, 0..64usize).prop_map(|(agent, page)| Op::Evict { agent, page }),
+        1 => (0..2usize, 0..64usize).prop_map(|(agent, page)| Op::SwapIn { agent, page }),
+        1 => (0..2usize, 0..64usize, any::<bool>()).prop_map(|(agent, page, pinned)| Op::Pin { agent, page, pinned }),
+        1 => (0..2usize, 0..64usize, 0.0..1.0f64).prop_map(|(agent, page, value)| Op::Importance { agent, page, value }),
+        1 => (0..2usize).prop_map(|agent| Op::CrossRead { agent }),
+    ]
+}
+
+const AGENTS: [&str; 2] = ["a", "b"];
+const CONTEXTS: [&str; 2] = ["wf/ta#1", "wf/tb#1"];
+
+/// `sub` appears in `all` in the same order (summaries excluded by the caller).
+fn is_subsequence(sub: &[&ChatMessage], all: &[ChatMessage]) -> bool {
+    let mut it = all.iter();
+    sub.iter().all(|m| it.any(|x| x == *m))
+}
+
+fn check(policy: PolicyKind, budget: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let mut p = pager(budget, policy);
+    let mut model: Vec<Vec<ChatMessage>> = Vec::new();
+    for (i, agent) in AGENTS.iter().enumerate() {
+        let system = format!("system of {agent}");
+        let task = format!("task of {agent}");
+        p.open(agent, CONTEXTS[i], &system, &task, &[]).unwrap();
+        model.push(vec![ChatMessage::system(system), ChatMessage::user(task)]);
+    }
+    let mut step = 0;
+    for op in ops {
+        match op {
+            Op::Append { agent, words } => {
+                step += 1;
+                let mut ex = exchange(step, words);
+                // Content unique per agent so isolation is visible.
+                ex[1].content = format!("secret-of-{} {}", AGENTS[agent], ex[1].content);
+                p.append(AGENTS[agent], CONTEXTS[agent], ex.clone())
+                    .unwrap();
+                model[agent].extend(ex);
+            }
+            Op::Access { agent, page } => {
+                let _ = p.access(AGENTS[agent], CONTEXTS[agent], &[page as u64]);
+            }
+            Op::Evict { agent, page } => {
+                let _ = p.evict(AGENTS[agent], CONTEXTS[agent], page as u64);
+            }
+            Op::SwapIn { agent, page } => {
+                let _ = p.swap_in(AGENTS[agent], CONTEXTS[agent], page as u64);
+            }
+            Op::Pin {
+                agent,
+                page,
+                pinned,
+            } => {
+                // Never unpin the system prompt or the task.
+                if page >= 2 {
+                    let _ = p.set_pinned(AGENTS[agent], CONTEXTS[agent], page as u64, pinned);
+                }
+            }
+            Op::Importance { agent, page, value } => {
+                let _ = p.set_importance(AGENTS[agent], CONTEXTS[agent], page as u64, value);
+            }
+            Op::CrossRead { agent } => {
+                let other = 1 - agent;
+                let err = p.build(AGENTS[agent], CONTEXTS[other], 0, &[]).unwrap_err();
+                prop_assert!(matches!(err, PagerError::NotOwner { .. }), "{err}");
+            }
+            Op::Build { agent, overhead } => {
+                let b = match p.build(AGENTS[agent], CONTEXTS[agent], overhead, &[]) {
+                    Ok(b) => b,
+                    // Only a budget that cannot hold the pinned pages may refuse.
+                    Err(PagerError::BudgetTooSmall { .. }) => continue,
+                    Err(e) => return Err(TestCaseError::fail(format!("build failed: {e}"))),
+                };
+                prop_assert!(b.tokens <= budget, "{} > {budget}", b.tokens);
+                prop_assert_eq!(
+                    Encoding::O200kBase.count_prompt(&b.messages) as u64 + overhead,
+                    b.tokens
+                );
+                prop_assert_eq!(&b.messages[0], &model[agent][0]);
+                prop_assert_eq!(&b.messages[1], &model[agent][1]);
+                let table = p.loaded(CONTEXTS[agent]).unwrap();
+                for page in table.pages().iter().filter(|pg| pg.pinned) {
+                    let m = &model[agent][page.id as usize];
+                    prop_assert!(b.messages.contains(m), "pinned page {} missing", page.id);
+                }
+                let real: Vec<&ChatMessage> = b
+                    .messages
+                    .iter()
+                    .filter(|m| !m.content.starts_with("[context pager]"))
+                    .collect();
+                prop_assert!(
+                    is_subsequence(&real, &model[agent]),
+                    "order or content changed"
+                );
+                prop_assert!(exchanges_consistent(&b.messages));
+                let other = AGENTS[1 - agent];
+                prop_assert!(
+                    !b.messages
+                        .iter()
+                        .any(|m| m.content.contains(&format!("secret-of-{other}"))),
+                    "isolation broken"
+                );
+            }
+        }
+        for (i, ctx) in CONTEXTS.iter().enumerate() {
+            let t = p.loaded(ctx).unwrap();
+            prop_assert!(t.nothing_lost(p.swap()), "a page of {} was lost", AGENTS[i]);
+            prop_assert_eq!(t.pages().len(), model[i].len());
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn lru_importance_model(budget in 300u64..3000, ops in prop::collection::vec(op(), 1..60)) {
+        check(PolicyKind::LruImportance, budget, ops)?;
+    }
+
+    #[test]
+    fn lru_model(budget in 300u64..3000, ops in prop::collection::vec(op(), 1..60)) {
+        check(PolicyKind::Lru, budget, ops)?;
+    }
+}

@@ -1,0 +1,165 @@
+//! The store: one embedded SQLite database file per data directory (`<data_dir>/store.db`).
+//!
+//! Today it holds the context pager's pages (the swap device); it is laid out to take
+//! checkpoints and the audit log later, each as its own table family and its own file in this
+//! module, migrated by the same [`schema`] version counter.
+//!
+//! # Why SQLite through `rusqlite` (bundled)
+//! - A real, crash-safe database in one file, with no server to run and no system library to
+//!   find: the `bundled` feature compiles SQLite into the binary.
+//! - The runtime crate has no async runtime of its own; `rusqlite` is synchronous and is driven
+//!   from one dedicated thread per user (the pager's worker), so no actor ever blocks on I/O.
+//!   `sqlx` would pull an async pool into `runtime/` for a single-writer workload.
+//! - WAL journal mode lets readers (a future checkpoint or audit reader) run beside the writer;
+//!   every batch of writes is one transaction, so a crash never leaves a half-written page.
+//!
+//! Every row is keyed by the run id, so runs sharing one store never see each other's pages.
+
+mod pages;
+pub mod schema;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+pub use pages::{PageRow, SharedRow};
+
+/// File name of the store inside the data directory.
+pub const STORE_FILE: &str = "store.db";
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database file could not be created or opened.
+    #[error("cannot open the store at {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// The folder for the database could not be created.
+    #[error("cannot create the store folder {path}: {source}")]
+    Folder {
+        /// The folder.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The file holds a schema newer than this program knows.
+    #[error("the store at {path} has schema version {found}, newer than this program's {known}; use a newer agentos or another --data-dir")]
+    TooNew {
+        /// The file.
+        path: PathBuf,
+        /// Version in the file.
+        found: i64,
+        /// Newest version this program knows.
+        known: i64,
+    },
+    /// A read or write failed.
+    #[error("store {op} failed: {source}")]
+    Io {
+        /// What was being done (`write pages`, `read page`, ...).
+        op: &'static str,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// A stored row could not be decoded.
+    #[error("store row is corrupt ({what}): {detail}")]
+    Corrupt {
+        /// Which row.
+        what: String,
+        /// Why.
+        detail: String,
+    },
+}
+
+/// A connection to the store. Not `Sync`: each user owns one and drives it from one thread.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    path: Option<PathBuf>,
+}
+
+impl Store {
+    /// The store file inside `data_dir`.
+    pub fn path_in(data_dir: &Path) -> PathBuf {
+        data_dir.join(STORE_FILE)
+    }
+
+    /// Opens (creating it and its folder if needed) and migrates the store at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Folder {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(open_err)?;
+        // WAL: readers beside the writer; NORMAL: a commit is durable against a process
+        // crash (the WAL is fsynced at checkpoints), which is what swap needs.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
+        let mut store = Store {
+            conn,
+            path: Some(path.to_path_buf()),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// An in-memory store (tests and benchmarks).
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        let conn = Connection::open_in_memory().map_err(|source| StoreError::Open {
+            path: PathBuf::from(":memory:"),
+            source,
+        })?;
+        let mut store = Store { conn, path: None };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The file, or `None` for an in-memory store.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let path = self
+            .path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(":memory:"));
+        schema::migrate(&mut self.conn, &path)
+    }
+
+    /// The schema version of the open file.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        schema::version(&self.conn)
+    }
+
+    /// Records that run `run_id` started (idempotent).
+    pub fn begin_run(&self, run_id: &str, started_ms: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO runs (run_id, started_ms) VALUES (?1, ?2)",
+                rusqlite::params![run_id, started_ms],
+            )
+            .map(|_| ())
+            .map_err(|source| StoreError::Io {
+                op: "record run",
+                source,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests;

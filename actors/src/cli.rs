@@ -246,6 +246,7 @@ async fn run(
             .await;
     }
     let snapshot = sys.snapshot().await;
+    let kv = sys.kv_stats().await;
     sys.stop().await;
     if let Some(stop) = http_stop {
         stop.send_replace(true);
@@ -261,6 +262,7 @@ async fn run(
         let out = summary::JsonSummary {
             snapshot: &snapshot,
             pager: &pager,
+            kv: &kv,
         };
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -272,6 +274,7 @@ async fn run(
             summary::render(&snapshot, &sys.simulated_backends, restarts)
         );
         print!("{}", summary::render_pager(&pager));
+        print!("{}", summary::render_kv(&kv));
         println!("run folder: {}", sys.run_dir.display());
         println!("store: {} (run {})", sys.store_path.display(), sys.run_id);
     }

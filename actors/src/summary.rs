@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::collections::BTreeMap;
 
 use agentos_runtime::context::AgentStats;
+use agentos_runtime::kvcache::BackendStats;
 use agentos_runtime::model::TaskState;
 use serde::Serialize;
 
@@ -136,7 +137,67 @@ pub fn render_pager(stats: &BTreeMap<String, AgentStats>) -> String {
     out
 }
 
-/// The `--json` summary: the task snapshot's fields plus `pager` (statistics by agent).
+/// The KV-cache pool's part of the summary: one row per replica of every backend that served
+/// calls, with prefix-cache hits in tokens (hit rate = hit tokens / queried tokens).
+pub fn render_kv(stats: &BTreeMap<String, BackendStats>) -> String {
+    let mut out = String::new();
+    let rows: Vec<(&String, &BackendStats)> = stats
+        .iter()
+        .filter(|(_, s)| s.total.query_tokens > 0)
+        .collect();
+    if rows.is_empty() {
+        return out;
+    }
+    let w = rows.iter().map(|(b, _)| b.len()).max().unwrap_or(7).max(7);
+    let _ = writeln!(out, "KV-cache pool (per replica, as the pool models it):");
+    let _ = writeln!(
+        out,
+        "  {:<w$}  {:>7}  {:>5}  {:>13}  {:>11}  {:>8}  {:>9}  {:>10}",
+        "BACKEND",
+        "REPLICA",
+        "CALLS",
+        "QUERY TOKENS",
+        "HIT TOKENS",
+        "HIT RATE",
+        "EVICTIONS",
+        "COW COPIES"
+    );
+    for (backend, s) in rows {
+        for (i, r) in s.replicas.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "  {:<w$}  {:>7}  {:>5}  {:>13}  {:>11}  {:>7.1}%  {:>9}  {:>10}",
+                backend,
+                i,
+                r.acquires,
+                r.query_tokens,
+                r.hit_tokens,
+                100.0 * r.hit_rate(),
+                r.evictions,
+                r.cow_copies
+            );
+        }
+        if s.replicas.len() > 1 {
+            let t = &s.total;
+            let _ = writeln!(
+                out,
+                "  {:<w$}  {:>7}  {:>5}  {:>13}  {:>11}  {:>7.1}%  {:>9}  {:>10}",
+                backend,
+                "all",
+                t.acquires,
+                t.query_tokens,
+                t.hit_tokens,
+                100.0 * t.hit_rate(),
+                t.evictions,
+                t.cow_copies
+            );
+        }
+    }
+    out
+}
+
+/// The `--json` summary: the task snapshot's fields plus `pager` (statistics by agent) and
+/// `kv` (KV-cache pool statistics by backend).
 #[derive(Debug, Serialize)]
 pub struct JsonSummary<'a> {
     /// Every task.
@@ -144,4 +205,6 @@ pub struct JsonSummary<'a> {
     pub snapshot: &'a RunSnapshot,
     /// Context pager statistics by agent.
     pub pager: &'a BTreeMap<String, AgentStats>,
+    /// KV-cache pool statistics by backend.
+    pub kv: &'a BTreeMap<String, BackendStats>,
 }

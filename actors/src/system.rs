@@ -17,7 +17,7 @@
 //! migrating) the store `<data_dir>/store.db` and writes this run's row first, so a store that
 //! cannot be opened or written is a start-up error, never a failure mid-run.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use agentos_runtime::config::{BackendKind, Config};
+use agentos_runtime::kvcache::BackendStats;
 use agentos_runtime::llm::openai::OpenAiBackend;
 use agentos_runtime::llm::sim::SimBackend;
 use agentos_runtime::llm::LlmBackend;
@@ -39,7 +40,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::agent::{child_id, Agent, AgentEnv, StopAgent};
 use crate::bus::{BusHandle, MessageBus, StopBus};
-use crate::kvpool::{KvCachePool, KvClient, PoolSlot, StopKvPool};
+use crate::kvpool::{GetKvStats, KvCachePool, KvClient, PoolSlot, StopKvPool};
 use crate::monitor::{ResourceMonitor, StopMonitor};
 use crate::pager::{ContextPager, StopPager, WorkerConfig};
 use crate::registry::Registry;
@@ -436,6 +437,24 @@ impl RunningSystem {
             .timeout(Duration::from_secs(5))
             .await
             .context("scheduler did not answer")
+    }
+
+    /// The KV-cache pool's figures for every backend, by name (empty if the pool does not
+    /// answer within five seconds).
+    pub async fn kv_stats(&self) -> BTreeMap<String, BackendStats> {
+        let mut out = BTreeMap::new();
+        let Some(pool) = self.kv_pool.get() else {
+            return out;
+        };
+        for b in &self.cfg.backends {
+            let ask = pool.send(GetKvStats {
+                backend: b.name.clone(),
+            });
+            if let Ok(Ok(Some(stats))) = tokio::time::timeout(Duration::from_secs(5), ask).await {
+                out.insert(b.name.clone(), stats);
+            }
+        }
+        out
     }
 
     /// Graceful shutdown: stop dispatching, give running attempts up to `grace` to finish, then

@@ -111,6 +111,29 @@ fn run_exits_1_when_a_task_fails_and_prints_the_reason() {
         .any(|l| l["event"] == "task_state" && l["to"] == "skipped"));
 }
 
+#[test]
+fn run_json_reports_pager_and_kv_cache_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .arg("run")
+        .arg(repo().join("config/kv-routing.ron"))
+        .arg("--json")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let total = &v["kv"]["sim"]["total"];
+    let queried = total["query_tokens"].as_u64().unwrap();
+    let hits = total["hit_tokens"].as_u64().unwrap();
+    // Twelve agents share one long system prompt: once it is cached, most of every prompt hits.
+    assert!(queried > 0 && hits * 2 > queried, "{total}");
+    assert_eq!(v["kv"]["sim"]["replicas"].as_array().unwrap().len(), 4);
+    assert!(v["pager"]["researcher"]["prompts"].as_u64().unwrap() >= 12, "{}", v["pager"]);
+}
+
 fn get(addr: &str, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

@@ -22,7 +22,7 @@ pub mod stats;
 
 pub use block::{Acquired, BlockManager, SeqId};
 pub use hash::PromptEncoder;
-pub use pool::{Grant, PoolCore};
+pub use pool::{BackendStats, Grant, PoolCore};
 pub use router::{Decision, RouteOutcome, Router, RoutingPolicy};
 pub use stats::KvStats;
 

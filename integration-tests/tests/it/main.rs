@@ -5,5 +5,6 @@ mod dashboards;
 mod helpers;
 mod openai;
 mod prometheus;
+mod simserver;
 mod system;
 mod tools;

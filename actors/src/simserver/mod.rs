@@ -171,14 +171,16 @@ impl SimServer {
         let allowed = match path.as_str() {
             "/v1/chat/completions" => Method::POST,
             "/v1/models" | "/healthz" => Method::GET,
-            _ => return error(
-                StatusCode::NOT_FOUND,
-                "not_found_error",
-                &format!(
+            _ => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "not_found_error",
+                    &format!(
                     "no such endpoint: {path} (this simulator serves POST /v1/chat/completions, \
                          GET /v1/models, GET /healthz)"
                 ),
-            ),
+                )
+            }
         };
         if req.method() != allowed {
             let mut resp = error(

@@ -123,9 +123,11 @@ fn message(i: usize, m: Message) -> Result<ChatMessage, String> {
         "user" => Role::User,
         "assistant" => Role::Assistant,
         "tool" => Role::Tool,
-        other => return Err(format!(
+        other => {
+            return Err(format!(
             "messages[{i}].role must be system, developer, user, assistant or tool, got {other:?}"
-        )),
+        ))
+        }
     };
     let content = match m.content {
         Value::Null => String::new(),

@@ -80,12 +80,16 @@ fn idle_config(agents: usize, tasks: usize) -> Config {
         "(version: 1, runtime: (max_concurrency: {agents}),
           backends: [(name: \"sim\", kind: Sim((latency: (base_ms: 0, per_prompt_token_us: 0, per_output_token_ms: 0))))],
           agents: [(name: \"a\", role: \"r\", backend: \"sim\", replicas: {agents})],
-          workflows: [(name: \"w\", tasks: ["
+          workflows: ["
     );
-    for i in 0..tasks {
-        text.push_str(&format!("(id: \"t{i}\", agent: \"a\", input: \"x\"),"));
+    if tasks > 0 {
+        text.push_str("(name: \"w\", tasks: [");
+        for i in 0..tasks {
+            text.push_str(&format!("(id: \"t{i}\", agent: \"a\", input: \"x\"),"));
+        }
+        text.push_str("])");
     }
-    text.push_str("])])");
+    text.push_str("])");
     Config::parse(&text, "bench.ron", std::path::Path::new(".")).expect("generated config is valid")
 }
 

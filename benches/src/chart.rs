@@ -72,6 +72,14 @@ pub fn draw(reports: &[ScenarioReport], path: &Path) -> anyhow::Result<()> {
         chart
             .configure_mesh()
             .x_desc("concurrent agents (log)")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| {
+                if *y >= 1.0 {
+                    format!("{y:.0}")
+                } else {
+                    format!("{y}")
+                }
+            })
             .y_desc(y_desc)
             .draw()
             .map_err(err)?;
@@ -97,7 +105,7 @@ pub fn draw(reports: &[ScenarioReport], path: &Path) -> anyhow::Result<()> {
             .configure_series_labels()
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
+            .position(SeriesLabelPosition::MiddleRight)
             .draw()
             .map_err(err)?;
     }

@@ -17,13 +17,14 @@ use crate::scenarios::{registry, Ctx};
 #[derive(Debug, Parser)]
 #[command(name = "agentos-bench", about, long_about = None)]
 pub struct Args {
-    /// Scenarios to run (`all`, or names: overhead, llm_bound, frameworks, ...).
+    /// Scenarios to run (`all`, or names: overhead, llm_bound, frameworks, ...); `report`
+    /// runs none and only regenerates RESULTS.md and the chart from `results/`.
     #[arg(default_value = "all")]
     pub scenarios: Vec<String>,
     /// Tiny sizes and one repetition, for CI; LangGraph only if its venv exists already.
     #[arg(long)]
     pub smoke: bool,
-    /// Repetitions per variant and size (medians are reported); default 3, or 1 with --smoke.
+    /// Repetitions per variant and size (medians are reported); default 5, or 1 with --smoke.
     #[arg(long)]
     pub reps: Option<usize>,
     /// Where `results/` and `RESULTS.md` go (default: the `benches/` folder).
@@ -73,9 +74,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let scenarios = registry();
     let known: Vec<&str> = scenarios.iter().map(|s| s.name).collect();
     for name in &args.scenarios {
-        if name != "all" && !known.contains(&name.as_str()) {
+        if name != "all" && name != "report" && !known.contains(&name.as_str()) {
             anyhow::bail!(
-                "unknown scenario {name:?}; known: all, {}",
+                "unknown scenario {name:?}; known: all, report, {}",
                 known.join(", ")
             );
         }
@@ -87,7 +88,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", results.display()))?;
     let ctx = Ctx {
         smoke: args.smoke,
-        reps: args.reps.unwrap_or(if args.smoke { 1 } else { 3 }).max(1),
+        reps: args.reps.unwrap_or(if args.smoke { 1 } else { 5 }).max(1),
         exe: std::env::current_exe().context("own executable")?,
         bench_dir: bench_dir(),
         machine: Machine::describe(),

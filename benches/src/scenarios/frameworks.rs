@@ -60,7 +60,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
              `agentos`: the `openai` backend, one agent replica per request. `langgraph`: \
              `create_react_agent` with `ChatOpenAI`, all requests through `asyncio.gather` \
              (`benches/python/langgraph_bench.py`). Task latency is per request, from the start \
-             of its work to its answer; step latency is not measured inside LangGraph."
+             of its work to its answer; step latency is not measured inside LangGraph. LangGraph's \
+             CPU time counts the workload only (its imports, about a second, are left out); \
+             its peak RSS is the whole Python process."
         ),
         params: json!({"requests": sizes, "server": SERVER, "python_packages": versions}),
         machine: ctx.machine.clone(),

@@ -78,6 +78,18 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Serve the `sim` backend (a simulator, not a language model) as an OpenAI-compatible
+    /// endpoint: POST /v1/chat/completions, GET /v1/models, GET /healthz.
+    ///
+    /// Exits 0 on SIGINT/SIGTERM, 2 on config errors, 3 if the address cannot be bound.
+    SimServer {
+        /// Address to listen on (port 0 picks a free port and prints it).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8088")]
+        listen: SocketAddr,
+        /// RON file with the simulator's settings (seed, latency, faults, concurrency limit).
+        #[arg(long, value_name = "FILE.ron")]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Entry point of the binary.
@@ -122,6 +134,7 @@ pub fn main() -> ExitCode {
             trace,
             data_dir,
         } => start(&file, trace, data_dir, |cfg, opts| serve(cfg, opts, listen)),
+        Command::SimServer { listen, config } => crate::simserver::main(listen, config),
     }
 }
 
@@ -188,7 +201,7 @@ fn install_panic_hook() {
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());

@@ -12,6 +12,7 @@
 //! - [`registry`]: where actors find each other's current addresses.
 //! - [`system`]: booting the actor tree from a config, draining and stopping it.
 //! - [`http`]: `/metrics`, `/healthz`, `/api/tasks`, `/api/agents`.
+//! - [`simserver`]: `agentos sim-server`, the simulator as an OpenAI-compatible endpoint.
 //! - [`telemetry`]: the Prometheus recorder and logging.
 //! - [`summary`]: the run summary table.
 //! - [`cli`]: the `agentos` command line (the binary only calls [`cli::main`]).
@@ -25,6 +26,7 @@ pub mod monitor;
 pub mod pager;
 pub mod registry;
 pub mod scheduler;
+pub mod simserver;
 pub mod summary;
 pub mod supervisor;
 pub mod system;

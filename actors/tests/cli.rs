@@ -131,7 +131,11 @@ fn run_json_reports_pager_and_kv_cache_figures() {
     // Twelve agents share one long system prompt: once it is cached, most of every prompt hits.
     assert!(queried > 0 && hits * 2 > queried, "{total}");
     assert_eq!(v["kv"]["sim"]["replicas"].as_array().unwrap().len(), 4);
-    assert!(v["pager"]["researcher"]["prompts"].as_u64().unwrap() >= 12, "{}", v["pager"]);
+    assert!(
+        v["pager"]["researcher"]["prompts"].as_u64().unwrap() >= 12,
+        "{}",
+        v["pager"]
+    );
 }
 
 fn get(addr: &str, path: &str) -> (u16, String) {
@@ -240,4 +244,67 @@ fn serve_answers_http_and_shuts_down_gracefully_on_sigterm() {
             .any(|l| l.contains("\"task\":\"w/long\"") && l.contains("\"to\":\"succeeded\"")),
         "{trace}"
     );
+}
+
+#[test]
+fn sim_server_serves_until_sigterm_and_rejects_bad_config_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.ron");
+    std::fs::write(
+        &bad,
+        "(faults: (error_rate: 3), max_body_bytes: 1, colour: 1)",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["sim-server", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.ron") && err.contains("colour"), "{err}");
+
+    let good = dir.path().join("good.ron");
+    std::fs::write(&good, "(model: \"sim-test\", latency: (base_ms: 1))").unwrap();
+    let mut child = Command::new(bin())
+        .args(["sim-server", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&good)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("simulator"), "{line}");
+    let addr = line
+        .trim()
+        .rsplit_once("http://")
+        .and_then(|(_, a)| a.strip_suffix("/v1"))
+        .expect(&line)
+        .to_owned();
+    let (status, body) = get(&addr, "/healthz");
+    assert_eq!(status, 200);
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["simulator"], true);
+    assert_eq!(health["model"], "sim-test");
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sim-server did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
 }

@@ -1,5 +1,5 @@
-//! Micro-benchmarks of the runtime core: scheduler dispatch cost per task (wide and deep DAGs)
-//! and the ready queue.
+//! Micro-benchmarks of the runtime core: scheduler dispatch cost per task (wide and deep DAGs
+//! of 1k / 10k / 100k tasks) and the ready queue.
 
 use std::time::Instant;
 
@@ -42,7 +42,7 @@ fn drive(core: &mut SchedulerCore, replicas: u32) {
 fn scheduler(c: &mut Criterion) {
     let mut group = c.benchmark_group("scheduler_dag");
     group.sample_size(10);
-    for &n in &[1_000usize, 10_000] {
+    for &n in &[1_000usize, 10_000, 100_000] {
         for deep in [false, true] {
             let cfg = dag_config(n, 8, deep);
             group.throughput(Throughput::Elements(n as u64));

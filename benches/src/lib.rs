@@ -1,10 +1,26 @@
-//! AgentOS benchmarks: criterion micro-benchmarks live in `benches/`; this library holds the
-//! workload builders they share and the scenario workloads:
+//! AgentOS benchmarks.
 //!
+//! - `benches/`: criterion micro-benchmarks (`cargo bench -p agentos-benches`).
+//! - [`scenarios`]: the scenarios of the `agentos-bench` runner and their registry.
+//! - [`workload`]: the generated workloads, run on AgentOS and on the direct baselines.
+//! - [`child`]: every variant runs in its own child process, so RSS and CPU are its own.
+//! - [`measure`]: samples, percentiles, peak RSS and CPU time.
+//! - [`report`]: the JSON reports and their markdown tables.
+//! - [`simhost`]: a sim-server on a thread of the runner, shared by a scenario's variants.
+//! - [`chart`]: the SVG chart.
 //! - [`kv_routing`]: cache-aware routing across simulated replicas (hit rate against the
 //!   upper bound, blocks saved by sharing, makespan per routing policy).
+//! - [`runner`]: the runner's command line and output files.
 
+pub mod chart;
+pub mod child;
 pub mod kv_routing;
+pub mod measure;
+pub mod report;
+pub mod runner;
+pub mod scenarios;
+pub mod simhost;
+pub mod workload;
 
 use std::sync::Arc;
 

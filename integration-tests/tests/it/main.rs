@@ -6,5 +6,6 @@ mod helpers;
 mod openai;
 mod pager;
 mod prometheus;
+mod simserver;
 mod system;
 mod tools;

@@ -1,0 +1,263 @@
+//! `agentos sim-server --config FILE`: the simulator's settings as a small RON file.
+//!
+//! ```ron
+//! (
+//!     model: "agentos-simulator",
+//!     seed: 7,
+//!     latency: (base_ms: 20, per_prompt_token_us: 20, per_output_token_ms: 0.5),
+//!     faults: (error_rate: 0.01, rate_limit_rate: 0.01, hang_rate: 0.0),
+//!     max_concurrent: 16,
+//!     max_queue: 1000,
+//! )
+//! ```
+//!
+//! Every field may be left out; the defaults are those of [`SimServerConfig::default`].
+//! Unknown fields are errors, like everywhere else in AgentOS configs.
+
+use std::path::Path;
+use std::time::Duration;
+
+use agentos_runtime::config::{SimFaults, SimLatency, SimSettings};
+use serde::Deserialize;
+
+use super::SimServerError;
+
+/// Validated sim-server settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimServerConfig {
+    /// Model name reported in replies and by `/v1/models`; says it is a simulator.
+    pub model: String,
+    /// The simulator's seed, latency model and error/hang rates (panics are never injected:
+    /// a crash inside a server would only kill a connection).
+    pub sim: SimSettings,
+    /// Probability per request of an HTTP 429 with `Retry-After`.
+    pub rate_limit_rate: f64,
+    /// `Retry-After` sent with a 429 (simulated or queue full).
+    pub retry_after: Duration,
+    /// Requests served at the same time (batch slots); `0` means unlimited.
+    pub max_concurrent: usize,
+    /// Requests waiting for a slot before new ones get a 429; `0` means unlimited.
+    pub max_queue: usize,
+    /// A simulated hang answers HTTP 504 after this long (it holds its slot meanwhile).
+    pub hang_timeout: Duration,
+    /// Largest request body accepted; larger ones get HTTP 413.
+    pub max_body_bytes: usize,
+}
+
+/// Default model name.
+pub const DEFAULT_MODEL: &str = "agentos-simulator";
+
+impl Default for SimServerConfig {
+    fn default() -> Self {
+        let raw = RawSimServer::default();
+        // The raw defaults are valid by construction (checked by a unit test).
+        Self::from_raw(raw).unwrap_or_else(|_| unreachable!("defaults are valid"))
+    }
+}
+
+impl SimServerConfig {
+    /// Reads and validates a RON file.
+    pub fn load(path: &Path) -> Result<Self, SimServerError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SimServerError::Config {
+            path: path.display().to_string(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text).map_err(|message| SimServerError::Config {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses and validates RON text; the error lists every problem, one per line.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let raw: RawSimServer = ron::Options::default()
+            .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
+            .from_str(text)
+            .map_err(|e| format!("{e}"))?;
+        Self::from_raw(raw).map_err(|errors| errors.join("\n"))
+    }
+
+    fn from_raw(raw: RawSimServer) -> Result<Self, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut millis = |name: &str, v: f64, scale: f64| -> Duration {
+            match Duration::try_from_secs_f64(v * scale) {
+                Ok(d) if v.is_finite() && v <= 3.6e6 / (scale * 1e3) => d,
+                _ => {
+                    errors.push(format!(
+                        "{name} must be a finite number >= 0 (and under an hour), got {v}"
+                    ));
+                    Duration::ZERO
+                }
+            }
+        };
+        let latency = SimLatency {
+            base: millis("latency.base_ms", raw.latency.base_ms, 1e-3),
+            per_prompt_token: millis(
+                "latency.per_prompt_token_us",
+                raw.latency.per_prompt_token_us,
+                1e-6,
+            ),
+            per_output_token: millis(
+                "latency.per_output_token_ms",
+                raw.latency.per_output_token_ms,
+                1e-3,
+            ),
+        };
+        let retry_after = millis("retry_after_secs", raw.retry_after_secs, 1.0);
+        let hang_timeout = millis("hang_timeout_secs", raw.hang_timeout_secs, 1.0);
+        let f = &raw.faults;
+        for (name, v) in [
+            ("faults.error_rate", f.error_rate),
+            ("faults.rate_limit_rate", f.rate_limit_rate),
+            ("faults.hang_rate", f.hang_rate),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                errors.push(format!("{name} must be within 0..=1, got {v}"));
+            }
+        }
+        if f.error_rate + f.rate_limit_rate + f.hang_rate > 1.0 {
+            errors.push("faults: the rates must add up to at most 1".into());
+        }
+        if raw.model.trim().is_empty() {
+            errors.push("model must not be empty".into());
+        }
+        if raw.max_body_bytes < 1024 {
+            errors.push(format!(
+                "max_body_bytes must be at least 1024, got {}",
+                raw.max_body_bytes
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Self {
+            model: raw.model,
+            sim: SimSettings {
+                seed: raw.seed,
+                latency,
+                faults: SimFaults {
+                    error_rate: f.error_rate,
+                    panic_rate: 0.0,
+                    hang_rate: f.hang_rate,
+                },
+            },
+            rate_limit_rate: f.rate_limit_rate,
+            retry_after,
+            max_concurrent: raw.max_concurrent,
+            max_queue: raw.max_queue,
+            hang_timeout,
+            max_body_bytes: raw.max_body_bytes,
+        })
+    }
+}
+
+/// The file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSimServer {
+    model: String,
+    seed: u64,
+    latency: RawLatency,
+    faults: RawFaults,
+    retry_after_secs: f64,
+    max_concurrent: usize,
+    max_queue: usize,
+    hang_timeout_secs: f64,
+    max_body_bytes: usize,
+}
+
+impl Default for RawSimServer {
+    fn default() -> Self {
+        Self {
+            model: DEFAULT_MODEL.into(),
+            seed: 0,
+            latency: RawLatency::default(),
+            faults: RawFaults::default(),
+            retry_after_secs: 1.0,
+            max_concurrent: 0,
+            max_queue: 0,
+            hang_timeout_secs: 60.0,
+            max_body_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// Same units and defaults as the `sim` backend's `latency` in an AgentOS config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLatency {
+    base_ms: f64,
+    per_prompt_token_us: f64,
+    per_output_token_ms: f64,
+}
+
+impl Default for RawLatency {
+    fn default() -> Self {
+        Self {
+            base_ms: 20.0,
+            per_prompt_token_us: 20.0,
+            per_output_token_ms: 0.5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawFaults {
+    error_rate: f64,
+    rate_limit_rate: f64,
+    hang_rate: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let c = SimServerConfig::default();
+        assert_eq!(c.model, DEFAULT_MODEL);
+        assert_eq!(c.sim.latency.base, Duration::from_millis(20));
+        assert_eq!(c.sim.latency.per_prompt_token, Duration::from_micros(20));
+        assert_eq!(c.max_concurrent, 0);
+        assert_eq!(SimServerConfig::parse("()").unwrap(), c);
+    }
+
+    #[test]
+    fn parses_every_field() {
+        let c = SimServerConfig::parse(
+            "(model: \"m\", seed: 3, latency: (base_ms: 0, per_prompt_token_us: 0, \
+             per_output_token_ms: 0), faults: (error_rate: 0.1, rate_limit_rate: 0.2, \
+             hang_rate: 0.3), retry_after_secs: 2, max_concurrent: 4, max_queue: 5, \
+             hang_timeout_secs: 1.5, max_body_bytes: 2048)",
+        )
+        .unwrap();
+        assert_eq!(c.sim.seed, 3);
+        assert!(c.sim.latency.base.is_zero());
+        assert_eq!(c.sim.faults.hang_rate, 0.3);
+        assert_eq!(c.sim.faults.panic_rate, 0.0);
+        assert_eq!(c.rate_limit_rate, 0.2);
+        assert_eq!(c.retry_after, Duration::from_secs(2));
+        assert_eq!((c.max_concurrent, c.max_queue), (4, 5));
+        assert_eq!(c.hang_timeout, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn collects_every_error() {
+        let e = SimServerConfig::parse(
+            "(model: \" \", latency: (base_ms: -1), faults: (error_rate: 2), \
+             max_body_bytes: 10)",
+        )
+        .unwrap_err();
+        for needle in [
+            "latency.base_ms",
+            "faults.error_rate",
+            "model",
+            "max_body_bytes",
+        ] {
+            assert!(e.contains(needle), "{needle} missing from: {e}");
+        }
+        let e = SimServerConfig::parse("(sed: 1)").unwrap_err();
+        assert!(e.contains("sed"), "{e}");
+    }
+}

@@ -1,0 +1,507 @@
+//! `agentos sim-server`: the `sim` backend served as an OpenAI-compatible HTTP endpoint.
+//!
+//! Routes: `POST /v1/chat/completions`, `GET /v1/models`, `GET /healthz`. Every reply carries
+//! `x-agentos-simulator: true` and `server: agentos-sim-server`, the model is called
+//! `agentos-simulator` unless the config says otherwise, and `/healthz` reports
+//! `"simulator": true`: nobody can mistake it for a real model.
+//!
+//! # What it answers
+//! External clients have no per-agent script, so the server picks a documented, deterministic
+//! default for each request:
+//! - if the request offers `tools` and the conversation holds no tool result yet, it calls the
+//!   **first** tool, with arguments derived from the latest user message
+//!   ([`wire::derive_arguments`]): a ReAct-style agent sees one tool call, then
+//! - otherwise it answers with the simulator's final answer, which quotes the latest tool
+//!   result (or user message) and starts with `[simulated]`.
+//!
+//! Latency, token counts and faults are those of [`SimBackend`], driven with a request
+//! identity derived from the conversation: agent = the request's `user` field (or `client`),
+//! task = a hash of the system prompt and first user message, step = the number of assistant
+//! messages so far, attempt = how many times this server has seen this exact point of the
+//! conversation (so a retried request draws its faults afresh, deterministically). The same
+//! seed and the same conversations give the same replies in any order.
+//!
+//! # Capacity
+//! `max_concurrent` batch slots serve requests; the rest wait in FIFO order (tokio's fair
+//! semaphore), like requests queued by a real inference server. Past `max_queue` waiting
+//! requests, new ones get HTTP 429 with `Retry-After`. Simulated errors are HTTP 500,
+//! simulated rate limits HTTP 429 with `Retry-After`, simulated hangs HTTP 504 after
+//! `hang_timeout_secs`.
+//!
+//! Nothing a client sends can panic the server: bad JSON and wrong types are HTTP 400, bodies
+//! over `max_body_bytes` are 413, unknown paths 404, wrong methods 405, all with an OpenAI-style
+//! JSON error body.
+
+pub mod config;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use agentos_runtime::config::{SimBehaviour, SimStep};
+use agentos_runtime::llm::sim::{draw_unit, SimBackend};
+use agentos_runtime::llm::{ChatRequest, LlmBackend, LlmError, RequestMeta, Role};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderName, HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+pub use config::SimServerConfig;
+
+/// Header present on every reply of the simulator.
+pub const SIMULATOR_HEADER: &str = "x-agentos-simulator";
+
+/// Most conversation points remembered for attempt numbering; past it the memory restarts.
+const MAX_REMEMBERED: usize = 100_000;
+
+/// Salts of the server's own deterministic draws.
+const CONVERSATION_SALT: u64 = 0x636f_6e76; // "conv"
+const RATE_LIMIT_SALT: u64 = 0x7261_7465; // "rate"
+
+/// Why the sim-server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SimServerError {
+    /// The `--config` file is unreadable or invalid.
+    #[error("sim-server config {path}: {message}")]
+    Config {
+        /// The file.
+        path: String,
+        /// Every problem, one per line.
+        message: String,
+    },
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The server's state, shared by every connection.
+#[derive(Debug)]
+pub struct SimServer {
+    cfg: SimServerConfig,
+    slots: Option<Semaphore>,
+    queued: AtomicUsize,
+    in_flight: AtomicUsize,
+    served: AtomicU64,
+    seen: Mutex<HashMap<(u64, usize), u32>>,
+    started: Instant,
+}
+
+type Reply = Response<Full<Bytes>>;
+
+impl SimServer {
+    /// A server with these settings.
+    pub fn new(cfg: SimServerConfig) -> Arc<Self> {
+        let slots = (cfg.max_concurrent > 0).then(|| Semaphore::new(cfg.max_concurrent));
+        Arc::new(Self {
+            cfg,
+            slots,
+            queued: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
+            seen: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+        })
+    }
+
+    /// The settings it runs with.
+    pub fn config(&self) -> &SimServerConfig {
+        &self.cfg
+    }
+
+    /// Chat completions answered with HTTP 200 so far.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    /// Serves connections from `listener` until `shutdown` turns `true`. Each connection runs
+    /// as its own tokio task.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = shutdown.wait_for(|s| *s) => return,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "sim-server: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let server = Arc::clone(&self);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let server = Arc::clone(&server);
+                    async move { Ok::<_, Infallible>(server.route(req).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(30))
+                    .serve_connection(TokioIo::new(stream), service);
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "sim-server connection ended with an error");
+                }
+            });
+        }
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Reply {
+        let path = req.uri().path().to_owned();
+        let allowed = match path.as_str() {
+            "/v1/chat/completions" => Method::POST,
+            "/v1/models" | "/healthz" => Method::GET,
+            _ => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "not_found_error",
+                    &format!(
+                    "no such endpoint: {path} (this simulator serves POST /v1/chat/completions, \
+                         GET /v1/models, GET /healthz)"
+                ),
+                )
+            }
+        };
+        if req.method() != allowed {
+            let mut resp = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                &format!("{} is not allowed on {path}; use {allowed}", req.method()),
+            );
+            resp.headers_mut().insert(
+                ALLOW,
+                HeaderValue::from_static(if allowed == Method::POST {
+                    "POST"
+                } else {
+                    "GET"
+                }),
+            );
+            return resp;
+        }
+        match path.as_str() {
+            "/healthz" => self.healthz(),
+            "/v1/models" => json_reply(
+                StatusCode::OK,
+                &json!({"object": "list", "data": [{
+                    "id": self.cfg.model, "object": "model", "created": 0,
+                    "owned_by": "agentos-simulator",
+                }]}),
+            ),
+            _ => match self.read_body(req).await {
+                Ok(body) => self.complete(&body).await,
+                Err(resp) => resp,
+            },
+        }
+    }
+
+    fn healthz(&self) -> Reply {
+        json_reply(
+            StatusCode::OK,
+            &json!({
+                "status": "ok",
+                "simulator": true,
+                "model": self.cfg.model,
+                "uptime_secs": self.started.elapsed().as_secs_f64(),
+                "in_flight": self.in_flight.load(Ordering::Relaxed),
+                "queued": self.queued.load(Ordering::Relaxed),
+                "max_concurrent": self.cfg.max_concurrent,
+                "served_total": self.served(),
+            }),
+        )
+    }
+
+    async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, Reply> {
+        let max = self.cfg.max_body_bytes;
+        let too_large = || {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                &format!("request body is larger than {max} bytes"),
+            )
+        };
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > max as u64) {
+            return Err(too_large());
+        }
+        match Limited::new(req.into_body(), max).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+            Err(e) => Err(error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                &format!("cannot read request body: {e}"),
+            )),
+        }
+    }
+
+    async fn complete(&self, body: &[u8]) -> Reply {
+        let req = match wire::parse_request(body) {
+            Ok(r) => r,
+            Err(msg) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", &msg),
+        };
+        let seed = self.cfg.sim.seed;
+        let first = |role: Role| {
+            req.messages
+                .iter()
+                .find(|m| m.role == role)
+                .map_or("", |m| m.content.as_str())
+        };
+        let conversation = hash(seed, &[first(Role::System), first(Role::User)]);
+        let step = req
+            .messages
+            .iter()
+            .filter(|m| m.role == Role::Assistant)
+            .count();
+        let attempt = self.attempt(conversation, req.messages.len());
+        let meta = RequestMeta {
+            agent: req.user.clone().unwrap_or_else(|| "client".into()),
+            task: format!("conv-{conversation:016x}"),
+            attempt,
+            step: u32::try_from(step).unwrap_or(u32::MAX),
+            replica: 0,
+        };
+        let id = format!("chatcmpl-sim-{conversation:016x}-{step}-{attempt}");
+
+        let draw = draw_unit(
+            seed,
+            &[
+                &meta.agent,
+                &meta.task,
+                &attempt.to_string(),
+                &step.to_string(),
+            ],
+            RATE_LIMIT_SALT,
+        );
+        if draw < self.cfg.rate_limit_rate {
+            return self.too_many(&format!(
+                "simulated rate limit (rate {})",
+                self.cfg.rate_limit_rate
+            ));
+        }
+
+        let _slot = match &self.slots {
+            None => None,
+            Some(slots) => match slots.try_acquire() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    if self.cfg.max_queue > 0
+                        && self.queued.load(Ordering::Relaxed) >= self.cfg.max_queue
+                    {
+                        return self.too_many(&format!(
+                            "the simulator's queue is full ({} requests waiting for {} slots)",
+                            self.cfg.max_queue, self.cfg.max_concurrent
+                        ));
+                    }
+                    let _queued = Counted::new(&self.queued);
+                    // The semaphore is never closed, so acquire cannot fail.
+                    slots.acquire().await.ok()
+                }
+            },
+        };
+        let _in_flight = Counted::new(&self.in_flight);
+
+        let mut behaviours = HashMap::new();
+        let has_tool_result = req.messages.iter().any(|m| m.role == Role::Tool);
+        if let (Some(tool), false) = (req.tools.first(), has_tool_result) {
+            let prompt = req
+                .messages
+                .iter()
+                .rev()
+                .find(|m| m.role == Role::User)
+                .map_or("", |m| m.content.as_str());
+            let call = SimStep::Call {
+                tool: tool.name.clone(),
+                args: wire::derive_arguments(tool, prompt),
+            };
+            behaviours.insert(
+                meta.agent.clone(),
+                SimBehaviour {
+                    script: vec![call; step + 1],
+                    faults: Vec::new(),
+                },
+            );
+        }
+        let backend = SimBackend::new("sim-server", self.cfg.sim.clone(), behaviours);
+        let call = backend.chat(ChatRequest {
+            messages: req.messages,
+            tools: req.tools,
+            max_tokens: req.max_tokens,
+            meta,
+        });
+        match tokio::time::timeout(self.cfg.hang_timeout, call).await {
+            Ok(Ok(reply)) => {
+                self.served.fetch_add(1, Ordering::Relaxed);
+                json_reply(
+                    StatusCode::OK,
+                    &wire::reply_body(&id, &self.cfg.model, unix_now(), &reply),
+                )
+            }
+            Ok(Err(LlmError::Injected(msg))) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                &format!("simulated server error: {msg}"),
+            ),
+            Ok(Err(e)) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                &e.to_string(),
+            ),
+            Err(_) => error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "server_error",
+                &format!(
+                    "simulated hang: no reply within {:?}",
+                    self.cfg.hang_timeout
+                ),
+            ),
+        }
+    }
+
+    /// Attempt number (1-based) of this point of the conversation.
+    fn attempt(&self, conversation: u64, len: usize) -> u32 {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= MAX_REMEMBERED {
+            seen.clear();
+        }
+        let n = seen.entry((conversation, len)).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    fn too_many(&self, message: &str) -> Reply {
+        let mut resp = error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message);
+        let secs = format!("{}", self.cfg.retry_after.as_secs_f64());
+        if let Ok(v) = HeaderValue::from_str(&secs) {
+            resp.headers_mut().insert(RETRY_AFTER, v);
+        }
+        resp
+    }
+}
+
+/// Increments a gauge for as long as it lives (decrements on drop, also when a client goes
+/// away and the request future is dropped).
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(gauge: &'a AtomicUsize) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Self(gauge)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A stable 64-bit hash of `parts` under `seed` (from the simulator's deterministic draw).
+fn hash(seed: u64, parts: &[&str]) -> u64 {
+    (draw_unit(seed, parts, CONVERSATION_SALT) * (1u64 << 53) as f64) as u64
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn json_reply(status: StatusCode, body: &Value) -> Reply {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        HeaderName::from_static(SIMULATOR_HEADER),
+        HeaderValue::from_static("true"),
+    );
+    h.insert(
+        hyper::header::SERVER,
+        HeaderValue::from_static("agentos-sim-server"),
+    );
+    resp
+}
+
+fn error(status: StatusCode, kind: &str, message: &str) -> Reply {
+    json_reply(status, &wire::error_body(kind, message))
+}
+
+/// Binds `addr` (port 0 picks a free port) and returns the listener and its address.
+pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), SimServerError> {
+    let bind_err = |source| SimServerError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
+    let local = listener.local_addr().map_err(bind_err)?;
+    Ok((listener, local))
+}
+
+/// `agentos sim-server`: loads the config (exit 2 on errors), serves on `listen` until SIGINT
+/// or SIGTERM (exit 0), exit 3 if the address cannot be bound.
+pub fn main(listen: SocketAddr, config: Option<PathBuf>) -> ExitCode {
+    let cfg = match config {
+        Some(path) => match SimServerConfig::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => SimServerConfig::default(),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    runtime.block_on(async move {
+        let (listener, local) = match bind(listen).await {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(3);
+            }
+        };
+        println!(
+            "agentos sim-server (a simulator, not a language model) serving model {:?} on http://{local}/v1",
+            cfg.model
+        );
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let server = SimServer::new(cfg);
+        let serving = tokio::spawn(server.serve(listener, stop_rx));
+        crate::cli::shutdown_signal().await;
+        stop_tx.send_replace(true);
+        let _ = serving.await;
+        ExitCode::SUCCESS
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,181 @@
+use super::wire::{derive_arguments, parse_request};
+use super::*;
+use agentos_runtime::llm::ToolSpec;
+
+fn calc() -> ToolSpec {
+    ToolSpec {
+        name: "calculator".into(),
+        description: String::new(),
+        parameters: json!({"type": "object", "properties": {
+            "expression": {"type": "string", "maxLength": 8},
+            "precise": {"type": "boolean"},
+            "unit": {"enum": ["si", "imperial"]},
+            "n": {"type": "integer"},
+        }}),
+    }
+}
+
+#[test]
+fn arguments_follow_the_schema_deterministically() {
+    let args = derive_arguments(&calc(), "12 * 7 + 3 and more");
+    assert_eq!(
+        args,
+        json!({"expression": "12 * 7 +", "precise": true, "unit": "si", "n": 19})
+    );
+    assert_eq!(args, derive_arguments(&calc(), "12 * 7 + 3 and more"));
+}
+
+#[test]
+fn requests_parse_leniently_but_reject_wrong_types() {
+    let r = parse_request(
+        br#"{"model":"x","messages":[{"role":"developer","content":"sys"},
+        {"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]},
+        {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function",
+          "function":{"name":"f","arguments":"{\"x\":1}"}}]},
+        {"role":"tool","tool_call_id":"c1","content":"42"}],
+        "tools":[{"type":"function","function":{"name":"f"}}],"temperature":0}"#,
+    )
+    .unwrap();
+    assert_eq!(r.messages[0].role, Role::System);
+    assert_eq!(r.messages[1].content, "ab");
+    assert_eq!(r.messages[2].tool_calls[0].arguments, json!({"x": 1}));
+    assert_eq!(r.messages[3].tool_call_id.as_deref(), Some("c1"));
+    assert_eq!(r.tools[0].name, "f");
+
+    for (body, needle) in [
+        (&b"{"[..], "invalid request body"),
+        (br#"{"messages":"hi"}"#, "invalid type"),
+        (br#"{"messages":[]}"#, "must not be empty"),
+        (
+            br#"{"messages":[{"role":"wizard","content":"x"}]}"#,
+            "messages[0].role",
+        ),
+        (
+            br#"{"messages":[{"role":"user","content":5}]}"#,
+            "messages[0].content",
+        ),
+        (
+            br#"{"messages":[{"role":"tool","content":"x"}]}"#,
+            "tool_call_id",
+        ),
+        (
+            br#"{"messages":[{"role":"user","content":"x"}],"stream":true}"#,
+            "stream",
+        ),
+    ] {
+        let e = parse_request(body).unwrap_err();
+        assert!(e.contains(needle), "{needle:?} not in {e:?}");
+    }
+}
+
+fn instant() -> SimServerConfig {
+    SimServerConfig::parse(
+        "(latency: (base_ms: 0, per_prompt_token_us: 0, per_output_token_ms: 0))",
+    )
+    .unwrap()
+}
+
+fn body(v: Value) -> Vec<u8> {
+    v.to_string().into_bytes()
+}
+
+async fn json_of(resp: Reply) -> (StatusCode, Value) {
+    let status = resp.status();
+    assert_eq!(resp.headers()[SIMULATOR_HEADER], "true");
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+async fn a_tool_offering_conversation_gets_one_call_then_an_answer() {
+    let server = SimServer::new(instant());
+    let tools = json!([{"type": "function", "function": {"name": "calculator",
+        "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}}}}]);
+    let first = json!({"messages": [{"role": "user", "content": "2 + 3"}], "tools": tools});
+    let (status, reply) = json_of(server.complete(&body(first.clone())).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(reply["model"], "agentos-simulator");
+    assert_eq!(reply["choices"][0]["finish_reason"], "tool_calls");
+    let call = &reply["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "calculator");
+    assert_eq!(call["function"]["arguments"], r#"{"expression":"2 + 3"}"#);
+    assert!(reply["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+
+    let second = json!({"messages": [
+        {"role": "user", "content": "2 + 3"},
+        {"role": "assistant", "content": null, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "5"}], "tools": tools});
+    let (_, reply) = json_of(server.complete(&body(second)).await).await;
+    assert_eq!(reply["choices"][0]["finish_reason"], "stop");
+    let text = reply["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        text.starts_with("[simulated]") && text.ends_with(": 5"),
+        "{text}"
+    );
+    assert_eq!(server.served(), 2);
+
+    // Same conversation, same reply (ids aside: the attempt number advanced).
+    let (_, again) = json_of(server.complete(&body(first)).await).await;
+    assert_eq!(
+        again["choices"][0]["message"]["tool_calls"][0]["function"],
+        call["function"]
+    );
+}
+
+#[tokio::test]
+async fn faults_are_http_errors_and_retries_draw_afresh() {
+    let mut cfg = instant();
+    cfg.sim.faults.error_rate = 0.5;
+    let server = SimServer::new(cfg);
+    let req = body(json!({"messages": [{"role": "user", "content": "hello"}]}));
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        statuses.push(server.complete(&req).await.status());
+    }
+    let errors = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::INTERNAL_SERVER_ERROR)
+        .count();
+    assert!((5..35).contains(&errors), "{errors} errors of 40");
+    assert_eq!(errors + server.served() as usize, 40);
+
+    let mut cfg = instant();
+    cfg.rate_limit_rate = 1.0;
+    let server = SimServer::new(cfg);
+    let resp = server.complete(&req).await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(resp.headers()[RETRY_AFTER], "1");
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_429_and_slots_limit_concurrency() {
+    let mut cfg =
+        SimServerConfig::parse("(latency: (base_ms: 200), max_concurrent: 1, max_queue: 1)")
+            .unwrap();
+    cfg.retry_after = Duration::from_millis(500);
+    let server = SimServer::new(cfg);
+    let req = body(json!({"messages": [{"role": "user", "content": "x"}]}));
+    let started = Instant::now();
+    let (a, b, c) = tokio::join!(
+        server.complete(&req),
+        server.complete(&req),
+        server.complete(&req)
+    );
+    let mut statuses = vec![a.status(), b.status(), c.status()];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        vec![
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    // Two requests through one slot take two latencies.
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    let limited = [a, b, c]
+        .into_iter()
+        .find(|r| r.status() == StatusCode::TOO_MANY_REQUESTS)
+        .unwrap();
+    assert_eq!(limited.headers()[RETRY_AFTER], "0.5");
+}

@@ -1,0 +1,172 @@
+//! Micro-benchmarks of the actor side: a message round trip between two actors, agent spawn
+//! cost and resident memory per idle agent (1k / 10k / 100k), and one agent step end to end
+//! with a zero-latency `sim` backend (dispatch, step, report: the runtime's own cost per step).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use agentos_actors::system::{boot, BootOptions};
+use agentos_benches::measure::current_rss;
+use agentos_runtime::config::Config;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+/// The message bounced between the two actors.
+#[derive(Message)]
+#[rtype(result = "u64")]
+struct Ping(u64);
+
+/// Answers every ping.
+struct Ponger;
+
+impl Actor for Ponger {
+    type Context = Context<Self>;
+}
+
+impl Handler<Ping> for Ponger {
+    type Result = u64;
+    fn handle(&mut self, msg: Ping, _: &mut Context<Self>) -> u64 {
+        msg.0 + 1
+    }
+}
+
+/// Asks the pinger to send `0` pings to the ponger, one at a time, awaiting each reply.
+#[derive(Message)]
+#[rtype(result = "u64")]
+struct Volley(u64);
+
+struct Pinger {
+    ponger: Addr<Ponger>,
+}
+
+impl Actor for Pinger {
+    type Context = Context<Self>;
+}
+
+impl Handler<Volley> for Pinger {
+    type Result = ResponseFuture<u64>;
+    fn handle(&mut self, msg: Volley, _: &mut Context<Self>) -> Self::Result {
+        let ponger = self.ponger.clone();
+        Box::pin(async move {
+            let mut x = 0;
+            for _ in 0..msg.0 {
+                x = ponger.send(Ping(x)).await.unwrap_or(x);
+            }
+            x
+        })
+    }
+}
+
+fn round_trip(c: &mut Criterion) {
+    let mut group = c.benchmark_group("actor_round_trip");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("send_and_reply", |b| {
+        b.iter_custom(|iters| {
+            actix_rt::System::new().block_on(async move {
+                let ponger = Ponger.start();
+                let pinger = Pinger { ponger }.start();
+                let t0 = Instant::now();
+                let _ = pinger.send(Volley(iters)).await;
+                t0.elapsed()
+            })
+        })
+    });
+    group.finish();
+}
+
+/// `agents` idle replicas of one `sim` agent, no tasks.
+fn idle_config(agents: usize, tasks: usize) -> Config {
+    let mut text = format!(
+        "(version: 1, runtime: (max_concurrency: {agents}),
+          backends: [(name: \"sim\", kind: Sim((latency: (base_ms: 0, per_prompt_token_us: 0, per_output_token_ms: 0))))],
+          agents: [(name: \"a\", role: \"r\", backend: \"sim\", replicas: {agents})],
+          workflows: ["
+    );
+    if tasks > 0 {
+        text.push_str("(name: \"w\", tasks: [");
+        for i in 0..tasks {
+            text.push_str(&format!("(id: \"t{i}\", agent: \"a\", input: \"x\"),"));
+        }
+        text.push_str("])");
+    }
+    text.push_str("])");
+    Config::parse(&text, "bench.ron", std::path::Path::new(".")).expect("generated config is valid")
+}
+
+/// Boots `cfg`, waits until `agents` agents have started, returns (time to spawn, RSS growth).
+fn spawn_once(cfg: Config, agents: usize) -> (Duration, u64) {
+    let data = tempfile::tempdir().expect("temp dir");
+    let data_dir = data.path().to_path_buf();
+    actix_rt::System::new().block_on(async move {
+        let rss0 = current_rss();
+        let t0 = Instant::now();
+        let sys = boot(
+            Arc::new(cfg),
+            BootOptions {
+                trace: None,
+                data_dir: Some(data_dir),
+                prometheus: None,
+            },
+        )
+        .expect("boot");
+        while sys.registry.agent_addrs.len() < agents {
+            tokio::task::yield_now().await;
+        }
+        let spawn = t0.elapsed();
+        let rss = current_rss().saturating_sub(rss0);
+        sys.stop().await;
+        (spawn, rss)
+    })
+}
+
+fn agent_spawn(c: &mut Criterion) {
+    let mut group = c.benchmark_group("agent_spawn");
+    group.sample_size(10);
+    for &n in &[1_000usize, 10_000, 100_000] {
+        let cfg = idle_config(n, 0);
+        // Memory per idle agent, measured once per size (criterion measures time only).
+        let (_, rss) = spawn_once(cfg.clone(), n);
+        eprintln!(
+            "agent_spawn/{n}: resident memory grew by {:.1} MiB, {:.0} bytes per idle agent",
+            rss as f64 / (1024.0 * 1024.0),
+            rss as f64 / n as f64
+        );
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            b.iter_custom(|iters| (0..iters).map(|_| spawn_once(cfg.clone(), n).0).sum())
+        });
+    }
+    group.finish();
+}
+
+fn step_end_to_end(c: &mut Criterion) {
+    let mut group = c.benchmark_group("agent_step_end_to_end");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("zero_latency_sim", |b| {
+        b.iter_custom(|iters| {
+            let cfg = idle_config(1, iters as usize);
+            let data = tempfile::tempdir().expect("temp dir");
+            let data_dir = data.path().to_path_buf();
+            actix_rt::System::new().block_on(async move {
+                let t0 = Instant::now();
+                let sys = boot(
+                    Arc::new(cfg),
+                    BootOptions {
+                        trace: None,
+                        data_dir: Some(data_dir),
+                        prometheus: None,
+                    },
+                )
+                .expect("boot");
+                sys.wait(std::future::pending()).await;
+                let elapsed = t0.elapsed();
+                sys.stop().await;
+                elapsed
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, round_trip, agent_spawn, step_end_to_end);
+criterion_main!(benches);

@@ -1,0 +1,73 @@
+//! A sim-server hosted by the runner process on its own thread, shared by every variant of a
+//! scenario (the variants are child processes, so the server's CPU is not theirs).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use agentos_actors::simserver::{bind, SimServer, SimServerConfig};
+use anyhow::Context as _;
+use tokio::sync::watch;
+
+/// A running sim-server; stops when dropped.
+pub struct SimHost {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SimHost {
+    /// Starts a server with `cfg` on `127.0.0.1:0`.
+    pub fn start(cfg: SimServerConfig) -> anyhow::Result<Self> {
+        let (stop, stop_rx) = watch::channel(false);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("sim-server".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(anyhow::anyhow!("runtime: {e}")));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let any_port = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+                    match bind(any_port).await {
+                        Ok((listener, addr)) => {
+                            let _ = tx.send(Ok(addr));
+                            SimServer::new(cfg).serve(listener, stop_rx).await;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e.into()));
+                        }
+                    }
+                });
+            })
+            .context("cannot start the sim-server thread")?;
+        let addr = rx
+            .recv_timeout(Duration::from_secs(10))
+            .context("sim-server did not start")??;
+        Ok(Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+}
+
+impl Drop for SimHost {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

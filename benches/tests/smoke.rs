@@ -1,0 +1,151 @@
+//! Runs every scenario of `agentos-bench` at smoke size (a few seconds) and checks that the
+//! reports a user reads are complete and sane. LangGraph runs only if `benches/.venv` exists;
+//! otherwise it must be reported as skipped with a reason, never with numbers.
+
+use std::path::Path;
+use std::process::Command;
+
+use agentos_benches::report::{ScenarioReport, AGENTOS};
+
+fn report(dir: &Path, name: &str) -> ScenarioReport {
+    let path = dir.join("results").join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn every_scenario_runs_at_smoke_size_and_reports_sane_numbers() {
+    let out = tempfile::tempdir().unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_agentos-bench"))
+        .args(["--smoke", "--out"])
+        .arg(out.path())
+        .arg("all")
+        .status()
+        .expect("run agentos-bench");
+    assert!(
+        status.success(),
+        "agentos-bench --smoke all failed: {status}"
+    );
+
+    for name in ["overhead", "llm_bound", "frameworks"] {
+        let r = report(out.path(), name);
+        assert_eq!(r.scenario, name);
+        assert!(r.smoke);
+        assert!(
+            r.machine.cores >= 1 && !r.machine.cpu_model.is_empty() && !r.machine.os.is_empty()
+        );
+        assert!(
+            r.results.iter().any(|v| v.variant == AGENTOS),
+            "{name}: no AgentOS row"
+        );
+        for v in &r.results {
+            if let Some(why) = &v.skipped {
+                assert_eq!(
+                    v.variant, "langgraph",
+                    "{name}/{}: skipped: {why}",
+                    v.variant
+                );
+                assert!(!why.is_empty() && v.samples.is_empty() && v.tasks_per_sec == 0.0);
+                continue;
+            }
+            let what = format!("{name}/{}/{}", v.variant, v.agents);
+            assert_eq!(v.failed, 0, "{what}: failed tasks");
+            assert_eq!(v.reps, 1, "{what}");
+            let s = &v.samples[0];
+            let expected_tasks = if v.variant == "sequential" {
+                2
+            } else {
+                v.agents as u64
+            };
+            assert_eq!(s.tasks, expected_tasks, "{what}: tasks");
+            assert!(
+                s.steps >= 2 * s.tasks,
+                "{what}: {} steps for {} tasks",
+                s.steps,
+                s.tasks
+            );
+            assert!(
+                v.wall_secs > 0.0 && v.wall_secs < 60.0,
+                "{what}: wall {}",
+                v.wall_secs
+            );
+            assert!(
+                v.tasks_per_sec > 0.0 && v.steps_per_sec >= v.tasks_per_sec,
+                "{what}"
+            );
+            assert!(
+                v.peak_rss_mib > 1.0 && v.peak_rss_mib < 4096.0,
+                "{what}: rss {}",
+                v.peak_rss_mib
+            );
+            assert!(v.cpu_secs > 0.0, "{what}: cpu");
+            assert!(
+                v.task_avg_ms > 0.0 && v.task_p95_ms >= v.task_avg_ms * 0.5,
+                "{what}"
+            );
+            if v.variant != "langgraph" {
+                assert!(
+                    v.step_p50_ms > 0.0 && v.step_p50_ms <= v.step_p99_ms,
+                    "{what}: step latency"
+                );
+            }
+        }
+        assert!(
+            r.ratios
+                .iter()
+                .all(|x| x.throughput > 0.0 && x.peak_rss > 0.0),
+            "{name}: ratios {:?}",
+            r.ratios
+        );
+        // Every baseline that ran has a ratio; LangGraph may be skipped (no venv in smoke runs).
+        let baselines_run = r
+            .results
+            .iter()
+            .filter(|v| v.variant != AGENTOS && v.skipped.is_none())
+            .count();
+        assert!(
+            baselines_run == 0 || !r.ratios.is_empty(),
+            "{name}: {baselines_run} baselines ran but no ratios"
+        );
+        if name != "frameworks" {
+            assert!(baselines_run > 0, "{name}: no baseline ran");
+        }
+    }
+    // The server's latency model shows: an LLM-bound step takes at least its 50 ms base.
+    let llm = report(out.path(), "llm_bound");
+    assert!(
+        llm.results.iter().all(|v| v.step_p50_ms >= 50.0),
+        "{:?}",
+        llm.results
+    );
+
+    let md = std::fs::read_to_string(out.path().join("RESULTS.md")).unwrap();
+    for needle in [
+        "## `overhead`",
+        "## `llm_bound`",
+        "## `frameworks`",
+        "Smoke run",
+        "tokio_direct",
+    ] {
+        assert!(md.contains(needle), "RESULTS.md lacks {needle:?}");
+    }
+    let svg = std::fs::read_to_string(out.path().join("results").join("scaling.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("overhead / agentos"));
+}
+
+#[test]
+fn unknown_scenarios_are_refused() {
+    let out = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_agentos-bench"))
+        .args(["--smoke", "--out"])
+        .arg(out.path())
+        .arg("nonsense")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("unknown scenario \"nonsense\"") && err.contains("overhead"),
+        "{err}"
+    );
+}

@@ -1,8 +1,8 @@
 //! The KV-routing scenario: how much prefill cache-aware routing saves, measured end to end.
 //!
 //! Two workloads run through the real actor system (scheduler, agents, `KvCachePool`) against
-//! the simulator with [`REPLICAS`] replicas, each keeping its own prefix cache and charging
-//! prefill only for uncached prompt tokens:
+//! the simulator with [`REPLICAS`] replicas of [`SLOTS`] batch slots, each keeping its own
+//! prefix cache and charging prefill only for uncached prompt tokens:
 //!
 //! - `multi_turn`: N agents share a system prompt of about 1.9k tokens; each has a private
 //!   task context of 400 to 700 words and a multi-turn conversation (tool calls, then an
@@ -28,6 +28,10 @@ use serde::Serialize;
 
 /// Simulated replicas of the backend.
 pub const REPLICAS: usize = 4;
+
+/// Calls each simulated replica serves at once (its batch slots); more wait in line, so a
+/// replica's throughput is bounded and prefill saved by cache hits shortens the run.
+pub const SLOTS: usize = 4;
 
 /// LLM calls per agent in `multi_turn` (tool calls, then the answer).
 pub const TURNS: usize = 4;
@@ -120,11 +124,12 @@ pub fn run(agents: usize) -> anyhow::Result<KvRoutingReport> {
 }
 
 fn run_once(cfg: Config, policy: RoutingPolicy) -> anyhow::Result<PolicyReport> {
-    let data_dir = std::env::temp_dir().join("agentos-kv-routing");
+    let data_dir = tempfile::tempdir()?;
+    let data_path = data_dir.path().to_path_buf();
     actix_rt::System::new().block_on(async move {
         let started = Instant::now();
         let opts = BootOptions {
-            data_dir: Some(data_dir),
+            data_dir: Some(data_path),
             ..BootOptions::default()
         };
         let sys = boot(Arc::new(cfg), opts)?;
@@ -265,7 +270,7 @@ pub fn config_text(workload: &str, agents: usize, policy: RoutingPolicy) -> Stri
     runtime: (max_concurrency: {concurrency}),
     backends: [(
         name: "sim",
-        kind: Sim((seed: 1, replicas: {REPLICAS},
+        kind: Sim((seed: 1, replicas: {REPLICAS}, slots: {SLOTS},
                    latency: (base_ms: 5, per_prompt_token_us: 100, per_output_token_ms: 0.1))),
         cache: (block_size: 16, capacity_blocks: 16384, routing: "{policy}", load_slack: 0.5),
     )],

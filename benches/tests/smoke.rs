@@ -111,6 +111,27 @@ fn every_scenario_runs_at_smoke_size_and_reports_sane_numbers() {
             assert!(baselines_run > 0, "{name}: no baseline ran");
         }
     }
+    // The KV-routing scenario reports every policy of both workloads, each run complete.
+    let kv: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("results/kv_routing.json")).unwrap(),
+    )
+    .unwrap();
+    let workloads = kv["sizes"][0]["workloads"].as_array().unwrap();
+    assert_eq!(workloads.len(), 2, "{kv}");
+    for w in workloads {
+        let policies = w["policies"].as_array().unwrap();
+        assert_eq!(policies.len(), 3, "{w}");
+        for p in policies {
+            assert_eq!(p["failed_tasks"], 0, "{p}");
+            assert!(p["makespan_secs"].as_f64().unwrap() > 0.0, "{p}");
+            assert!(
+                p["hit_rate"].as_f64().unwrap()
+                    <= p["upper_bound_hit_rate"].as_f64().unwrap() + 1e-9,
+                "{p}"
+            );
+        }
+    }
+
     // The server's latency model shows: an LLM-bound step takes at least its 50 ms base.
     let llm = report(out.path(), "llm_bound");
     assert!(

@@ -140,6 +140,8 @@ impl SimServerConfig {
                     panic_rate: 0.0,
                     hang_rate: f.hang_rate,
                 },
+                // The server queues requests itself (`max_concurrent`).
+                slots: 0,
             },
             rate_limit_rate: f.rate_limit_rate,
             retry_after,

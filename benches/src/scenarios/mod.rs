@@ -2,6 +2,7 @@
 //! a markdown renderer for it; registering one is a single line in [`registry`].
 
 pub mod frameworks;
+pub mod kv_routing;
 pub mod llm_bound;
 pub mod overhead;
 
@@ -115,5 +116,6 @@ pub fn registry() -> Vec<Scenario> {
         Scenario::new("overhead", overhead::run, render),
         Scenario::new("llm_bound", llm_bound::run, render),
         Scenario::new("frameworks", frameworks::run, render),
+        Scenario::new("kv_routing", kv_routing::run, kv_routing::render),
     ]
 }

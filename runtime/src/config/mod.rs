@@ -151,6 +151,9 @@ pub struct SimSettings {
     pub latency: SimLatency,
     /// Fault injection rates, each 0..=1, drawn per call.
     pub faults: SimFaults,
+    /// Calls each simulated replica serves at once (its batch slots); the rest wait in FIFO
+    /// order. `0` means unlimited.
+    pub slots: usize,
 }
 
 /// The simulator's latency model: `ttft = base + per_prompt_token * uncached_prompt_tokens`,

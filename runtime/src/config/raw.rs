@@ -241,6 +241,9 @@ pub struct RawSim {
     /// Simulated replicas, each with its own prefix cache.
     #[serde(default = "default_sim_replicas")]
     pub replicas: u32,
+    /// Calls each replica serves at once; 0 = unlimited.
+    #[serde(default)]
+    pub slots: u32,
 }
 
 fn default_sim_replicas() -> u32 {
@@ -254,6 +257,7 @@ impl Default for RawSim {
             latency: RawSimLatency::default(),
             faults: RawSimFaults::default(),
             replicas: default_sim_replicas(),
+            slots: 0,
         }
     }
 }

@@ -149,6 +149,9 @@ fn secs(v: f64) -> Duration {
 
 /// Largest number any time or rate setting may hold (a year in seconds): far beyond any sane
 /// value, and small enough that deadlines computed from it never overflow.
+/// Most concurrent calls per simulated replica.
+const MAX_SIM_SLOTS: u32 = 1_000_000;
+
 const MAX_SETTING: f64 = 31_536_000.0;
 
 /// Most blocks per replica: 16M blocks (a quarter billion tokens at 16 per block).
@@ -506,6 +509,15 @@ impl Validator<'_> {
                         ),
                     );
                 }
+                if s.slots > MAX_SIM_SLOTS {
+                    self.err(
+                        at("kind"),
+                        format!(
+                            "the simulator's slots must be within 0..={MAX_SIM_SLOTS} (0 = unlimited), got {}",
+                            s.slots
+                        ),
+                    );
+                }
                 replicas = s.replicas.clamp(1, 1024) as usize;
                 let ms = |v: f64| secs(v / 1e3);
                 BackendKind::Sim(SimSettings {
@@ -520,6 +532,7 @@ impl Validator<'_> {
                         panic_rate: f.panic_rate,
                         hang_rate: f.hang_rate,
                     },
+                    slots: s.slots.min(MAX_SIM_SLOTS) as usize,
                 })
             }
         };

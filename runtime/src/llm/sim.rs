@@ -13,6 +13,9 @@
 //!   `meta.replica` holds its prompt's blocks while it runs; prompt tokens already resident
 //!   there cost no prefill and are reported as `usage.cached_tokens`. Prompt tokens are then
 //!   counted with the backend's tokenizer (the sequence the KV-cache pool also sees).
+//! - **Batch slots** (`slots` in the config): each replica serves that many calls at once and
+//!   queues the rest in FIFO order, so a replica's throughput is bounded like a real
+//!   engine's and prefill saved by cache hits shortens everyone's wait.
 //! - **Faults**: errors, panics and hangs, forced on a given attempt and step, or drawn at the
 //!   rates of [`SimFaults`](crate::config::SimFaults).
 //!
@@ -31,6 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use tokio::sync::Semaphore;
 
 use super::{
     approx_prompt_tokens, approx_tokens, ChatMessage, ChatRequest, ChatResponse, LlmBackend,
@@ -50,12 +54,16 @@ const QUOTE_CHARS: usize = 160;
 const FAULT_SALT: u64 = 0x6661_756c_7473; // "faults"
 
 /// The simulator backend (see the [module docs](self)).
-#[derive(Debug)]
+///
+/// Cloning is cheap and shares the replicas: their prefix caches and their slots.
+#[derive(Debug, Clone)]
 pub struct SimBackend {
     name: String,
     settings: SimSettings,
     behaviours: Arc<HashMap<String, SimBehaviour>>,
     cache: Option<Arc<SimCache>>,
+    /// One semaphore of `settings.slots` permits per replica; empty when unlimited.
+    slots: Arc<Vec<Semaphore>>,
 }
 
 /// The simulated replicas' prefix caches.
@@ -107,9 +115,19 @@ impl SimBackend {
     ) -> Self {
         Self {
             name: name.into(),
+            slots: Arc::new(replica_slots(settings.slots, 1)),
             settings,
             behaviours: Arc::new(behaviours),
             cache: None,
+        }
+    }
+
+    /// The same simulator (sharing its replicas' caches and slots) answering with other
+    /// per-agent behaviours: a server that receives scripts with each request uses one.
+    pub fn with_behaviours(&self, behaviours: HashMap<String, SimBehaviour>) -> Self {
+        Self {
+            behaviours: Arc::new(behaviours),
+            ..self.clone()
         }
     }
 
@@ -126,6 +144,7 @@ impl SimBackend {
             encoder: PromptEncoder::new(tokenizer),
             replicas: Mutex::new((0..replicas.max(1)).map(|_| cache.manager()).collect()),
         }));
+        self.slots = Arc::new(replica_slots(self.settings.slots, replicas.max(1)));
         self
     }
 
@@ -268,6 +287,28 @@ impl LlmBackend for SimBackend {
         true
     }
     fn chat(&self, request: ChatRequest) -> BoxFuture<'static, Result<ChatResponse, LlmError>> {
+        if self.slots.is_empty() {
+            return self.serve(request);
+        }
+        // A replica with all slots busy queues the call (FIFO, tokio's fair semaphore). The
+        // call is planned once it holds a slot, so its cache hits are those of the moment it
+        // is served, as in an engine's scheduler.
+        let this = self.clone();
+        Box::pin(async move {
+            let replica = request.meta.replica % this.slots.len();
+            let _slot = match this.slots.get(replica) {
+                // The semaphores are never closed, so acquiring only waits.
+                Some(s) => s.acquire().await.ok(),
+                None => None,
+            };
+            this.serve(request).await
+        })
+    }
+}
+
+impl SimBackend {
+    /// Serves one call at once: plans it, holds its blocks, and sleeps its modelled latency.
+    fn serve(&self, request: ChatRequest) -> BoxFuture<'static, Result<ChatResponse, LlmError>> {
         let (plan, hold) = self.plan_call(&request);
         let meta = &request.meta;
         match plan {
@@ -299,6 +340,15 @@ impl LlmBackend for SimBackend {
             }
         }
     }
+}
+
+/// `replicas` semaphores of `slots` permits each; none when `slots` is 0 (unlimited).
+fn replica_slots(slots: usize, replicas: usize) -> Vec<Semaphore> {
+    if slots == 0 {
+        return Vec::new();
+    }
+    let permits = slots.min(Semaphore::MAX_PERMITS);
+    (0..replicas).map(|_| Semaphore::new(permits)).collect()
 }
 
 /// Panics once polled, so the panic unwinds through whoever drives the call.

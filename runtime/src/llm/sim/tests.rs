@@ -12,6 +12,7 @@ fn settings(seed: u64) -> SimSettings {
         seed,
         latency: SimLatency::default(),
         faults: SimFaults::default(),
+        slots: 0,
     }
 }
 
@@ -448,4 +449,62 @@ async fn a_dropped_call_releases_its_blocks() {
     assert!(sim.cache_stats()[0].active_blocks > 0, "held while running");
     drop(fut);
     assert_eq!(sim.cache_stats()[0].active_blocks, 0);
+}
+
+/// A simulator with `replicas` replicas of `slots` slots and a fixed 100 ms per call.
+fn slotted_sim(replicas: usize, slots: usize) -> SimBackend {
+    let mut s = settings(5);
+    s.latency.base = Duration::from_millis(100);
+    s.slots = slots;
+    SimBackend::new("sim", s, HashMap::new()).with_prefix_cache(
+        crate::tokenize::Encoding::default(),
+        &crate::kvcache::KvCacheSettings::default(),
+        replicas,
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_with_busy_slots_queues_calls() {
+    let sim = slotted_sim(2, 1);
+    let call = |task: &str, replica: usize| {
+        let mut r = request(meta("a", task, 1, 0), vec![ChatMessage::user("hi")]);
+        r.meta.replica = replica;
+        sim.chat(r)
+    };
+    // Two calls on replica 0 with one slot run one after the other: 200 ms.
+    let t0 = tokio::time::Instant::now();
+    let (a, b) = futures::join!(call("w/1", 0), call("w/2", 0));
+    assert!(a.is_ok() && b.is_ok());
+    assert_eq!(t0.elapsed(), Duration::from_millis(200));
+    // One on each replica run side by side: 100 ms.
+    let t0 = tokio::time::Instant::now();
+    let (a, b) = futures::join!(call("w/3", 0), call("w/4", 1));
+    assert!(a.is_ok() && b.is_ok());
+    assert_eq!(t0.elapsed(), Duration::from_millis(100));
+    // Unlimited slots never queue.
+    let sim = slotted_sim(1, 0);
+    let t0 = tokio::time::Instant::now();
+    let r = |t: &str| request(meta("a", t, 1, 0), vec![ChatMessage::user("hi")]);
+    let (a, b) = futures::join!(sim.chat(r("w/5")), sim.chat(r("w/6")));
+    assert!(a.is_ok() && b.is_ok());
+    assert_eq!(t0.elapsed(), Duration::from_millis(100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_queued_call_gives_its_place_up() {
+    let sim = slotted_sim(1, 1);
+    let r = |t: &str| request(meta("a", t, 1, 0), vec![ChatMessage::user("hi")]);
+    let first = sim.chat(r("w/1"));
+    let queued = sim.chat(r("w/2"));
+    let t0 = tokio::time::Instant::now();
+    // The queued call is abandoned (an attempt timeout) before it gets a slot.
+    let (a, _) = futures::join!(first, async {
+        let _ = tokio::time::timeout(Duration::from_millis(10), queued).await;
+    });
+    assert!(a.is_ok());
+    assert_eq!(t0.elapsed(), Duration::from_millis(100));
+    // The slot is free again: a new call is served at once.
+    let t0 = tokio::time::Instant::now();
+    sim.chat(r("w/3")).await.unwrap();
+    assert_eq!(t0.elapsed(), Duration::from_millis(100));
 }

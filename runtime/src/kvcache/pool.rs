@@ -84,7 +84,8 @@ impl PoolCore {
                 let pool = BackendPool {
                     replicas: (0..n).map(|_| settings.manager()).collect(),
                     loads: vec![0; n],
-                    router: Router::new(settings.routing, settings.load_slack),
+                    router: Router::new(settings.routing, settings.load_slack)
+                        .with_block_size(settings.block_size),
                     settings,
                     upper: None,
                 };

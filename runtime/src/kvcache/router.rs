@@ -94,6 +94,8 @@ pub struct Decision {
 pub struct Router {
     policy: RoutingPolicy,
     slack: f64,
+    /// Cached prefixes are compared in whole units of this many tokens (the block size).
+    granularity: usize,
     next: usize,
 }
 
@@ -107,8 +109,17 @@ impl Router {
             } else {
                 0.0
             },
+            granularity: 1,
             next: 0,
         }
+    }
+
+    /// Compares cached prefixes in whole blocks of `block_size` tokens: a replica whose prefix
+    /// is longer by less than a block saves less prefill than the queueing an unbalanced load
+    /// costs, so within the same number of blocks the less loaded replica wins.
+    pub fn with_block_size(mut self, block_size: usize) -> Self {
+        self.granularity = block_size.max(1);
+        self
     }
 
     /// Its policy.
@@ -133,18 +144,16 @@ impl Router {
                 let limit = ((fair * (1.0 + self.slack)).ceil() as usize).max(1);
                 order
                     .filter(|&r| loads[r] < limit)
-                    .min_by_key(|&r| (std::cmp::Reverse(cached[r]), loads[r]))
+                    .min_by_key(|&r| (std::cmp::Reverse(cached[r] / self.granularity), loads[r]))
                     .or_else(|| (0..n).min_by_key(|&r| loads[r]))
                     .unwrap_or(0)
             }
         };
         let best = cached.iter().copied().max().unwrap_or(0);
         let got = cached.get(replica).copied().unwrap_or(0);
-        let outcome = if got == 0 && best == 0 {
-            RouteOutcome::Miss
-        } else if got == best {
-            RouteOutcome::Hit
-        } else if self.policy == RoutingPolicy::PrefixAware {
+        // As the choice itself does, count prefixes in whole blocks.
+        let (best_blocks, got_blocks) = (best / self.granularity, got / self.granularity);
+        let outcome = if got_blocks != best_blocks && self.policy == RoutingPolicy::PrefixAware {
             RouteOutcome::Overloaded
         } else if got == 0 {
             RouteOutcome::Miss
@@ -218,5 +227,14 @@ mod tests {
             loads[d.replica] += 1;
         }
         assert_eq!(loads, [2, 2, 2, 2]);
+    }
+
+    #[test]
+    fn prefix_aware_compares_prefixes_in_whole_blocks() {
+        let mut r = Router::new(RoutingPolicy::PrefixAware, 0.5).with_block_size(16);
+        // 40 vs 35 cached tokens: both two full blocks, so the idle replica wins.
+        assert_eq!(r.choose(&[40, 35], &[1, 0]).replica, 1);
+        // 48 vs 35: three blocks against two, the longer prefix wins despite its load.
+        assert_eq!(r.choose(&[48, 35], &[1, 0]).replica, 0);
     }
 }

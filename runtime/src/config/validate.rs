@@ -154,8 +154,11 @@ const MAX_SIM_SLOTS: u32 = 1_000_000;
 
 const MAX_SETTING: f64 = 31_536_000.0;
 
-/// Most blocks per replica: 16M blocks (a quarter billion tokens at 16 per block).
-const MAX_CACHE_BLOCKS: usize = 1 << 24;
+/// Most blocks per replica.
+const MAX_CACHE_BLOCKS: usize = crate::kvcache::MAX_CAPACITY_BLOCKS;
+
+/// Largest block size.
+const MAX_BLOCK_SIZE: usize = crate::kvcache::MAX_BLOCK_SIZE;
 
 /// A positive duration setting within [`MAX_SETTING`].
 fn positive_secs(v: f64) -> bool {
@@ -565,11 +568,11 @@ impl Validator<'_> {
     fn cache(&mut self, b: &raw::RawBackend, agents: &[raw::RawAgent]) -> KvCacheSettings {
         let at = At::Field(EntityKind::Backend, &b.name, None, "cache");
         let c = &b.cache;
-        if !(1..=4096).contains(&c.block_size) {
+        if !(1..=MAX_BLOCK_SIZE).contains(&c.block_size) {
             self.err(
                 at,
                 format!(
-                    "cache.block_size must be within 1..=4096 tokens, got {}",
+                    "cache.block_size must be within 1..={MAX_BLOCK_SIZE} tokens, got {}",
                     c.block_size
                 ),
             );
@@ -632,7 +635,7 @@ impl Validator<'_> {
             );
         }
         KvCacheSettings {
-            block_size: c.block_size.clamp(1, 4096),
+            block_size: c.block_size.clamp(1, MAX_BLOCK_SIZE),
             capacity_blocks: c.capacity_blocks.clamp(1, MAX_CACHE_BLOCKS),
             routing,
             load_slack: if c.load_slack.is_finite() {

@@ -6,18 +6,31 @@
 //!     seed: 7,
 //!     latency: (base_ms: 20, per_prompt_token_us: 20, per_output_token_ms: 0.5),
 //!     faults: (error_rate: 0.01, rate_limit_rate: 0.01, hang_rate: 0.0),
+//!     // Four replicas, each with its own prefix cache, reached at /r/0/v1 .. /r/3/v1.
+//!     replicas: 4,
+//!     cache: (block_size: 16, capacity_blocks: 8192),
+//!     tokenizer: "o200k_base",
+//!     // Per replica: batch slots, and requests waiting for one.
 //!     max_concurrent: 16,
 //!     max_queue: 1000,
 //! )
 //! ```
 //!
-//! Every field may be left out; the defaults are those of [`SimServerConfig::default`].
-//! Unknown fields are errors, like everywhere else in AgentOS configs.
+//! Every field may be left out; the defaults are those of [`SimServerConfig::default`]: one
+//! replica with a prefix cache of the same defaults as a backend's `cache` section in an AgentOS
+//! config. `cache: None` turns the prefix caches off (every prompt token is then prefilled and
+//! counted with the simulator's approximation instead of the tokenizer). Unknown fields are
+//! errors, like everywhere else in AgentOS configs.
 
 use std::path::Path;
 use std::time::Duration;
 
 use agentos_runtime::config::{SimFaults, SimLatency, SimSettings};
+use agentos_runtime::kvcache::{
+    KvCacheSettings, DEFAULT_BLOCK_SIZE, DEFAULT_CAPACITY_BLOCKS, MAX_BLOCK_SIZE,
+    MAX_CAPACITY_BLOCKS,
+};
+use agentos_runtime::tokenize::Encoding;
 use serde::Deserialize;
 
 use super::SimServerError;
@@ -34,9 +47,17 @@ pub struct SimServerConfig {
     pub rate_limit_rate: f64,
     /// `Retry-After` sent with a 429 (simulated or queue full).
     pub retry_after: Duration,
-    /// Requests served at the same time (batch slots); `0` means unlimited.
+    /// Simulated replicas (1..=[`MAX_REPLICAS`]), each with its own prefix cache, batch slots
+    /// and queue; replica `i` is served under `/r/{i}/v1`, replica 0 also under `/v1`.
+    pub replicas: usize,
+    /// Each replica's prefix cache (block size, capacity, salt); `None` means no cache.
+    pub cache: Option<KvCacheSettings>,
+    /// The encoding prompts are tokenized with for the prefix caches.
+    pub tokenizer: Encoding,
+    /// Requests each replica serves at the same time (batch slots); `0` means unlimited.
     pub max_concurrent: usize,
-    /// Requests waiting for a slot before new ones get a 429; `0` means unlimited.
+    /// Requests waiting for a slot of a replica before new ones to that replica get a 429;
+    /// `0` means unlimited.
     pub max_queue: usize,
     /// A simulated hang answers HTTP 504 after this long (it holds its slot meanwhile).
     pub hang_timeout: Duration,
@@ -46,6 +67,9 @@ pub struct SimServerConfig {
 
 /// Default model name.
 pub const DEFAULT_MODEL: &str = "agentos-simulator";
+
+/// Most replicas one sim-server simulates (the same bound as a `sim` backend's `replicas`).
+pub const MAX_REPLICAS: usize = 1024;
 
 impl Default for SimServerConfig {
     fn default() -> Self {
@@ -127,6 +151,22 @@ impl SimServerConfig {
                 raw.max_body_bytes
             ));
         }
+        if !(1..=MAX_REPLICAS).contains(&raw.replicas) {
+            errors.push(format!(
+                "replicas must be within 1..={MAX_REPLICAS}, got {}",
+                raw.replicas
+            ));
+        }
+        let tokenizer = Encoding::from_name(&raw.tokenizer).unwrap_or_else(|| {
+            let known: Vec<_> = Encoding::ALL.iter().map(|e| e.name()).collect();
+            errors.push(format!(
+                "unknown tokenizer {:?}; known encodings: {}",
+                raw.tokenizer,
+                known.join(", ")
+            ));
+            Encoding::default()
+        });
+        let cache = raw.cache.map(|c| cache_settings(c, &mut errors));
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -145,11 +185,40 @@ impl SimServerConfig {
             },
             rate_limit_rate: f.rate_limit_rate,
             retry_after,
+            replicas: raw.replicas,
+            cache,
+            tokenizer,
             max_concurrent: raw.max_concurrent,
             max_queue: raw.max_queue,
             hang_timeout,
             max_body_bytes: raw.max_body_bytes,
         })
+    }
+}
+
+/// Checks the `cache` section against the bounds an AgentOS config enforces.
+fn cache_settings(c: RawCache, errors: &mut Vec<String>) -> KvCacheSettings {
+    if !(1..=MAX_BLOCK_SIZE).contains(&c.block_size) {
+        errors.push(format!(
+            "cache.block_size must be within 1..={MAX_BLOCK_SIZE} tokens, got {}",
+            c.block_size
+        ));
+    }
+    if !(1..=MAX_CAPACITY_BLOCKS).contains(&c.capacity_blocks) {
+        errors.push(format!(
+            "cache.capacity_blocks must be within 1..={MAX_CAPACITY_BLOCKS}, got {}",
+            c.capacity_blocks
+        ));
+    }
+    if c.salt.as_deref().is_some_and(str::is_empty) {
+        errors.push("cache.salt must not be empty (leave it out for no salt)".into());
+    }
+    KvCacheSettings {
+        block_size: c.block_size,
+        capacity_blocks: c.capacity_blocks,
+        salt: c.salt,
+        // Routing and load slack are the client's business.
+        ..KvCacheSettings::default()
     }
 }
 
@@ -162,6 +231,9 @@ struct RawSimServer {
     latency: RawLatency,
     faults: RawFaults,
     retry_after_secs: f64,
+    replicas: usize,
+    cache: Option<RawCache>,
+    tokenizer: String,
     max_concurrent: usize,
     max_queue: usize,
     hang_timeout_secs: f64,
@@ -176,6 +248,9 @@ impl Default for RawSimServer {
             latency: RawLatency::default(),
             faults: RawFaults::default(),
             retry_after_secs: 1.0,
+            replicas: 1,
+            cache: Some(RawCache::default()),
+            tokenizer: Encoding::default().name().into(),
             max_concurrent: 0,
             max_queue: 0,
             hang_timeout_secs: 60.0,
@@ -203,6 +278,25 @@ impl Default for RawLatency {
     }
 }
 
+/// Same fields, units and defaults as a backend's `cache` section (routing aside).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCache {
+    block_size: usize,
+    capacity_blocks: usize,
+    salt: Option<String>,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        Self {
+            block_size: DEFAULT_BLOCK_SIZE,
+            capacity_blocks: DEFAULT_CAPACITY_BLOCKS,
+            salt: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawFaults {
@@ -222,6 +316,12 @@ mod tests {
         assert_eq!(c.sim.latency.base, Duration::from_millis(20));
         assert_eq!(c.sim.latency.per_prompt_token, Duration::from_micros(20));
         assert_eq!(c.max_concurrent, 0);
+        assert_eq!(c.replicas, 1);
+        assert_eq!(c.tokenizer, Encoding::O200kBase);
+        let cache = c.cache.clone().unwrap();
+        assert_eq!(cache.block_size, DEFAULT_BLOCK_SIZE);
+        assert_eq!(cache.capacity_blocks, DEFAULT_CAPACITY_BLOCKS);
+        assert_eq!(cache.salt, None);
         assert_eq!(SimServerConfig::parse("()").unwrap(), c);
     }
 
@@ -231,9 +331,18 @@ mod tests {
             "(model: \"m\", seed: 3, latency: (base_ms: 0, per_prompt_token_us: 0, \
              per_output_token_ms: 0), faults: (error_rate: 0.1, rate_limit_rate: 0.2, \
              hang_rate: 0.3), retry_after_secs: 2, max_concurrent: 4, max_queue: 5, \
-             hang_timeout_secs: 1.5, max_body_bytes: 2048)",
+             hang_timeout_secs: 1.5, max_body_bytes: 2048, replicas: 3, \
+             cache: (block_size: 8, capacity_blocks: 64, salt: \"team\"), \
+             tokenizer: \"cl100k_base\")",
         )
         .unwrap();
+        assert_eq!(c.replicas, 3);
+        assert_eq!(c.tokenizer, Encoding::Cl100kBase);
+        let cache = c.cache.clone().unwrap();
+        assert_eq!((cache.block_size, cache.capacity_blocks), (8, 64));
+        assert_eq!(cache.salt.as_deref(), Some("team"));
+        let off = SimServerConfig::parse("(cache: None, replicas: 2)").unwrap();
+        assert_eq!((off.cache, off.replicas), (None, 2));
         assert_eq!(c.sim.seed, 3);
         assert!(c.sim.latency.base.is_zero());
         assert_eq!(c.sim.faults.hang_rate, 0.3);
@@ -248,7 +357,8 @@ mod tests {
     fn collects_every_error() {
         let e = SimServerConfig::parse(
             "(model: \" \", latency: (base_ms: -1), faults: (error_rate: 2), \
-             max_body_bytes: 10)",
+             max_body_bytes: 10, replicas: 0, tokenizer: \"p50k\", \
+             cache: (block_size: 0, capacity_blocks: 16777217, salt: \"\"))",
         )
         .unwrap_err();
         for needle in [
@@ -256,10 +366,19 @@ mod tests {
             "faults.error_rate",
             "model",
             "max_body_bytes",
+            "replicas must be within 1..=1024, got 0",
+            "unknown tokenizer \"p50k\"; known encodings: o200k_base, cl100k_base",
+            "cache.block_size must be within 1..=4096",
+            "cache.capacity_blocks must be within 1..=16777216",
+            "cache.salt must not be empty",
         ] {
             assert!(e.contains(needle), "{needle} missing from: {e}");
         }
         let e = SimServerConfig::parse("(sed: 1)").unwrap_err();
         assert!(e.contains("sed"), "{e}");
+        let e = SimServerConfig::parse("(replicas: 1025)").unwrap_err();
+        assert!(e.contains("got 1025"), "{e}");
+        let e = SimServerConfig::parse("(cache: (routing: \"round_robin\"))").unwrap_err();
+        assert!(e.contains("routing"), "{e}");
     }
 }

@@ -1,6 +1,8 @@
 //! `agentos sim-server`: the `sim` backend served as an OpenAI-compatible HTTP endpoint.
 //!
-//! Routes: `POST /v1/chat/completions`, `GET /v1/models`, `GET /healthz`. Every reply carries
+//! Routes: `POST /v1/chat/completions`, `GET /v1/models` (replica 0),
+//! `POST /r/{i}/v1/chat/completions`, `GET /r/{i}/v1/models` (replica `i`), and `GET /healthz`
+//! (see [`replica`]). Every reply carries
 //! `x-agentos-simulator: true` and `server: agentos-sim-server`, the model is called
 //! `agentos-simulator` unless the config says otherwise, and `/healthz` reports
 //! `"simulator": true`: nobody can mistake it for a real model.
@@ -21,10 +23,25 @@
 //! conversation (so a retried request draws its faults afresh, deterministically). The same
 //! seed and the same conversations give the same replies in any order.
 //!
+//! # Replicas and prefix caches
+//! The server simulates `replicas` replicas of one model. One [`SimBackend`] is built at start
+//! with [`SimBackend::with_prefix_cache`]: each replica keeps its own prefix cache (a
+//! [`BlockManager`](agentos_runtime::kvcache::BlockManager) over the prompt encoded with
+//! `tokenizer`). Each request derives a backend with its default script
+//! ([`SimBackend::with_behaviours`], sharing the caches) and is served by the replica its path
+//! names: prompt tokens already resident there cost no prefill and come back as
+//! `usage.prompt_tokens_details.cached_tokens`. Replies also carry `x-agentos-replica`.
+//! `/healthz` lists every replica's queue and cache figures (query and hit tokens, blocks by
+//! state). Latencies depend on what each replica served before, so they are equal for equal
+//! request sequences (same requests, same order, same replicas); replies and faults do not
+//! depend on the replica at all.
+//!
 //! # Capacity
-//! `max_concurrent` batch slots serve requests; the rest wait in FIFO order (tokio's fair
-//! semaphore), like requests queued by a real inference server. Past `max_queue` waiting
-//! requests, new ones get HTTP 429 with `Retry-After`. Simulated errors are HTTP 500,
+//! Each replica has its own `max_concurrent` batch slots, like a real inference server per
+//! GPU; the rest wait in FIFO order (tokio's fair semaphore). Past `max_queue` requests
+//! waiting for one replica, new ones to that replica get HTTP 429 with `Retry-After`: an
+//! overloaded replica pushes back without slowing the others, so a client's load-aware
+//! routing has something to react to. Simulated errors are HTTP 500,
 //! simulated rate limits HTTP 429 with `Retry-After`, simulated hangs HTTP 504 after
 //! `hang_timeout_secs`.
 //!
@@ -33,14 +50,14 @@
 //! JSON error body.
 
 pub mod config;
+pub mod replica;
+mod run;
 pub mod wire;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -54,12 +71,17 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 pub use config::SimServerConfig;
+use replica::{Endpoint, Replica};
+pub use run::{bind, main};
 
 /// Header present on every reply of the simulator.
 pub const SIMULATOR_HEADER: &str = "x-agentos-simulator";
+
+/// Header naming the replica that served a chat completion.
+pub const REPLICA_HEADER: &str = "x-agentos-replica";
 
 /// Most conversation points remembered for attempt numbering; past it the memory restarts.
 const MAX_REMEMBERED: usize = 100_000;
@@ -93,10 +115,9 @@ pub enum SimServerError {
 #[derive(Debug)]
 pub struct SimServer {
     cfg: SimServerConfig,
-    slots: Option<Semaphore>,
-    queued: AtomicUsize,
-    in_flight: AtomicUsize,
-    served: AtomicU64,
+    /// The template every request derives its backend from; owns the replicas' caches.
+    backend: SimBackend,
+    replicas: Vec<Replica>,
     seen: Mutex<HashMap<(u64, usize), u32>>,
     started: Instant,
 }
@@ -106,13 +127,18 @@ type Reply = Response<Full<Bytes>>;
 impl SimServer {
     /// A server with these settings.
     pub fn new(cfg: SimServerConfig) -> Arc<Self> {
-        let slots = (cfg.max_concurrent > 0).then(|| Semaphore::new(cfg.max_concurrent));
+        let count = cfg.replicas.max(1);
+        let mut backend = SimBackend::new("sim-server", cfg.sim.clone(), HashMap::new());
+        if let Some(cache) = &cfg.cache {
+            backend = backend.with_prefix_cache(cfg.tokenizer, cache, count);
+        }
+        let replicas = (0..count)
+            .map(|_| Replica::new(cfg.max_concurrent))
+            .collect();
         Arc::new(Self {
             cfg,
-            slots,
-            queued: AtomicUsize::new(0),
-            in_flight: AtomicUsize::new(0),
-            served: AtomicU64::new(0),
+            backend,
+            replicas,
             seen: Mutex::new(HashMap::new()),
             started: Instant::now(),
         })
@@ -123,9 +149,17 @@ impl SimServer {
         &self.cfg
     }
 
-    /// Chat completions answered with HTTP 200 so far.
+    /// Chat completions answered with HTTP 200 so far, all replicas together.
     pub fn served(&self) -> u64 {
-        self.served.load(Ordering::Relaxed)
+        self.replicas
+            .iter()
+            .map(|r| r.served.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Every replica's prefix-cache figures, by replica index (empty without caches).
+    pub fn cache_stats(&self) -> Vec<agentos_runtime::kvcache::KvStats> {
+        self.backend.cache_stats()
     }
 
     /// Serves connections from `listener` until `shutdown` turns `true`. Each connection runs
@@ -168,20 +202,11 @@ impl SimServer {
 
     async fn route(&self, req: Request<Incoming>) -> Reply {
         let path = req.uri().path().to_owned();
-        let allowed = match path.as_str() {
-            "/v1/chat/completions" => Method::POST,
-            "/v1/models" | "/healthz" => Method::GET,
-            _ => {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    "not_found_error",
-                    &format!(
-                    "no such endpoint: {path} (this simulator serves POST /v1/chat/completions, \
-                         GET /v1/models, GET /healthz)"
-                ),
-                )
-            }
+        let endpoint = match replica::parse_path(&path, self.replicas.len()) {
+            Ok(e) => e,
+            Err(msg) => return error(StatusCode::NOT_FOUND, "not_found_error", &msg),
         };
+        let allowed = endpoint.method();
         if req.method() != allowed {
             let mut resp = error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -198,23 +223,38 @@ impl SimServer {
             );
             return resp;
         }
-        match path.as_str() {
-            "/healthz" => self.healthz(),
-            "/v1/models" => json_reply(
+        match endpoint {
+            Endpoint::Health => self.healthz(),
+            Endpoint::Models(_) => json_reply(
                 StatusCode::OK,
                 &json!({"object": "list", "data": [{
                     "id": self.cfg.model, "object": "model", "created": 0,
                     "owned_by": "agentos-simulator",
                 }]}),
             ),
-            _ => match self.read_body(req).await {
-                Ok(body) => self.complete(&body).await,
+            Endpoint::Completions(replica) => match self.read_body(req).await {
+                Ok(body) => self.complete(replica, &body).await,
                 Err(resp) => resp,
             },
         }
     }
 
     fn healthz(&self) -> Reply {
+        let stats = self.cache_stats();
+        let replicas: Vec<Value> = self
+            .replicas
+            .iter()
+            .enumerate()
+            .map(|(i, r)| r.health(i, stats.get(i)))
+            .collect();
+        let total = |f: fn(&Replica) -> usize| self.replicas.iter().map(f).sum::<usize>();
+        let prefix_cache = self.cfg.cache.as_ref().map_or(Value::Null, |c| {
+            json!({
+                "block_size": c.block_size,
+                "capacity_blocks": c.capacity_blocks,
+                "tokenizer": self.cfg.tokenizer.name(),
+            })
+        });
         json_reply(
             StatusCode::OK,
             &json!({
@@ -222,10 +262,12 @@ impl SimServer {
                 "simulator": true,
                 "model": self.cfg.model,
                 "uptime_secs": self.started.elapsed().as_secs_f64(),
-                "in_flight": self.in_flight.load(Ordering::Relaxed),
-                "queued": self.queued.load(Ordering::Relaxed),
+                "in_flight": total(|r| r.in_flight.load(Ordering::Relaxed)),
+                "queued": total(|r| r.queued.load(Ordering::Relaxed)),
                 "max_concurrent": self.cfg.max_concurrent,
                 "served_total": self.served(),
+                "prefix_cache": prefix_cache,
+                "replicas": replicas,
             }),
         )
     }
@@ -258,7 +300,15 @@ impl SimServer {
         }
     }
 
-    async fn complete(&self, body: &[u8]) -> Reply {
+    /// Answers one chat completion on `replica` (an index the path parser checked).
+    async fn complete(&self, replica: usize, body: &[u8]) -> Reply {
+        let Some(state) = self.replicas.get(replica) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found_error",
+                &format!("no replica {replica}"),
+            );
+        };
         let req = match wire::parse_request(body) {
             Ok(r) => r,
             Err(msg) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", &msg),
@@ -282,7 +332,7 @@ impl SimServer {
             task: format!("conv-{conversation:016x}"),
             attempt,
             step: u32::try_from(step).unwrap_or(u32::MAX),
-            replica: 0,
+            replica,
         };
         let id = format!("chatcmpl-sim-{conversation:016x}-{step}-{attempt}");
 
@@ -303,26 +353,26 @@ impl SimServer {
             ));
         }
 
-        let _slot = match &self.slots {
+        let _slot = match &state.slots {
             None => None,
             Some(slots) => match slots.try_acquire() {
                 Ok(permit) => Some(permit),
                 Err(_) => {
                     if self.cfg.max_queue > 0
-                        && self.queued.load(Ordering::Relaxed) >= self.cfg.max_queue
+                        && state.queued.load(Ordering::Relaxed) >= self.cfg.max_queue
                     {
                         return self.too_many(&format!(
-                            "the simulator's queue is full ({} requests waiting for {} slots)",
+                            "the queue of replica {replica} is full ({} requests waiting for {} slots)",
                             self.cfg.max_queue, self.cfg.max_concurrent
                         ));
                     }
-                    let _queued = Counted::new(&self.queued);
+                    let _queued = Counted::new(&state.queued);
                     // The semaphore is never closed, so acquire cannot fail.
                     slots.acquire().await.ok()
                 }
             },
         };
-        let _in_flight = Counted::new(&self.in_flight);
+        let _in_flight = Counted::new(&state.in_flight);
 
         let mut behaviours = HashMap::new();
         let has_tool_result = req.messages.iter().any(|m| m.role == Role::Tool);
@@ -345,7 +395,8 @@ impl SimServer {
                 },
             );
         }
-        let backend = SimBackend::new("sim-server", self.cfg.sim.clone(), behaviours);
+        // Same caches as every other request; only the default script is this request's.
+        let backend = self.backend.with_behaviours(behaviours);
         let call = backend.chat(ChatRequest {
             messages: req.messages,
             tools: req.tools,
@@ -354,11 +405,14 @@ impl SimServer {
         });
         match tokio::time::timeout(self.cfg.hang_timeout, call).await {
             Ok(Ok(reply)) => {
-                self.served.fetch_add(1, Ordering::Relaxed);
-                json_reply(
+                state.served.fetch_add(1, Ordering::Relaxed);
+                let mut resp = json_reply(
                     StatusCode::OK,
                     &wire::reply_body(&id, &self.cfg.model, unix_now(), &reply),
-                )
+                );
+                resp.headers_mut()
+                    .insert(HeaderName::from_static(REPLICA_HEADER), replica.into());
+                resp
             }
             Ok(Err(LlmError::Injected(msg))) => error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -448,59 +502,6 @@ fn json_reply(status: StatusCode, body: &Value) -> Reply {
 
 fn error(status: StatusCode, kind: &str, message: &str) -> Reply {
     json_reply(status, &wire::error_body(kind, message))
-}
-
-/// Binds `addr` (port 0 picks a free port) and returns the listener and its address.
-pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), SimServerError> {
-    let bind_err = |source| SimServerError::Bind { addr, source };
-    let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
-    let local = listener.local_addr().map_err(bind_err)?;
-    Ok((listener, local))
-}
-
-/// `agentos sim-server`: loads the config (exit 2 on errors), serves on `listen` until SIGINT
-/// or SIGTERM (exit 0), exit 3 if the address cannot be bound.
-pub fn main(listen: SocketAddr, config: Option<PathBuf>) -> ExitCode {
-    let cfg = match config {
-        Some(path) => match SimServerConfig::load(&path) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => SimServerConfig::default(),
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(3);
-        }
-    };
-    runtime.block_on(async move {
-        let (listener, local) = match bind(listen).await {
-            Ok(x) => x,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(3);
-            }
-        };
-        println!(
-            "agentos sim-server (a simulator, not a language model) serving model {:?} on http://{local}/v1",
-            cfg.model
-        );
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let server = SimServer::new(cfg);
-        let serving = tokio::spawn(server.serve(listener, stop_rx));
-        crate::cli::shutdown_signal().await;
-        stop_tx.send_replace(true);
-        let _ = serving.await;
-        ExitCode::SUCCESS
-    })
 }
 
 #[cfg(test)]

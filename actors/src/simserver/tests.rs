@@ -92,7 +92,7 @@ async fn a_tool_offering_conversation_gets_one_call_then_an_answer() {
     let tools = json!([{"type": "function", "function": {"name": "calculator",
         "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}}}}]);
     let first = json!({"messages": [{"role": "user", "content": "2 + 3"}], "tools": tools});
-    let (status, reply) = json_of(server.complete(&body(first.clone())).await).await;
+    let (status, reply) = json_of(server.complete(0, &body(first.clone())).await).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(reply["model"], "agentos-simulator");
     assert_eq!(reply["choices"][0]["finish_reason"], "tool_calls");
@@ -105,7 +105,7 @@ async fn a_tool_offering_conversation_gets_one_call_then_an_answer() {
         {"role": "user", "content": "2 + 3"},
         {"role": "assistant", "content": null, "tool_calls": [call]},
         {"role": "tool", "tool_call_id": call["id"], "content": "5"}], "tools": tools});
-    let (_, reply) = json_of(server.complete(&body(second)).await).await;
+    let (_, reply) = json_of(server.complete(0, &body(second)).await).await;
     assert_eq!(reply["choices"][0]["finish_reason"], "stop");
     let text = reply["choices"][0]["message"]["content"].as_str().unwrap();
     assert!(
@@ -115,7 +115,7 @@ async fn a_tool_offering_conversation_gets_one_call_then_an_answer() {
     assert_eq!(server.served(), 2);
 
     // Same conversation, same reply (ids aside: the attempt number advanced).
-    let (_, again) = json_of(server.complete(&body(first)).await).await;
+    let (_, again) = json_of(server.complete(0, &body(first)).await).await;
     assert_eq!(
         again["choices"][0]["message"]["tool_calls"][0]["function"],
         call["function"]
@@ -130,7 +130,7 @@ async fn faults_are_http_errors_and_retries_draw_afresh() {
     let req = body(json!({"messages": [{"role": "user", "content": "hello"}]}));
     let mut statuses = Vec::new();
     for _ in 0..40 {
-        statuses.push(server.complete(&req).await.status());
+        statuses.push(server.complete(0, &req).await.status());
     }
     let errors = statuses
         .iter()
@@ -142,7 +142,7 @@ async fn faults_are_http_errors_and_retries_draw_afresh() {
     let mut cfg = instant();
     cfg.rate_limit_rate = 1.0;
     let server = SimServer::new(cfg);
-    let resp = server.complete(&req).await;
+    let resp = server.complete(0, &req).await;
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(resp.headers()[RETRY_AFTER], "1");
 }
@@ -157,9 +157,9 @@ async fn a_full_queue_answers_429_and_slots_limit_concurrency() {
     let req = body(json!({"messages": [{"role": "user", "content": "x"}]}));
     let started = Instant::now();
     let (a, b, c) = tokio::join!(
-        server.complete(&req),
-        server.complete(&req),
-        server.complete(&req)
+        server.complete(0, &req),
+        server.complete(0, &req),
+        server.complete(0, &req)
     );
     let mut statuses = vec![a.status(), b.status(), c.status()];
     statuses.sort();
@@ -178,4 +178,116 @@ async fn a_full_queue_answers_429_and_slots_limit_concurrency() {
         .find(|r| r.status() == StatusCode::TOO_MANY_REQUESTS)
         .unwrap();
     assert_eq!(limited.headers()[RETRY_AFTER], "0.5");
+}
+
+/// A conversation whose system prompt spans several cache blocks.
+fn long_prompt(user: &str) -> Vec<u8> {
+    body(json!({"messages": [
+        {"role": "system", "content": "You are a careful assistant. ".repeat(20)},
+        {"role": "user", "content": user}]}))
+}
+
+fn cached(reply: &Value) -> u64 {
+    reply["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_repeated_prompt_hits_its_replicas_cache_and_no_other() {
+    let mut cfg = instant();
+    cfg.replicas = 2;
+    let server = SimServer::new(cfg);
+    let req = long_prompt("What is 2 + 2?");
+
+    let resp = server.complete(0, &req).await;
+    assert_eq!(resp.headers()[REPLICA_HEADER], "0");
+    let (_, first) = json_of(resp).await;
+    let prompt = first["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(prompt > 100, "{first}");
+    assert_eq!(cached(&first), 0, "a cold replica has nothing cached");
+
+    let (_, again) = json_of(server.complete(0, &req).await).await;
+    // The whole prompt is resident (at least every full block of it).
+    assert!(
+        cached(&again) + 16 > prompt && cached(&again) <= prompt,
+        "{again}"
+    );
+    assert_eq!(again["usage"]["prompt_tokens"], prompt);
+
+    let resp = server.complete(1, &req).await;
+    assert_eq!(resp.headers()[REPLICA_HEADER], "1");
+    let (_, other) = json_of(resp).await;
+    assert_eq!(cached(&other), 0, "replica 1 has its own cache");
+    // Replies do not depend on the replica.
+    assert_eq!(other["choices"], first["choices"]);
+
+    // A new question on replica 0 reuses the shared system prompt.
+    let (_, shared) = json_of(server.complete(0, &long_prompt("And 3 + 3?")).await).await;
+    assert!(cached(&shared) > 100, "{shared}");
+
+    let (status, health) = json_of(server.healthz()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(health["served_total"], 4);
+    assert_eq!(health["prefix_cache"]["tokenizer"], "o200k_base");
+    let replicas = health["replicas"].as_array().unwrap();
+    assert_eq!(replicas.len(), 2);
+    assert_eq!(replicas[0]["served_total"], 3);
+    assert_eq!(replicas[1]["served_total"], 1);
+    let r0 = &replicas[0]["cache"];
+    assert_eq!(
+        r0["hit_tokens"].as_u64().unwrap(),
+        cached(&again) + cached(&shared)
+    );
+    assert_eq!(
+        r0["query_tokens"].as_u64().unwrap(),
+        prompt * 2 + shared["usage"]["prompt_tokens"].as_u64().unwrap()
+    );
+    assert!(r0["blocks"]["cached"].as_u64().unwrap() > 0, "{r0}");
+    assert_eq!(r0["blocks"]["active"], 0, "no call is running");
+    assert_eq!(replicas[1]["cache"]["hit_tokens"], 0);
+}
+
+#[tokio::test]
+async fn without_a_cache_nothing_is_cached_and_health_says_so() {
+    let mut cfg = instant();
+    cfg.cache = None;
+    let server = SimServer::new(cfg);
+    let req = long_prompt("hi");
+    for _ in 0..2 {
+        let (_, reply) = json_of(server.complete(0, &req).await).await;
+        assert_eq!(cached(&reply), 0);
+    }
+    let (_, health) = json_of(server.healthz()).await;
+    assert_eq!(health["prefix_cache"], Value::Null);
+    assert_eq!(health["replicas"][0]["cache"], Value::Null);
+}
+
+#[tokio::test]
+async fn cache_hits_shorten_latency_and_equal_sequences_repeat_exactly() {
+    let run = || async {
+        let cfg = SimServerConfig::parse(
+            "(replicas: 2, latency: (base_ms: 0, per_prompt_token_us: 1000, \
+             per_output_token_ms: 0))",
+        )
+        .unwrap();
+        let server = SimServer::new(cfg);
+        let mut out = Vec::new();
+        for (replica, user) in [(0, "a"), (0, "a"), (1, "a"), (0, "b")] {
+            let started = Instant::now();
+            let (_, reply) = json_of(server.complete(replica, &long_prompt(user)).await).await;
+            out.push((reply["choices"].clone(), cached(&reply), started.elapsed()));
+        }
+        out
+    };
+    let (first, second) = (run().await, run().await);
+    let strip = |v: &[(Value, u64, Duration)]| {
+        v.iter()
+            .map(|(c, n, _)| (c.clone(), *n))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&first), strip(&second));
+    // The cold call prefills every token (>100 tokens at 1 ms); the warm one at most a block.
+    assert!(first[0].2 >= Duration::from_millis(100), "{:?}", first[0].2);
+    assert!(first[1].2 < first[0].2, "{first:?}");
 }

@@ -217,6 +217,7 @@ pub fn reply_body(id: &str, model: &str, created: u64, reply: &ChatResponse) -> 
             "prompt_tokens": reply.usage.prompt_tokens,
             "completion_tokens": reply.usage.completion_tokens,
             "total_tokens": reply.usage.prompt_tokens + reply.usage.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": reply.usage.cached_tokens},
         },
     })
 }

@@ -111,6 +111,80 @@ fn agentos_openai_backend_runs_a_tool_workflow_against_the_sim_server() {
     assert_eq!(health["served_total"], 6);
 }
 
+fn health(addr: SocketAddr) -> Value {
+    let (status, _, body) = raw(
+        addr,
+        format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// `base_urls` naming replicas of one sim-server: AgentOS's KV-cache pool routes each call,
+/// the replica it names serves it from its own prefix cache, and the cached tokens the server
+/// reports reach the run summary.
+#[test]
+fn base_urls_reach_distinct_replicas_whose_caches_report_hits() {
+    let addr = start(
+        SimServerConfig::parse(
+            "(seed: 5, replicas: 2, latency: (base_ms: 100, per_prompt_token_us: 0, \
+             per_output_token_ms: 0))",
+        )
+        .unwrap(),
+    );
+    // No load slack: a replica may not take more than its fair share of the calls in flight,
+    // so the four tasks dispatched together spread over both replicas; a task's second call
+    // still finds its first call's prefix (on its replica, or the shared head on the other).
+    let cfg = parse(&format!(
+        r#"(version: 1, runtime: (max_concurrency: 4),
+          backends: [(name: "served", kind: OpenAi((
+              base_urls: ["http://{addr}/r/0/v1", "http://{addr}/r/1/v1"],
+              model: "whatever", timeout_secs: 10)),
+              cache: (load_slack: 0.0))],
+          agents: [(name: "calc", role: "Use the calculator for every arithmetic question, then answer with the number.",
+                    backend: "served", tools: ["calculator"], max_steps: 4, replicas: 4)],
+          workflows: [(name: "w", tasks: [
+              (id: "a", agent: "calc", input: "2 ^ 10"),
+              (id: "b", agent: "calc", input: "sqrt(16) + 1"),
+              (id: "c", agent: "calc", input: "3 * 3"),
+              (id: "d", agent: "calc", input: "10 - 4"),
+          ])])"#
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let done = run(cfg, dir.path());
+    let mut cached_total = 0;
+    for (key, value) in [("w/a", "1024"), ("w/b", "5"), ("w/c", "9"), ("w/d", "6")] {
+        let t = task(&done.snapshot, key);
+        assert_eq!(t.state, TaskState::Succeeded, "{key}: {t:?}");
+        assert!(
+            t.output.as_deref().unwrap_or_default().contains(value),
+            "{key}: {t:?}"
+        );
+        assert!(
+            t.cached_tokens > 0 && t.cached_tokens < t.prompt_tokens,
+            "{key}: cached {} of {} prompt tokens",
+            t.cached_tokens,
+            t.prompt_tokens
+        );
+        cached_total += t.cached_tokens;
+    }
+
+    let health = health(addr);
+    let replicas = health["replicas"].as_array().unwrap();
+    assert_eq!(replicas.len(), 2);
+    let mut hits = 0;
+    for r in replicas {
+        let served = r["served_total"].as_u64().unwrap();
+        let hit = r["cache"]["hit_tokens"].as_u64().unwrap();
+        assert!(served > 0 && hit > 0, "every replica served and hit: {r}");
+        assert_eq!(r["in_flight"], 0);
+        hits += hit;
+    }
+    // Two LLM turns per task, and every cached token the run counted was a hit on a replica.
+    assert_eq!(health["served_total"], 8);
+    assert_eq!(hits, cached_total);
+}
+
 #[test]
 fn bad_requests_get_json_errors_never_a_crash() {
     let addr =
@@ -151,6 +225,25 @@ fn bad_requests_get_json_errors_never_a_crash() {
     let (status, _, resp) = post(addr, "/v2/other", "{}");
     assert_eq!(status, 404);
     assert!(error_message(&resp).contains("/v2/other"));
+    let hello = r#"{"messages": [{"role": "user", "content": "hi"}]}"#;
+    let (status, _, resp) = post(addr, "/r/1/v1/chat/completions", hello);
+    assert_eq!(status, 404);
+    assert!(
+        error_message(&resp).contains("no replica 1: this simulator has 1 replica"),
+        "{resp}"
+    );
+    for path in [
+        "/r/x/v1/chat/completions",
+        "/r/-0/v1/models",
+        "/r/0/v2/models",
+    ] {
+        let (status, _, resp) = post(addr, path, hello);
+        assert_eq!(status, 404, "{path}: {resp}");
+        assert!(error_message(&resp).contains(path), "{path}: {resp}");
+    }
+    let (status, head, resp) = post(addr, "/r/0/v1/chat/completions", hello);
+    assert_eq!(status, 200, "{resp}");
+    assert!(head.contains("x-agentos-replica: 0"), "{head}");
 
     // Still serving after all that.
     let (status, head, resp) = post(

@@ -156,8 +156,11 @@ const MAX_SIM_SLOTS: u32 = 1_000_000;
 
 const MAX_SETTING: f64 = 31_536_000.0;
 
-/// Most blocks per replica: 16M blocks (a quarter billion tokens at 16 per block).
-const MAX_CACHE_BLOCKS: usize = 1 << 24;
+/// Most blocks per replica.
+const MAX_CACHE_BLOCKS: usize = crate::kvcache::MAX_CAPACITY_BLOCKS;
+
+/// Largest block size.
+const MAX_BLOCK_SIZE: usize = crate::kvcache::MAX_BLOCK_SIZE;
 
 /// A positive duration setting within [`MAX_SETTING`].
 fn positive_secs(v: f64) -> bool {

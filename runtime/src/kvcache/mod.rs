@@ -32,6 +32,13 @@ pub const DEFAULT_BLOCK_SIZE: usize = 16;
 /// Default blocks per replica: 8192 blocks of 16 tokens hold 131072 tokens.
 pub const DEFAULT_CAPACITY_BLOCKS: usize = 8192;
 
+/// Largest block size a config may set, in tokens.
+pub const MAX_BLOCK_SIZE: usize = 4096;
+
+/// Most blocks per replica a config may set: 16M blocks (a quarter billion tokens at 16 per
+/// block).
+pub const MAX_CAPACITY_BLOCKS: usize = 1 << 24;
+
 /// Default load slack of `prefix_aware` routing (see [`Router`]).
 pub const DEFAULT_LOAD_SLACK: f64 = 0.5;
 

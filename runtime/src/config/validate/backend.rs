@@ -187,11 +187,11 @@ impl Validator<'_> {
     fn cache(&mut self, b: &raw::RawBackend, agents: &[raw::RawAgent]) -> KvCacheSettings {
         let at = At::Field(EntityKind::Backend, &b.name, None, "cache");
         let c = &b.cache;
-        if !(1..=4096).contains(&c.block_size) {
+        if !(1..=MAX_BLOCK_SIZE).contains(&c.block_size) {
             self.err(
                 at,
                 format!(
-                    "cache.block_size must be within 1..=4096 tokens, got {}",
+                    "cache.block_size must be within 1..={MAX_BLOCK_SIZE} tokens, got {}",
                     c.block_size
                 ),
             );
@@ -254,7 +254,7 @@ impl Validator<'_> {
             );
         }
         KvCacheSettings {
-            block_size: c.block_size.clamp(1, 4096),
+            block_size: c.block_size.clamp(1, MAX_BLOCK_SIZE),
             capacity_blocks: c.capacity_blocks.clamp(1, MAX_CACHE_BLOCKS),
             routing,
             load_slack: if c.load_slack.is_finite() {

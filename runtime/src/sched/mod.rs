@@ -17,13 +17,16 @@
 //!   naming the failed task.
 //! - An agent instance that dies or lets its lease expire returns its task as a failed attempt.
 
+mod idle;
 mod types;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use types::*;
+
+use idle::IdleQueue;
 
 use crate::config::Config;
 use crate::llm::Usage;
@@ -40,7 +43,7 @@ pub struct SchedulerCore {
     index: HashMap<TaskKey, usize>,
     ready: ReadyQueue,
     delayed: BTreeSet<(Instant, u64, usize)>,
-    idle: HashMap<String, VecDeque<InstanceId>>,
+    idle: HashMap<String, IdleQueue>,
     leases: HashMap<LeaseId, Lease>,
     by_instance: HashMap<InstanceId, LeaseId>,
     next_lease: u64,
@@ -123,7 +126,14 @@ impl SchedulerCore {
 
     /// Whether every task reached a terminal state.
     pub fn is_done(&self) -> bool {
-        self.tasks.iter().all(|t| t.state.is_terminal())
+        // From the per-state counts (kept by every transition), not a walk over every task:
+        // the actor asks after each message it handles.
+        let terminal: usize = TaskState::ALL
+            .iter()
+            .filter(|s| s.is_terminal())
+            .map(|&s| self.counts[state_slot(s)])
+            .sum();
+        terminal == self.tasks.len()
     }
 
     /// Number of live leases.
@@ -139,7 +149,7 @@ impl SchedulerCore {
     /// An agent instance is idle and can take a task.
     pub fn agent_idle(&mut self, instance: InstanceId) {
         let q = self.idle.entry(instance.agent.clone()).or_default();
-        if !q.contains(&instance) && !self.by_instance.contains_key(&instance) {
+        if !self.by_instance.contains_key(&instance) {
             q.push_back(instance);
         }
     }
@@ -152,7 +162,7 @@ impl SchedulerCore {
         now: Instant,
     ) -> Vec<SchedEvent> {
         if let Some(q) = self.idle.get_mut(&instance.agent) {
-            q.retain(|i| i != instance);
+            q.remove(instance);
         }
         let mut events = Vec::new();
         if let Some(lease) = self.by_instance.get(instance).copied() {
@@ -190,7 +200,7 @@ impl SchedulerCore {
             let Some(idx) = self.ready.pop(&agent) else {
                 break;
             };
-            let Some(instance) = self.idle.get_mut(&agent).and_then(VecDeque::pop_front) else {
+            let Some(instance) = self.idle.get_mut(&agent).and_then(IdleQueue::pop_front) else {
                 break;
             };
             out.push(self.lease(idx, instance, now, &mut events));

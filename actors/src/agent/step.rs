@@ -115,7 +115,6 @@ pub async fn run_attempt(
             },
         };
         set_state(&cb, AgentState::Waiting);
-        let t0 = Instant::now();
         // The lease picks the replica and lives until the call ends: it is released when it
         // drops, so errors, the attempt timeout, panics and dropped attempts release it too.
         let kv_lease = match &env.kv {
@@ -125,6 +124,7 @@ pub async fn run_attempt(
         request.meta.replica = kv_lease.as_ref().map_or(0, |l| l.replica);
         let guard = AbandonedCall(Some(backend_name.clone()));
         let replica = request.meta.replica;
+        let t0 = Instant::now();
         let reply = env.backend.chat(request).await;
         guard.disarm();
         drop(kv_lease);

@@ -9,15 +9,15 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 
 use agentos_runtime::context::{ContextSettings, Pager, SharedStats, StoreSwap};
 use agentos_runtime::store::Store;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::messages::PagerFailure;
 
-/// Jobs waiting for the worker at most; more are refused as retryable.
+/// Jobs waiting for the worker at most. Callers beyond that wait for room, in FIFO order
+/// (backpressure): a fleet larger than the queue slows down instead of failing attempts.
 pub const QUEUE_CAPACITY: usize = 4096;
 
 type Core = Pager<StoreSwap>;
@@ -45,13 +45,13 @@ fn build_core(cfg: &WorkerConfig) -> Result<Core, String> {
 /// Handle to the worker thread; dropping it ends the thread once queued jobs are done.
 #[derive(Debug, Clone)]
 pub struct Worker {
-    tx: SyncSender<Job>,
+    tx: mpsc::Sender<Job>,
 }
 
 impl Worker {
     /// Starts the thread. The core is built on it (opening the store is I/O too).
     pub fn start(cfg: WorkerConfig) -> std::io::Result<Worker> {
-        let (tx, rx) = sync_channel::<Job>(QUEUE_CAPACITY);
+        let (tx, mut rx) = mpsc::channel::<Job>(QUEUE_CAPACITY);
         std::thread::Builder::new()
             .name("agentos-pager".into())
             .spawn(move || {
@@ -62,7 +62,7 @@ impl Worker {
                         None
                     }
                 };
-                for job in rx {
+                while let Some(job) = rx.blocking_recv() {
                     if std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut core))).is_err() {
                         tracing::error!(
                             "context pager job panicked; rebuilding the pager from the store"
@@ -90,18 +90,10 @@ impl Worker {
             };
             let _ = reply.send(out);
         });
-        match self.tx.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                return Err(PagerFailure::Unavailable(format!(
-                    "{QUEUE_CAPACITY} requests are already queued"
-                )))
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                return Err(PagerFailure::Unavailable(
-                    "the worker thread is gone".into(),
-                ))
-            }
+        if self.tx.send(job).await.is_err() {
+            return Err(PagerFailure::Unavailable(
+                "the worker thread is gone".into(),
+            ));
         }
         rx.await.unwrap_or_else(|_| {
             Err(PagerFailure::Unavailable(

@@ -59,7 +59,14 @@ pub struct Pager<S: SwapDevice> {
     tables: HashMap<String, PageTable>,
     shared: SharedSpace,
     stats: SharedStats,
+    /// Resident and swapped figures last counted per open context, and their sums per agent,
+    /// so the gauges update in O(1) however many contexts an agent's replicas hold open.
+    counted: HashMap<String, Figures>,
+    totals: HashMap<String, Figures>,
 }
+
+/// Resident pages, resident tokens, swapped pages, swapped tokens.
+type Figures = [u64; 4];
 
 impl<S: SwapDevice> Pager<S> {
     /// A pager over `swap` for the agents in `settings`.
@@ -76,6 +83,8 @@ impl<S: SwapDevice> Pager<S> {
             tables: HashMap::new(),
             shared: SharedSpace::default(),
             stats,
+            counted: HashMap::new(),
+            totals: HashMap::new(),
         }
     }
 
@@ -172,7 +181,7 @@ impl<S: SwapDevice> Pager<S> {
         }
         let pinned_tokens = t.pinned_tokens();
         self.tables.insert(context.to_owned(), t);
-        self.refresh_gauges(agent);
+        self.refresh_gauges(agent, context);
         Ok(pinned_tokens)
     }
 
@@ -262,7 +271,7 @@ impl<S: SwapDevice> Pager<S> {
             }
             return Err(e.into());
         }
-        self.refresh_gauges(agent);
+        self.refresh_gauges(agent, context);
         Ok(ids)
     }
 
@@ -288,7 +297,7 @@ impl<S: SwapDevice> Pager<S> {
             self.fold(agent, moves, result.as_ref().ok());
             result?
         };
-        self.refresh_gauges(agent);
+        self.refresh_gauges(agent, context);
         Ok(built)
     }
 
@@ -315,7 +324,7 @@ impl<S: SwapDevice> Pager<S> {
         let out = op(table, &mut self.swap);
         let moves = table.take_moves();
         self.fold(agent, moves, None);
-        self.refresh_gauges(agent);
+        self.refresh_gauges(agent, context);
         out
     }
 
@@ -406,7 +415,7 @@ impl<S: SwapDevice> Pager<S> {
                 self.shared.detach(&k);
             }
         }
-        self.refresh_gauges(agent);
+        self.refresh_gauges(agent, context);
         Ok(())
     }
 
@@ -457,16 +466,24 @@ impl<S: SwapDevice> Pager<S> {
         }
     }
 
-    fn refresh_gauges(&self, agent: &str) {
-        let (mut rp, mut rt, mut sp, mut st) = (0, 0, 0, 0);
-        for t in self.tables.values().filter(|t| t.agent() == agent) {
+    /// Recounts `context` (gone if closed) into `agent`'s totals and publishes them.
+    fn refresh_gauges(&mut self, agent: &str, context: &str) {
+        let now: Figures = self.tables.get(context).map_or([0; 4], |t| {
             let (p, k) = t.resident();
             let (q, l) = t.swapped();
-            rp += p;
-            rt += k;
-            sp += q;
-            st += l;
+            [p, k, q, l]
+        });
+        let before = if self.tables.contains_key(context) {
+            self.counted.insert(context.to_owned(), now)
+        } else {
+            self.counted.remove(context)
         }
+        .unwrap_or([0; 4]);
+        let total = self.totals.entry(agent.to_owned()).or_default();
+        for i in 0..4 {
+            total[i] = (total[i] + now[i]).saturating_sub(before[i]);
+        }
+        let [rp, rt, sp, st] = *total;
         {
             let mut all = self.stats.lock().unwrap_or_else(|e| e.into_inner());
             let s = all.entry(agent.to_owned()).or_default();

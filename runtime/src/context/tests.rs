@@ -241,3 +241,49 @@ fn pinning_keeps_a_page_resident_and_refuses_too_much() {
         Err(PagerError::BudgetTooSmall { .. })
     ));
 }
+
+#[test]
+fn resident_and_swapped_totals_sum_the_agents_open_contexts() {
+    let stats: SharedStats = Arc::new(Mutex::new(BTreeMap::new()));
+    let mut s = HashMap::new();
+    s.insert("a".to_owned(), settings(400, PolicyKind::Lru));
+    s.insert("b".to_owned(), settings(400, PolicyKind::Lru));
+    let mut p = Pager::new(MemSwap::default(), s, stats.clone());
+    let figures = |agent: &str| {
+        let all = stats.lock().unwrap();
+        let s = &all[agent];
+        (
+            s.resident_pages,
+            s.resident_tokens,
+            s.swapped_pages,
+            s.swapped_tokens,
+        )
+    };
+    let table = |p: &mut Pager<MemSwap>, agent: &str, context: &str| {
+        let t = p.table(agent, context).unwrap();
+        let ((rp, rt), (sp, st)) = (t.resident(), t.swapped());
+        (rp, rt, sp, st)
+    };
+    p.open("a", "w/1#1", "sys", "task one", &[]).unwrap();
+    p.open("a", "w/2#1", "sys", "task two", &[]).unwrap();
+    p.open("b", "w/3#1", "sys", "task three", &[]).unwrap();
+    for step in 0..6 {
+        p.append("a", "w/1#1", exchange(step, 40)).unwrap();
+        p.build("a", "w/1#1", 0, &[]).unwrap();
+    }
+    p.append("a", "w/2#1", exchange(0, 10)).unwrap();
+    let (one, two) = (table(&mut p, "a", "w/1#1"), table(&mut p, "a", "w/2#1"));
+    assert!(
+        one.2 > 0,
+        "the long context must have swapped pages: {one:?}"
+    );
+    assert_eq!(
+        figures("a"),
+        (one.0 + two.0, one.1 + two.1, one.2 + two.2, one.3 + two.3)
+    );
+    assert_eq!(figures("b"), table(&mut p, "b", "w/3#1"));
+    // Closing a context takes its pages out of its agent's totals only.
+    p.close("a", "w/1#1").unwrap();
+    assert_eq!(figures("a"), table(&mut p, "a", "w/2#1"));
+    assert_eq!(figures("b"), table(&mut p, "b", "w/3#1"));
+}

@@ -138,6 +138,27 @@ fn run_json_reports_pager_and_kv_cache_figures() {
     );
 }
 
+/// Sends SIGTERM to `child` and waits for it to exit, failing the test after `within`.
+fn terminate(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process {} did not exit within {within:?} of SIGTERM",
+            child.id()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn get(addr: &str, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -219,23 +240,12 @@ fn serve_answers_http_and_shuts_down_gracefully_on_sigterm() {
         "{metrics}"
     );
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "serve did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(0));
+    let status = terminate(&mut child, Duration::from_secs(15));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "serve did not exit cleanly after SIGTERM"
+    );
     // The in-flight step was allowed to finish: the long task succeeded after the signal.
     let trace = std::fs::read_to_string(&trace).unwrap();
     assert!(
@@ -290,21 +300,10 @@ fn sim_server_serves_until_sigterm_and_rejects_bad_config_with_exit_2() {
     assert_eq!(health["simulator"], true);
     assert_eq!(health["model"], "sim-test");
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "sim-server did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(0));
+    let status = terminate(&mut child, Duration::from_secs(10));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "sim-server did not stop cleanly on SIGTERM"
+    );
 }

@@ -96,3 +96,34 @@ async fn a_restarted_pager_serves_the_context_from_the_store() {
         "{err}"
     );
 }
+
+#[actix_rt::test]
+async fn a_full_worker_queue_makes_callers_wait_instead_of_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let worker = worker::Worker::start(config(dir.path())).unwrap();
+    // One job holds the worker thread until released, so the queue behind it fills up.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let w = worker.clone();
+    let blocker = actix_rt::spawn(async move {
+        w.call(move |_| {
+            let _ = held.recv();
+            Ok(0usize)
+        })
+        .await
+    });
+    let callers: Vec<_> = (0..worker::QUEUE_CAPACITY + 200)
+        .map(|i| {
+            let w = worker.clone();
+            actix_rt::spawn(async move { w.call(move |_| Ok(i + 1)).await })
+        })
+        .collect();
+    // Let every caller run until it has queued its job or is waiting for room.
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    release.send(()).unwrap();
+    assert_eq!(blocker.await.unwrap().unwrap(), 0);
+    for (i, c) in callers.into_iter().enumerate() {
+        assert_eq!(c.await.unwrap().unwrap(), i + 1, "caller {i} failed");
+    }
+}

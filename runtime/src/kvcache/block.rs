@@ -129,7 +129,7 @@ impl BlockManager {
 
     /// The full-block hashes of `tokens` under this manager's salt and block size.
     pub fn hashes(&self, tokens: &[u32]) -> Vec<u64> {
-        block_hashes_from(self.root, tokens, self.block_size)
+        super::hash::chain_blocks(self.root, tokens, self.block_size)
     }
 
     /// Leading tokens of `tokens` that are resident, without changing anything (for routing).
@@ -503,17 +503,6 @@ impl BlockManager {
         }
         victim
     }
-}
-
-fn block_hashes_from(root_hash: u64, tokens: &[u32], block_size: usize) -> Vec<u64> {
-    let mut parent = root_hash;
-    tokens
-        .chunks_exact(block_size.max(1))
-        .map(|c| {
-            parent = chain(parent, c);
-            parent
-        })
-        .collect()
 }
 
 #[cfg(test)]

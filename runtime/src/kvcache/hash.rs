@@ -57,7 +57,12 @@ pub fn salt_of(salt: &str) -> u64 {
 
 /// Every full-block hash of `tokens`, in order (the trailing partial block has none).
 pub fn block_hashes(tokens: &[u32], block_size: usize, salt: u64) -> Vec<u64> {
-    let mut parent = root(salt);
+    chain_blocks(root(salt), tokens, block_size)
+}
+
+/// Every full-block hash of `tokens`, chained from `root_hash` (a [`root`] of some salt).
+pub fn chain_blocks(root_hash: u64, tokens: &[u32], block_size: usize) -> Vec<u64> {
+    let mut parent = root_hash;
     tokens
         .chunks_exact(block_size.max(1))
         .map(|c| {

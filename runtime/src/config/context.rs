@@ -39,7 +39,6 @@ pub(super) fn check(a: &RawAgent, raw: &RawConfig) -> (ContextSpec, Vec<(&'stati
             window_tokens: budget,
             reserve_output_tokens: 0,
             policy: PolicyKind::default(),
-            summarizer: None,
         }),
         (c, None) => {
             let c = c.clone().unwrap_or_default();
@@ -56,12 +55,19 @@ pub(super) fn check(a: &RawAgent, raw: &RawConfig) -> (ContextSpec, Vec<(&'stati
                 PolicyKind::default()
             });
             if let Some(s) = &c.summarizer {
-                if !raw.backends.iter().any(|b| &b.name == s) {
-                    problems.push((
-                        "context",
-                        format!("context.summarizer backend \"{s}\" is not declared"),
-                    ));
-                }
+                // Accepted by the schema so the message can say what to do, but refused: a
+                // setting that silently did nothing would mislead whoever tunes summaries.
+                let why = if raw.backends.iter().any(|b| &b.name == s) {
+                    ""
+                } else {
+                    " (and no backend of that name is declared)"
+                };
+                problems.push((
+                    "context",
+                    format!(
+                        "context.summarizer \"{s}\": model-written summaries are not supported yet{why}; remove the field (evicted pages get the built-in extractive summary)"
+                    ),
+                ));
             }
             if c.reserve_output_tokens >= c.window_tokens {
                 problems.push((
@@ -76,7 +82,6 @@ pub(super) fn check(a: &RawAgent, raw: &RawConfig) -> (ContextSpec, Vec<(&'stati
                 window_tokens: c.window_tokens,
                 reserve_output_tokens: c.reserve_output_tokens,
                 policy,
-                summarizer: c.summarizer.clone(),
             })
         }
     };
@@ -84,7 +89,6 @@ pub(super) fn check(a: &RawAgent, raw: &RawConfig) -> (ContextSpec, Vec<(&'stati
         window_tokens: 8192,
         reserve_output_tokens: 1024,
         policy: PolicyKind::default(),
-        summarizer: None,
     });
     let field = if a.context_budget_tokens.is_some() {
         "context_budget_tokens"
@@ -195,7 +199,13 @@ mod tests {
             "{e}"
         );
         assert!(
-            e.contains("summarizer backend \"nope\" is not declared"),
+            e.contains("context.summarizer \"nope\": model-written summaries are not supported yet (and no backend of that name is declared)"),
+            "{e}"
+        );
+        // A declared backend is refused too: the setting would do nothing.
+        let e = cfg(r#"context: (summarizer: "sim")"#, "hi").unwrap_err();
+        assert!(
+            e.contains("context.summarizer \"sim\": model-written summaries are not supported yet; remove the field"),
             "{e}"
         );
         let e = cfg(

@@ -304,8 +304,6 @@ pub struct ContextSpec {
     pub reserve_output_tokens: u64,
     /// Eviction policy.
     pub policy: crate::context::PolicyKind,
-    /// Backend that summarises evicted pages; `None` uses the extractive summary.
-    pub summarizer: Option<String>,
 }
 
 impl ContextSpec {

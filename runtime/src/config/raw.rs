@@ -464,7 +464,8 @@ pub struct RawContext {
     /// `lru` or `lru_importance`.
     #[serde(default = "default_policy")]
     pub policy: String,
-    /// Backend that writes summaries of evicted pages instead of the extractive default.
+    /// Reserved for a backend writing summaries of evicted pages; validation refuses it (not
+    /// supported yet), with a message saying so instead of "unknown field".
     #[serde(default)]
     pub summarizer: Option<String>,
 }

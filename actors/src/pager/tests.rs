@@ -127,3 +127,67 @@ async fn a_full_worker_queue_makes_callers_wait_instead_of_failing() {
         assert_eq!(c.await.unwrap().unwrap(), i + 1, "caller {i} failed");
     }
 }
+
+#[actix_rt::test]
+async fn a_panic_in_a_batch_fails_the_uncommitted_requests_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let worker = worker::Worker::start(cfg.clone()).unwrap();
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (started, running) = std::sync::mpsc::channel::<()>();
+    let w = worker.clone();
+    let blocker = actix_rt::spawn(async move {
+        w.call(move |_| {
+            let _ = started.send(());
+            let _ = held.recv();
+            Ok(())
+        })
+        .await
+    });
+    // The blocker runs alone in its batch before the others are queued.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while running.try_recv().is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let open = |context: &'static str| {
+        let w = worker.clone();
+        actix_rt::spawn(async move {
+            w.call(move |p| p.open("a", context, "sys", "task", &[]))
+                .await
+        })
+    };
+    // Queued behind the blocker, these three run as one batch.
+    let before = open("w/before#1");
+    let w = worker.clone();
+    let panics = actix_rt::spawn(async move {
+        w.call(|_| -> Result<(), agentos_runtime::context::PagerError> { panic!("injected") })
+            .await
+    });
+    let after = open("w/after#1");
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    release.send(()).unwrap();
+    blocker.await.unwrap().unwrap();
+    let before = before.await.unwrap();
+    assert!(
+        matches!(&before, Err(PagerFailure::Unavailable(m)) if m.contains("restarted before")),
+        "{before:?}"
+    );
+    assert!(panics.await.unwrap().is_err());
+    after.await.unwrap().unwrap();
+    // What the store holds matches what the callers were told.
+    let store = agentos_runtime::store::Store::open(&cfg.store_path).unwrap();
+    assert!(store
+        .get_pages("r1", "w/before#1", &[0, 1])
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.get_pages("r1", "w/after#1", &[0, 1]).unwrap().len(),
+        2
+    );
+}

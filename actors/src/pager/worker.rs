@@ -2,9 +2,16 @@
 //! never runs on the arbiter thread. The actor sends closures; each reply comes back on a
 //! oneshot channel.
 //!
+//! **Group commit**: the worker takes every job already queued (up to [`MAX_BATCH`]) and runs
+//! them inside one store transaction; each job's writes stay all-or-nothing on their own (a
+//! savepoint), and replies go out only after the batch commits, so an acknowledged page is
+//! always stored. Under load this turns many small WAL commits into one.
+//!
 //! A panic inside a job is caught: the core is rebuilt with empty memory over a fresh store
-//! connection (page tables come back from the store on first use), and the caller gets a
-//! retryable [`PagerFailure::Unavailable`].
+//! connection (page tables come back from the store on first use), the jobs of the batch run
+//! so far lose their uncommitted writes and fail as retryable, and so does the caller of the
+//! panicking job. A batch that cannot commit fails the same way, after the core is rebuilt
+//! from what the store holds.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -20,8 +27,14 @@ use super::messages::PagerFailure;
 /// (backpressure): a fleet larger than the queue slows down instead of failing attempts.
 pub const QUEUE_CAPACITY: usize = 4096;
 
+/// Most jobs committed in one store transaction.
+pub const MAX_BATCH: usize = 256;
+
 type Core = Pager<StoreSwap>;
-type Job = Box<dyn FnOnce(&mut Option<Core>) + Send>;
+/// A job's reply, sent once its batch is committed: `None` sends the job's own result,
+/// `Some(failure)` replaces it (the batch was lost).
+type Reply = Box<dyn FnOnce(Option<PagerFailure>) + Send>;
+type Job = Box<dyn FnOnce(&mut Option<Core>) -> Reply + Send>;
 
 /// What the worker needs to (re)build its core.
 #[derive(Debug, Clone)]
@@ -40,6 +53,61 @@ fn build_core(cfg: &WorkerConfig) -> Result<Core, String> {
     let store = Store::open(&cfg.store_path).map_err(|e| e.to_string())?;
     let swap = StoreSwap::new(store, cfg.run_id.clone()).map_err(|e| e.to_string())?;
     Ok(Pager::new(swap, cfg.settings.clone(), cfg.stats.clone()))
+}
+
+/// Runs `batch` in one store transaction and answers every job once it is committed.
+fn run_batch(cfg: &WorkerConfig, core: &mut Option<Core>, batch: Vec<Job>) {
+    let mut in_batch = match core.as_mut() {
+        Some(c) => c.swap_mut().store_mut().begin_batch().is_ok(),
+        None => false,
+    };
+    let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
+    for job in batch {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| job(core))) {
+            Ok(reply) => replies.push(reply),
+            Err(_) => {
+                tracing::error!("context pager job panicked; rebuilding the pager from the store");
+                // The fresh connection drops the batch's uncommitted writes: the jobs answered
+                // so far in it fail too. The rest of the batch runs without one.
+                // Close the old connection first: it may hold the batch's write lock.
+                *core = None;
+                *core = build_core(cfg).ok();
+                let lost = || {
+                    Some(PagerFailure::Unavailable(
+                        "the pager restarted before this request was stored".into(),
+                    ))
+                };
+                if in_batch {
+                    for reply in replies.drain(..) {
+                        reply(lost());
+                    }
+                }
+                in_batch = false;
+            }
+        }
+    }
+    let failure = if in_batch {
+        match core
+            .as_mut()
+            .map(|c| c.swap_mut().store_mut().commit_batch())
+        {
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "context pager cannot commit; rebuilding from the store");
+                // Close the old connection first: it may hold the batch's write lock.
+                *core = None;
+                *core = build_core(cfg).ok();
+                Some(e.to_string())
+            }
+            _ => None,
+        }
+    } else {
+        None
+    };
+    for reply in replies {
+        reply(failure.clone().map(|why| {
+            PagerFailure::Unavailable(format!("the store did not commit this request: {why}"))
+        }));
+    }
 }
 
 /// Handle to the worker thread; dropping it ends the thread once queued jobs are done.
@@ -62,13 +130,15 @@ impl Worker {
                         None
                     }
                 };
-                while let Some(job) = rx.blocking_recv() {
-                    if std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut core))).is_err() {
-                        tracing::error!(
-                            "context pager job panicked; rebuilding the pager from the store"
-                        );
-                        core = build_core(&cfg).ok();
+                while let Some(first) = rx.blocking_recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
                     }
+                    run_batch(&cfg, &mut core, batch);
                 }
             })?;
         Ok(Worker { tx })
@@ -88,7 +158,12 @@ impl Worker {
                     "the store could not be opened".into(),
                 )),
             };
-            let _ = reply.send(out);
+            Box::new(move |lost: Option<PagerFailure>| {
+                let _ = reply.send(match lost {
+                    Some(failure) => Err(failure),
+                    None => out,
+                });
+            })
         });
         if self.tx.send(job).await.is_err() {
             return Err(PagerFailure::Unavailable(

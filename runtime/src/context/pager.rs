@@ -93,6 +93,11 @@ impl<S: SwapDevice> Pager<S> {
         &self.swap
     }
 
+    /// The swap device, mutably (the worker opens and commits write batches on it).
+    pub fn swap_mut(&mut self) -> &mut S {
+        &mut self.swap
+    }
+
     /// Gives the swap device back (the pager's memory is dropped, as on a restart).
     pub fn into_swap(self) -> S {
         self.swap

@@ -100,6 +100,11 @@ impl StoreSwap {
     pub fn store(&self) -> &Store {
         &self.store
     }
+
+    /// The underlying store, to open and commit write batches.
+    pub fn store_mut(&mut self) -> &mut Store {
+        &mut self.store
+    }
 }
 
 fn timed<T>(op: &'static str, f: impl FnOnce() -> T) -> T {

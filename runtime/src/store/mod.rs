@@ -128,6 +128,29 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens a batch: the writes until [`Store::commit_batch`] commit together, each still all
+    /// or nothing on its own (group commit: one WAL commit for many page groups).
+    pub fn begin_batch(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch("BEGIN")
+            .map_err(|source| StoreError::Io {
+                op: "begin batch",
+                source,
+            })
+    }
+
+    /// Commits the open batch. On failure it is rolled back: none of its writes are stored.
+    pub fn commit_batch(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("COMMIT").map_err(|source| {
+            // The batch may already be rolled back by SQLite itself; either way, make sure.
+            let _ = self.conn.execute_batch("ROLLBACK");
+            StoreError::Io {
+                op: "commit batch",
+                source,
+            }
+        })
+    }
+
     /// The file, or `None` for an in-memory store.
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()

@@ -69,10 +69,10 @@ const PAGE_COLUMNS: &str =
     "context, page_id, agent, grp, kind, pinned, importance, tokens, shared_key, message";
 
 impl Store {
-    /// Writes `rows` of run `run_id` in one transaction (all or nothing). A page written
-    /// again (same run, context and id) is replaced.
+    /// Writes `rows` of run `run_id` all or nothing (a savepoint: its own transaction, or a
+    /// part of the open batch). A page written again (same run, context and id) is replaced.
     pub fn put_pages(&mut self, run_id: &str, rows: &[PageRow]) -> Result<(), StoreError> {
-        let tx = self.conn.transaction().map_err(io("write pages"))?;
+        let tx = self.conn.savepoint().map_err(io("write pages"))?;
         {
             let mut stmt = tx
                 .prepare_cached(&format!(

@@ -57,9 +57,10 @@ fn build_core(cfg: &WorkerConfig) -> Result<Core, String> {
 
 /// Runs `batch` in one store transaction and answers every job once it is committed.
 fn run_batch(cfg: &WorkerConfig, core: &mut Option<Core>, batch: Vec<Job>) {
+    // A lone job needs no batch: its writes commit on their own.
     let mut in_batch = match core.as_mut() {
-        Some(c) => c.swap_mut().store_mut().begin_batch().is_ok(),
-        None => false,
+        Some(c) if batch.len() > 1 => c.swap_mut().store_mut().begin_batch().is_ok(),
+        _ => false,
     };
     let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
     for job in batch {

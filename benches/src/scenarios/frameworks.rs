@@ -15,7 +15,6 @@ use agentos_actors::simserver::SimServerConfig;
 use serde_json::json;
 
 use super::llm_bound::SERVER;
-use super::overhead::now;
 use super::Ctx;
 use crate::child::{run_sample, Runner};
 use crate::report::{ScenarioReport, VariantResult};
@@ -52,10 +51,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
             Err(why) => VariantResult::skipped("langgraph", n, why.clone()),
         });
     }
-    let mut report = ScenarioReport {
-        scenario: "frameworks".into(),
-        description: format!(
-            "N requests submitted at once, each a tool-using prompt answered in two LLM turns (a \
+    let description = format!(
+        "N requests submitted at once, each a tool-using prompt answered in two LLM turns (a \
              calculator call, then the answer), against `agentos sim-server` ({SERVER}). \
              `agentos`: the `openai` backend, one agent replica per request. `langgraph`: \
              `create_react_agent` with `ChatOpenAI`, all requests through `asyncio.gather` \
@@ -63,17 +60,13 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
              of its work to its answer; step latency is not measured inside LangGraph. LangGraph's \
              CPU time counts the workload only (its imports, about a second, are left out); \
              its peak RSS is the whole Python process."
-        ),
-        params: json!({"requests": sizes, "server": SERVER, "python_packages": versions}),
-        machine: ctx.machine.clone(),
-        generated_at: now(),
-        smoke: ctx.smoke,
-        reps: ctx.reps,
+    );
+    Ok(ctx.report(
+        "frameworks",
+        description,
+        json!({"requests": sizes, "server": SERVER, "python_packages": versions}),
         results,
-        ratios: Vec::new(),
-    };
-    report.compute_ratios();
-    Ok(report)
+    ))
 }
 
 /// The venv's python with the packages importable, creating the venv when allowed.

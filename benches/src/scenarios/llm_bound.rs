@@ -5,7 +5,6 @@
 use agentos_actors::simserver::SimServerConfig;
 use serde_json::json;
 
-use super::overhead::now;
 use super::Ctx;
 use crate::child::Runner;
 use crate::report::ScenarioReport;
@@ -47,23 +46,17 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
         steps: 2,
     };
     results.push(ctx.measure("sequential", Runner::Sequential, &w));
-    let mut report = ScenarioReport {
-        scenario: "llm_bound".into(),
-        description: format!(
-            "N agents, one task each (a calculator call, then an answer: two LLM turns), against \
+    let description = format!(
+        "N agents, one task each (a calculator call, then an answer: two LLM turns), against \
              `agentos sim-server` through the `openai` backend. Server: {SERVER}. Baselines: \
              `tokio_direct` (plain tokio tasks calling the server and tool directly) and \
              `sequential` (one agent running {seq} tasks one after another; shown in the row \
              for 1 agent, compared with every N)."
-        ),
-        params: json!({"agents": sizes, "server": SERVER, "sequential_tasks": seq}),
-        machine: ctx.machine.clone(),
-        generated_at: now(),
-        smoke: ctx.smoke,
-        reps: ctx.reps,
+    );
+    Ok(ctx.report(
+        "llm_bound",
+        description,
+        json!({"agents": sizes, "server": SERVER, "sequential_tasks": seq}),
         results,
-        ratios: Vec::new(),
-    };
-    report.compute_ratios();
-    Ok(report)
+    ))
 }

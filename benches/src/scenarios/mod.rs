@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::child::{run_variant, Runner, VariantSpec};
 use crate::measure::Sample;
-use crate::report::{Machine, VariantResult};
+use crate::report::{Machine, ScenarioReport, VariantResult};
 use crate::workload::Workload;
 
 /// What every scenario gets.
@@ -44,6 +44,30 @@ impl Ctx {
         self.repeat(variant, workload.agents, |_| {
             run_variant(&self.exe, &spec, child_limit())
         })
+    }
+
+    /// The scenario's report: `results` with this run's machine, settings and the ratios of
+    /// AgentOS against every baseline.
+    pub fn report(
+        &self,
+        scenario: &str,
+        description: String,
+        params: serde_json::Value,
+        results: Vec<VariantResult>,
+    ) -> ScenarioReport {
+        let mut report = ScenarioReport {
+            scenario: scenario.into(),
+            description,
+            params,
+            machine: self.machine.clone(),
+            generated_at: now(),
+            smoke: self.smoke,
+            reps: self.reps,
+            results,
+            ratios: Vec::new(),
+        };
+        report.compute_ratios();
+        report
     }
 
     /// Runs `once` `reps` times; the first failure makes the variant `skipped` with the reason.
@@ -118,4 +142,11 @@ pub fn registry() -> Vec<Scenario> {
         Scenario::new("frameworks", frameworks::run, render),
         Scenario::new("kv_routing", kv_routing::run, kv_routing::render),
     ]
+}
+
+/// Unix seconds now.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -31,10 +31,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
         results.push(ctx.measure("agentos", Runner::Agentos, &w));
         results.push(ctx.measure("tokio_direct", Runner::TokioDirect, &w));
     }
-    let mut report = ScenarioReport {
-        scenario: "overhead".into(),
-        description: format!(
-            "N concurrent agents, one task each, {steps} steps per task (calculator calls, then an \
+    let description = format!(
+        "N concurrent agents, one task each, {steps} steps per task (calculator calls, then an \
              answer) against the in-process `sim` backend with zero latency: pure runtime \
              overhead. Baseline `tokio_direct`: one plain tokio task per agent on the same \
              single-threaded runtime, calling the same backend and tool directly. A \
@@ -42,22 +40,11 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
              one go and its task latency is its own run time, while AgentOS interleaves every \
              agent's steps: compare wall time, throughput, step latency, memory and CPU here, \
              not task latency."
-        ),
-        params: json!({"agents": sizes, "steps_per_task": steps, "backend": "sim, zero latency"}),
-        machine: ctx.machine.clone(),
-        generated_at: now(),
-        smoke: ctx.smoke,
-        reps: ctx.reps,
+    );
+    Ok(ctx.report(
+        "overhead",
+        description,
+        json!({"agents": sizes, "steps_per_task": steps, "backend": "sim, zero latency"}),
         results,
-        ratios: Vec::new(),
-    };
-    report.compute_ratios();
-    Ok(report)
-}
-
-/// Unix seconds now.
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    ))
 }

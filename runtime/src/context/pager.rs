@@ -288,27 +288,30 @@ impl<S: SwapDevice> Pager<S> {
         overhead_tokens: u64,
         want: &[PageId],
     ) -> Result<BuiltPrompt, PagerError> {
-        let t = self.tables_get(agent, context)?;
-        let built = {
-            let table = self
-                .tables
-                .get_mut(&t)
-                .ok_or_else(|| PagerError::NoSuchContext {
-                    agent: agent.to_owned(),
-                    context: context.to_owned(),
-                })?;
-            let result = table.build(&mut self.swap, overhead_tokens, want);
-            let moves = table.take_moves();
-            self.fold(agent, moves, result.as_ref().ok());
-            result?
-        };
+        let (table, swap) = self.table_and_swap(agent, context)?;
+        let result = table.build(swap, overhead_tokens, want);
+        let moves = table.take_moves();
+        self.fold(agent, moves, result.as_ref().ok());
         self.refresh_gauges(agent, context);
-        Ok(built)
+        result
     }
 
-    fn tables_get(&mut self, agent: &str, context: &str) -> Result<String, PagerError> {
-        self.table_mut(agent, context)
-            .map(|t| t.context().to_owned())
+    /// The table of `context` (loaded from the store if needed, checked against `agent`)
+    /// together with the swap device, borrowed side by side.
+    fn table_and_swap(
+        &mut self,
+        agent: &str,
+        context: &str,
+    ) -> Result<(&mut PageTable, &mut S), PagerError> {
+        self.table_mut(agent, context)?;
+        let table = self
+            .tables
+            .get_mut(context)
+            .ok_or_else(|| PagerError::NoSuchContext {
+                agent: agent.to_owned(),
+                context: context.to_owned(),
+            })?;
+        Ok((table, &mut self.swap))
     }
 
     /// Runs `op` on the table with the swap device, folding its moves into the statistics.
@@ -318,15 +321,8 @@ impl<S: SwapDevice> Pager<S> {
         context: &str,
         op: impl FnOnce(&mut PageTable, &mut S) -> Result<T, PagerError>,
     ) -> Result<T, PagerError> {
-        self.table_mut(agent, context)?;
-        let table = self
-            .tables
-            .get_mut(context)
-            .ok_or_else(|| PagerError::NoSuchContext {
-                agent: agent.to_owned(),
-                context: context.to_owned(),
-            })?;
-        let out = op(table, &mut self.swap);
+        let (table, swap) = self.table_and_swap(agent, context)?;
+        let out = op(table, swap);
         let moves = table.take_moves();
         self.fold(agent, moves, None);
         self.refresh_gauges(agent, context);

@@ -157,15 +157,7 @@ impl BlockManager {
             .chain(m.partial.filter(|_| m.exact).as_ref().map(|(b, _)| b))
             .filter(|&&b| self.blocks[b as usize].rc == 0)
             .count();
-        let available = self.available() - reused_cached;
-        if needed > available {
-            self.stats.alloc_failures += 1;
-            return Err(KvError::OutOfBlocks {
-                needed,
-                available,
-                capacity: self.capacity,
-            });
-        }
+        self.check_room(needed, self.available() - reused_cached)?;
         self.tick += 1;
         let mut blocks = Vec::with_capacity(chunks);
         for &b in &m.hits {
@@ -202,6 +194,19 @@ impl BlockManager {
         })
     }
 
+    /// Refuses (and counts) an allocation of `needed` blocks when only `available` are free.
+    fn check_room(&mut self, needed: usize, available: usize) -> Result<(), KvError> {
+        if needed > available {
+            self.stats.alloc_failures += 1;
+            return Err(KvError::OutOfBlocks {
+                needed,
+                available,
+                capacity: self.capacity,
+            });
+        }
+        Ok(())
+    }
+
     /// A new sequence sharing every block of `seq`, its partial last block included.
     pub fn fork(&mut self, seq: SeqId) -> Result<SeqId, KvError> {
         let s = self
@@ -226,18 +231,10 @@ impl BlockManager {
         let copy = last.is_some_and(|b| self.blocks[b as usize].rc > 1) && !tokens.is_empty();
         let into_last = fill_last.min(tokens.len());
         let needed = usize::from(copy) + (tokens.len() - into_last).div_ceil(bs);
-        let available = self.available();
-        if needed > available {
-            self.stats.alloc_failures += 1;
-            return Err(KvError::OutOfBlocks {
-                needed,
-                available,
-                capacity: self.capacity,
-            });
-        }
-        self.tick += 1;
         let mut blocks = s.blocks.clone();
         let old_len = s.len;
+        self.check_room(needed, self.available())?;
+        self.tick += 1;
         if let Some(b) = last.filter(|_| into_last > 0) {
             let target = if copy {
                 let src = self.blocks[b as usize].clone();

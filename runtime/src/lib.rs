@@ -18,6 +18,7 @@
 //!
 //! No actix here: every piece is unit-testable on its own.
 
+pub mod agent;
 pub mod config;
 pub mod context;
 pub mod kvcache;

@@ -1,0 +1,132 @@
+//! The step core: one attempt's loop, as a plain async function over small traits.
+//!
+//! ```text
+//! open context ─► ┌─ build prompt (PromptSource) ─► route (Router) ─► chat (LlmBackend) ─┐
+//!                 │                                                                     │
+//!                 └── append exchange ◄── run tool calls (ToolBox, timeout each) ◄──────┘
+//!                                  ... until a final answer or max_steps
+//! ```
+//!
+//! - The [`PromptSource`] (the context pager) opens the attempt's context with the system
+//!   prompt and task input pinned, builds every prompt within the agent's budget, takes each
+//!   exchange (the assistant message and its tool results) as one page group, publishes the
+//!   final output as a shared page, and closes the context however the attempt ends.
+//! - The [`Router`] (the KV-cache pool) picks the backend replica for each call and holds it
+//!   until the call ends: the lease is a drop guard, released on every exit path.
+//! - The [`ToolBox`] runs the tools the agent's config grants; every call has a time limit.
+//!   A tool that is not granted, unknown, given arguments that are not valid JSON, failing or
+//!   hanging yields an error result the model reads, never a failed attempt.
+//! - Every LLM call, tool call, step and state change goes to the [`EventSink`] as a typed
+//!   [`StepEvent`]; the actor system turns those into metrics, the trace, the logs and the
+//!   agent's control block.
+//!
+//! No actix here: the actor that runs an attempt only adds the lease, the unwind guard and the
+//! report. The tests drive this loop with fakes and paused time.
+
+pub mod ports;
+mod step;
+mod stub_events;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use ports::{
+    OpenRequest, PromptError, PromptSource, RouteLease, Router, SharedOutput, ToolBox,
+};
+pub use step::{run_attempt, AttemptResult};
+pub use stub_events::*;
+
+use crate::config::AgentSpec;
+use crate::llm::LlmBackend;
+use crate::model::{AgentState, InstanceId};
+use crate::tokenize::Encoding;
+use crate::tools::ToolContext;
+
+/// Everything one agent instance needs that does not change while it runs.
+#[derive(Debug, Clone)]
+pub struct AgentSetup {
+    /// The agent's config.
+    pub spec: Arc<AgentSpec>,
+    /// This instance.
+    pub instance: InstanceId,
+    /// `agent#replica`, formatted once.
+    pub instance_label: String,
+    /// Tool context (the task field is filled per attempt).
+    pub tool_ctx: ToolContext,
+    /// The backend's encoding (counts the tool definitions sent with every prompt).
+    pub tokenizer: Encoding,
+    /// Longest a single tool call may run before it is abandoned as timed out.
+    pub tool_timeout: Duration,
+}
+
+impl AgentSetup {
+    /// A setup for `instance` of `spec`.
+    pub fn new(
+        spec: Arc<AgentSpec>,
+        instance: InstanceId,
+        tool_ctx: ToolContext,
+        tokenizer: Encoding,
+        tool_timeout: Duration,
+    ) -> Self {
+        Self {
+            instance_label: instance.to_string(),
+            spec,
+            instance,
+            tool_ctx,
+            tokenizer,
+            tool_timeout,
+        }
+    }
+}
+
+/// The peers the step core talks to.
+#[derive(Clone)]
+pub struct StepPorts {
+    /// Where prompts come from (the context pager).
+    pub prompts: Arc<dyn PromptSource>,
+    /// Where calls are routed (the KV-cache pool); `None`: every call goes to replica 0.
+    pub router: Option<Arc<dyn Router>>,
+    /// The agent's backend.
+    pub backend: Arc<dyn LlmBackend>,
+    /// The tools.
+    pub tools: Arc<dyn ToolBox>,
+    /// Where events go.
+    pub events: Arc<dyn EventSink>,
+}
+
+impl std::fmt::Debug for StepPorts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepPorts")
+            .field("backend", &self.backend.name())
+            .field("routed", &self.router.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What happened during an attempt, as the step core reports it.
+#[derive(Debug)]
+pub enum StepEvent<'a> {
+    /// The instance moved to `Waiting` (an LLM call is in flight) or back to `Running`.
+    State(AgentState),
+    /// An LLM call returned a reply.
+    LlmFinished(&'a LlmCallFinished<'a>),
+    /// An LLM call failed.
+    LlmFailed(&'a LlmCallFailed<'a>),
+    /// An LLM call was dropped before it returned (the attempt timed out or was cancelled).
+    LlmAbandoned(&'a LlmCallAbandoned<'a>),
+    /// A tool call ended, either way.
+    ToolCalled(&'a ToolCalled<'a>),
+    /// One step (an LLM call and its tool calls) ended.
+    StepFinished(&'a AgentStepFinished<'a>),
+    /// A request to the prompt source ended.
+    PagerRequest(&'a PagerRequestFinished<'a>),
+}
+
+/// Where the step core's events go.
+pub trait EventSink: Send + Sync {
+    /// Records one event. Must not block.
+    fn emit(&self, event: StepEvent<'_>);
+}

@@ -1,0 +1,131 @@
+//! The small traits the step core runs over. The actor system implements them over its actors
+//! (the context pager, the KV-cache pool, the built-in tools, typed events); the tests
+//! implement them with fakes.
+
+use futures::future::BoxFuture;
+
+use crate::context::{BuiltPrompt, PagerError};
+use crate::llm::{ChatMessage, ToolSpec};
+use crate::tools::{Tool, ToolContext, ToolError, ToolOutput, ToolRegistry};
+
+/// Why the prompt source failed a request.
+#[derive(Debug, thiserror::Error)]
+pub enum PromptError {
+    /// The core refused or failed (budget, isolation, store).
+    #[error(transparent)]
+    Pager(#[from] PagerError),
+    /// The source could not serve the request now (restarting, overloaded, store unavailable).
+    #[error("context pager unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl PromptError {
+    /// Whether the attempt may succeed if tried again.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            PromptError::Pager(e) => e.is_retryable(),
+            PromptError::Unavailable(_) => true,
+        }
+    }
+}
+
+/// Opens the context of one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenRequest {
+    /// The agent.
+    pub agent: String,
+    /// The context id (`workflow/task#attempt_total`).
+    pub context: String,
+    /// The task key (`workflow/task`), to find its shared pages.
+    pub task: String,
+    /// The system prompt (pinned).
+    pub system: String,
+    /// The task input (pinned).
+    pub input: String,
+}
+
+/// A task's output, published to its workflow as a shared page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedOutput {
+    /// The workflow.
+    pub workflow: String,
+    /// The task key (`workflow/task`).
+    pub key: String,
+    /// The agent that produced it.
+    pub owner: String,
+    /// The text.
+    pub text: String,
+}
+
+/// Where prompts come from: the context pager.
+pub trait PromptSource: Send + Sync {
+    /// Opens a context with its pinned pages; answers the pinned tokens.
+    fn open(&self, request: OpenRequest) -> BoxFuture<'static, Result<u64, PromptError>>;
+    /// Appends one exchange (assistant message and its tool results) as one page group.
+    fn append(
+        &self,
+        agent: &str,
+        context: &str,
+        messages: Vec<ChatMessage>,
+    ) -> BoxFuture<'static, Result<(), PromptError>>;
+    /// Builds the prompt within the agent's budget; `overhead_tokens` is what the request adds
+    /// beside the messages (tool definitions).
+    fn build(
+        &self,
+        agent: &str,
+        context: &str,
+        overhead_tokens: u64,
+    ) -> BoxFuture<'static, Result<BuiltPrompt, PromptError>>;
+    /// Publishes a successful output as a shared page of its workflow.
+    fn share(&self, output: SharedOutput) -> BoxFuture<'static, Result<(), PromptError>>;
+    /// Closes a context (its pages stay in the store). Fire and forget: it is called from a
+    /// drop guard and must not be lost.
+    fn close(&self, agent: &str, context: &str);
+}
+
+/// A held route: where one LLM call goes. Dropping it releases the route (the replica's load
+/// drops), so every exit path of the call releases it.
+pub trait RouteLease: Send {
+    /// The backend replica the call goes to.
+    fn replica(&self) -> usize;
+}
+
+/// Where calls are routed: the KV-cache pool.
+pub trait Router: Send + Sync {
+    /// Picks a replica for this prompt and holds it until the lease drops. Never fails: a
+    /// router that cannot decide picks a replica on its own.
+    fn route(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[ToolSpec],
+    ) -> BoxFuture<'static, Box<dyn RouteLease>>;
+}
+
+/// The tools an agent may call, by name.
+pub trait ToolBox: Send + Sync {
+    /// The spec of the tool called `name`, if it exists.
+    fn spec(&self, name: &str) -> Option<ToolSpec>;
+    /// Starts a call of `name`; `None` when no such tool exists.
+    fn call(
+        &self,
+        name: &str,
+        ctx: &ToolContext,
+        args: serde_json::Value,
+    ) -> Option<BoxFuture<'static, Result<ToolOutput, ToolError>>>;
+}
+
+impl ToolBox for ToolRegistry {
+    fn spec(&self, name: &str) -> Option<ToolSpec> {
+        self.get(name).map(|t| t.spec())
+    }
+
+    fn call(
+        &self,
+        name: &str,
+        ctx: &ToolContext,
+        args: serde_json::Value,
+    ) -> Option<BoxFuture<'static, Result<ToolOutput, ToolError>>> {
+        self.get(name)
+            .map(|t: &std::sync::Arc<dyn Tool>| t.call(ctx, args))
+    }
+}

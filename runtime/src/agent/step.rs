@@ -1,0 +1,300 @@
+//! [`run_attempt`]: the loop of one attempt.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::context::PagerError;
+use crate::llm::{ChatMessage, ChatRequest, RequestMeta, Role, Usage};
+use crate::model::AgentState;
+use crate::sched::{Dispatch, Outcome};
+use crate::tools::ToolError;
+
+use super::{
+    AgentSetup, AgentStepFinished, EventSink, LlmCallAbandoned, LlmCallFailed, LlmCallFinished,
+    OpenRequest, PagerOutcome, PagerRequestFinished, PromptError, PromptSource, SharedOutput,
+    StepEvent, StepPorts, ToolCalled,
+};
+
+/// How an attempt ended, with the tokens it used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptResult {
+    /// Success with output, or failure with a reason.
+    pub outcome: Outcome,
+    /// Tokens used by every LLM call that returned, whatever the outcome: a failed or timed
+    /// out attempt spent them too.
+    pub usage: Usage,
+}
+
+/// Runs one attempt of `d` within its timeout `d.timeout`.
+pub async fn run_attempt(setup: &AgentSetup, ports: &StepPorts, d: &Dispatch) -> AttemptResult {
+    let mut usage = Usage::default();
+    let outcome = match tokio::time::timeout(d.timeout, steps(setup, ports, d, &mut usage)).await {
+        Ok(outcome) => outcome,
+        Err(_) => failed(format!("attempt timed out after {:?}", d.timeout), true),
+    };
+    AttemptResult { outcome, usage }
+}
+
+fn failed(reason: String, retryable: bool) -> Outcome {
+    Outcome::Failed {
+        reason,
+        retryable,
+        retry_after: None,
+    }
+}
+
+fn pager_outcome(e: &PromptError) -> PagerOutcome {
+    match e {
+        PromptError::Pager(PagerError::BudgetTooSmall { .. }) => PagerOutcome::Budget,
+        PromptError::Pager(PagerError::Store(_)) => PagerOutcome::Store,
+        PromptError::Unavailable(_) => PagerOutcome::Unavailable,
+        PromptError::Pager(_) => PagerOutcome::Other,
+    }
+}
+
+fn pager_failed(sink: &dyn EventSink, agent: &str, what: &str, e: PromptError) -> Outcome {
+    sink.emit(StepEvent::PagerRequest(&PagerRequestFinished {
+        agent,
+        outcome: pager_outcome(&e),
+    }));
+    failed(format!("context pager: {what}: {e}"), e.is_retryable())
+}
+
+/// The loop; `usage` accumulates as calls return, so the caller still has it when the loop
+/// is cut short by the attempt timeout.
+async fn steps(setup: &AgentSetup, ports: &StepPorts, d: &Dispatch, usage: &mut Usage) -> Outcome {
+    let spec = &setup.spec;
+    let agent = spec.name.as_str();
+    let instance = setup.instance_label.as_str();
+    let sink = ports.events.as_ref();
+    let backend = ports.backend.name();
+    let task = d.key.to_string();
+    // Only granted tools are offered; a model that calls another one gets an error result.
+    let tools: Vec<_> = spec
+        .tools
+        .iter()
+        .filter_map(|name| ports.tools.spec(name))
+        .collect();
+    let mut tool_ctx = setup.tool_ctx.clone();
+    tool_ctx.task.clone_from(&task);
+
+    let context = format!("{}#{}", d.key, d.attempt_total);
+    let open = OpenRequest {
+        agent: agent.to_owned(),
+        context: context.clone(),
+        task: task.clone(),
+        system: spec.role.clone(),
+        input: d.input.clone(),
+    };
+    if let Err(e) = ports.prompts.open(open).await {
+        return pager_failed(sink, agent, "cannot open the context", e);
+    }
+    let _close = CloseOnDrop {
+        prompts: ports.prompts.clone(),
+        agent: agent.to_owned(),
+        context: context.clone(),
+    };
+    // Tool definitions travel with every prompt; the budget must hold them too.
+    let overhead_tokens = if tools.is_empty() {
+        0
+    } else {
+        serde_json::to_string(&tools).map_or(0, |j| setup.tokenizer.count(&j) as u64)
+    };
+
+    for step in 0..spec.max_steps {
+        let step_started = Instant::now();
+        let built = match ports.prompts.build(agent, &context, overhead_tokens).await {
+            Ok(b) => b,
+            Err(e) => return pager_failed(sink, agent, "cannot build the prompt", e),
+        };
+        sink.emit(StepEvent::PagerRequest(&PagerRequestFinished {
+            agent,
+            outcome: PagerOutcome::Ok,
+        }));
+        let mut request = ChatRequest {
+            messages: built.messages,
+            tools: tools.clone(),
+            max_tokens: None,
+            meta: RequestMeta {
+                agent: agent.to_owned(),
+                task: task.clone(),
+                attempt: d.attempt,
+                step,
+                replica: 0,
+            },
+        };
+        sink.emit(StepEvent::State(AgentState::Waiting));
+        // The lease picks the replica and lives until the call ends: it is released when it
+        // drops, so errors, the attempt timeout, panics and dropped attempts release it too.
+        let lease = match &ports.router {
+            Some(router) => Some(router.route(&request.messages, &request.tools).await),
+            None => None,
+        };
+        let replica = lease.as_ref().map_or(0, |l| l.replica());
+        request.meta.replica = replica;
+        let guard = AbandonedCall {
+            sink: Some(ports.events.clone()),
+            backend,
+        };
+        let t0 = Instant::now();
+        let reply = ports.backend.chat(request).await;
+        guard.disarm();
+        drop(lease);
+        let duration = t0.elapsed();
+        sink.emit(StepEvent::State(AgentState::Running));
+        let reply = match reply {
+            Ok(r) => r,
+            Err(e) => {
+                sink.emit(StepEvent::LlmFailed(&LlmCallFailed {
+                    agent,
+                    instance,
+                    task: &task,
+                    attempt: d.attempt,
+                    step,
+                    backend,
+                    error: &e,
+                    duration,
+                }));
+                return Outcome::Failed {
+                    reason: format!("LLM call to backend {backend} failed at step {step}: {e}"),
+                    retryable: e.is_retryable(),
+                    retry_after: e.retry_after(),
+                };
+            }
+        };
+        *usage += reply.usage;
+        sink.emit(StepEvent::LlmFinished(&LlmCallFinished {
+            agent,
+            instance,
+            task: &task,
+            attempt: d.attempt,
+            step,
+            backend,
+            simulated: ports.backend.is_simulated(),
+            replica,
+            usage: reply.usage,
+            finish_reason: &reply.finish_reason,
+            tool_calls: reply.message.tool_calls.len(),
+            duration,
+        }));
+        let cut_off = reply.finish_reason == "length";
+        if reply.message.tool_calls.is_empty() {
+            sink.emit(StepEvent::StepFinished(&AgentStepFinished {
+                agent,
+                duration: step_started.elapsed(),
+            }));
+            if cut_off && reply.message.content.trim().is_empty() {
+                return failed(
+                    format!(
+                        "the reply at step {step} was cut off at max_tokens \
+                         (finish_reason: length) before it said anything"
+                    ),
+                    true,
+                );
+            }
+            if cut_off {
+                tracing::warn!(agent, task = %task, step,
+                    "final answer was cut off at max_tokens (finish_reason: length)");
+            }
+            let share = SharedOutput {
+                workflow: d.key.workflow.clone(),
+                key: task.clone(),
+                owner: agent.to_owned(),
+                text: reply.message.content.clone(),
+            };
+            if let Err(e) = ports.prompts.share(share).await {
+                // The output still reaches dependents through their input templates; only the
+                // shared page for unquoted dependents is missing.
+                tracing::warn!(agent, task = %task, error = %e, "task output not shared");
+            }
+            return Outcome::Succeeded {
+                output: reply.message.content,
+            };
+        }
+        let calls = reply.message.tool_calls.clone();
+        let mut exchange = Vec::with_capacity(calls.len() + 1);
+        exchange.push(ChatMessage {
+            role: Role::Assistant,
+            ..reply.message
+        });
+        for call in calls {
+            let t0 = Instant::now();
+            let result = if !spec.tools.iter().any(|t| *t == call.name) {
+                Err(ToolError::NotGranted(call.name.clone()))
+            } else {
+                match ports
+                    .tools
+                    .call(&call.name, &tool_ctx, call.arguments.clone())
+                {
+                    None => Err(ToolError::Unknown(call.name.clone())),
+                    Some(running) => tokio::time::timeout(setup.tool_timeout, running)
+                        .await
+                        .unwrap_or(Err(ToolError::Timeout(setup.tool_timeout))),
+                }
+            };
+            sink.emit(StepEvent::ToolCalled(&ToolCalled {
+                agent,
+                instance,
+                task: &task,
+                attempt: d.attempt,
+                step,
+                tool: &call.name,
+                arguments: &call.arguments,
+                result: result.as_ref(),
+                duration: t0.elapsed(),
+            }));
+            let content = match result {
+                Ok(out) => out.content,
+                Err(e) => format!("error: {e}"),
+            };
+            exchange.push(ChatMessage::tool(call.id, content));
+        }
+        if let Err(e) = ports.prompts.append(agent, &context, exchange).await {
+            return pager_failed(sink, agent, "cannot append the tool exchange", e);
+        }
+        sink.emit(StepEvent::StepFinished(&AgentStepFinished {
+            agent,
+            duration: step_started.elapsed(),
+        }));
+    }
+    failed(
+        format!("no final answer within max_steps ({})", spec.max_steps),
+        false,
+    )
+}
+
+/// Reports an LLM call that never returned (the attempt timed out, was cancelled or panicked)
+/// when it is dropped before [`AbandonedCall::disarm`].
+struct AbandonedCall<'a> {
+    sink: Option<Arc<dyn EventSink>>,
+    backend: &'a str,
+}
+
+impl AbandonedCall<'_> {
+    fn disarm(mut self) {
+        self.sink = None;
+    }
+}
+
+impl Drop for AbandonedCall<'_> {
+    fn drop(&mut self) {
+        if let Some(sink) = self.sink.take() {
+            sink.emit(StepEvent::LlmAbandoned(&LlmCallAbandoned {
+                backend: self.backend,
+            }));
+        }
+    }
+}
+
+/// Closes the attempt's context however the attempt ends (answer, failure, timeout, panic).
+struct CloseOnDrop {
+    prompts: Arc<dyn PromptSource>,
+    agent: String,
+    context: String,
+}
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.prompts.close(&self.agent, &self.context);
+    }
+}

@@ -29,11 +29,11 @@ fn exchange(step: usize) -> Vec<NewPage> {
     let call = ChatMessage {
         role: Role::Assistant,
         content: String::new(),
-        tool_calls: vec![ToolCall {
-            id: format!("call_{step}"),
-            name: "read_file".into(),
-            arguments: serde_json::json!({"path": format!("src/file_{step}.rs")}),
-        }],
+        tool_calls: vec![ToolCall::new(
+            format!("call_{step}"),
+            "read_file",
+            serde_json::json!({"path": format!("src/file_{step}.rs")}),
+        )],
         tool_call_id: None,
     };
     let result = ChatMessage::tool(

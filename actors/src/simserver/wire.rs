@@ -159,11 +159,7 @@ fn message(i: usize, m: Message) -> Result<ChatMessage, String> {
                 Value::Null => json!({}),
                 other => other,
             };
-            Ok(ToolCall {
-                id: c.id,
-                name: c.function.name,
-                arguments,
-            })
+            Ok(ToolCall::new(c.id, c.function.name, arguments))
         })
         .collect::<Result<Vec<_>, String>>()?;
     if role == Role::Tool && m.tool_call_id.is_none() {

@@ -6,6 +6,7 @@ mod helpers;
 mod openai;
 mod pager;
 mod prometheus;
+mod provision;
 mod simserver;
 mod system;
 mod tools;

@@ -2,6 +2,8 @@
 //!
 //! Each test starts [`MockServer`] on `127.0.0.1:0` with one canned reply, sends one request
 //! through `OpenAiBackend`, and checks both the typed result and what the server received.
+//! The workflow tests give the server a script of replies, one per request, and run a whole
+//! workflow against it.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -14,6 +16,7 @@ use agentos_runtime::llm::openai::{OpenAiBackend, MAX_BODY_BYTES};
 use agentos_runtime::llm::{
     ChatMessage, ChatRequest, LlmBackend, LlmError, RequestMeta, Role, ToolCall, ToolSpec, Usage,
 };
+use agentos_runtime::model::TaskState;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
@@ -22,6 +25,8 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
+
+use crate::helpers::{parse, run, task};
 
 /// Upper bound on any single test's call; far above what a passing call needs.
 const CALL_DEADLINE: Duration = Duration::from_secs(20);
@@ -81,15 +86,24 @@ struct MockServer {
 
 impl MockServer {
     async fn start(canned: Canned) -> Self {
+        Self::start_script(vec![canned]).await
+    }
+
+    /// A server that answers its n-th request with `script[n]`, and any later one with the
+    /// last reply.
+    async fn start_script(script: Vec<Canned>) -> Self {
+        assert!(!script.is_empty(), "a script needs a reply");
+        let script = Arc::new(script);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let received = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&received);
         let accept_loop = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let canned = canned.clone();
+                let script = Arc::clone(&script);
                 let log = Arc::clone(&log);
-                let service = service_fn(move |req| respond(req, canned.clone(), Arc::clone(&log)));
+                let service =
+                    service_fn(move |req| respond(req, Arc::clone(&script), Arc::clone(&log)));
                 tokio::spawn(async move {
                     // The client may hang up early (timeouts, oversized bodies); that is fine.
                     let _ = http1::Builder::new()
@@ -130,7 +144,7 @@ impl Drop for MockServer {
 
 async fn respond(
     req: Request<Incoming>,
-    canned: Canned,
+    script: Arc<Vec<Canned>>,
     log: Arc<Mutex<Vec<Received>>>,
 ) -> Result<Response<CannedBody>, Infallible> {
     let header = |name: &str| {
@@ -145,13 +159,17 @@ async fn respond(
         Ok(body) => body.to_bytes(),
         Err(_) => Bytes::new(),
     };
-    log.lock().expect("not poisoned").push(Received {
-        method,
-        path,
-        authorization,
-        content_type,
-        body,
-    });
+    let canned = {
+        let mut log = log.lock().expect("not poisoned");
+        log.push(Received {
+            method,
+            path,
+            authorization,
+            content_type,
+            body,
+        });
+        script[(log.len() - 1).min(script.len() - 1)].clone()
+    };
     if !canned.delay.is_zero() {
         // Simulates a slow model; the client is expected to give up first.
         tokio::time::sleep(canned.delay).await;
@@ -277,11 +295,11 @@ async fn reply_with_tool_calls_round_trips() {
         ChatMessage {
             role: Role::Assistant,
             content: String::new(),
-            tool_calls: vec![ToolCall {
-                id: "call_1".into(),
-                name: "calculator".into(),
-                arguments: json!({"expr": "2+3"}),
-            }],
+            tool_calls: vec![ToolCall::new(
+                "call_1",
+                "calculator",
+                json!({"expr": "2+3"}),
+            )],
             tool_call_id: None,
         },
         ChatMessage::tool("call_1", "5"),
@@ -297,11 +315,11 @@ async fn reply_with_tool_calls_round_trips() {
     assert_eq!(response.message.content, "");
     assert_eq!(
         response.message.tool_calls,
-        vec![ToolCall {
-            id: "call_abc".into(),
-            name: "calculator".into(),
-            arguments: json!({"expr": "6*7"}),
-        }]
+        vec![ToolCall::new(
+            "call_abc",
+            "calculator",
+            json!({"expr": "6*7"})
+        )]
     );
     assert_eq!(
         response.usage,
@@ -416,19 +434,21 @@ async fn malformed_body_is_a_typed_error() {
 }
 
 #[tokio::test]
-async fn unparseable_tool_arguments_are_malformed() {
+async fn unparseable_tool_arguments_reach_the_caller_as_invalid_arguments() {
     let reply = json!({"choices": [{"message": {"content": null, "tool_calls": [{
         "id": "call_x", "type": "function",
         "function": {"name": "calculator", "arguments": "{\"expr\": 6*7"},
     }]}, "finish_reason": "tool_calls"}]});
     let (result, _server) = call(Canned::json(200, reply)).await;
-    match result {
-        Err(LlmError::Malformed(m)) => assert!(
-            m.starts_with("tool call `calculator` has unparseable arguments"),
-            "{m}"
-        ),
-        other => panic!("expected Malformed, got {other:?}"),
-    }
+    let response = result.expect("the reply parses; only the call is invalid");
+    let [call] = <[ToolCall; 1]>::try_from(response.message.tool_calls).expect("one call");
+    assert_eq!(call.id, "call_x");
+    assert_eq!(call.arguments, json!("{\"expr\": 6*7"));
+    let message = call.invalid_arguments.expect("invalid arguments");
+    assert!(
+        message.starts_with("arguments are not valid JSON: ") && message.contains("6*7"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -547,4 +567,91 @@ async fn refused_connection_is_a_transport_error() {
         Err(e @ LlmError::Transport(_)) => assert!(e.is_retryable()),
         other => panic!("expected Transport, got {other:?}"),
     }
+}
+
+/// A chat completion with one `calculator` call whose `arguments` string is `arguments`.
+fn calculator_call(arguments: &str, finish_reason: &str) -> Canned {
+    Canned::json(
+        200,
+        json!({"choices": [{"message": {"role": "assistant", "content": null, "tool_calls": [{
+            "id": "call_1", "type": "function",
+            "function": {"name": "calculator", "arguments": arguments},
+        }]}, "finish_reason": finish_reason}]}),
+    )
+}
+
+fn answer(text: &str) -> Canned {
+    Canned::json(
+        200,
+        json!({"choices": [{"message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop"}]}),
+    )
+}
+
+/// Runs one task of a `calculator` agent against a server playing `script`; returns the
+/// task's row and the requests the server received.
+fn run_calculator_task(
+    script: Vec<Canned>,
+) -> (agentos_actors::scheduler::TaskSummary, Vec<Received>) {
+    // The server runs on its own runtime's worker threads; the run has its own actix system.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let server = rt.block_on(MockServer::start_script(script));
+    let cfg = parse(&format!(
+        r#"(version: 1,
+          backends: [(name: "llama", kind: OpenAi((base_url: "{}", model: "tiny",
+              timeout_secs: 10, max_tokens: 32)))],
+          agents: [(name: "calc", role: "Use the calculator.", backend: "llama",
+                    tools: ["calculator"], max_steps: 4)],
+          workflows: [(name: "w", tasks: [(id: "a", agent: "calc", input: "6 * 7")])])"#,
+        server.base_url
+    ));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let done = run(cfg, dir.path());
+    (task(&done.snapshot, "w/a").clone(), server.received())
+}
+
+/// The tool result the second request carries back to the model.
+fn tool_result(received: &[Received]) -> String {
+    let messages = received[1].json()["messages"].clone();
+    let last = messages
+        .as_array()
+        .and_then(|m| m.last())
+        .cloned()
+        .expect("messages");
+    assert_eq!(last["role"], "tool", "{messages}");
+    assert_eq!(last["tool_call_id"], "call_1", "{messages}");
+    last["content"].as_str().expect("text content").to_string()
+}
+
+/// What llama.cpp sent from a tiny model: raw newlines and tabs inside the JSON string. The
+/// call parses, the calculator runs, and the workflow finishes on the first attempt.
+#[test]
+fn workflow_survives_raw_control_characters_in_tool_arguments() {
+    let (t, received) = run_calculator_task(vec![
+        calculator_call("{\"expression\": \"6\n*\t7\"}", "tool_calls"),
+        answer("6 * 7 = 42"),
+    ]);
+    assert_eq!(t.state, TaskState::Succeeded, "{t:?}");
+    assert_eq!(t.attempts, 1, "{t:?}");
+    assert_eq!(t.output.as_deref(), Some("6 * 7 = 42"));
+    assert_eq!(received.len(), 2, "the tool call, then the answer");
+    assert_eq!(tool_result(&received), "42", "the calculator was called");
+}
+
+/// Arguments cut off at `max_tokens` do not fail the LLM call: the model gets a tool error
+/// back as its next step and may answer.
+#[test]
+fn workflow_survives_tool_arguments_cut_off_at_max_tokens() {
+    let (t, received) = run_calculator_task(vec![
+        calculator_call("{\"expression\": \"6 *", "length"),
+        answer("I could not compute it"),
+    ]);
+    assert_eq!(t.state, TaskState::Succeeded, "{t:?}");
+    assert_eq!(t.attempts, 1, "{t:?}");
+    assert_eq!(received.len(), 2, "the cut-off call, then the answer");
+    let result = tool_result(&received);
+    assert!(result.starts_with("error: "), "{result}");
+    // The earlier call goes back as `{}`, valid JSON any server accepts.
+    let call = &received[1].json()["messages"][2]["tool_calls"][0];
+    assert_eq!(call["function"]["arguments"], "{}", "{call}");
 }

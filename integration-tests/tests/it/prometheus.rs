@@ -1,14 +1,16 @@
 //! A real Prometheus scrapes a running AgentOS and answers a PromQL query about it.
 //!
-//! Needs the `prometheus` binary on PATH (`apt-get install -y prometheus`; CI installs it).
-//! Set `AGENTOS_SKIP_PROMETHEUS=1` to skip on a machine without it; the test fails otherwise,
-//! so a missing install is never mistaken for a pass.
+//! Runs the `prometheus` binary that [`provision::prometheus`] finds (`AGENTOS_PROMETHEUS`, then
+//! `PATH`) or fetches into the build folder from Debian's package. Set
+//! `AGENTOS_SKIP_PROMETHEUS=1` to skip; otherwise a binary that can be neither found nor
+//! fetched fails the test, so a missing install is never mistaken for a pass.
 
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::helpers::{http, parse, repo, run_with};
+use crate::provision;
 
 struct KillOnDrop(Child);
 
@@ -33,15 +35,7 @@ fn prometheus_scrapes_agentos_metrics() {
         eprintln!("skipped: AGENTOS_SKIP_PROMETHEUS is set");
         return;
     }
-    let found = Command::new("prometheus")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    assert!(
-        found.is_ok_and(|s| s.success()),
-        "the `prometheus` binary is needed: apt-get install -y prometheus (or set AGENTOS_SKIP_PROMETHEUS=1)"
-    );
+    let prometheus = provision::prometheus();
     let data = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(repo().join("config/demo.ron")).unwrap();
     let work = tempfile::tempdir().unwrap();
@@ -56,7 +50,7 @@ fn prometheus_scrapes_agentos_metrics() {
         )
         .unwrap();
         let _prom = KillOnDrop(
-            Command::new("prometheus")
+            Command::new(&prometheus)
                 .arg(format!("--config.file={}", cfg.display()))
                 .arg(format!(
                     "--storage.tsdb.path={}",

@@ -21,11 +21,11 @@ pub(super) fn pager(budget: u64, policy: PolicyKind) -> Pager<MemSwap> {
 }
 
 pub(super) fn exchange(step: usize, words: usize) -> Vec<ChatMessage> {
-    let call = ToolCall {
-        id: format!("call_{step}"),
-        name: "read_file".into(),
-        arguments: serde_json::json!({"path": format!("f{step}.txt")}),
-    };
+    let call = ToolCall::new(
+        format!("call_{step}"),
+        "read_file",
+        serde_json::json!({"path": format!("f{step}.txt")}),
+    );
     vec![
         ChatMessage {
             role: Role::Assistant,

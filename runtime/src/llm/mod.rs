@@ -36,8 +36,46 @@ pub struct ToolCall {
     pub id: String,
     /// Name of the tool to call.
     pub name: String,
-    /// Parsed JSON arguments.
+    /// Parsed JSON arguments. When [`invalid_arguments`](Self::invalid_arguments) is set, the
+    /// raw text the model sent, as a JSON string.
     pub arguments: serde_json::Value,
+    /// Set when the model's arguments could not be parsed as JSON, even leniently: a message
+    /// for the model saying why (the parser's error, the first characters of the raw text,
+    /// and whether the reply was cut off at `max_tokens`). Such a call must not reach the
+    /// tool; the step loop answers it with this message as a tool error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid_arguments: Option<String>,
+}
+
+impl ToolCall {
+    /// A call with parsed arguments.
+    pub fn new(
+        id: impl Into<String>,
+        name: impl Into<String>,
+        arguments: serde_json::Value,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            name: name.into(),
+            arguments,
+            invalid_arguments: None,
+        }
+    }
+
+    /// A call whose arguments `raw` did not parse; `message` tells the model why.
+    pub fn with_invalid_arguments(
+        id: impl Into<String>,
+        name: impl Into<String>,
+        raw: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            name: name.into(),
+            arguments: serde_json::Value::String(raw.into()),
+            invalid_arguments: Some(message.into()),
+        }
+    }
 }
 
 /// One message of a conversation.

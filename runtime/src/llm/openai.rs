@@ -14,6 +14,12 @@
 //! | connection refused, reset, DNS    | [`LlmError::Transport`]      | yes       |
 //! | API key variable unset or empty   | [`LlmError::MissingApiKey`]  | no        |
 //!
+//! Tool-call arguments are parsed leniently: raw control characters inside strings, a code
+//! fence and trailing commas are repaired. Arguments that still do not parse do not fail the
+//! call: the [`ToolCall`] carries the raw text and an
+//! [`invalid_arguments`](ToolCall::invalid_arguments) message for the model, which says when
+//! the reply was cut off at `max_tokens` (`finish_reason: length`).
+//!
 //! The API key is read from the environment variable named in the config at call time, sent
 //! as a sensitive `Authorization: Bearer` header and never logged. Reply bodies are capped at
 //! [`MAX_BODY_BYTES`]; nothing a server sends can panic.
@@ -32,6 +38,8 @@ use super::{
 };
 use crate::config::OpenAiSettings;
 
+mod arguments;
+
 /// Largest reply body accepted; a longer one is [`LlmError::Malformed`].
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
@@ -40,6 +48,9 @@ const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// Most characters of a non-JSON error body kept in an error message.
 const MAX_MESSAGE_CHARS: usize = 500;
+
+/// Most characters of unparseable tool-call arguments quoted back to the model.
+const MAX_RAW_ARGUMENT_CHARS: usize = 200;
 
 /// An OpenAI-compatible backend. Cheap to share: one HTTP client (and connection pool) per
 /// backend, cloned into each request's future.
@@ -293,10 +304,17 @@ fn wire_message(m: &ChatMessage) -> Value {
             .tool_calls
             .iter()
             .map(|c| {
+                // Servers parse the arguments of earlier calls (llama.cpp fails the request on
+                // invalid JSON), so a call whose arguments did not parse goes back as `{}`; its
+                // tool error quotes what the model wrote.
+                let arguments = match c.invalid_arguments {
+                    Some(_) => "{}".to_string(),
+                    None => c.arguments.to_string(),
+                };
                 json!({
                     "id": c.id,
                     "type": "function",
-                    "function": { "name": c.name, "arguments": c.arguments.to_string() },
+                    "function": { "name": c.name, "arguments": arguments },
                 })
             })
             .collect();
@@ -429,6 +447,7 @@ fn parse_reply(body: &[u8], request: &ChatRequest) -> Result<ChatResponse, LlmEr
         .into_iter()
         .next()
         .ok_or_else(|| LlmError::Malformed("reply has no choices".into()))?;
+    let finish_reason = choice.finish_reason.unwrap_or_else(|| "stop".into());
     let tool_calls = choice
         .message
         .tool_calls
@@ -436,17 +455,18 @@ fn parse_reply(body: &[u8], request: &ChatRequest) -> Result<ChatResponse, LlmEr
         .into_iter()
         .enumerate()
         .map(|(i, call)| {
-            let arguments = parse_arguments(&call.function.name, call.function.arguments)?;
-            Ok(ToolCall {
-                id: call
-                    .id
-                    .filter(|id| !id.is_empty())
-                    .unwrap_or_else(|| format!("call_{i}")),
-                name: call.function.name,
-                arguments,
-            })
+            let id = call
+                .id
+                .filter(|id| !id.is_empty())
+                .unwrap_or_else(|| format!("call_{i}"));
+            tool_call(
+                id,
+                call.function.name,
+                call.function.arguments,
+                &finish_reason,
+            )
         })
-        .collect::<Result<Vec<_>, LlmError>>()?;
+        .collect();
     let message = ChatMessage {
         role: Role::Assistant,
         content: choice.message.content.unwrap_or_default(),
@@ -473,18 +493,41 @@ fn parse_reply(body: &[u8], request: &ChatRequest) -> Result<ChatResponse, LlmEr
     Ok(ChatResponse {
         message,
         usage,
-        finish_reason: choice.finish_reason.unwrap_or_else(|| "stop".into()),
+        finish_reason,
     })
 }
 
-fn parse_arguments(name: &str, raw: Value) -> Result<Value, LlmError> {
-    match raw {
-        Value::String(text) if text.trim().is_empty() => Ok(json!({})),
-        Value::String(text) => serde_json::from_str(&text).map_err(|e| {
-            LlmError::Malformed(format!("tool call `{name}` has unparseable arguments: {e}"))
-        }),
-        Value::Null => Ok(json!({})),
-        other => Ok(other),
+/// One tool call of the reply. Arguments are a string of JSON per the protocol (parsed
+/// leniently), or the object itself; empty or missing ones mean `{}`. Arguments that do not
+/// parse give a call with [`ToolCall::invalid_arguments`] set.
+fn tool_call(id: String, name: String, raw: Value, finish_reason: &str) -> ToolCall {
+    let text = match raw {
+        Value::String(text) if text.trim().is_empty() => return ToolCall::new(id, name, json!({})),
+        Value::String(text) => text,
+        Value::Null => return ToolCall::new(id, name, json!({})),
+        other => return ToolCall::new(id, name, other),
+    };
+    match arguments::parse(&text) {
+        Ok(arguments) => ToolCall::new(id, name, arguments),
+        Err(e) => {
+            let cut_off = finish_reason == "length";
+            tracing::debug!(tool = %name, error = %e, cut_off, "tool call arguments are not valid JSON");
+            let message = invalid_arguments_message(&e, &text, cut_off);
+            ToolCall::with_invalid_arguments(id, name, text, message)
+        }
+    }
+}
+
+/// What the model is told about arguments that did not parse.
+fn invalid_arguments_message(error: &serde_json::Error, raw: &str, cut_off: bool) -> String {
+    let raw = truncate_chars(raw, MAX_RAW_ARGUMENT_CHARS);
+    if cut_off {
+        format!(
+            "arguments are not valid JSON: {error}; the reply was cut off at max_tokens \
+             (finish_reason: length), so they are incomplete: send shorter arguments (raw: {raw})"
+        )
+    } else {
+        format!("arguments are not valid JSON: {error} (raw: {raw})")
     }
 }
 

@@ -375,11 +375,11 @@ fn reply_message(
             ChatMessage {
                 role: Role::Assistant,
                 content: String::new(),
-                tool_calls: vec![ToolCall {
-                    id: format!("call_{}", meta.step),
-                    name: tool.clone(),
-                    arguments: args.clone(),
-                }],
+                tool_calls: vec![ToolCall::new(
+                    format!("call_{}", meta.step),
+                    tool.clone(),
+                    args.clone(),
+                )],
                 tool_call_id: None,
             },
             "tool_calls",

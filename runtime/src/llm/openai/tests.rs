@@ -70,11 +70,11 @@ fn request_body_carries_messages_tools_and_limits() {
         ChatMessage {
             role: Role::Assistant,
             content: String::new(),
-            tool_calls: vec![ToolCall {
-                id: "call_1".into(),
-                name: "calculator".into(),
-                arguments: json!({"expr": "2+3"}),
-            }],
+            tool_calls: vec![ToolCall::new(
+                "call_1",
+                "calculator",
+                json!({"expr": "2+3"}),
+            )],
             tool_call_id: None,
         },
         ChatMessage::tool("call_1", "5"),
@@ -134,11 +134,7 @@ fn assistant_text_with_tool_calls_keeps_its_text() {
     let m = ChatMessage {
         role: Role::Assistant,
         content: "let me check".into(),
-        tool_calls: vec![ToolCall {
-            id: "a".into(),
-            name: "t".into(),
-            arguments: json!({}),
-        }],
+        tool_calls: vec![ToolCall::new("a", "t", json!({}))],
         tool_call_id: None,
     };
     assert_eq!(wire_message(&m)["content"], json!("let me check"));
@@ -188,38 +184,147 @@ fn parses_tool_calls_with_null_content() {
     assert_eq!(
         reply.message.tool_calls,
         vec![
-            ToolCall {
-                id: "call_a".into(),
-                name: "read_file".into(),
-                arguments: json!({"path": "src/lib.rs"}),
-            },
-            ToolCall {
-                id: "call_1".into(),
-                name: "list_dir".into(),
-                arguments: json!({}),
-            },
-            ToolCall {
-                id: "call_c".into(),
-                name: "calculator".into(),
-                arguments: json!({"expr": "1+1"}),
-            },
+            ToolCall::new("call_a", "read_file", json!({"path": "src/lib.rs"})),
+            ToolCall::new("call_1", "list_dir", json!({})),
+            ToolCall::new("call_c", "calculator", json!({"expr": "1+1"})),
         ]
     );
 }
 
+/// A reply with one `calculator` call whose `arguments` string is `arguments`.
+fn reply_with_arguments(arguments: &str, finish_reason: &str) -> Vec<u8> {
+    json!({"choices": [{"message": {"content": null, "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "calculator", "arguments": arguments}}
+    ]}, "finish_reason": finish_reason}]})
+    .to_string()
+    .into_bytes()
+}
+
+fn only_call(body: &[u8]) -> ToolCall {
+    let reply = parse_reply(body, &request(vec![])).expect("the reply parses");
+    let [call] = <[ToolCall; 1]>::try_from(reply.message.tool_calls).expect("one call");
+    call
+}
+
 #[test]
-fn unparseable_arguments_are_malformed() {
-    let body = json!({"choices": [{"message": {"content": null, "tool_calls": [
-        {"id": "c", "function": {"name": "calculator", "arguments": "{\"expr\": "}}
-    ]}}]});
-    let err = parse_reply(body.to_string().as_bytes(), &request(vec![])).unwrap_err();
-    match err {
-        LlmError::Malformed(m) => assert!(
-            m.starts_with("tool call `calculator` has unparseable arguments: "),
-            "{m}"
-        ),
-        other => panic!("expected Malformed, got {other:?}"),
-    }
+fn raw_control_characters_inside_argument_strings_parse() {
+    // What a small model served by llama.cpp sends: a raw newline and tab inside a string.
+    let call = only_call(&reply_with_arguments(
+        "{\"expression\": \"2 +\n\t3\"}",
+        "tool_calls",
+    ));
+    assert_eq!(
+        call,
+        ToolCall::new("c", "calculator", json!({"expression": "2 +\n\t3"}))
+    );
+}
+
+#[test]
+fn fenced_arguments_with_trailing_commas_parse() {
+    let call = only_call(&reply_with_arguments(
+        "```json\n{\"expression\": \"1+1\",}\n```\n",
+        "tool_calls",
+    ));
+    assert_eq!(call.arguments, json!({"expression": "1+1"}));
+    assert_eq!(call.invalid_arguments, None);
+}
+
+#[test]
+fn valid_arguments_are_unchanged() {
+    let text = r#"{"expression": "2 + 3", "note": "tab\tand \"quotes\""}"#;
+    let call = only_call(&reply_with_arguments(text, "tool_calls"));
+    assert_eq!(
+        call,
+        ToolCall::new(
+            "c",
+            "calculator",
+            serde_json::from_str::<Value>(text).unwrap()
+        )
+    );
+}
+
+#[test]
+fn truncated_arguments_at_length_say_max_tokens() {
+    let raw = "{\"expression\": \"(1234 * 5678";
+    let call = only_call(&reply_with_arguments(raw, "length"));
+    assert_eq!(call.arguments, json!(raw), "the raw text is kept");
+    let message = call.invalid_arguments.expect("invalid arguments");
+    assert!(
+        message.starts_with("arguments are not valid JSON: "),
+        "{message}"
+    );
+    assert!(message.contains("EOF while parsing"), "{message}");
+    assert!(message.contains("cut off at max_tokens"), "{message}");
+    assert!(message.contains("finish_reason: length"), "{message}");
+    assert!(message.ends_with(&format!("(raw: {raw})")), "{message}");
+}
+
+#[test]
+fn garbage_arguments_give_invalid_arguments_and_the_reply_still_parses() {
+    let body = json!({"choices": [{"message": {"content": "thinking", "tool_calls": [
+        {"id": "bad", "function": {"name": "calculator", "arguments": "calculator(6*7)"}},
+        {"id": "good", "function": {"name": "calculator", "arguments": "{\"expression\": \"1\"}"}},
+    ]}, "finish_reason": "tool_calls"}]});
+    let reply = parse_reply(body.to_string().as_bytes(), &request(vec![])).unwrap();
+    assert_eq!(reply.message.content, "thinking");
+    let [bad, good] = <[ToolCall; 2]>::try_from(reply.message.tool_calls).unwrap();
+    assert_eq!(bad.id, "bad");
+    assert_eq!(bad.arguments, json!("calculator(6*7)"));
+    let message = bad.invalid_arguments.expect("invalid arguments");
+    assert!(
+        message.starts_with("arguments are not valid JSON: expected value"),
+        "{message}"
+    );
+    assert!(message.ends_with("(raw: calculator(6*7))"), "{message}");
+    assert!(!message.contains("max_tokens"), "not cut off: {message}");
+    assert_eq!(
+        good,
+        ToolCall::new("good", "calculator", json!({"expression": "1"}))
+    );
+}
+
+#[test]
+fn invalid_arguments_quote_at_most_200_characters() {
+    let raw = format!("{{\"expression\": {}", "9".repeat(1000));
+    let call = only_call(&reply_with_arguments(&raw, "stop"));
+    let message = call.invalid_arguments.expect("invalid arguments");
+    let quoted = message.split_once("(raw: ").unwrap().1;
+    assert_eq!(quoted, format!("{}…)", &raw[..MAX_RAW_ARGUMENT_CHARS]));
+    assert_eq!(call.arguments, json!(raw), "the whole raw text is kept");
+}
+
+#[test]
+fn a_call_with_invalid_arguments_goes_back_as_an_empty_object() {
+    let m = ChatMessage {
+        role: Role::Assistant,
+        content: String::new(),
+        tool_calls: vec![ToolCall::with_invalid_arguments(
+            "c",
+            "calculator",
+            "{\"expression\": ",
+            "arguments are not valid JSON",
+        )],
+        tool_call_id: None,
+    };
+    assert_eq!(
+        wire_message(&m)["tool_calls"][0]["function"]["arguments"],
+        json!("{}")
+    );
+}
+
+#[test]
+fn invalid_arguments_survive_serde_and_are_omitted_when_unset() {
+    let call = ToolCall::with_invalid_arguments("c", "calculator", "{", "why");
+    let text = serde_json::to_string(&call).unwrap();
+    assert_eq!(serde_json::from_str::<ToolCall>(&text).unwrap(), call);
+    let valid = serde_json::to_value(ToolCall::new("c", "calculator", json!({}))).unwrap();
+    assert_eq!(
+        valid,
+        json!({"id": "c", "name": "calculator", "arguments": {}})
+    );
+    let old: ToolCall =
+        serde_json::from_value(json!({"id": "c", "name": "t", "arguments": {}})).unwrap();
+    assert_eq!(old.invalid_arguments, None);
 }
 
 #[test]

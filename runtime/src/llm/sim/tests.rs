@@ -92,11 +92,11 @@ fn script_steps_through_tool_call_then_answer() {
     assert_eq!(first.message.role, Role::Assistant);
     assert_eq!(
         first.message.tool_calls,
-        vec![ToolCall {
-            id: "call_0".into(),
-            name: "read_file".into(),
-            arguments: json!({"path": "README.md"}),
-        }]
+        vec![ToolCall::new(
+            "call_0",
+            "read_file",
+            json!({"path": "README.md"})
+        )]
     );
 
     messages.push(first.message);

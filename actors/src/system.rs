@@ -227,24 +227,24 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
                     let env = env.clone();
                     let down_registry = registry.clone();
                     let instance = env.instance.clone();
-                    ChildSpec {
-                        id: child_id(&env.instance),
-                        kind: "agent",
-                        restart: RestartType::Permanent,
-                        start: Box::new(move |notice| {
+                    ChildSpec::new(
+                        child_id(&env.instance),
+                        "agent",
+                        RestartType::Permanent,
+                        move |notice| {
                             ChildHandle::stop_with(Agent::new(env.clone(), notice).start(), || {
                                 StopAgent
                             })
-                        }),
-                        on_exit: Some(Box::new(move |reason| {
-                            if let Some(s) = down_registry.scheduler() {
-                                s.do_send(AgentDown {
-                                    instance: instance.clone(),
-                                    reason: reason.to_string(),
-                                });
-                            }
-                        })),
-                    }
+                        },
+                    )
+                    .on_exit(move |reason| {
+                        if let Some(s) = down_registry.scheduler() {
+                            s.do_send(AgentDown {
+                                instance: instance.clone(),
+                                reason: reason.to_string(),
+                            });
+                        }
+                    })
                 })
                 .collect()
         }
@@ -277,115 +277,74 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
     };
     let shares = Arc::new(agentos_runtime::context::shared::implicit_shares(&cfg));
     let root_children = vec![
-        ChildSpec {
-            id: "bus".into(),
-            kind: "bus",
-            restart: RestartType::Permanent,
-            start: Box::new({
-                let registry = registry.clone();
-                move |notice| {
-                    let addr = MessageBus::new(&bus_agents, registry.clone(), notice).start();
-                    registry.set_bus(addr.clone());
-                    ChildHandle::stop_with(addr, || StopBus)
+        ChildSpec::new("bus", "bus", RestartType::Permanent, {
+            let registry = registry.clone();
+            move |notice| {
+                let addr = MessageBus::new(&bus_agents, registry.clone(), notice).start();
+                registry.set_bus(addr.clone());
+                ChildHandle::stop_with(addr, || StopBus)
+            }
+        }),
+        ChildSpec::new("kv_pool", "kv_pool", RestartType::Permanent, {
+            let cfg = cfg.clone();
+            let slot = kv_pool.clone();
+            move |notice| {
+                let mut pool = KvCachePool::new(cfg.clone(), notice);
+                if slot.tracks_upper_bound() {
+                    pool = pool.with_upper_bound();
                 }
-            }),
-            on_exit: None,
-        },
-        ChildSpec {
-            id: "kv_pool".into(),
-            kind: "kv_pool",
-            restart: RestartType::Permanent,
-            start: Box::new({
-                let cfg = cfg.clone();
-                let slot = kv_pool.clone();
-                move |notice| {
-                    let mut pool = KvCachePool::new(cfg.clone(), notice);
-                    if slot.tracks_upper_bound() {
-                        pool = pool.with_upper_bound();
-                    }
-                    let addr = pool.start();
-                    slot.set(addr.clone());
-                    ChildHandle::stop_with(addr, || StopKvPool)
-                }
-            }),
-            on_exit: None,
-        },
-        ChildSpec {
-            id: "pager".into(),
-            kind: "pager",
-            restart: RestartType::Permanent,
-            start: Box::new({
-                let registry = registry.clone();
-                let trace = trace.clone();
-                move |notice| {
-                    let addr = ContextPager::new(
-                        pager_config.clone(),
-                        shares.clone(),
-                        trace.clone(),
-                        notice,
-                    )
-                    .start();
-                    registry.set_pager(addr.clone());
-                    ChildHandle::stop_with(addr, || StopPager)
-                }
-            }),
-            on_exit: None,
-        },
-        ChildSpec {
-            id: "monitor".into(),
-            kind: "monitor",
-            restart: RestartType::Permanent,
-            start: Box::new({
-                let prometheus = opts.prometheus.clone();
-                move |notice| {
-                    ChildHandle::stop_with(
-                        ResourceMonitor::new(prometheus.clone(), notice).start(),
-                        || StopMonitor,
-                    )
-                }
-            }),
-            on_exit: None,
-        },
-        ChildSpec {
-            id: "scheduler".into(),
-            kind: "scheduler",
-            restart: RestartType::Permanent,
-            start: Box::new({
-                let registry = registry.clone();
-                let trace = trace.clone();
-                move |notice| {
-                    let addr =
-                        Scheduler::new(core.clone(), registry.clone(), trace.clone(), notice)
-                            .start();
-                    registry.set_scheduler(addr.clone());
-                    ChildHandle::stop_with(addr, crate::scheduler::StopScheduler::default)
-                }
-            }),
-            on_exit: None,
-        },
-        ChildSpec {
-            id: "agents".into(),
-            kind: "agent_supervisor",
-            restart: RestartType::Permanent,
-            start: Box::new({
-                let registry = registry.clone();
-                let restarts = agent_restarts.clone();
-                move |notice| {
-                    let sup = Supervisor::new(
-                        "agents",
-                        Strategy::OneForOne,
-                        settings,
-                        agent_children(),
-                        notice,
-                    )
-                    .count_restarts_in(restarts.clone());
-                    let addr = sup.start();
-                    registry.set_agent_supervisor(addr.clone());
-                    ChildHandle::supervisor(addr)
-                }
-            }),
-            on_exit: None,
-        },
+                let addr = pool.start();
+                slot.set(addr.clone());
+                ChildHandle::stop_with(addr, || StopKvPool)
+            }
+        }),
+        ChildSpec::new("pager", "pager", RestartType::Permanent, {
+            let registry = registry.clone();
+            let trace = trace.clone();
+            move |notice| {
+                let addr =
+                    ContextPager::new(pager_config.clone(), shares.clone(), trace.clone(), notice)
+                        .start();
+                registry.set_pager(addr.clone());
+                ChildHandle::stop_with(addr, || StopPager)
+            }
+        }),
+        ChildSpec::new("monitor", "monitor", RestartType::Permanent, {
+            let prometheus = opts.prometheus.clone();
+            move |notice| {
+                ChildHandle::stop_with(
+                    ResourceMonitor::new(prometheus.clone(), notice).start(),
+                    || StopMonitor,
+                )
+            }
+        }),
+        ChildSpec::new("scheduler", "scheduler", RestartType::Permanent, {
+            let registry = registry.clone();
+            let trace = trace.clone();
+            move |notice| {
+                let addr =
+                    Scheduler::new(core.clone(), registry.clone(), trace.clone(), notice).start();
+                registry.set_scheduler(addr.clone());
+                ChildHandle::stop_with(addr, crate::scheduler::StopScheduler::default)
+            }
+        }),
+        ChildSpec::new("agents", "agent_supervisor", RestartType::Permanent, {
+            let registry = registry.clone();
+            let restarts = agent_restarts.clone();
+            move |notice| {
+                let sup = Supervisor::new(
+                    "agents",
+                    Strategy::OneForOne,
+                    settings,
+                    agent_children(),
+                    notice,
+                )
+                .count_restarts_in(restarts.clone());
+                let addr = sup.start();
+                registry.set_agent_supervisor(addr.clone());
+                ChildHandle::supervisor(addr)
+            }
+        }),
     ];
     let fatal_registry = registry.clone();
     let root = Supervisor::new(

@@ -1,168 +1,52 @@
 //! Our own supervisor actor. actix does not restart an actor whose handler panics (the actor is
 //! dropped and callers see `MailboxError::Closed`), so supervision is built here:
 //!
-//! - A supervisor owns [`ChildSpec`]s: a factory, a [`RestartType`] and a kind label.
+//! - A supervisor owns [`ChildSpec`]s: a start function, a
+//!   [`RestartType`](agentos_runtime::policy::supervision::RestartType), a kind label and a
+//!   shutdown timeout.
 //! - Each child gets an [`ExitNotice`]. The child calls [`ExitNotice::exited`] from `stopped()`
 //!   (or [`ExitNotice::crashed`] after catching a panic); if the child is dropped without either
 //!   (a panic unwound through actix), the notice's `Drop` reports an abnormal exit. So every
 //!   death reaches the supervisor.
+//! - A restart ordered by someone else ([`RestartChild`], sent when a lease expires on a wedged
+//!   agent) counts as an abnormal exit of that child.
 //! - On an exit, the [`RestartBook`] decides: restart after an exponential backoff, ignore, or
 //!   escalate when more than `max_restarts` happened within the window. The [`Strategy`] picks
 //!   which children restart (one_for_one, one_for_all, rest_for_one).
-//! - Escalation stops every child and the supervisor itself, and reports an abnormal exit to
-//!   the parent through the supervisor's own notice; the root hands it to `on_give_up`.
+//! - [`StopTree`] is a barrier: children stop one at a time in reverse start order, each within
+//!   its shutdown timeout or it gets a [`HardStop`]; then the supervisor stops, reports through
+//!   its own notice, and only then answers.
+//! - Escalation stops the tree the same way and reports an abnormal exit to the parent through
+//!   the supervisor's own notice; the root hands it to `on_give_up`.
 //!
 //! Stale notices (from a generation that was already replaced) are ignored.
 
+mod child;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::prelude::*;
 use agentos_runtime::config::SupervisorSettings;
 use agentos_runtime::metrics as m;
-use agentos_runtime::policy::supervision::{Decision, RestartBook, RestartType, Strategy};
+use agentos_runtime::policy::supervision::{Decision, RestartBook, Strategy};
+use tokio::sync::oneshot;
 
-/// Why a child stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ExitReason {
-    /// It stopped on purpose.
-    Normal,
-    /// It crashed (panic, lost actor) with this description.
-    Abnormal(String),
-}
-
-impl ExitReason {
-    /// Whether the exit was a crash.
-    pub fn is_abnormal(&self) -> bool {
-        matches!(self, ExitReason::Abnormal(_))
-    }
-}
-
-impl std::fmt::Display for ExitReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ExitReason::Normal => f.write_str("stopped"),
-            ExitReason::Abnormal(why) => f.write_str(why),
-        }
-    }
-}
-
-/// Sent by a child's [`ExitNotice`] to its supervisor.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct ChildExited {
-    /// Child slot.
-    pub index: usize,
-    /// Incarnation that exited.
-    pub generation: u64,
-    /// Why.
-    pub reason: ExitReason,
-}
-
-/// A child's way to tell its supervisor it is gone. Reports exactly once; reports an abnormal
-/// exit from `Drop` if the child never said anything (it was lost to a panic).
-#[derive(Debug)]
-pub struct ExitNotice {
-    to: Option<Recipient<ChildExited>>,
-    index: usize,
-    generation: u64,
-    crash: Option<String>,
-}
-
-impl ExitNotice {
-    /// A notice that reports nowhere (for actors started outside a supervisor, e.g. in tests).
-    pub fn detached() -> Self {
-        Self {
-            to: None,
-            index: 0,
-            generation: 0,
-            crash: None,
-        }
-    }
-
-    /// Marks the coming exit as a crash; call before `ctx.stop()`.
-    pub fn crashed(&mut self, why: impl Into<String>) {
-        self.crash = Some(why.into());
-    }
-
-    /// Reports the exit (normal unless [`ExitNotice::crashed`] was called). Call from `stopped()`.
-    pub fn exited(&mut self) {
-        let reason = match self.crash.take() {
-            Some(why) => ExitReason::Abnormal(why),
-            None => ExitReason::Normal,
-        };
-        self.report(reason);
-    }
-
-    fn report(&mut self, reason: ExitReason) {
-        if let Some(to) = self.to.take() {
-            to.do_send(ChildExited {
-                index: self.index,
-                generation: self.generation,
-                reason,
-            });
-        }
-    }
-}
-
-impl Drop for ExitNotice {
-    fn drop(&mut self) {
-        if self.to.is_some() {
-            let why = self
-                .crash
-                .take()
-                .unwrap_or_else(|| "actor lost without stopping (panic in a handler)".into());
-            self.report(ExitReason::Abnormal(why));
-        }
-    }
-}
-
-/// A running child, as far as its supervisor needs to know.
-pub struct ChildHandle {
-    stop: Box<dyn Fn()>,
-}
-
-impl ChildHandle {
-    /// A handle that asks `addr`'s actor to stop with message `M`.
-    pub fn stop_with<A, M>(addr: Addr<A>, make: impl Fn() -> M + 'static) -> Self
-    where
-        A: Actor<Context = Context<A>> + Handler<M>,
-        M: Message + Send + 'static,
-        M::Result: Send,
-    {
-        Self {
-            stop: Box::new(move || addr.do_send(make())),
-        }
-    }
-
-    /// A handle for a child supervisor.
-    pub fn supervisor(addr: Addr<Supervisor>) -> Self {
-        Self::stop_with(addr, || StopTree)
-    }
-}
-
-/// Called with the reason of every exit of a child.
-pub type ExitHook = Box<dyn Fn(&ExitReason)>;
-
-/// How to start (and restart) one child.
-pub struct ChildSpec {
-    /// Unique id within the supervisor, e.g. `agent planner#0`.
-    pub id: String,
-    /// Label for `agentos_supervisor_restarts_total{kind}`.
-    pub kind: &'static str,
-    /// When to restart.
-    pub restart: RestartType,
-    /// Starts an incarnation; the child keeps the notice.
-    pub start: Box<dyn Fn(ExitNotice) -> ChildHandle>,
-    /// Called on every exit, before any restart (e.g. to return the child's lease).
-    pub on_exit: Option<ExitHook>,
-}
+pub use child::{ChildExited, ChildHandle, ChildSpec, ExitHook, ExitNotice, ExitReason, HardStop};
 
 struct Slot {
     spec: ChildSpec,
     generation: u64,
     handle: Option<ChildHandle>,
+}
+
+/// The child the stop barrier is waiting for.
+struct Waiting {
+    index: usize,
+    generation: u64,
+    timer: SpawnHandle,
+    hard_stopped: bool,
 }
 
 /// A supervisor actor.
@@ -174,7 +58,11 @@ pub struct Supervisor {
     notice: ExitNotice,
     on_give_up: Option<Box<dyn Fn(String)>>,
     restarts: Option<Arc<AtomicU64>>,
+    /// Set once the tree stops (shutdown or escalation): no restarts from then on.
     stopping: bool,
+    waiting: Option<Waiting>,
+    /// `StopTree` senders, answered from `stopped()`.
+    stopped_waiters: Vec<oneshot::Sender<()>>,
 }
 
 impl Supervisor {
@@ -202,6 +90,8 @@ impl Supervisor {
             on_give_up: None,
             restarts: None,
             stopping: false,
+            waiting: None,
+            stopped_waiters: Vec::new(),
         }
     }
 
@@ -228,13 +118,61 @@ impl Supervisor {
         let recipient = ctx.address().recipient();
         let slot = &mut self.slots[index];
         slot.generation += 1;
-        let notice = ExitNotice {
-            to: Some(recipient),
-            index,
-            generation: slot.generation,
-            crash: None,
-        };
+        let notice = ExitNotice::to(recipient, index, slot.generation);
         slot.handle = Some((slot.spec.start)(notice));
+    }
+
+    fn run_hook(&self, index: usize, reason: &ExitReason) {
+        if let Some(hook) = &self.slots[index].spec.on_exit {
+            hook(reason);
+        }
+    }
+
+    /// The restart decision after child `index` is gone (its hook already ran).
+    fn decide(&mut self, index: usize, reason: &ExitReason, ctx: &mut Context<Self>) {
+        let spec = &self.slots[index].spec;
+        let id = spec.id.clone();
+        let decision = self
+            .book
+            .on_exit(spec.restart, reason.is_abnormal(), Instant::now());
+        tracing::warn!(supervisor = %self.name, child = %id, %reason, ?decision, "child exited");
+        match decision {
+            Decision::Ignore => {}
+            Decision::Escalate => self.escalate(format!("{id} exited: {reason}"), ctx),
+            Decision::Restart(delay) => {
+                let affected = self.strategy.affected(index, self.slots.len());
+                for &i in &affected {
+                    if i == index {
+                        continue;
+                    }
+                    // Bump the generation so the sibling's own exit notice is ignored, and run
+                    // its hook here instead.
+                    let s = &mut self.slots[i];
+                    s.generation += 1;
+                    if let Some(h) = s.handle.take() {
+                        h.stop();
+                        self.run_hook(
+                            i,
+                            &ExitReason::Abnormal(format!("stopped to restart with {id}")),
+                        );
+                    }
+                }
+                ctx.run_later(delay, move |act, ctx| {
+                    if act.stopping {
+                        return;
+                    }
+                    for i in affected {
+                        // Another restart got there first (two exits within one backoff).
+                        if act.slots[i].handle.is_some() {
+                            continue;
+                        }
+                        let kind = act.slots[i].spec.kind;
+                        act.start_child(i, ctx);
+                        act.count_restart(kind);
+                    }
+                });
+            }
+        }
     }
 
     fn escalate(&mut self, why: String, ctx: &mut Context<Self>) {
@@ -246,17 +184,74 @@ impl Supervisor {
             f(why.clone());
         }
         self.notice.crashed(why);
-        self.stop_children();
-        ctx.stop();
+        self.begin_stop(ctx);
     }
 
-    fn stop_children(&mut self) {
-        self.stopping = true;
-        for slot in self.slots.iter_mut().rev() {
-            if let Some(h) = slot.handle.take() {
-                (h.stop)();
-            }
+    /// Starts the stop barrier (once).
+    fn begin_stop(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
         }
+        self.stopping = true;
+        self.stop_next(ctx);
+    }
+
+    /// Asks the last running child (in start order) to stop and waits for its notice; stops
+    /// the supervisor when none is left.
+    fn stop_next(&mut self, ctx: &mut Context<Self>) {
+        let Some(index) = self.slots.iter().rposition(|s| s.handle.is_some()) else {
+            ctx.stop();
+            return;
+        };
+        let slot = &self.slots[index];
+        if let Some(h) = &slot.handle {
+            h.stop();
+        }
+        let generation = slot.generation;
+        let timer = ctx.run_later(slot.spec.shutdown, move |act, ctx| {
+            act.stop_overdue(index, generation, ctx)
+        });
+        self.waiting = Some(Waiting {
+            index,
+            generation,
+            timer,
+            hard_stopped: false,
+        });
+    }
+
+    /// The child the barrier waits for did not stop in time: hard-stop it, or, if that was
+    /// already done, abandon it and go on with the next one.
+    fn stop_overdue(&mut self, index: usize, generation: u64, ctx: &mut Context<Self>) {
+        let Some(waiting) = self
+            .waiting
+            .as_mut()
+            .filter(|w| w.index == index && w.generation == generation)
+        else {
+            return;
+        };
+        let slot = &mut self.slots[index];
+        let timeout = slot.spec.shutdown;
+        if !waiting.hard_stopped {
+            tracing::warn!(supervisor = %self.name, child = %slot.spec.id, ?timeout, "child did not stop in time; hard stop");
+            waiting.hard_stopped = true;
+            if let Some(h) = slot.handle.take() {
+                h.hard_stop();
+            }
+            waiting.timer = ctx.run_later(timeout, move |act, ctx| {
+                act.stop_overdue(index, generation, ctx)
+            });
+            return;
+        }
+        tracing::error!(supervisor = %self.name, child = %slot.spec.id, ?timeout, "child did not stop after a hard stop; abandoned");
+        self.waiting = None;
+        slot.generation += 1;
+        self.run_hook(
+            index,
+            &ExitReason::Abnormal(format!(
+                "did not stop within {timeout:?}, nor within {timeout:?} of a hard stop; abandoned"
+            )),
+        );
+        self.stop_next(ctx);
     }
 }
 
@@ -272,6 +267,10 @@ impl Actor for Supervisor {
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         self.notice.exited();
+        for waiter in self.stopped_waiters.drain(..) {
+            // The asker may have stopped waiting; nothing to do then.
+            let _ = waiter.send(());
+        }
     }
 }
 
@@ -286,70 +285,85 @@ impl Handler<ChildExited> for Supervisor {
             return;
         }
         slot.handle = None;
+        let awaited = self
+            .waiting
+            .as_ref()
+            .filter(|w| w.index == msg.index && w.generation == msg.generation)
+            .map(|w| (w.timer, w.hard_stopped));
+        let reason = match awaited {
+            Some((_, true)) => ExitReason::Abnormal(format!(
+                "hard-stopped: did not stop within {:?}",
+                slot.spec.shutdown
+            )),
+            _ => msg.reason,
+        };
         // The hook runs even while the tree stops (escalation, shutdown), so that whatever
         // the child held (an agent's lease) is returned now rather than at its deadline.
-        if let Some(hook) = &slot.spec.on_exit {
-            hook(&msg.reason);
-        }
+        self.run_hook(msg.index, &reason);
         if self.stopping {
+            if let Some((timer, _)) = awaited {
+                ctx.cancel_future(timer);
+                self.waiting = None;
+                self.stop_next(ctx);
+            }
             return;
         }
-        let id = slot.spec.id.clone();
-        let decision =
-            self.book
-                .on_exit(slot.spec.restart, msg.reason.is_abnormal(), Instant::now());
-        tracing::warn!(supervisor = %self.name, child = %id, reason = %msg.reason, ?decision, "child exited");
-        match decision {
-            Decision::Ignore => {}
-            Decision::Escalate => self.escalate(format!("{id} exited: {}", msg.reason), ctx),
-            Decision::Restart(delay) => {
-                let affected = self.strategy.affected(msg.index, self.slots.len());
-                for &i in &affected {
-                    if i != msg.index {
-                        // Bump the generation so the sibling's own exit notice is ignored, and
-                        // run its hook here instead.
-                        let s = &mut self.slots[i];
-                        s.generation += 1;
-                        if let Some(h) = s.handle.take() {
-                            (h.stop)();
-                            if let Some(hook) = &s.spec.on_exit {
-                                hook(&ExitReason::Abnormal(format!(
-                                    "stopped to restart with {id}"
-                                )));
-                            }
-                        }
-                    }
-                }
-                ctx.run_later(delay, move |act, ctx| {
-                    if act.stopping {
-                        return;
-                    }
-                    for i in affected {
-                        let kind = act.slots[i].spec.kind;
-                        act.start_child(i, ctx);
-                        act.count_restart(kind);
-                    }
-                });
-            }
-        }
+        self.decide(msg.index, &reason, ctx);
     }
 }
 
-/// Stops every child (in reverse start order) and then the supervisor.
-#[derive(Debug, Message)]
+/// Stops the tree as a barrier: every child in reverse start order, each waited for up to its
+/// shutdown timeout (then hard-stopped, then abandoned after as long again), then the
+/// supervisor itself. The reply comes after the supervisor's `stopped()`, so
+/// `addr.send(StopTree).await` returns when the subtree is down; `do_send` stops it without
+/// waiting.
+#[derive(Debug, Clone, Copy, Default, Message)]
 #[rtype(result = "()")]
 pub struct StopTree;
 
 impl Handler<StopTree> for Supervisor {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, _: StopTree, ctx: &mut Self::Context) {
-        self.stop_children();
-        ctx.run_later(Duration::from_millis(1), |_, ctx| ctx.stop());
+    fn handle(&mut self, _: StopTree, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.stopped_waiters.push(tx);
+        self.begin_stop(ctx);
+        Box::pin(async move {
+            // An error means the supervisor is gone without answering; it is down either way.
+            let _ = rx.await;
+        })
     }
 }
 
-/// Restarts one child by id now (used when a lease expires on a wedged agent).
+/// Hard-stops the tree: every running child gets its hard stop at once, in reverse start
+/// order, without waiting, and the supervisor terminates. Sent by a parent whose shutdown
+/// timeout for this supervisor ran out.
+impl Handler<HardStop> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, _: HardStop, ctx: &mut Self::Context) {
+        tracing::warn!(supervisor = %self.name, "hard stop");
+        self.stopping = true;
+        if let Some(w) = self.waiting.take() {
+            ctx.cancel_future(w.timer);
+        }
+        let reason = ExitReason::Abnormal(format!("hard-stopped with supervisor {}", self.name));
+        for index in (0..self.slots.len()).rev() {
+            let slot = &mut self.slots[index];
+            if let Some(h) = slot.handle.take() {
+                slot.generation += 1;
+                h.hard_stop();
+                self.run_hook(index, &reason);
+            }
+        }
+        ctx.terminate();
+    }
+}
+
+/// Restarts one child by id (sent when a lease expires on a wedged agent). The restart counts
+/// as an abnormal exit of the running incarnation: its hook runs, and the restart goes through
+/// the restart intensity, the backoff and the strategy like a crash, and may escalate. Answers
+/// whether a running child of that id was found (not while the tree stops).
 #[derive(Debug, Message)]
 #[rtype(result = "bool")]
 pub struct RestartChild(pub String);
@@ -358,17 +372,23 @@ impl Handler<RestartChild> for Supervisor {
     type Result = bool;
 
     fn handle(&mut self, msg: RestartChild, ctx: &mut Self::Context) -> bool {
+        if self.stopping {
+            return false;
+        }
         let Some(index) = self.slots.iter().position(|s| s.spec.id == msg.0) else {
             return false;
         };
         let slot = &mut self.slots[index];
+        let Some(handle) = slot.handle.take() else {
+            // Down already, with its restart (if any) under way.
+            return false;
+        };
+        // A new generation: the replaced incarnation's own exit notice will be ignored.
         slot.generation += 1;
-        if let Some(h) = slot.handle.take() {
-            (h.stop)();
-        }
-        let kind = slot.spec.kind;
-        self.count_restart(kind);
-        self.start_child(index, ctx);
+        handle.stop();
+        let reason = ExitReason::Abnormal("restart ordered (lease expired)".into());
+        self.run_hook(index, &reason);
+        self.decide(index, &reason, ctx);
         true
     }
 }

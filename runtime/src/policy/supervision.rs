@@ -1,6 +1,9 @@
 //! Supervision policy, in the Erlang/OTP mould: restart types, strategies, restart intensity
 //! and backoff. The supervisor actors own one [`RestartBook`] each and ask it what to do when a
-//! child exits.
+//! child exits. Every exit goes through the book: a crash, a normal stop, and a restart ordered
+//! from outside (a lease that expired on a wedged agent), which counts as an abnormal exit. So
+//! a child that keeps wedging is backed off and, past the intensity, escalates like one that
+//! keeps crashing.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -81,6 +84,7 @@ impl RestartBook {
     }
 
     /// Decides about an exit of a child of `restart` type at `now`, and records a restart.
+    /// `abnormal` is true for a crash and for a restart ordered from outside.
     pub fn on_exit(&mut self, restart: RestartType, abnormal: bool, now: Instant) -> Decision {
         if !restart.restarts(abnormal) {
             return Decision::Ignore;

@@ -1,0 +1,243 @@
+//! What a supervisor knows about its children: how to start one ([`ChildSpec`]), how to stop a
+//! running one ([`ChildHandle`]), and how a child reports its death ([`ExitNotice`]).
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use agentos_runtime::policy::supervision::RestartType;
+
+use super::{StopTree, Supervisor};
+
+/// Why a child stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitReason {
+    /// It stopped on purpose.
+    Normal,
+    /// It crashed (panic, lost actor), was hard-stopped, or was restarted by order, with this
+    /// description.
+    Abnormal(String),
+}
+
+impl ExitReason {
+    /// Whether the exit was a crash.
+    pub fn is_abnormal(&self) -> bool {
+        matches!(self, ExitReason::Abnormal(_))
+    }
+}
+
+impl std::fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitReason::Normal => f.write_str("stopped"),
+            ExitReason::Abnormal(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Sent by a child's [`ExitNotice`] to its supervisor.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ChildExited {
+    /// Child slot.
+    pub index: usize,
+    /// Incarnation that exited.
+    pub generation: u64,
+    /// Why.
+    pub reason: ExitReason,
+}
+
+const PANICKED: &str = "actor lost to a panic in a handler";
+
+/// A child's way to tell its supervisor it is gone. Reports exactly once; reports an abnormal
+/// exit from `Drop` if the child never said anything (it was lost to a panic).
+#[derive(Debug)]
+pub struct ExitNotice {
+    to: Option<Recipient<ChildExited>>,
+    index: usize,
+    generation: u64,
+    crash: Option<String>,
+}
+
+impl ExitNotice {
+    /// A notice that reports nowhere (for actors started outside a supervisor, e.g. in tests).
+    pub fn detached() -> Self {
+        Self {
+            to: None,
+            index: 0,
+            generation: 0,
+            crash: None,
+        }
+    }
+
+    pub(super) fn to(to: Recipient<ChildExited>, index: usize, generation: u64) -> Self {
+        Self {
+            to: Some(to),
+            index,
+            generation,
+            crash: None,
+        }
+    }
+
+    /// Marks the coming exit as a crash; call before `ctx.stop()`.
+    pub fn crashed(&mut self, why: impl Into<String>) {
+        self.crash = Some(why.into());
+    }
+
+    /// Reports the exit (normal unless [`ExitNotice::crashed`] was called, or the thread is
+    /// unwinding from a panic). Call from `stopped()`.
+    ///
+    /// When a handler panics, actix 0.13 still runs `stopping()` and `stopped()` from the drop
+    /// of the actor's context during the unwind, so a panic reaches this call too.
+    pub fn exited(&mut self) {
+        let reason = match self.crash.take() {
+            Some(why) => ExitReason::Abnormal(why),
+            None if std::thread::panicking() => ExitReason::Abnormal(PANICKED.into()),
+            None => ExitReason::Normal,
+        };
+        self.report(reason);
+    }
+
+    fn report(&mut self, reason: ExitReason) {
+        if let Some(to) = self.to.take() {
+            to.do_send(ChildExited {
+                index: self.index,
+                generation: self.generation,
+                reason,
+            });
+        }
+    }
+}
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        if self.to.is_some() {
+            let why = self.crash.take().unwrap_or_else(|| PANICKED.into());
+            self.report(ExitReason::Abnormal(why));
+        }
+    }
+}
+
+/// The hard stop a supervisor sends to a child that did not stop within its shutdown timeout.
+///
+/// A child's handler should call `ctx.terminate()`: actix then skips `stopping()` (so a veto
+/// does not hold), drops every future spawned on the context, drops the messages still queued,
+/// and runs `stopped()`, where the child reports through its [`ExitNotice`]. The message is
+/// queued behind whatever the mailbox already holds, and it is handled only when the actor
+/// gets to its mailbox: not while a handler blocks the thread, nor while a `ctx.wait` future
+/// is pending.
+#[derive(Debug, Clone, Copy, Default, Message)]
+#[rtype(result = "()")]
+pub struct HardStop;
+
+/// A running child, as far as its supervisor needs to know: how to ask it to stop, and how to
+/// force it.
+pub struct ChildHandle {
+    stop: Box<dyn Fn()>,
+    hard_stop: Option<Box<dyn Fn()>>,
+}
+
+impl ChildHandle {
+    /// A handle that asks `addr`'s actor to stop with message `M`. Its hard stop can only drop
+    /// the supervisor's address of the child (see [`ChildHandle::stop_or_hard_stop`]).
+    pub fn stop_with<A, M>(addr: Addr<A>, make: impl Fn() -> M + 'static) -> Self
+    where
+        A: Actor<Context = Context<A>> + Handler<M>,
+        M: Message + Send + 'static,
+        M::Result: Send,
+    {
+        Self {
+            stop: Box::new(move || addr.do_send(make())),
+            hard_stop: None,
+        }
+    }
+
+    /// A handle that asks `addr`'s actor to stop with message `M`, and hard-stops it with
+    /// [`HardStop`].
+    pub fn stop_or_hard_stop<A, M>(addr: Addr<A>, make: impl Fn() -> M + 'static) -> Self
+    where
+        A: Actor<Context = Context<A>> + Handler<M> + Handler<HardStop>,
+        M: Message + Send + 'static,
+        M::Result: Send,
+    {
+        let hard = addr.clone();
+        Self {
+            stop: Box::new(move || addr.do_send(make())),
+            hard_stop: Some(Box::new(move || hard.do_send(HardStop))),
+        }
+    }
+
+    /// A handle for a child supervisor: [`StopTree`] (its barrier runs before it reports its
+    /// exit), and [`HardStop`] (it hard-stops its remaining children at once).
+    pub fn supervisor(addr: Addr<Supervisor>) -> Self {
+        Self::stop_or_hard_stop(addr, || StopTree)
+    }
+
+    pub(super) fn stop(&self) {
+        (self.stop)();
+    }
+
+    /// Sends the hard stop, if the child has one, and drops the handle (the supervisor's
+    /// address of the child).
+    pub(super) fn hard_stop(self) {
+        if let Some(hard_stop) = &self.hard_stop {
+            hard_stop();
+        }
+    }
+}
+
+/// Called with the reason of every exit of a child.
+pub type ExitHook = Box<dyn Fn(&ExitReason)>;
+
+/// How to start (and restart) one child, and how long it may take to stop.
+pub struct ChildSpec {
+    pub(super) id: String,
+    pub(super) kind: &'static str,
+    pub(super) restart: RestartType,
+    pub(super) start: Box<dyn Fn(ExitNotice) -> ChildHandle>,
+    pub(super) on_exit: Option<ExitHook>,
+    pub(super) shutdown: Duration,
+}
+
+impl ChildSpec {
+    /// How long a child may take to stop before it is hard-stopped, unless set otherwise.
+    pub const DEFAULT_SHUTDOWN: Duration = Duration::from_secs(5);
+
+    /// A child with a unique `id` within its supervisor (e.g. `agent planner#0`), a `kind`
+    /// label for `agentos_supervisor_restarts_total{kind}`, a restart type, and a `start`
+    /// function that starts an incarnation (the child keeps the notice).
+    pub fn new(
+        id: impl Into<String>,
+        kind: &'static str,
+        restart: RestartType,
+        start: impl Fn(ExitNotice) -> ChildHandle + 'static,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            kind,
+            restart,
+            start: Box::new(start),
+            on_exit: None,
+            shutdown: Self::DEFAULT_SHUTDOWN,
+        }
+    }
+
+    /// Calls `hook` once for every exit of an incarnation, before any restart (e.g. to return
+    /// the child's lease).
+    pub fn on_exit(mut self, hook: impl Fn(&ExitReason) + 'static) -> Self {
+        self.on_exit = Some(Box::new(hook));
+        self
+    }
+
+    /// How long the child may take to stop when its tree stops before it is hard-stopped
+    /// (default [`ChildSpec::DEFAULT_SHUTDOWN`]). It gets as long again to stop after the hard
+    /// stop before it is abandoned.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown = timeout;
+        self
+    }
+
+    /// The child's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}

@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use agentos_runtime::metrics as m;
+use agentos_runtime::events::{names as m, BuildInfo};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
@@ -24,7 +24,10 @@ pub fn prometheus() -> anyhow::Result<PrometheusHandle> {
                 .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
             m::describe_all();
             m::register_zeroes();
-            metrics::gauge!(m::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            BuildInfo {
+                version: env!("CARGO_PKG_VERSION"),
+            }
+            .emit();
             Ok(handle)
         })
         .clone()

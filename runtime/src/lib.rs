@@ -1,5 +1,7 @@
 //! AgentOS runtime core: everything that is not an actor.
 //!
+//! # Layout
+//!
 //! - [`config`]: the RON schema, two-phase loading and validation.
 //! - [`model`]: domain types: task keys and states, the workflow DAG, agent control blocks.
 //! - [`policy`]: plain-struct policies: the ready queue, retry backoff, supervision intensity.
@@ -10,20 +12,25 @@
 //!   workflow pages, budgets counted with the backend's tokenizer.
 //! - [`store`]: the embedded SQLite store (pages today; checkpoints and the audit log later).
 //! - [`tools`]: built-in tools and the sandbox they run in.
-//! - [`metrics`]: every metric name, its help text and histogram buckets, defined once.
+//! - [`events`]: typed telemetry events; each `emit()` updates the metrics, writes the trace
+//!   line and logs. Every metric name, help text and histogram bucket is defined once in
+//!   [`events::names`], re-exported as [`metrics`] for existing callers.
 //! - [`kvcache`]: the KV-cache model: block manager (hash chains, refcounts, copy-on-write,
 //!   LRU), cache-aware routing policies and the pool core the `KvCachePool` actor owns.
 //! - [`tokenize`]: BPE token counting and encoding (per-backend encodings).
-//! - [`trace`]: the JSON-lines trace of state transitions, LLM calls and tool calls.
+//! - [`trace`]: the JSON-lines trace writer that events write to (kinds and fields in
+//!   `docs/trace-events.md`).
 //!
 //! No actix here: every piece is unit-testable on its own.
 
 pub mod agent;
 pub mod config;
 pub mod context;
+// The only module allowed to call the `metrics` macros (see `clippy.toml`).
+#[allow(clippy::disallowed_macros)]
+pub mod events;
 pub mod kvcache;
 pub mod llm;
-pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod sched;
@@ -31,3 +38,5 @@ pub mod store;
 pub mod tokenize;
 pub mod tools;
 pub mod trace;
+
+pub use events::names as metrics;

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentos_runtime::config::BackendSpec;
+use agentos_runtime::events::{RouteDecided, RoutedBy};
 use agentos_runtime::kvcache::{PromptEncoder, RouteOutcome};
 use agentos_runtime::llm::{ChatMessage, ToolSpec};
-use agentos_runtime::metrics as m;
 
 use super::{AcquireLease, PoolSlot, ReleaseLease};
 
@@ -96,10 +96,12 @@ impl KvClient {
                 slot: self.slot.clone(),
             },
             None => {
-                metrics::counter!(m::KV_ROUTING_DECISIONS, "backend" => self.backend.clone(),
-                    "policy" => "fallback", "outcome" => RouteOutcome::Unavailable.label())
-                .increment(1);
-                tracing::debug!(backend = %self.backend, "KV-cache pool unavailable; routing round robin");
+                RouteDecided {
+                    backend: &self.backend,
+                    routed_by: RoutedBy::Fallback,
+                    outcome: RouteOutcome::Unavailable,
+                }
+                .emit();
                 KvLease {
                     replica: self.fallback_next.fetch_add(1, Ordering::Relaxed) % self.replicas,
                     cached_tokens: 0,

@@ -26,9 +26,11 @@ use std::sync::{Arc, RwLock};
 
 use actix::prelude::*;
 use agentos_runtime::config::Config;
+use agentos_runtime::events::{
+    KvCacheConfigured, KvReplicaPublished, KvSeriesRegistered, RouteDecided, RoutedBy,
+};
 use agentos_runtime::kvcache::pool::BackendStats;
-use agentos_runtime::kvcache::{Grant, KvStats, PoolCore, RouteOutcome, RoutingPolicy};
-use agentos_runtime::metrics as m;
+use agentos_runtime::kvcache::{Grant, KvStats, PoolCore};
 
 use crate::supervisor::ExitNotice;
 pub use client::{KvClient, KvLease};
@@ -108,44 +110,18 @@ impl KvCachePool {
         };
         let key = (backend.to_owned(), replica);
         let before = self.published.get(&key).copied().unwrap_or_default();
-        let b = backend.to_owned();
-        let r = replica.to_string();
-        for (name, new, old) in [
-            (
-                m::KV_PREFIX_QUERY_TOKENS,
-                now.query_tokens,
-                before.query_tokens,
-            ),
-            (m::KV_PREFIX_HIT_TOKENS, now.hit_tokens, before.hit_tokens),
-            (m::KV_COW_COPIES, now.cow_copies, before.cow_copies),
-            (m::KV_EVICTIONS, now.evictions, before.evictions),
-            (
-                m::KV_ALLOC_FAILURES,
-                now.alloc_failures,
-                before.alloc_failures,
-            ),
-        ] {
-            // A restarted pool starts from zero; Prometheus counters only go up, so only the
-            // growth since the last publication is added.
-            if new > old {
-                metrics::counter!(name, "backend" => b.clone(), "replica" => r.clone())
-                    .increment(new - old);
-            }
+        let inflight = self
+            .core
+            .stats(backend)
+            .and_then(|s| s.loads.get(replica).copied());
+        KvReplicaPublished {
+            backend,
+            replica,
+            now: &now,
+            before: &before,
+            inflight,
         }
-        for (state, v) in [
-            ("active", now.active_blocks),
-            ("cached", now.cached_blocks),
-            ("free", now.free_blocks),
-        ] {
-            metrics::gauge!(m::KV_BLOCKS, "backend" => b.clone(), "replica" => r.clone(), "state" => state)
-                .set(v as f64);
-        }
-        if let Some(s) = self.core.stats(backend) {
-            if let Some(load) = s.loads.get(replica) {
-                metrics::gauge!(m::KV_REPLICA_INFLIGHT, "backend" => b, "replica" => r)
-                    .set(*load as f64);
-            }
-        }
+        .emit();
         self.published.insert(key, now);
     }
 }
@@ -157,36 +133,18 @@ impl Actor for KvCachePool {
         ctx.set_mailbox_capacity(MAILBOX);
         let cfg = self.cfg.clone();
         for b in &cfg.backends {
-            metrics::gauge!(m::KV_CACHE_CONFIG_INFO,
-                "backend" => b.name.clone(),
-                "block_size" => b.cache.block_size.to_string(),
-                "capacity_blocks" => b.cache.capacity_blocks.to_string(),
-                "replicas" => b.replicas.to_string(),
-                "routing" => b.cache.routing.name())
-            .set(1.0);
-            for policy in RoutingPolicy::ALL
-                .iter()
-                .map(|p| p.name())
-                .chain(["fallback"])
-            {
-                for outcome in RouteOutcome::ALL {
-                    metrics::counter!(m::KV_ROUTING_DECISIONS, "backend" => b.name.clone(),
-                        "policy" => policy, "outcome" => outcome.label())
-                    .increment(0);
-                }
+            KvCacheConfigured {
+                backend: &b.name,
+                settings: &b.cache,
+                replicas: b.replicas,
             }
+            .emit();
+            KvSeriesRegistered {
+                backend: &b.name,
+                replicas: b.replicas,
+            }
+            .emit();
             for replica in 0..b.replicas {
-                let r = replica.to_string();
-                for name in [
-                    m::KV_PREFIX_QUERY_TOKENS,
-                    m::KV_PREFIX_HIT_TOKENS,
-                    m::KV_COW_COPIES,
-                    m::KV_EVICTIONS,
-                    m::KV_ALLOC_FAILURES,
-                ] {
-                    metrics::counter!(name, "backend" => b.name.clone(), "replica" => r.clone())
-                        .increment(0);
-                }
                 self.publish(&b.name, replica);
             }
         }
@@ -202,9 +160,12 @@ impl Handler<AcquireLease> for KvCachePool {
 
     fn handle(&mut self, msg: AcquireLease, _: &mut Self::Context) -> Option<Grant> {
         let grant = self.core.acquire(msg.lease, &msg.backend, &msg.tokens)?;
-        metrics::counter!(m::KV_ROUTING_DECISIONS, "backend" => msg.backend.clone(),
-            "policy" => grant.policy.name(), "outcome" => grant.outcome.label())
-        .increment(1);
+        RouteDecided {
+            backend: &msg.backend,
+            routed_by: RoutedBy::Policy(grant.policy),
+            outcome: grant.outcome,
+        }
+        .emit();
         self.publish(&msg.backend, grant.replica);
         Some(grant)
     }

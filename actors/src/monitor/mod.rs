@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use agentos_runtime::metrics as m;
+use agentos_runtime::events::ResourceSampled;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
@@ -51,8 +51,11 @@ impl ResourceMonitor {
             ProcessRefreshKind::nothing().with_memory().with_cpu(),
         );
         if let Some(p) = sys.process(pid) {
-            metrics::gauge!(m::PROCESS_RESIDENT_MEMORY).set(p.memory() as f64);
-            metrics::gauge!(m::PROCESS_CPU_RATIO).set(f64::from(p.cpu_usage()) / 100.0);
+            ResourceSampled {
+                resident_bytes: p.memory(),
+                cpu_ratio: f64::from(p.cpu_usage()) / 100.0,
+            }
+            .emit();
         }
     }
 }

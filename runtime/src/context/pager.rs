@@ -14,8 +14,8 @@ use super::shared::{shared_message, SharedPage, SharedSpace};
 use super::swap::SwapDevice;
 use super::table::{Moves, NewPage, PageTable};
 use super::{BuiltPrompt, ContextSettings, PageId, PageKind, PagerError};
+use crate::events::{PagerResidency, PagesSwapped, PromptCounted};
 use crate::llm::{ChatMessage, Role};
-use crate::metrics as m;
 use crate::store::SharedRow;
 use crate::tokenize::REPLY_PRIMING_TOKENS;
 
@@ -441,29 +441,17 @@ impl<S: SwapDevice> Pager<S> {
         s.swap_in_tokens += moves.swap_in_tokens;
         s.evicted_pages += moves.evicted_pages;
         s.swap_out_tokens += moves.swap_out_tokens;
-        let a = agent.to_owned();
-        if moves.faults > 0 {
-            metrics::counter!(m::PAGER_FAULTS, "agent" => a.clone()).increment(moves.faults);
-            metrics::counter!(m::PAGER_SWAP_IN_TOKENS, "agent" => a.clone())
-                .increment(moves.swap_in_tokens);
+        PagesSwapped {
+            agent,
+            policy,
+            moves,
         }
-        if moves.evicted_pages > 0 {
-            metrics::counter!(m::PAGER_EVICTIONS, "agent" => a.clone(), "policy" => policy)
-                .increment(moves.evicted_pages);
-            metrics::counter!(m::PAGER_SWAP_OUT_TOKENS, "agent" => a.clone())
-                .increment(moves.swap_out_tokens);
-        }
+        .emit();
         if let Some(b) = built {
             s.prompts += 1;
             s.tokens_saved += b.tokens_saved;
             s.max_prompt_tokens = s.max_prompt_tokens.max(b.tokens);
-            metrics::counter!(m::PAGER_PROMPTS, "agent" => a.clone()).increment(1);
-            metrics::counter!(m::PAGER_TOKENS_SAVED, "agent" => a.clone())
-                .increment(b.tokens_saved);
-            if b.budget > 0 {
-                metrics::histogram!(m::PAGER_BUDGET_UTILISATION, "agent" => a)
-                    .record(b.tokens as f64 / b.budget as f64);
-            }
+            PromptCounted { agent, prompt: b }.emit();
         }
     }
 
@@ -493,10 +481,13 @@ impl<S: SwapDevice> Pager<S> {
             s.swapped_pages = sp;
             s.swapped_tokens = st;
         }
-        let a = agent.to_owned();
-        metrics::gauge!(m::PAGER_RESIDENT_PAGES, "agent" => a.clone()).set(rp as f64);
-        metrics::gauge!(m::PAGER_RESIDENT_TOKENS, "agent" => a.clone()).set(rt as f64);
-        metrics::gauge!(m::PAGER_SWAPPED_PAGES, "agent" => a.clone()).set(sp as f64);
-        metrics::gauge!(m::PAGER_SWAPPED_TOKENS, "agent" => a).set(st as f64);
+        PagerResidency {
+            agent,
+            resident_pages: rp,
+            resident_tokens: rt,
+            swapped_pages: sp,
+            swapped_tokens: st,
+        }
+        .emit();
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use crate::metrics as m;
+use crate::events::{StoreOp, StoreOpFinished};
 use crate::store::{PageRow, SharedRow, Store, StoreError};
 
 /// Persistent page storage for one run.
@@ -107,33 +107,37 @@ impl StoreSwap {
     }
 }
 
-fn timed<T>(op: &'static str, f: impl FnOnce() -> T) -> T {
+fn timed<T>(op: StoreOp, f: impl FnOnce() -> T) -> T {
     let t0 = Instant::now();
     let out = f();
-    let secs = t0.elapsed().as_secs_f64();
-    match op {
-        "write" => metrics::histogram!(m::STORE_WRITE_DURATION).record(secs),
-        _ => metrics::histogram!(m::STORE_READ_DURATION).record(secs),
+    StoreOpFinished {
+        op,
+        duration: t0.elapsed(),
     }
+    .emit();
     out
 }
 
 impl SwapDevice for StoreSwap {
     fn write(&mut self, pages: &[PageRow]) -> Result<(), StoreError> {
         let run = self.run_id.clone();
-        timed("write", || self.store.put_pages(&run, pages))
+        timed(StoreOp::Write, || self.store.put_pages(&run, pages))
     }
     fn read(&mut self, context: &str, ids: &[u64]) -> Result<Vec<PageRow>, StoreError> {
-        timed("read", || self.store.get_pages(&self.run_id, context, ids))
+        timed(StoreOp::Read, || {
+            self.store.get_pages(&self.run_id, context, ids)
+        })
     }
     fn load(&mut self, context: &str) -> Result<Vec<PageRow>, StoreError> {
-        timed("read", || self.store.load_context(&self.run_id, context))
+        timed(StoreOp::Read, || {
+            self.store.load_context(&self.run_id, context)
+        })
     }
     fn write_shared(&mut self, row: &SharedRow) -> Result<(), StoreError> {
         let run = self.run_id.clone();
-        timed("write", || self.store.put_shared(&run, row))
+        timed(StoreOp::Write, || self.store.put_shared(&run, row))
     }
     fn read_shared(&mut self, key: &str) -> Result<Option<SharedRow>, StoreError> {
-        timed("read", || self.store.get_shared(&self.run_id, key))
+        timed(StoreOp::Read, || self.store.get_shared(&self.run_id, key))
     }
 }

@@ -268,18 +268,10 @@ impl LlmError {
         }
     }
 
-    /// Short, bounded label for metrics (`outcome` label).
+    /// Short, bounded label for metrics (`outcome` label); see
+    /// [`LlmOutcome`](crate::events::LlmOutcome).
     pub fn outcome_label(&self) -> &'static str {
-        match self {
-            LlmError::Timeout(_) => "timeout",
-            LlmError::RateLimited { .. } => "rate_limited",
-            LlmError::Server { .. } => "server_error",
-            LlmError::Rejected { .. } => "rejected",
-            LlmError::Malformed(_) => "malformed",
-            LlmError::Transport(_) => "transport",
-            LlmError::MissingApiKey(_) => "missing_api_key",
-            LlmError::Injected(_) => "injected",
-        }
+        crate::events::LlmOutcome::from(self).label()
     }
 }
 

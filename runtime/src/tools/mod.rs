@@ -142,17 +142,10 @@ pub enum ToolError {
 }
 
 impl ToolError {
-    /// Short, bounded label for metrics (`outcome` label).
+    /// Short, bounded label for metrics (`outcome` label); see
+    /// [`ToolOutcome`](crate::events::ToolOutcome).
     pub fn outcome_label(&self) -> &'static str {
-        match self {
-            ToolError::NotGranted(_) => "not_granted",
-            ToolError::Unknown(_) => "unknown",
-            ToolError::InvalidArguments(_) => "invalid_arguments",
-            ToolError::PathRefused(_) => "path_refused",
-            ToolError::CommandRefused(_) => "command_refused",
-            ToolError::Timeout(_) => "timeout",
-            ToolError::Failed(_) => "failed",
-        }
+        crate::events::ToolOutcome::from(self).label()
     }
 }
 

@@ -5,8 +5,14 @@
 //! built-in list, `outcome`/`state`/`kind` from fixed sets. Never a task or request id.
 //! Histograms need explicit buckets ([`HISTOGRAM_BUCKETS`]), or the Prometheus exporter would
 //! render summaries.
+//!
+//! Only the events of this module ([`crate::events`]) record into these metrics; callers emit an
+//! event instead of calling the `metrics` macros.
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+
+use super::labels::{BusDropReason, SUPERVISED_KINDS};
+use crate::model::TaskState;
 
 /// Gauge, label `state`: tasks in each [`crate::model::TaskState`].
 pub const SCHED_TASKS: &str = "agentos_scheduler_tasks";
@@ -279,23 +285,53 @@ pub fn describe_all() {
 /// Creates the zero-valued series of counters whose label sets are fixed, so that their first
 /// event shows up in `rate()`/`increase()` instead of only creating the series.
 pub fn register_zeroes() {
-    for state in ["succeeded", "failed", "skipped", "cancelled"] {
-        metrics::counter!(SCHED_TASKS_FINISHED, "state" => state).increment(0);
+    for state in TaskState::ALL.into_iter().filter(|s| s.is_terminal()) {
+        metrics::counter!(SCHED_TASKS_FINISHED, "state" => state.label()).increment(0);
     }
-    for kind in [
-        "agent",
-        "scheduler",
-        "bus",
-        "kv_pool",
-        "pager",
-        "monitor",
-        "agent_supervisor",
-    ] {
-        metrics::counter!(SUPERVISOR_RESTARTS, "kind" => kind).increment(0);
+    for kind in SUPERVISED_KINDS {
+        metrics::counter!(SUPERVISOR_RESTARTS, "kind" => *kind).increment(0);
     }
-    for reason in ["inbox_full", "no_such_agent", "no_subscribers"] {
-        metrics::counter!(BUS_DROPPED, "reason" => reason).increment(0);
+    for reason in BusDropReason::ALL {
+        metrics::counter!(BUS_DROPPED, "reason" => reason.label()).increment(0);
     }
     metrics::counter!(SCHED_LEASE_EXPIRED).increment(0);
     metrics::counter!(SCHED_STALE_REPORTS).increment(0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::testing::metrics_of;
+
+    #[test]
+    fn zero_series_cover_every_fixed_label() {
+        let got = metrics_of(register_zeroes);
+        for state in ["succeeded", "failed", "skipped", "cancelled"] {
+            assert_eq!(
+                got.counter(SCHED_TASKS_FINISHED, &[("state", state)]),
+                Some(0)
+            );
+        }
+        assert_eq!(
+            got.counter(SUPERVISOR_RESTARTS, &[("kind", "agent_supervisor")]),
+            Some(0)
+        );
+        assert_eq!(
+            got.counter(BUS_DROPPED, &[("reason", "inbox_full")]),
+            Some(0)
+        );
+        assert_eq!(got.counter(SCHED_LEASE_EXPIRED, &[]), Some(0));
+        // 4 terminal states + 7 kinds + 3 reasons + 2 unlabelled.
+        assert_eq!(got.len(), 4 + 7 + 3 + 2);
+    }
+
+    #[test]
+    fn every_histogram_has_sorted_buckets() {
+        for (name, buckets) in HISTOGRAM_BUCKETS {
+            assert!(
+                buckets.windows(2).all(|w| w[0] < w[1]),
+                "{name}: buckets not increasing"
+            );
+        }
+    }
 }

@@ -73,6 +73,8 @@ pub struct RuntimeSettings {
     pub aging_per_sec: f64,
     /// How long `serve` waits for in-flight steps on shutdown before returning them.
     pub shutdown_timeout: Duration,
+    /// Arbiter threads the agents are spread over (at least 1; default one per core).
+    pub worker_threads: usize,
 }
 
 /// Restart intensity and backoff of every supervisor.
@@ -187,6 +189,9 @@ pub struct ToolsSettings {
     pub command: crate::tools::CommandSettings,
     /// File tool settings.
     pub files: crate::tools::FileSettings,
+    /// Longest any one tool call may run; past it the call is abandoned and the model reads
+    /// a timeout error. `run_command` kills its child at its own, shorter timeout.
+    pub call_timeout: Duration,
 }
 
 /// Retry policy of an agent's tasks.
@@ -211,6 +216,8 @@ pub struct WorkspaceSpec {
     pub root: PathBuf,
     /// Copy the root into the run's data directory first, so the original stays untouched.
     pub copy: bool,
+    /// Names of files and folders, at any depth, that the copy leaves out (e.g. caches).
+    pub exclude: Vec<String>,
 }
 
 /// What the simulator does for this agent, step by step.

@@ -51,6 +51,9 @@ pub struct RawRuntime {
     /// Graceful shutdown wait in seconds.
     #[serde(default = "default_shutdown_timeout_secs")]
     pub shutdown_timeout_secs: f64,
+    /// Arbiter threads the agents are spread over (default: one per core).
+    #[serde(default)]
+    pub worker_threads: Option<u32>,
 }
 
 impl Default for RawRuntime {
@@ -62,6 +65,7 @@ impl Default for RawRuntime {
             lease_grace_secs: default_lease_grace_secs(),
             aging_per_sec: default_aging_per_sec(),
             shutdown_timeout_secs: default_shutdown_timeout_secs(),
+            worker_threads: None,
         }
     }
 }
@@ -313,7 +317,7 @@ pub struct RawSimFaults {
 }
 
 /// `tools: (...)`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTools {
     /// `run_command` settings.
@@ -322,6 +326,23 @@ pub struct RawTools {
     /// File tool settings.
     #[serde(default)]
     pub files: RawFileTools,
+    /// Longest any one tool call may run, in seconds.
+    #[serde(default = "default_tool_call_timeout_secs")]
+    pub call_timeout_secs: f64,
+}
+
+impl Default for RawTools {
+    fn default() -> Self {
+        Self {
+            run_command: RawCommandTool::default(),
+            files: RawFileTools::default(),
+            call_timeout_secs: default_tool_call_timeout_secs(),
+        }
+    }
+}
+
+fn default_tool_call_timeout_secs() -> f64 {
+    120.0
 }
 
 /// `run_command: (...)`.
@@ -549,6 +570,9 @@ pub struct RawWorkspace {
     /// Copy into the data directory before the run.
     #[serde(default)]
     pub copy: bool,
+    /// Names of files and folders (at any depth) left out of the copy.
+    #[serde(default)]
+    pub exclude: Vec<String>,
 }
 
 /// `sim: (...)` on an agent.

@@ -332,7 +332,20 @@ impl Validator<'_> {
                 ),
             );
         }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let worker_threads = match r.worker_threads {
+            Some(n) if !(1..=1024).contains(&n) => {
+                self.err(
+                    At::File,
+                    format!("runtime.worker_threads must be 1..=1024, got {n}"),
+                );
+                1
+            }
+            Some(n) => n as usize,
+            None => cores,
+        };
         RuntimeSettings {
+            worker_threads,
             max_concurrency: r.max_concurrency.max(1) as usize,
             data_dir: self.resolve(&r.data_dir),
             supervisor: SupervisorSettings {
@@ -374,7 +387,26 @@ impl Validator<'_> {
                 "tools.files.max_file_bytes and max_matches must be at least 1",
             );
         }
+        if !positive_secs(t.call_timeout_secs) {
+            self.err(
+                At::File,
+                format!(
+                    "tools.call_timeout_secs must be > 0 and at most 31536000, got {}",
+                    t.call_timeout_secs
+                ),
+            );
+        } else if positive_secs(c.timeout_secs) && t.call_timeout_secs < c.timeout_secs {
+            self.err(
+                At::File,
+                format!(
+                    "tools.call_timeout_secs ({}) is shorter than tools.run_command.timeout_secs ({}): \
+                     commands would be abandoned before their own timeout kills them",
+                    t.call_timeout_secs, c.timeout_secs
+                ),
+            );
+        }
         ToolsSettings {
+            call_timeout: secs(t.call_timeout_secs),
             command: CommandSettings {
                 timeout: secs(c.timeout_secs),
                 max_output_bytes: usize::try_from(c.max_output_bytes).unwrap_or(usize::MAX),
@@ -497,12 +529,25 @@ impl Validator<'_> {
                 format!("replicas must be within 1..=100000, got {}", a.replicas),
             );
         }
+        if let Some(w) = &a.workspace {
+            for name in &w.exclude {
+                if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\']) {
+                    self.err(
+                        at("workspace"),
+                        format!(
+                            "workspace.exclude entry {name:?} must be a file or folder name, not a path"
+                        ),
+                    );
+                }
+            }
+        }
         let workspace = a.workspace.as_ref().and_then(|w| {
             let root = self.resolve(&w.root);
             match std::fs::canonicalize(&root) {
                 Ok(p) if p.is_dir() => Some(WorkspaceSpec {
                     root: p,
                     copy: w.copy,
+                    exclude: w.exclude.clone(),
                 }),
                 Ok(p) => {
                     self.err(

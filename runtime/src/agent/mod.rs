@@ -25,7 +25,6 @@
 
 pub mod ports;
 mod step;
-mod stub_events;
 
 #[cfg(test)]
 mod tests;
@@ -33,11 +32,14 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::events::{
+    AgentStepFinished, LlmCallAbandoned, LlmCallFailed, LlmCallFinished, PagerOutcome,
+    PagerRequestFinished, ToolCalled,
+};
 pub use ports::{
     OpenRequest, PromptError, PromptSource, RouteLease, Router, SharedOutput, ToolBox,
 };
 pub use step::{run_attempt, AttemptResult};
-pub use stub_events::*;
 
 use crate::config::AgentSpec;
 use crate::llm::LlmBackend;

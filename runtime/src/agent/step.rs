@@ -65,7 +65,7 @@ fn pager_failed(sink: &dyn EventSink, agent: &str, what: &str, e: PromptError) -
 async fn steps(setup: &AgentSetup, ports: &StepPorts, d: &Dispatch, usage: &mut Usage) -> Outcome {
     let spec = &setup.spec;
     let agent = spec.name.as_str();
-    let instance = setup.instance_label.as_str();
+    let instance = &setup.instance;
     let sink = ports.events.as_ref();
     let backend = ports.backend.name();
     let task = d.key.to_string();
@@ -219,8 +219,11 @@ async fn steps(setup: &AgentSetup, ports: &StepPorts, d: &Dispatch, usage: &mut 
         });
         for call in calls {
             let t0 = Instant::now();
-            let result = if !spec.tools.iter().any(|t| *t == call.name) {
+            let result = if !spec.tools.contains(&call.name) {
                 Err(ToolError::NotGranted(call.name.clone()))
+            } else if let Some(why) = &call.invalid_arguments {
+                // Counted as a step the model can correct, never a failed attempt.
+                Err(ToolError::InvalidArguments(why.clone()))
             } else {
                 match ports
                     .tools

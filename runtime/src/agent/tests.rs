@@ -122,10 +122,16 @@ impl LlmBackend for FakeBackend {
                     tool_calls: calls
                         .into_iter()
                         .enumerate()
-                        .map(|(i, (name, arguments))| ToolCall {
-                            id: format!("call_{i}"),
-                            name,
-                            arguments,
+                        .map(|(i, (name, arguments))| match arguments.as_str() {
+                            Some(raw) if raw.starts_with("<invalid>") => {
+                                ToolCall::with_invalid_arguments(
+                                    format!("call_{i}"),
+                                    name,
+                                    raw,
+                                    "arguments are not valid JSON: EOF while parsing",
+                                )
+                            }
+                            _ => ToolCall::new(format!("call_{i}"), name, arguments),
                         })
                         .collect(),
                     tool_call_id: None,
@@ -542,6 +548,31 @@ async fn an_unknown_tool_is_an_error_result() {
     assert_eq!(output(&result), "ok");
     assert!(r.prompts.exchanges()[1].content.contains("unknown tool"));
     assert_eq!(r.events.count("tool teleport unknown"), 1);
+}
+
+#[tokio::test]
+async fn arguments_that_are_not_json_go_back_to_the_model_as_a_tool_error() {
+    let r = rig(
+        vec![
+            Reply::Calls(vec![(
+                "calculator",
+                json!("<invalid>{\"expression\": \"2+"),
+            )]),
+            Reply::Answer("fixed"),
+        ],
+        r#""calculator""#,
+        5,
+        FakePrompts::default(),
+    );
+    let result = r.run().await;
+    assert_eq!(output(&result), "fixed", "a step, not a failed attempt");
+    let content = &r.prompts.exchanges()[1].content;
+    assert_eq!(
+        content,
+        "error: invalid arguments: arguments are not valid JSON: EOF while parsing"
+    );
+    assert_eq!(r.events.count("tool calculator invalid_arguments"), 1);
+    assert_eq!(r.backend.calls(), 2);
 }
 
 #[tokio::test]

@@ -227,7 +227,8 @@ async fn start_http(
     println!("listening on http://{local}");
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = HttpState {
-        registry: sys.registry.clone(),
+        board: sys.board.clone(),
+        snapshot: sys.ports.scheduler.snapshot.clone(),
         prometheus,
         started: Instant::now(),
         simulated_backends: sys.simulated_backends.clone(),
@@ -265,12 +266,7 @@ async fn run(
         stop.send_replace(true);
     }
     let snapshot = snapshot?;
-    let pager = sys
-        .registry
-        .pager_stats
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let pager = sys.board.pager_stats();
     if json {
         let out = summary::JsonSummary {
             snapshot: &snapshot,
@@ -315,7 +311,7 @@ async fn serve(cfg: Config, mut opts: BootOptions, listen: SocketAddr) -> anyhow
     let grace = cfg.runtime.shutdown_timeout;
     let sys = boot(Arc::new(cfg), opts)?;
     let http_stop = start_http(&sys, listen, prometheus).await?;
-    let mut fatal = sys.registry.fatal.subscribe();
+    let mut fatal = sys.board.fatal.subscribe();
     let code = tokio::select! {
         _ = shutdown_signal() => {
             eprintln!("shutting down: letting running attempts finish (up to {grace:?})");

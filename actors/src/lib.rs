@@ -1,15 +1,23 @@
-//! AgentOS actors: the actix side of the runtime.
+//! AgentOS actors: the actix side of the runtime. Every policy and the step loop itself live
+//! in `agentos-runtime`; the actors here own one core each and forward messages to it.
 //!
+//! # Layout
+//! - [`protocol`]: every message that crosses actors, and the [`Port`](protocol::Port)s they
+//!   reach each other through. No actor module imports another actor's module.
+//! - [`child`]: what every supervised actor implements: its child spec, its exit notice, how
+//!   it is stopped.
 //! - [`supervisor`]: our own supervisor (restart types, strategies, intensity, backoff,
-//!   escalation), since actix does not restart actors whose handlers panic.
+//!   escalation, the stop barrier), since actix does not restart actors whose handlers panic.
 //! - [`scheduler`]: the `Scheduler` actor over the runtime's scheduler core.
-//! - [`agent`]: the `Agent` actor and its step loop.
+//! - [`agent`]: the `Agent` actor (lease, unwind guard, report) around the runtime's step
+//!   core, and the step core's ports over the pager, the KV pool and the bus.
 //! - [`kvpool`]: the `KvCachePool` actor (KV-cache model and cache-aware routing across
-//!   backend replicas) and the client agents lease replicas through.
-//! - [`bus`]: the `MessageBus` actor (direct messages, topics) and the port the bus tools use.
+//!   backend replicas).
+//! - [`bus`]: the `MessageBus` actor (direct messages, topics; undelivered messages come back).
 //! - [`pager`]: the `ContextPager` actor: page tables, prompts within budget, swap to the store.
 //! - [`monitor`]: the `ResourceMonitor` actor (process memory and CPU gauges).
-//! - [`registry`]: where actors find each other's current addresses.
+//! - [`board`]: what the running system publishes for many readers (control blocks, pager
+//!   statistics, end signals), each entry written only by its owner.
 //! - [`system`]: booting the actor tree from a config, draining and stopping it.
 //! - [`http`]: `/metrics`, `/healthz`, `/api/tasks`, `/api/agents`.
 //! - [`simserver`]: `agentos sim-server`, the simulator as an OpenAI-compatible endpoint.
@@ -18,13 +26,15 @@
 //! - [`cli`]: the `agentos` command line (the binary only calls [`cli::main`]).
 
 pub mod agent;
+pub mod board;
 pub mod bus;
+pub mod child;
 pub mod cli;
 pub mod http;
 pub mod kvpool;
 pub mod monitor;
 pub mod pager;
-pub mod registry;
+pub mod protocol;
 pub mod scheduler;
 pub mod simserver;
 pub mod summary;

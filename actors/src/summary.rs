@@ -9,7 +9,7 @@ use agentos_runtime::kvcache::BackendStats;
 use agentos_runtime::model::TaskState;
 use serde::Serialize;
 
-use crate::scheduler::RunSnapshot;
+use crate::protocol::RunSnapshot;
 
 /// Renders the summary table. `simulated` lists backends that are simulators; the summary
 /// says so plainly.

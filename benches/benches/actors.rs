@@ -109,7 +109,7 @@ fn spawn_once(cfg: Config, agents: usize) -> (Duration, u64) {
             },
         )
         .expect("boot");
-        while sys.registry.agent_addrs.len() < agents {
+        while sys.board.agents.len() < agents {
             tokio::task::yield_now().await;
         }
         let spawn = t0.elapsed();

@@ -20,7 +20,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentos_actors::kvpool::GetKvStats;
 use agentos_actors::system::{boot, BootOptions, RunEnd};
 use agentos_runtime::config::Config;
 use agentos_runtime::kvcache::RoutingPolicy;
@@ -134,23 +133,17 @@ fn run_once(cfg: Config, policy: RoutingPolicy) -> anyhow::Result<PolicyReport> 
         };
         let sys = boot(Arc::new(cfg), opts)?;
         // Set before any actor starts, so the upper bound sees every prompt.
-        sys.kv_pool.track_upper_bound();
+        sys.track_kv_upper_bound();
         let end = sys
             .wait(actix_rt::time::sleep(Duration::from_secs(1800)))
             .await;
         let makespan = started.elapsed().as_secs_f64();
         anyhow::ensure!(end == RunEnd::Completed, "run ended with {end:?}");
         let snapshot = sys.snapshot().await?;
-        let pool = sys
-            .kv_pool
-            .get()
-            .ok_or_else(|| anyhow::anyhow!("no KV-cache pool"))?;
-        let stats = pool
-            .send(GetKvStats {
-                backend: "sim".into(),
-            })
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("backend sim unknown to the pool"))?;
+        let stats =
+            sys.kv_stats().await.remove("sim").ok_or_else(|| {
+                anyhow::anyhow!("the KV-cache pool did not answer for backend sim")
+            })?;
         sys.stop().await;
         let prompt_tokens: u64 = snapshot.tasks.iter().map(|t| t.prompt_tokens).sum();
         let cached_tokens: u64 = snapshot.tasks.iter().map(|t| t.cached_tokens).sum();

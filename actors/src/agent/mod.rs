@@ -1,44 +1,44 @@
-//! The `Agent` actor: one per declared agent replica. It carries a [`ControlBlock`] and runs
-//! one task attempt at a time through the step loop in [`step`].
+//! The `Agent` actor: one per declared agent replica, on one of the worker arbiters. It holds
+//! the lease of at most one task attempt, runs it through the step core
+//! ([`agentos_runtime::agent::run_attempt`], which enforces the attempt timeout), catches a
+//! panic inside it, and reports the outcome to the scheduler.
 //!
-//! The attempt runs as a future spawned on the actor's context, wrapped in the per-attempt
-//! timeout and in `catch_unwind`. A panic inside the step (a bug, or the simulator's injected
-//! panic) does not unwind through actix: the agent marks its [`ExitNotice`] as crashed and
-//! stops; its supervisor tells the scheduler (which returns the lease as a failed attempt) and
+//! A panic inside the step (a bug, or the simulator's injected panic) does not unwind through
+//! actix: the agent marks its [`ExitNotice`] as crashed and stops; its supervisor's exit hook
+//! tells the scheduler (which returns the lease as a failed attempt) and the supervisor
 //! rebuilds the agent from its spec.
+//!
+//! # Layout
+//! - this file: the actor, its environment and its [`child_spec`];
+//! - [`sink`]: step events to typed events and the agent's control block on the board;
+//! - [`prompts`]: the step core's prompt source over the context pager's ports;
+//! - [`router`]: the step core's router over the KV-cache pool's ports (prompt encoding);
+//! - [`bus`]: the bus tools' port over the message bus's ports.
 
-pub mod step;
+pub mod bus;
+pub mod prompts;
+pub mod router;
+pub mod sink;
 
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use agentos_runtime::config::AgentSpec;
-use agentos_runtime::llm::LlmBackend;
-use agentos_runtime::metrics as m;
-use agentos_runtime::model::{AgentState, ControlBlock, InstanceId};
-use agentos_runtime::sched::{Dispatch, Outcome, Report};
-use agentos_runtime::tools::{ToolContext, ToolRegistry};
+use agentos_runtime::agent::{run_attempt, AgentSetup, StepPorts};
+use agentos_runtime::events::agent::{AgentCrashed, AgentStateChanged};
+use agentos_runtime::model::{AgentState, ControlBlock};
+use agentos_runtime::policy::supervision::RestartType;
+use agentos_runtime::sched::{Outcome, Report};
 use agentos_runtime::trace::Trace;
 use futures::FutureExt;
 
-use crate::registry::Registry;
-use crate::scheduler::{AgentIdle, TaskReport};
-use crate::supervisor::ExitNotice;
-
-/// Runs one attempt of a task. Sent by the scheduler with `try_send`.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct RunTask {
-    /// The lease and the task.
-    pub dispatch: Dispatch,
-}
-
-/// Asks an idle agent to announce itself to the scheduler again (after a scheduler restart).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Announce;
+use crate::board::Board;
+use crate::child::{ChildHandle, ChildSpec, ExitNotice, HardStop};
+use crate::protocol::{
+    agent_child_id, AgentDown, AgentIdle, Announce, Port, RunTask, SchedulerPorts, TaskReport,
+};
+use sink::AgentSink;
 
 /// Stops the agent (supervisor shutdown or restart).
 #[derive(Debug, Message)]
@@ -47,29 +47,41 @@ pub struct StopAgent;
 
 /// Everything an agent instance needs that does not change while it runs.
 pub struct AgentEnv {
-    /// The agent's config.
-    pub spec: Arc<AgentSpec>,
-    /// This instance.
-    pub instance: InstanceId,
-    /// Its backend.
-    pub backend: Arc<dyn LlmBackend>,
-    /// Its backend's handle on the KV-cache pool (`None`: every call goes to replica 0).
-    pub kv: Option<crate::kvpool::KvClient>,
-    /// Built-in tools.
-    pub tools: ToolRegistry,
-    /// Tool context (the task field is filled per attempt).
-    pub tool_ctx: ToolContext,
-    /// Where the scheduler is.
-    pub registry: Arc<Registry>,
+    /// Config, identity, tool context, limits.
+    pub setup: AgentSetup,
+    /// The step core's peers.
+    pub ports: StepPorts,
+    /// This instance's event sink (also in `ports.events`).
+    pub sink: AgentSink,
+    /// The scheduler.
+    pub scheduler: SchedulerPorts,
+    /// Where the control block is published.
+    pub board: Arc<Board>,
     /// The trace.
     pub trace: Trace,
-    /// The backend's encoding (counts the tool definitions sent with every prompt).
-    pub tokenizer: agentos_runtime::tokenize::Encoding,
 }
 
-/// Supervisor child id of an instance.
-pub fn child_id(instance: &InstanceId) -> String {
-    format!("agent {instance}")
+/// The child spec of one agent instance: started on `arbiter`, permanent, and on every exit
+/// its lease goes back to the scheduler through `down` (as a failed attempt).
+pub fn child_spec(env: Arc<AgentEnv>, arbiter: ArbiterHandle, down: Port<AgentDown>) -> ChildSpec {
+    let instance = env.setup.instance.clone();
+    ChildSpec::new(
+        agent_child_id(&instance),
+        "agent",
+        RestartType::Permanent,
+        move |notice| {
+            let env = env.clone();
+            let addr = Agent::start_in_arbiter(&arbiter, move |_| Agent::new(env, notice));
+            ChildHandle::stop_or_hard_stop(addr, || StopAgent)
+        },
+    )
+    .on_exit(move |reason| {
+        // Rare and must not be lost: `tell` ignores the mailbox bound.
+        down.tell(AgentDown {
+            instance: instance.clone(),
+            reason: reason.to_string(),
+        });
+    })
 }
 
 static NEXT_PID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -77,7 +89,7 @@ static NEXT_PID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 /// The agent actor.
 pub struct Agent {
     env: Arc<AgentEnv>,
-    cb: Arc<Mutex<ControlBlock>>,
+    pid: u64,
     notice: ExitNotice,
     busy: bool,
 }
@@ -85,11 +97,9 @@ pub struct Agent {
 impl Agent {
     /// A new incarnation (fresh control block and pid).
     pub fn new(env: Arc<AgentEnv>, notice: ExitNotice) -> Self {
-        let pid = NEXT_PID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let cb = ControlBlock::new(pid, env.instance.clone());
         Self {
             env,
-            cb: Arc::new(Mutex::new(cb)),
+            pid: NEXT_PID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             notice,
             busy: false,
         }
@@ -99,24 +109,19 @@ impl Agent {
         if self.busy {
             return;
         }
-        if let Some(s) = self.env.registry.scheduler() {
-            let msg = AgentIdle {
-                instance: self.env.instance.clone(),
-                addr: ctx.address().recipient(),
-            };
-            if let Err(SendError::Full(_) | SendError::Closed(_)) = s.try_send(msg) {
-                // The scheduler is busy or restarting: try again shortly.
-                ctx.run_later(Duration::from_millis(20), |act, ctx| act.announce(ctx));
-            }
+        let msg = AgentIdle {
+            instance: self.env.setup.instance.clone(),
+            run: ctx.address().recipient(),
+            announce: ctx.address().recipient(),
+        };
+        if self.env.scheduler.idle.try_tell(msg).is_err() {
+            // The scheduler is busy or restarting: try again shortly.
+            ctx.run_later(Duration::from_millis(20), |act, ctx| act.announce(ctx));
         }
     }
 
     fn send_report(&self, msg: TaskReport, tries: u32, ctx: &mut Context<Self>) {
-        let Some(s) = self.env.registry.scheduler() else {
-            tracing::warn!(instance = %self.env.instance, "no scheduler; report dropped (its lease was revoked)");
-            return;
-        };
-        match s.try_send(msg) {
+        match self.env.scheduler.report.try_tell(msg) {
             Ok(()) => {}
             Err(SendError::Full(msg)) | Err(SendError::Closed(msg)) if tries < 500 => {
                 ctx.run_later(Duration::from_millis(10), move |act, ctx| {
@@ -124,19 +129,9 @@ impl Agent {
                 });
             }
             Err(_) => {
-                tracing::warn!(instance = %self.env.instance, "scheduler unreachable; report dropped")
+                tracing::warn!(instance = %self.env.setup.instance, "scheduler unreachable for 5 s; report dropped (its lease expires and the task is retried)")
             }
         }
-    }
-}
-
-/// Moves a control block to `state`, keeping the per-state gauge balanced.
-pub(crate) fn set_state(cb: &Mutex<ControlBlock>, state: AgentState) {
-    let mut cb = cb.lock().unwrap_or_else(|e| e.into_inner());
-    if cb.state != state {
-        metrics::gauge!(m::AGENTS, "state" => cb.state.label()).decrement(1.0);
-        metrics::gauge!(m::AGENTS, "state" => state.label()).increment(1.0);
-        cb.state = state;
     }
 }
 
@@ -184,21 +179,27 @@ impl Actor for Agent {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(16);
-        metrics::gauge!(m::AGENTS, "state" => AgentState::Ready.label()).increment(1.0);
-        let id = self.env.instance.clone();
+        let id = self.env.setup.instance.clone();
+        // This incarnation's entry replaces the previous one's; only this actor writes it.
         self.env
-            .registry
-            .agent_addrs
-            .insert(id.clone(), ctx.address());
-        self.env.registry.agents.insert(id, self.cb.clone());
+            .board
+            .agents
+            .insert(id.clone(), ControlBlock::new(self.pid, id));
+        AgentStateChanged {
+            from: None,
+            to: Some(AgentState::Ready),
+        }
+        .emit();
         self.announce(ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        let mut cb = self.cb.lock().unwrap_or_else(|e| e.into_inner());
-        metrics::gauge!(m::AGENTS, "state" => cb.state.label()).decrement(1.0);
-        cb.state = AgentState::Terminated;
-        drop(cb);
+        let mut from = None;
+        self.env.board.update(&self.env.setup.instance, |cb| {
+            from = Some(cb.state);
+            cb.state = AgentState::Terminated;
+        });
+        AgentStateChanged { from, to: None }.emit();
         self.notice.exited();
     }
 }
@@ -219,60 +220,59 @@ impl Handler<StopAgent> for Agent {
     }
 }
 
+impl Handler<HardStop> for Agent {
+    type Result = ();
+
+    fn handle(&mut self, _: HardStop, ctx: &mut Self::Context) {
+        // Drops the running attempt at once (its drop guards release the KV lease and close
+        // the context); `stopped()` still reports the exit.
+        ctx.terminate();
+    }
+}
+
 impl Handler<RunTask> for Agent {
     type Result = ();
 
     fn handle(&mut self, msg: RunTask, ctx: &mut Self::Context) {
         let dispatch = msg.dispatch;
+        let instance = self.env.setup.instance.clone();
         if self.busy {
             // The scheduler never leases to a busy instance; answer anyway so nothing is lost.
             let report = Report {
                 lease: dispatch.lease,
                 outcome: Outcome::Failed {
-                    reason: format!("agent {} was busy", self.env.instance),
+                    reason: format!("agent {instance} was busy"),
                     retryable: true,
                     retry_after: None,
                 },
                 usage: Default::default(),
             };
-            let instance = self.env.instance.clone();
             self.send_report(TaskReport { instance, report }, 0, ctx);
             return;
         }
         self.busy = true;
-        {
-            let mut cb = self.cb.lock().unwrap_or_else(|e| e.into_inner());
-            cb.current_task = Some(dispatch.key.to_string());
-        }
-        set_state(&self.cb, AgentState::Running);
+        let task = dispatch.key.to_string();
+        self.env
+            .board
+            .update(&instance, |cb| cb.current_task = Some(task));
+        self.env.sink.set_state(AgentState::Running);
         let env = self.env.clone();
-        let cb = self.cb.clone();
-        let timeout = dispatch.timeout;
         let lease = dispatch.lease;
         let started = Instant::now();
         let attempt = async move {
-            let work = AssertUnwindSafe(Contained(Box::pin(step::run_attempt(env, cb, dispatch))))
-                .catch_unwind();
-            match tokio::time::timeout(timeout, work).await {
-                Err(_) => Ok(step::AttemptResult {
-                    outcome: Outcome::Failed {
-                        reason: format!("attempt timed out after {timeout:?}"),
-                        retryable: true,
-                        retry_after: None,
-                    },
-                    usage: Default::default(),
-                }),
-                Ok(Err(payload)) => Err(panic_message(payload.as_ref())),
-                Ok(Ok(result)) => Ok(result),
-            }
+            let step = async { run_attempt(&env.setup, &env.ports, &dispatch).await };
+            AssertUnwindSafe(Contained(Box::pin(step)))
+                .catch_unwind()
+                .await
+                .map_err(|payload| panic_message(payload.as_ref()))
         };
         ctx.spawn(attempt.into_actor(self).map(move |result, act, ctx| {
-            {
-                let mut cb = act.cb.lock().unwrap_or_else(|e| e.into_inner());
+            let instance = act.env.setup.instance.clone();
+            act.env.board.update(&instance, |cb| {
                 cb.busy += started.elapsed();
                 cb.tasks_done += 1;
                 cb.current_task = None;
-            }
+            });
             match result {
                 Ok(r) => {
                     let report = Report {
@@ -281,17 +281,16 @@ impl Handler<RunTask> for Agent {
                         usage: r.usage,
                     };
                     act.busy = false;
-                    set_state(&act.cb, AgentState::Ready);
-                    let instance = act.env.instance.clone();
+                    act.env.sink.set_state(AgentState::Ready);
                     act.send_report(TaskReport { instance, report }, 0, ctx);
                     act.announce(ctx);
                 }
                 Err(why) => {
-                    tracing::warn!(instance = %act.env.instance, %why, "agent step panicked; stopping for restart");
-                    act.env.trace.emit(
-                        "agent_crash",
-                        serde_json::json!({"instance": act.env.instance.to_string(), "panic": why}),
-                    );
+                    AgentCrashed {
+                        instance: &instance,
+                        panic: &why,
+                    }
+                    .emit(&act.env.trace);
                     act.notice.crashed(format!("panicked: {why}"));
                     ctx.stop();
                 }

@@ -1,68 +1,32 @@
 //! The `MessageBus` actor: direct messages to an agent's inbox and topic publish/subscribe.
 //!
-//! Inboxes are per agent name (replicas share one) and bounded at [`INBOX_CAPACITY`]; a message
-//! to a full inbox is dropped and counted, never blocking the sender. Subscriptions come from
-//! the agents' `subscribe` lists in the config. Agents use the bus through the built-in tools
-//! `send_message`, `publish` and `read_messages` ([`BusHandle`] implements their port).
+//! Inboxes are per agent name (replicas share one) and bounded at [`INBOX_CAPACITY`]. A
+//! message the bus cannot place (no such agent, full inbox) comes back to its sender whole in
+//! the error ([`Undelivered`]), never dropped silently and never blocking the sender; the bus
+//! tools show it to the model. Subscriptions come from the agents' `subscribe` lists in the
+//! config.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
-use std::time::Duration;
 
 use actix::prelude::*;
-use agentos_runtime::metrics as m;
-use agentos_runtime::tools::{BusPort, Envelope, ToolError};
-use futures::future::BoxFuture;
+use agentos_runtime::events::labels::{BusDropReason, BusKind};
+use agentos_runtime::events::system::{BusMessageDelivered, BusMessageDropped, BusMessageSent};
+use agentos_runtime::policy::supervision::RestartType;
+use agentos_runtime::tools::Envelope;
 
-use crate::registry::Registry;
-use crate::supervisor::ExitNotice;
+use crate::child::{ChildHandle, ChildSpec, ExitNotice};
+use crate::protocol::{
+    BusError, BusPorts, Publish, Published, ReadInbox, SendDirect, Undelivered, INBOX_CAPACITY,
+};
 
-/// Most messages waiting in one inbox.
-pub const INBOX_CAPACITY: usize = 256;
-
-/// Why the bus refused a message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BusError {
-    /// No agent by that name.
-    #[error("no agent named \"{0}\"")]
-    NoSuchAgent(String),
-    /// The inbox is at capacity.
-    #[error("inbox of \"{0}\" is full ({INBOX_CAPACITY} messages)")]
-    InboxFull(String),
-}
-
-/// Direct message.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<(), BusError>")]
-pub struct Send {
-    /// Sender.
-    pub from: String,
-    /// Receiving agent.
-    pub to: String,
-    /// Body.
-    pub body: String,
-}
-
-/// Topic publish; answers how many inboxes received it.
-#[derive(Debug, Message)]
-#[rtype(result = "usize")]
-pub struct Publish {
-    /// Sender.
-    pub from: String,
-    /// Topic.
-    pub topic: String,
-    /// Body.
-    pub body: String,
-}
-
-/// Takes up to `max` messages from an inbox.
-#[derive(Debug, Message)]
-#[rtype(result = "Vec<Envelope>")]
-pub struct Read {
-    /// Whose inbox.
-    pub agent: String,
-    /// Most messages returned.
-    pub max: usize,
+/// The bus's child spec: permanent; every start binds `ports`. A restarted bus starts with
+/// empty inboxes.
+pub fn child_spec(agents: Vec<(String, Vec<String>)>, ports: BusPorts) -> ChildSpec {
+    ChildSpec::new("bus", "bus", RestartType::Permanent, move |notice| {
+        let addr = MessageBus::new(&agents, notice).start();
+        ports.bind(&addr);
+        ChildHandle::stop_with(addr, || StopBus)
+    })
 }
 
 /// Stops the bus.
@@ -75,17 +39,12 @@ pub struct MessageBus {
     inboxes: HashMap<String, VecDeque<Envelope>>,
     topics: HashMap<String, Vec<String>>,
     seq: u64,
-    registry: Arc<Registry>,
     notice: ExitNotice,
 }
 
 impl MessageBus {
     /// A bus for `agents` with their topic subscriptions.
-    pub fn new(
-        agents: &[(String, Vec<String>)],
-        registry: Arc<Registry>,
-        notice: ExitNotice,
-    ) -> Self {
+    pub fn new(agents: &[(String, Vec<String>)], notice: ExitNotice) -> Self {
         let mut topics: HashMap<String, Vec<String>> = HashMap::new();
         for (agent, subs) in agents {
             for t in subs {
@@ -99,22 +58,28 @@ impl MessageBus {
                 .collect(),
             topics,
             seq: 0,
-            registry,
             notice,
         }
     }
 
-    fn deliver(&mut self, to: &str, env: Envelope) -> Result<(), BusError> {
-        let inbox = self
-            .inboxes
-            .get_mut(to)
-            .ok_or_else(|| BusError::NoSuchAgent(to.to_owned()))?;
+    /// Places `env` in `to`'s inbox, or hands it back with the reason.
+    fn deliver(&mut self, to: &str, env: Envelope) -> Result<(), (BusError, Envelope)> {
+        let Some(inbox) = self.inboxes.get_mut(to) else {
+            BusMessageDropped {
+                reason: BusDropReason::NoSuchAgent,
+            }
+            .emit();
+            return Err((BusError::NoSuchAgent(to.to_owned()), env));
+        };
         if inbox.len() >= INBOX_CAPACITY {
-            metrics::counter!(m::BUS_DROPPED, "reason" => "inbox_full").increment(1);
-            return Err(BusError::InboxFull(to.to_owned()));
+            BusMessageDropped {
+                reason: BusDropReason::InboxFull,
+            }
+            .emit();
+            return Err((BusError::InboxFull(to.to_owned()), env));
         }
         inbox.push_back(env);
-        metrics::counter!(m::BUS_DELIVERED).increment(1);
+        BusMessageDelivered.emit();
         Ok(())
     }
 }
@@ -124,7 +89,6 @@ impl Actor for MessageBus {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1024);
-        self.registry.set_bus(ctx.address());
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -132,11 +96,14 @@ impl Actor for MessageBus {
     }
 }
 
-impl Handler<Send> for MessageBus {
-    type Result = Result<(), BusError>;
+impl Handler<SendDirect> for MessageBus {
+    type Result = Result<(), Undelivered>;
 
-    fn handle(&mut self, msg: Send, _: &mut Self::Context) -> Self::Result {
-        metrics::counter!(m::BUS_SENT, "kind" => "direct").increment(1);
+    fn handle(&mut self, msg: SendDirect, _: &mut Self::Context) -> Self::Result {
+        BusMessageSent {
+            kind: BusKind::Direct,
+        }
+        .emit();
         self.seq += 1;
         let env = Envelope {
             from: msg.from,
@@ -144,25 +111,31 @@ impl Handler<Send> for MessageBus {
             body: msg.body,
             seq: self.seq,
         };
-        let result = self.deliver(&msg.to, env);
-        if let Err(BusError::NoSuchAgent(_)) = &result {
-            metrics::counter!(m::BUS_DROPPED, "reason" => "no_such_agent").increment(1);
-        }
-        result
+        self.deliver(&msg.to, env)
+            .map_err(|(reason, env)| Undelivered {
+                reason,
+                body: env.body,
+            })
     }
 }
 
 impl Handler<Publish> for MessageBus {
-    type Result = usize;
+    type Result = MessageResult<Publish>;
 
-    fn handle(&mut self, msg: Publish, _: &mut Self::Context) -> usize {
-        metrics::counter!(m::BUS_SENT, "kind" => "publish").increment(1);
+    fn handle(&mut self, msg: Publish, _: &mut Self::Context) -> Self::Result {
+        BusMessageSent {
+            kind: BusKind::Publish,
+        }
+        .emit();
         self.seq += 1;
         let subscribers = self.topics.get(&msg.topic).cloned().unwrap_or_default();
         if subscribers.is_empty() {
-            metrics::counter!(m::BUS_DROPPED, "reason" => "no_subscribers").increment(1);
+            BusMessageDropped {
+                reason: BusDropReason::NoSubscribers,
+            }
+            .emit();
         }
-        let mut n = 0;
+        let mut out = Published::default();
         for to in subscribers.iter().filter(|s| **s != msg.from) {
             let env = Envelope {
                 from: msg.from.clone(),
@@ -170,18 +143,22 @@ impl Handler<Publish> for MessageBus {
                 body: msg.body.clone(),
                 seq: self.seq,
             };
-            if self.deliver(to, env).is_ok() {
-                n += 1;
+            match self.deliver(to, env) {
+                Ok(()) => out.delivered += 1,
+                Err(_) => out.undelivered.push(to.clone()),
             }
         }
-        n
+        if !out.undelivered.is_empty() {
+            out.returned = Some(msg.body);
+        }
+        MessageResult(out)
     }
 }
 
-impl Handler<Read> for MessageBus {
-    type Result = MessageResult<Read>;
+impl Handler<ReadInbox> for MessageBus {
+    type Result = MessageResult<ReadInbox>;
 
-    fn handle(&mut self, msg: Read, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: ReadInbox, _: &mut Self::Context) -> Self::Result {
         let Some(inbox) = self.inboxes.get_mut(&msg.agent) else {
             return MessageResult(Vec::new());
         };
@@ -198,75 +175,74 @@ impl Handler<StopBus> for MessageBus {
     }
 }
 
-/// The bus as the tools see it: looks the bus up at call time (it may have been restarted) and
-/// waits at most [`BusHandle::TIMEOUT`] for an answer.
-#[derive(Debug, Clone)]
-pub struct BusHandle {
-    registry: Arc<Registry>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl BusHandle {
-    /// How long a tool waits for the bus.
-    pub const TIMEOUT: Duration = Duration::from_secs(5);
-
-    /// A handle over the registry's bus.
-    pub fn new(registry: Arc<Registry>) -> Self {
-        Self { registry }
+    #[actix_rt::test]
+    async fn a_message_to_a_full_inbox_comes_back_whole() {
+        let bus = MessageBus::new(&[("a".into(), vec![])], ExitNotice::detached()).start();
+        for i in 0..INBOX_CAPACITY {
+            bus.send(SendDirect {
+                from: "b".into(),
+                to: "a".into(),
+                body: format!("m{i}"),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        }
+        let back = bus
+            .send(SendDirect {
+                from: "b".into(),
+                to: "a".into(),
+                body: "one too many".into(),
+            })
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(back.reason, BusError::InboxFull("a".into()));
+        assert_eq!(back.body, "one too many");
+        let unknown = bus
+            .send(SendDirect {
+                from: "b".into(),
+                to: "nobody".into(),
+                body: "hello?".into(),
+            })
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(unknown.reason, BusError::NoSuchAgent("nobody".into()));
+        assert_eq!(unknown.body, "hello?");
     }
 
-    fn ask<M>(&self, msg: M) -> BoxFuture<'static, Result<M::Result, ToolError>>
-    where
-        M: Message + std::marker::Send + 'static,
-        M::Result: std::marker::Send,
-        MessageBus: Handler<M>,
-    {
-        let bus = self.registry.bus();
-        Box::pin(async move {
-            let bus = bus.ok_or_else(|| ToolError::Failed("message bus not available".into()))?;
-            bus.send(msg)
-                .timeout(Self::TIMEOUT)
-                .await
-                .map_err(|e| ToolError::Failed(format!("message bus did not answer: {e}")))
-        })
-    }
-}
-
-impl BusPort for BusHandle {
-    fn send(
-        &self,
-        from: &str,
-        to: &str,
-        body: String,
-    ) -> BoxFuture<'static, Result<(), ToolError>> {
-        let fut = self.ask(Send {
-            from: from.to_owned(),
-            to: to.to_owned(),
-            body,
-        });
-        Box::pin(async move { fut.await?.map_err(|e| ToolError::Failed(e.to_string())) })
-    }
-
-    fn publish(
-        &self,
-        from: &str,
-        topic: &str,
-        body: String,
-    ) -> BoxFuture<'static, Result<usize, ToolError>> {
-        self.ask(Publish {
-            from: from.to_owned(),
-            topic: topic.to_owned(),
-            body,
-        })
-    }
-
-    fn read(
-        &self,
-        agent: &str,
-        max: usize,
-    ) -> BoxFuture<'static, Result<Vec<Envelope>, ToolError>> {
-        self.ask(Read {
-            agent: agent.to_owned(),
-            max,
-        })
+    #[actix_rt::test]
+    async fn a_publish_reports_who_did_not_get_it() {
+        let agents = [
+            ("a".to_owned(), vec!["news".to_owned()]),
+            ("b".to_owned(), vec!["news".to_owned()]),
+        ];
+        let bus = MessageBus::new(&agents, ExitNotice::detached()).start();
+        for i in 0..INBOX_CAPACITY {
+            bus.send(SendDirect {
+                from: "x".into(),
+                to: "a".into(),
+                body: format!("m{i}"),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        }
+        let p = bus
+            .send(Publish {
+                from: "x".into(),
+                topic: "news".into(),
+                body: "extra".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(p.delivered, 1);
+        assert_eq!(p.undelivered, ["a"]);
+        assert_eq!(p.returned.as_deref(), Some("extra"));
     }
 }

@@ -20,14 +20,16 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::registry::Registry;
-use crate::scheduler::GetSnapshot;
+use crate::board::Board;
+use crate::protocol::{GetSnapshot, Port, RunSnapshot};
 
 /// What the handlers read.
 #[derive(Clone)]
 pub struct HttpState {
-    /// The live system.
-    pub registry: Arc<Registry>,
+    /// What the system publishes (control blocks, pager statistics, the fatal signal).
+    pub board: Arc<Board>,
+    /// The scheduler's snapshot port.
+    pub snapshot: Port<GetSnapshot>,
     /// Renders `/metrics`.
     pub prometheus: PrometheusHandle,
     /// Process start, for uptime.
@@ -122,13 +124,8 @@ async fn route(req: Request<Incoming>, state: &HttpState) -> Response<Full<Bytes
 
 /// Every control block, each with its agent's context pager statistics under `pager`.
 fn agents(state: &HttpState) -> serde_json::Value {
-    let stats = state
-        .registry
-        .pager_stats
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    let blocks = state.registry.control_blocks();
+    let stats = state.board.pager_stats();
+    let blocks = state.board.control_blocks();
     let mut out = Vec::with_capacity(blocks.len());
     for cb in blocks {
         let mut v = serde_json::to_value(&cb).unwrap_or_default();
@@ -140,20 +137,16 @@ fn agents(state: &HttpState) -> serde_json::Value {
     serde_json::Value::Array(out)
 }
 
-async fn snapshot(state: &HttpState) -> Result<crate::scheduler::RunSnapshot, String> {
-    let scheduler = state
-        .registry
-        .scheduler()
-        .ok_or("scheduler is not running")?;
-    scheduler
-        .send(GetSnapshot)
-        .timeout(Duration::from_secs(2))
+async fn snapshot(state: &HttpState) -> Result<RunSnapshot, String> {
+    state
+        .snapshot
+        .ask(GetSnapshot, Duration::from_secs(2))
         .await
         .map_err(|e| format!("scheduler did not answer: {e}"))
 }
 
 async fn healthz(state: &HttpState) -> Response<Full<Bytes>> {
-    let fatal = state.registry.fatal.borrow().clone();
+    let fatal = state.board.fatal.borrow().clone();
     let snap = snapshot(state).await;
     let mut counts = serde_json::Map::new();
     if let Ok(s) = &snap {
@@ -177,7 +170,7 @@ async fn healthz(state: &HttpState) -> Response<Full<Bytes>> {
             "fatal": fatal,
             "done": snap.as_ref().map(|s| s.done).unwrap_or(false),
             "tasks": counts,
-            "agents": state.registry.agents.len(),
+            "agents": state.board.agents.len(),
             "simulated_backends": state.simulated_backends,
         }),
     )

@@ -2,27 +2,25 @@
 //! uses it.
 //!
 //! It owns a [`PoolCore`] (block managers per backend replica, loads, live leases) and answers
-//! typed messages ([`messages`]). Agents go through a [`KvClient`]: it encodes the prompt,
-//! acquires a lease (chosen replica and cached prefix) before each LLM call and releases it
-//! after, from a drop guard, so errors, timeouts, panics and dropped attempts release too.
+//! the typed messages of [`crate::protocol::kv`]. Agents go through their router
+//! (`agent::router`): it encodes the prompt, acquires a lease (chosen replica and cached
+//! prefix) before each LLM call and releases it after, from a drop guard, so errors,
+//! timeouts, panics and dropped attempts release too.
 //!
 //! # Failure semantics
 //! - The pool is a permanent child of the root supervisor. A restarted pool starts with empty
 //!   caches and no leases, as a restarted serving engine would; releases of leases taken
 //!   before the restart are ignored.
-//! - If the pool is down, or does not answer within [`client::ACQUIRE_TIMEOUT`], the call still
-//!   runs: the client routes it round robin on its own and counts it as
+//! - If the pool is down, or does not answer within 500 ms (the router's `ACQUIRE_TIMEOUT`), the call
+//!   still runs: the router routes it round robin on its own and counts it as
 //!   `policy="fallback", outcome="unavailable"`. Nothing waits on the pool longer than that.
 //! - Metrics are published from here: blocks by state and in-flight calls per replica, prefix
 //!   query and hit tokens, copy-on-write copies, evictions, allocation failures, routing
 //!   decisions, and `agentos_kvcache_cache_config_info`.
 
-pub mod client;
-pub mod messages;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use actix::prelude::*;
 use agentos_runtime::config::Config;
@@ -31,47 +29,37 @@ use agentos_runtime::events::{
 };
 use agentos_runtime::kvcache::pool::BackendStats;
 use agentos_runtime::kvcache::{Grant, KvStats, PoolCore};
+use agentos_runtime::policy::supervision::RestartType;
 
-use crate::supervisor::ExitNotice;
-pub use client::{KvClient, KvLease};
-pub use messages::{AcquireLease, GetKvStats, ReleaseLease, StopKvPool, TrackUpperBound};
+use crate::child::{ChildHandle, ChildSpec, ExitNotice};
+use crate::protocol::{AcquireLease, GetKvStats, KvPorts, ReleaseLease, TrackUpperBound};
 
 /// Mailbox capacity: every agent may have one acquire and one release queued at once.
 pub const MAILBOX: usize = 4096;
 
-/// Where the current pool lives; the supervisor's start function fills it on every start.
-#[derive(Debug, Clone, Default)]
-pub struct PoolSlot {
-    addr: Arc<RwLock<Option<Addr<KvCachePool>>>>,
-    upper_bound: Arc<AtomicBool>,
+/// The pool's child spec: permanent; every start binds `ports`. While `upper_bound` is set,
+/// every start also tracks the unbounded-cache upper bound (see [`TrackUpperBound`]).
+pub fn child_spec(cfg: Arc<Config>, ports: KvPorts, upper_bound: Arc<AtomicBool>) -> ChildSpec {
+    ChildSpec::new(
+        "kv_pool",
+        "kv_pool",
+        RestartType::Permanent,
+        move |notice| {
+            let mut pool = KvCachePool::new(cfg.clone(), notice);
+            if upper_bound.load(Ordering::Relaxed) {
+                pool = pool.with_upper_bound();
+            }
+            let addr = pool.start();
+            ports.bind(&addr);
+            ChildHandle::stop_with(addr, || StopKvPool)
+        },
+    )
 }
 
-impl PoolSlot {
-    /// The pool's current address, if one was started.
-    pub fn get(&self) -> Option<Addr<KvCachePool>> {
-        self.addr.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Records the pool's address.
-    pub fn set(&self, addr: Addr<KvCachePool>) {
-        *self.addr.write().unwrap_or_else(|e| e.into_inner()) = Some(addr);
-    }
-
-    /// Makes the pool (this one and every later start) track the unbounded-cache upper bound
-    /// (see [`TrackUpperBound`]). Called right after boot, before the actors start, it sees
-    /// every prompt.
-    pub fn track_upper_bound(&self) {
-        self.upper_bound.store(true, Ordering::Relaxed);
-        if let Some(pool) = self.get() {
-            pool.do_send(TrackUpperBound);
-        }
-    }
-
-    /// Whether [`Self::track_upper_bound`] was called.
-    pub fn tracks_upper_bound(&self) -> bool {
-        self.upper_bound.load(Ordering::Relaxed)
-    }
-}
+/// Stops the pool.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct StopKvPool;
 
 /// The pool actor.
 pub struct KvCachePool {
@@ -205,6 +193,3 @@ impl Handler<StopKvPool> for KvCachePool {
         ctx.stop();
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -9,7 +9,9 @@ use agentos_runtime::events::ResourceSampled;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
-use crate::supervisor::ExitNotice;
+use agentos_runtime::policy::supervision::RestartType;
+
+use crate::child::{ChildHandle, ChildSpec, ExitNotice};
 
 /// Sampling period.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
@@ -79,4 +81,19 @@ impl Handler<StopMonitor> for ResourceMonitor {
     fn handle(&mut self, _: StopMonitor, ctx: &mut Self::Context) {
         ctx.stop();
     }
+}
+
+/// The monitor's child spec: permanent.
+pub fn child_spec(prometheus: Option<PrometheusHandle>) -> ChildSpec {
+    ChildSpec::new(
+        "monitor",
+        "monitor",
+        RestartType::Permanent,
+        move |notice| {
+            ChildHandle::stop_with(
+                ResourceMonitor::new(prometheus.clone(), notice).start(),
+                || StopMonitor,
+            )
+        },
+    )
 }

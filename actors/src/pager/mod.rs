@@ -11,7 +11,6 @@
 //! Every build emits a `prompt_built` trace event, and one `page_evicted` / `page_fault` event
 //! per exchange group moved.
 
-pub mod messages;
 pub mod worker;
 
 #[cfg(test)]
@@ -21,14 +20,39 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use agentos_runtime::context::{PageMove, SharedStats};
+use agentos_runtime::agent::PromptError;
+use agentos_runtime::context::SharedStats;
+use agentos_runtime::events::labels::MoveDirection;
+use agentos_runtime::events::pager::{PagesMoved, PromptBuilt};
+use agentos_runtime::policy::supervision::RestartType;
 use agentos_runtime::trace::Trace;
-use serde_json::json;
 
-pub use messages::*;
 pub use worker::{Worker, WorkerConfig};
 
-use crate::supervisor::ExitNotice;
+use crate::child::{ChildHandle, ChildSpec, ExitNotice};
+use crate::protocol::{
+    AppendPages, BuildPrompt, CloseContext, GetPagerStats, OpenContext, PagerPorts, PinPage,
+    SetImportance, SharePage,
+};
+
+/// The pager's child spec: permanent; every start binds `ports`.
+pub fn child_spec(
+    config: WorkerConfig,
+    shares: Arc<HashMap<String, Vec<String>>>,
+    trace: Trace,
+    ports: PagerPorts,
+) -> ChildSpec {
+    ChildSpec::new("pager", "pager", RestartType::Permanent, move |notice| {
+        let addr = ContextPager::new(config.clone(), shares.clone(), trace.clone(), notice).start();
+        ports.bind(&addr);
+        ChildHandle::stop_with(addr, || StopPager)
+    })
+}
+
+/// Stops the pager.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct StopPager;
 
 /// Mailbox bound: every agent replica may have a request in flight.
 pub const MAILBOX_CAPACITY: usize = 4096;
@@ -65,10 +89,10 @@ impl ContextPager {
         self.config.stats.clone()
     }
 
-    fn worker(&self) -> Result<Worker, PagerFailure> {
+    fn worker(&self) -> Result<Worker, PromptError> {
         self.worker
             .clone()
-            .ok_or_else(|| PagerFailure::Unavailable("the worker thread did not start".into()))
+            .ok_or_else(|| PromptError::Unavailable("the worker thread did not start".into()))
     }
 }
 
@@ -93,9 +117,9 @@ impl Actor for ContextPager {
     }
 }
 
-type Reply<T> = ResponseFuture<Result<T, PagerFailure>>;
+type Reply<T> = ResponseFuture<Result<T, PromptError>>;
 
-fn run<T, F>(worker: Result<Worker, PagerFailure>, f: F) -> Reply<T>
+fn run<T, F>(worker: Result<Worker, PromptError>, f: F) -> Reply<T>
 where
     T: Send + 'static,
     F: FnOnce(
@@ -128,23 +152,6 @@ impl Handler<AppendPages> for ContextPager {
     }
 }
 
-fn emit_moves(
-    trace: &Trace,
-    event: &str,
-    agent: &str,
-    context: &str,
-    policy: &str,
-    moves: &[PageMove],
-) {
-    for mv in moves {
-        trace.emit(
-            event,
-            json!({"agent": agent, "context": context, "pages": mv.pages, "kind": mv.kind.label(),
-                   "tokens": mv.tokens, "policy": policy}),
-        );
-    }
-}
-
 impl Handler<BuildPrompt> for ContextPager {
     type Result = Reply<agentos_runtime::context::BuiltPrompt>;
 
@@ -156,29 +163,25 @@ impl Handler<BuildPrompt> for ContextPager {
             let built = worker?
                 .call(move |p| p.build(&m.agent, &m.context, m.overhead_tokens, &m.want))
                 .await?;
-            emit_moves(
-                &trace,
-                "page_evicted",
-                &agent,
-                &context,
-                built.policy,
-                &built.evicted,
-            );
-            emit_moves(
-                &trace,
-                "page_fault",
-                &agent,
-                &context,
-                built.policy,
-                &built.faulted,
-            );
-            trace.emit(
-                "prompt_built",
-                json!({"agent": agent, "context": context, "tokens": built.tokens, "budget": built.budget,
-                       "messages": built.messages.len(), "evicted": built.evicted.len(),
-                       "faulted": built.faulted.len(), "summaries": built.summaries,
-                       "tokens_saved": built.tokens_saved}),
-            );
+            for (direction, groups) in [
+                (MoveDirection::Evicted, &built.evicted),
+                (MoveDirection::Faulted, &built.faulted),
+            ] {
+                PagesMoved {
+                    agent: &agent,
+                    context: &context,
+                    policy: built.policy,
+                    direction,
+                    groups,
+                }
+                .emit(&trace);
+            }
+            PromptBuilt {
+                agent: &agent,
+                context: &context,
+                prompt: &built,
+            }
+            .emit(&trace);
             Ok(built)
         })
     }

@@ -8,6 +8,8 @@ use agentos_runtime::tokenize::Encoding;
 use agentos_runtime::trace::Trace;
 
 use super::*;
+use crate::protocol::*;
+use agentos_runtime::agent::PromptError;
 
 fn config(dir: &std::path::Path) -> WorkerConfig {
     let mut settings = HashMap::new();
@@ -91,7 +93,7 @@ async fn a_restarted_pager_serves_the_context_from_the_store() {
     assert!(
         matches!(
             err,
-            PagerFailure::Pager(agentos_runtime::context::PagerError::NotOwner { .. })
+            PromptError::Pager(agentos_runtime::context::PagerError::NotOwner { .. })
         ),
         "{err}"
     );
@@ -175,7 +177,7 @@ async fn a_panic_in_a_batch_fails_the_uncommitted_requests_and_keeps_the_rest() 
     blocker.await.unwrap().unwrap();
     let before = before.await.unwrap();
     assert!(
-        matches!(&before, Err(PagerFailure::Unavailable(m)) if m.contains("restarted before")),
+        matches!(&before, Err(PromptError::Unavailable(m)) if m.contains("restarted before")),
         "{before:?}"
     );
     assert!(panics.await.unwrap().is_err());

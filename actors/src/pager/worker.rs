@@ -21,7 +21,7 @@ use agentos_runtime::context::{ContextSettings, Pager, SharedStats, StoreSwap};
 use agentos_runtime::store::Store;
 use tokio::sync::{mpsc, oneshot};
 
-use super::messages::PagerFailure;
+use agentos_runtime::agent::PromptError as PagerFailure;
 
 /// Jobs waiting for the worker at most. Callers beyond that wait for room, in FIFO order
 /// (backpressure): a fleet larger than the queue slows down instead of failing attempts.

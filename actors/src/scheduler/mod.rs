@@ -1,107 +1,173 @@
 //! The `Scheduler` actor: owns the [`SchedulerCore`] and turns its decisions into messages.
 //!
 //! Agents announce themselves idle ([`AgentIdle`]) and report each attempt ([`TaskReport`]);
-//! supervisors report dead agents ([`AgentDown`]). After every message the scheduler "pumps":
-//! it revokes expired leases (and asks the agent supervisor to restart their holders), hands
-//! ready tasks to idle agents with bounded `try_send`, updates metrics and the trace, and
-//! arms one timer for the next retry or lease deadline.
+//! the agent supervisor's exit hook reports dead agents ([`AgentDown`]). After every message
+//! the scheduler "pumps": it revokes expired leases (and asks the agent supervisor to restart
+//! their holders, which counts against its restart intensity), hands ready tasks to idle
+//! agents with bounded `try_send`, records typed events, and arms one timer for the next retry
+//! or lease deadline.
 //!
-//! The core lives behind an `Arc<Mutex<_>>` owned by the child spec, so a restarted scheduler
-//! resumes the same DAGs. Leases of the previous incarnation are returned as failed attempts.
+//! Its state (the core and the agents it knows) lives with the child spec
+//! ([`SchedulerState`]), so a restarted scheduler resumes the same DAGs. Leases of the
+//! previous incarnation are returned as failed attempts and every known agent is asked to
+//! announce itself again.
 
-mod messages;
-
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use actix::prelude::*;
-use agentos_runtime::metrics as m;
-use agentos_runtime::model::{InstanceId, TaskState};
+use agentos_runtime::events::labels::AttemptOutcome;
+use agentos_runtime::events::sched::{
+    AttemptFinished, LeaseExpired, StaleReport, TaskCounts, TaskFellBack, TaskRetried,
+    TaskStateChanged,
+};
+use agentos_runtime::model::InstanceId;
+use agentos_runtime::policy::supervision::RestartType;
 use agentos_runtime::sched::{Outcome, SchedEvent, SchedulerCore};
 use agentos_runtime::trace::Trace;
-use serde_json::json;
 
-pub use messages::*;
+use crate::board::Board;
+use crate::child::{ChildHandle, ChildSpec, ExitNotice};
+use crate::protocol::{
+    agent_child_id, AgentDown, AgentIdle, AgentSupervisorPorts, Announce, CancelAll, Drain,
+    GetSnapshot, RestartChild, RunSnapshot, RunTask, SchedulerPorts, TaskReport,
+};
 
-use crate::agent::RunTask;
-use crate::registry::Registry;
-use crate::supervisor::{ExitNotice, RestartChild};
+/// How the scheduler reaches one agent instance (from its last [`AgentIdle`]).
+#[derive(Debug, Clone)]
+struct AgentLink {
+    run: Recipient<RunTask>,
+    announce: Recipient<Announce>,
+}
+
+/// What outlives a scheduler incarnation: the task table and the agents it knows.
+#[derive(Debug)]
+pub struct SchedulerState {
+    core: SchedulerCore,
+    agents: HashMap<InstanceId, AgentLink>,
+}
+
+impl SchedulerState {
+    /// The state of a fresh run over `core`.
+    pub fn new(core: SchedulerCore) -> Self {
+        Self {
+            core,
+            agents: HashMap::new(),
+        }
+    }
+}
+
+/// Who the scheduler talks to besides the agents that announce themselves.
+#[derive(Debug, Clone)]
+pub struct SchedulerLinks {
+    /// Its own ports (bound on every start).
+    pub ports: SchedulerPorts,
+    /// The agent supervisor (restarts of wedged agents).
+    pub agents: AgentSupervisorPorts,
+    /// Where the run's `done` signal goes.
+    pub board: Arc<Board>,
+    /// The trace.
+    pub trace: Trace,
+}
+
+/// The scheduler's child spec: permanent; its state stays with the spec across restarts.
+pub fn child_spec(state: Arc<Mutex<SchedulerState>>, links: SchedulerLinks) -> ChildSpec {
+    ChildSpec::new(
+        "scheduler",
+        "scheduler",
+        RestartType::Permanent,
+        move |notice| {
+            let addr = Scheduler::new(state.clone(), links.clone(), notice).start();
+            links.ports.bind(&addr);
+            ChildHandle::stop_with(addr, || StopScheduler)
+        },
+    )
+}
+
+/// Stops the scheduler actor (its state stays with the child spec).
+#[derive(Debug, Default, Message)]
+#[rtype(result = "()")]
+pub struct StopScheduler;
 
 /// The scheduler actor.
 pub struct Scheduler {
-    core: Arc<Mutex<SchedulerCore>>,
-    registry: Arc<Registry>,
-    trace: Trace,
+    state: Arc<Mutex<SchedulerState>>,
+    links: SchedulerLinks,
     notice: ExitNotice,
-    agents: std::collections::HashMap<InstanceId, Recipient<RunTask>>,
     timer: Option<SpawnHandle>,
 }
 
 impl Scheduler {
-    /// A scheduler over a shared core.
+    /// A scheduler over shared state.
     pub fn new(
-        core: Arc<Mutex<SchedulerCore>>,
-        registry: Arc<Registry>,
-        trace: Trace,
+        state: Arc<Mutex<SchedulerState>>,
+        links: SchedulerLinks,
         notice: ExitNotice,
     ) -> Self {
         Self {
-            core,
-            registry,
-            trace,
+            state,
+            links,
             notice,
-            agents: Default::default(),
             timer: None,
         }
     }
 
-    fn core(&self) -> MutexGuard<'_, SchedulerCore> {
-        // A poisoned lock means a previous incarnation panicked mid-update; the state is still
-        // the best record of the run, so keep going with it.
-        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    fn state(&self) -> MutexGuard<'_, SchedulerState> {
+        // std Mutex: only this actor (one incarnation at a time, one thread) locks it, never
+        // across an await. A poisoned lock means a previous incarnation panicked mid-update;
+        // the state is still the best record of the run, so keep going with it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
-        let (expired, mut events) = self.core().expire(now);
+        let (expired, mut events) = self.state().core.expire(now);
         for instance in &expired {
-            metrics::counter!(m::SCHED_LEASE_EXPIRED).increment(1);
-            metrics::counter!(m::SCHED_TASK_ATTEMPTS, "agent" => instance.agent.clone(), "outcome" => "failed")
-                .increment(1);
-            self.agents.remove(instance);
-            if let Some(sup) = self.registry.agent_supervisor() {
-                sup.do_send(RestartChild(crate::agent::child_id(instance)));
+            LeaseExpired {
+                agent: &instance.agent,
             }
+            .emit();
+            self.state().agents.remove(instance);
+            // Counted by the agent supervisor like a crash: intensity, backoff, escalation.
+            self.links
+                .agents
+                .restart
+                .tell(RestartChild(agent_child_id(instance)));
         }
-        let (dispatches, more) = self.core().dispatch(now);
+        let mut state = self.state();
+        let (dispatches, more) = state.core.dispatch(now);
         events.extend(more);
         for d in dispatches {
             let instance = d.instance.clone();
-            let delivered = match self.agents.get(&instance) {
-                Some(r) => r.try_send(RunTask { dispatch: d }).map_err(|e| match e {
-                    SendError::Full(_) => "mailbox full",
-                    SendError::Closed(_) => "mailbox closed",
-                }),
+            let delivered = match state.agents.get(&instance) {
+                Some(link) => link
+                    .run
+                    .try_send(RunTask { dispatch: d })
+                    .map_err(|e| match e {
+                        SendError::Full(_) => "mailbox full",
+                        SendError::Closed(_) => "mailbox closed",
+                    }),
                 None => Err("not registered"),
             };
             if let Err(why) = delivered {
-                self.agents.remove(&instance);
+                state.agents.remove(&instance);
                 let ev =
-                    self.core()
+                    state
+                        .core
                         .agent_gone(&instance, &format!("task not delivered: {why}"), now);
                 events.extend(ev);
             }
         }
+        drop(state);
         self.record(events);
         let (counts, done, next) = {
-            let core = self.core();
-            (core.counts(), core.is_done(), core.next_deadline())
+            let s = self.state();
+            (s.core.counts(), s.core.is_done(), s.core.next_deadline())
         };
-        for (state, n) in counts {
-            metrics::gauge!(m::SCHED_TASKS, "state" => state.label()).set(n as f64);
-        }
-        if done && !*self.registry.done.borrow() {
-            self.registry.done.send_replace(true);
+        TaskCounts { counts: &counts }.emit();
+        if done && !*self.links.board.done.borrow() {
+            self.links.board.done.send_replace(true);
         }
         if let Some(h) = self.timer.take() {
             ctx.cancel_future(h);
@@ -116,6 +182,7 @@ impl Scheduler {
     }
 
     fn record(&self, events: Vec<SchedEvent>) {
+        let trace = &self.links.trace;
         for ev in events {
             match ev {
                 SchedEvent::TaskState {
@@ -126,20 +193,24 @@ impl Scheduler {
                     attempt,
                     reason,
                 } => {
-                    tracing::debug!(%task, %agent, %from, %to, attempt, ?reason, "task state");
-                    if to.is_terminal() {
-                        metrics::counter!(m::SCHED_TASKS_FINISHED, "state" => to.label())
-                            .increment(1);
-                        if let Some(rec) = self.core().task(&task) {
-                            metrics::histogram!(m::SCHED_TASK_DURATION, "state" => to.label())
-                                .record(rec.duration(Instant::now()).as_secs_f64());
-                        }
+                    let duration = if to.is_terminal() {
+                        self.state()
+                            .core
+                            .task(&task)
+                            .map(|rec| rec.duration(Instant::now()))
+                    } else {
+                        None
+                    };
+                    TaskStateChanged {
+                        task: &task,
+                        agent: &agent,
+                        from,
+                        to,
+                        attempt,
+                        reason: reason.as_deref(),
+                        duration,
                     }
-                    self.trace.emit(
-                        "task_state",
-                        json!({"task": task.to_string(), "agent": agent, "from": from, "to": to,
-                               "attempt": attempt, "reason": reason}),
-                    );
+                    .emit(trace);
                 }
                 SchedEvent::Retry {
                     task,
@@ -147,27 +218,26 @@ impl Scheduler {
                     attempt,
                     delay,
                     reason,
-                } => {
-                    metrics::counter!(m::SCHED_TASK_RETRIES, "agent" => agent.clone()).increment(1);
-                    self.trace.emit(
-                        "task_retry",
-                        json!({"task": task.to_string(), "agent": agent, "failed_attempt": attempt,
-                               "backoff_secs": delay.as_secs_f64(), "reason": reason}),
-                    );
+                } => TaskRetried {
+                    task: &task,
+                    agent: &agent,
+                    failed_attempt: attempt,
+                    backoff: delay,
+                    reason: &reason,
                 }
+                .emit(trace),
                 SchedEvent::Fallback {
                     task,
                     from,
                     to,
                     after_attempts,
-                } => {
-                    metrics::counter!(m::SCHED_TASK_FALLBACKS, "from" => from.clone(), "to" => to.clone())
-                        .increment(1);
-                    self.trace.emit(
-                        "task_fallback",
-                        json!({"task": task.to_string(), "from": from, "to": to, "after_attempts": after_attempts}),
-                    );
+                } => TaskFellBack {
+                    task: &task,
+                    from: &from,
+                    to: &to,
+                    after_attempts,
                 }
+                .emit(trace),
             }
         }
     }
@@ -178,21 +248,21 @@ impl Actor for Scheduler {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
-        self.registry.set_scheduler(ctx.address());
         // Leases held under a previous incarnation cannot be reported to us reliably: return
-        // them as failed attempts, then ask every agent to announce itself again.
+        // them as failed attempts, then ask every known agent to announce itself again.
         let now = Instant::now();
-        let held: Vec<InstanceId> = self.core().leases().map(|l| l.instance.clone()).collect();
         let mut events = Vec::new();
-        for instance in held {
-            events.extend(
-                self.core()
-                    .agent_gone(&instance, "scheduler restarted", now),
-            );
-        }
+        let announce: Vec<Recipient<Announce>> = {
+            let mut s = self.state();
+            let held: Vec<InstanceId> = s.core.leases().map(|l| l.instance.clone()).collect();
+            for instance in held {
+                events.extend(s.core.agent_gone(&instance, "scheduler restarted", now));
+            }
+            s.agents.values().map(|l| l.announce.clone()).collect()
+        };
         self.record(events);
-        for entry in self.registry.agent_addrs.iter() {
-            entry.value().do_send(crate::agent::Announce);
+        for a in announce {
+            a.do_send(Announce);
         }
         self.pump(ctx);
     }
@@ -206,8 +276,17 @@ impl Handler<AgentIdle> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, msg: AgentIdle, ctx: &mut Self::Context) {
-        self.agents.insert(msg.instance.clone(), msg.addr);
-        self.core().agent_idle(msg.instance);
+        {
+            let mut s = self.state();
+            s.agents.insert(
+                msg.instance.clone(),
+                AgentLink {
+                    run: msg.run,
+                    announce: msg.announce,
+                },
+            );
+            s.core.agent_idle(msg.instance);
+        }
         self.pump(ctx);
     }
 }
@@ -216,14 +295,20 @@ impl Handler<AgentDown> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, msg: AgentDown, ctx: &mut Self::Context) {
-        self.agents.remove(&msg.instance);
         let now = Instant::now();
-        let held = self.core().leases().any(|l| l.instance == msg.instance);
-        if held {
-            metrics::counter!(m::SCHED_TASK_ATTEMPTS, "agent" => msg.instance.agent.clone(), "outcome" => "failed")
-                .increment(1);
-        }
-        let events = self.core().agent_gone(&msg.instance, &msg.reason, now);
+        let events = {
+            let mut s = self.state();
+            s.agents.remove(&msg.instance);
+            let held = s.core.leases().any(|l| l.instance == msg.instance);
+            if held {
+                AttemptFinished {
+                    agent: &msg.instance.agent,
+                    outcome: AttemptOutcome::Failed,
+                }
+                .emit();
+            }
+            s.core.agent_gone(&msg.instance, &msg.reason, now)
+        };
         self.record(events);
         self.pump(ctx);
     }
@@ -234,20 +319,24 @@ impl Handler<TaskReport> for Scheduler {
 
     fn handle(&mut self, msg: TaskReport, ctx: &mut Self::Context) {
         let outcome = match &msg.report.outcome {
-            Outcome::Succeeded { .. } => "succeeded",
-            Outcome::Failed { .. } => "failed",
+            Outcome::Succeeded { .. } => AttemptOutcome::Succeeded,
+            Outcome::Failed { .. } => AttemptOutcome::Failed,
         };
-        let result = self.core().report(msg.report, Instant::now());
+        let result = self.state().core.report(msg.report, Instant::now());
         match result {
             Ok(events) => {
-                metrics::counter!(m::SCHED_TASK_ATTEMPTS, "agent" => msg.instance.agent.clone(), "outcome" => outcome)
-                    .increment(1);
+                AttemptFinished {
+                    agent: &msg.instance.agent,
+                    outcome,
+                }
+                .emit();
                 self.record(events);
             }
-            Err(stale) => {
-                metrics::counter!(m::SCHED_STALE_REPORTS).increment(1);
-                tracing::warn!(instance = %msg.instance, %stale, "late report ignored");
+            Err(stale) => StaleReport {
+                instance: &msg.instance,
+                stale: &stale,
             }
+            .emit(),
         }
         self.pump(ctx);
     }
@@ -257,7 +346,7 @@ impl Handler<GetSnapshot> for Scheduler {
     type Result = MessageResult<GetSnapshot>;
 
     fn handle(&mut self, _: GetSnapshot, _: &mut Self::Context) -> Self::Result {
-        MessageResult(RunSnapshot::of(&self.core(), Instant::now()))
+        MessageResult(RunSnapshot::of(&self.state().core, Instant::now()))
     }
 }
 
@@ -265,9 +354,9 @@ impl Handler<Drain> for Scheduler {
     type Result = usize;
 
     fn handle(&mut self, _: Drain, _: &mut Self::Context) -> usize {
-        let mut core = self.core();
-        core.drain();
-        core.running()
+        let mut s = self.state();
+        s.core.drain();
+        s.core.running()
     }
 }
 
@@ -275,15 +364,10 @@ impl Handler<CancelAll> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, msg: CancelAll, ctx: &mut Self::Context) {
-        let events = self.core().cancel_all(&msg.reason, Instant::now());
+        let events = self.state().core.cancel_all(&msg.reason, Instant::now());
         self.record(events);
         self.pump(ctx);
     }
-}
-
-/// Task counts by state, for callers that only need the totals.
-pub fn count(snapshot: &RunSnapshot, state: TaskState) -> usize {
-    snapshot.tasks.iter().filter(|t| t.state == state).count()
 }
 
 impl Handler<StopScheduler> for Scheduler {

@@ -21,19 +21,20 @@
 //!
 //! Stale notices (from a generation that was already replaced) are ignored.
 
-mod child;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
 use agentos_runtime::config::SupervisorSettings;
-use agentos_runtime::metrics as m;
+use agentos_runtime::events::system::{ChildRestarted, SupervisorEscalated};
 use agentos_runtime::policy::supervision::{Decision, RestartBook, Strategy};
 use tokio::sync::oneshot;
 
-pub use child::{ChildExited, ChildHandle, ChildSpec, ExitHook, ExitNotice, ExitReason, HardStop};
+pub use crate::child::{
+    ChildExited, ChildHandle, ChildSpec, ExitHook, ExitNotice, ExitReason, HardStop,
+};
+pub use crate::protocol::RestartChild;
 
 struct Slot {
     spec: ChildSpec,
@@ -108,7 +109,7 @@ impl Supervisor {
     }
 
     fn count_restart(&self, kind: &'static str) {
-        metrics::counter!(m::SUPERVISOR_RESTARTS, "kind" => kind).increment(1);
+        ChildRestarted { kind }.emit();
         if let Some(c) = &self.restarts {
             c.fetch_add(1, Ordering::Relaxed);
         }
@@ -176,9 +177,11 @@ impl Supervisor {
     }
 
     fn escalate(&mut self, why: String, ctx: &mut Context<Self>) {
-        metrics::counter!(m::SUPERVISOR_ESCALATIONS, "supervisor" => self.name.clone())
-            .increment(1);
-        tracing::error!(supervisor = %self.name, %why, "restart intensity exceeded; escalating");
+        SupervisorEscalated {
+            supervisor: &self.name,
+            why: &why,
+        }
+        .emit();
         let why = format!("supervisor {} gave up: {why}", self.name);
         if let Some(f) = &self.on_give_up {
             f(why.clone());
@@ -359,14 +362,6 @@ impl Handler<HardStop> for Supervisor {
         ctx.terminate();
     }
 }
-
-/// Restarts one child by id (sent when a lease expires on a wedged agent). The restart counts
-/// as an abnormal exit of the running incarnation: its hook runs, and the restart goes through
-/// the restart intensity, the backoff and the strategy like a crash, and may escalate. Answers
-/// whether a running child of that id was found (not while the tree stops).
-#[derive(Debug, Message)]
-#[rtype(result = "bool")]
-pub struct RestartChild(pub String);
 
 impl Handler<RestartChild> for Supervisor {
     type Result = bool;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentos_actors::scheduler::RunSnapshot;
+use agentos_actors::protocol::RunSnapshot;
 use agentos_actors::system::{boot, BootOptions, RunEnd};
 use agentos_runtime::config::Config;
 
@@ -52,7 +52,8 @@ pub fn run_with(
             .unwrap();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let state = agentos_actors::http::HttpState {
-            registry: sys.registry.clone(),
+            board: sys.board.clone(),
+            snapshot: sys.ports.scheduler.snapshot.clone(),
             prometheus,
             started: Instant::now(),
             simulated_backends: sys.simulated_backends.clone(),
@@ -93,7 +94,7 @@ pub fn run(cfg: Config, data_dir: &Path) -> Finished {
 }
 
 /// The summary row of `task` (`workflow/task`).
-pub fn task<'a>(s: &'a RunSnapshot, key: &str) -> &'a agentos_actors::scheduler::TaskSummary {
+pub fn task<'a>(s: &'a RunSnapshot, key: &str) -> &'a agentos_actors::protocol::TaskSummary {
     s.tasks
         .iter()
         .find(|t| t.task == key)

@@ -592,7 +592,7 @@ fn answer(text: &str) -> Canned {
 /// task's row and the requests the server received.
 fn run_calculator_task(
     script: Vec<Canned>,
-) -> (agentos_actors::scheduler::TaskSummary, Vec<Received>) {
+) -> (agentos_actors::protocol::TaskSummary, Vec<Received>) {
     // The server runs on its own runtime's worker threads; the run has its own actix system.
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let server = rt.block_on(MockServer::start_script(script));

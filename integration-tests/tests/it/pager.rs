@@ -16,7 +16,7 @@ use crate::helpers::{parse, repo, run, task};
 
 struct Traced {
     end: RunEnd,
-    snapshot: agentos_actors::scheduler::RunSnapshot,
+    snapshot: agentos_actors::protocol::RunSnapshot,
     stats: std::collections::BTreeMap<String, agentos_runtime::context::AgentStats>,
     run_id: String,
     events: Vec<Value>,
@@ -39,7 +39,7 @@ fn run_traced(cfg: Config, data_dir: &Path) -> Traced {
                 .await;
             let snapshot = sys.snapshot().await.expect("snapshot");
             sys.stop().await;
-            let stats = sys.registry.pager_stats.lock().unwrap().clone();
+            let stats = sys.board.pager_stats();
             Traced {
                 end,
                 snapshot,

@@ -7,7 +7,8 @@ use agentos_runtime::model::{InstanceId, TaskState};
 use agentos_runtime::sched::{AttemptRecord, Report, SchedulerCore};
 use serde::Serialize;
 
-use crate::agent::RunTask;
+use super::agent::{Announce, RunTask};
+use super::port::ports;
 
 /// An agent instance is idle and can take a task.
 #[derive(Debug, Message)]
@@ -16,10 +17,13 @@ pub struct AgentIdle {
     /// Who.
     pub instance: InstanceId,
     /// Where to send its next task.
-    pub addr: Recipient<RunTask>,
+    pub run: Recipient<RunTask>,
+    /// Where to ask it to announce itself again (after a scheduler restart).
+    pub announce: Recipient<Announce>,
 }
 
-/// An agent instance died (sent by its supervisor); its lease comes back as a failed attempt.
+/// An agent instance died (sent by its supervisor's exit hook); its lease comes back as a
+/// failed attempt.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct AgentDown {
@@ -57,6 +61,24 @@ pub struct CancelAll {
     pub reason: String,
 }
 
+ports! {
+    /// Ports of the scheduler.
+    SchedulerPorts {
+        /// Agents announce themselves idle.
+        idle: AgentIdle,
+        /// Agents report attempts.
+        report: TaskReport,
+        /// The agent supervisor reports dead agents.
+        down: AgentDown,
+        /// Snapshots for the API and the summary.
+        snapshot: GetSnapshot,
+        /// Graceful shutdown, step 1.
+        drain: Drain,
+        /// Graceful shutdown, step 2.
+        cancel_all: CancelAll,
+    }
+}
+
 /// One task as the summary and `/api/tasks` show it.
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskSummary {
@@ -70,9 +92,9 @@ pub struct TaskSummary {
     pub agent: String,
     /// Instance that produced the output.
     pub finished_by: Option<String>,
-    /// Prompt tokens over all attempts.
+    /// Prompt tokens over all attempts, failed ones included.
     pub prompt_tokens: u64,
-    /// Completion tokens over all attempts.
+    /// Completion tokens over all attempts, failed ones included.
     pub completion_tokens: u64,
     /// Prompt tokens the backend served from its prefix cache, over all attempts.
     pub cached_tokens: u64,
@@ -120,9 +142,9 @@ impl RunSnapshot {
                 .collect(),
         }
     }
-}
 
-/// Stops the scheduler actor (its state stays with the child spec).
-#[derive(Debug, Default, Message)]
-#[rtype(result = "()")]
-pub struct StopScheduler;
+    /// How many tasks are in `state`.
+    pub fn count(&self, state: TaskState) -> usize {
+        self.tasks.iter().filter(|t| t.state == state).count()
+    }
+}

@@ -1,10 +1,12 @@
-//! Messages of the `KvCachePool` actor.
+//! Messages of the KV-cache pool.
 
 use std::sync::Arc;
 
 use actix::prelude::*;
 use agentos_runtime::kvcache::pool::BackendStats;
 use agentos_runtime::kvcache::Grant;
+
+use super::port::ports;
 
 /// Routes a prompt on a backend and records its blocks on the chosen replica under `lease`.
 /// Answers `None` for an unknown backend.
@@ -43,7 +45,16 @@ pub struct GetKvStats {
 #[rtype(result = "()")]
 pub struct TrackUpperBound;
 
-/// Stops the pool.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct StopKvPool;
+ports! {
+    /// Ports of the KV-cache pool.
+    KvPorts {
+        /// Before each LLM call.
+        acquire: AcquireLease,
+        /// After each LLM call (from the lease's drop guard).
+        release: ReleaseLease,
+        /// Figures for the summary and benchmarks.
+        stats: GetKvStats,
+        /// Benchmarks: track the unbounded-cache upper bound.
+        track: TrackUpperBound,
+    }
+}

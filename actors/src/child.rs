@@ -6,7 +6,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use agentos_runtime::policy::supervision::RestartType;
 
-use super::{StopTree, Supervisor};
+use crate::supervisor::{StopTree, Supervisor};
 
 /// Why a child stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +69,7 @@ impl ExitNotice {
         }
     }
 
-    pub(super) fn to(to: Recipient<ChildExited>, index: usize, generation: u64) -> Self {
+    pub(crate) fn to(to: Recipient<ChildExited>, index: usize, generation: u64) -> Self {
         Self {
             to: Some(to),
             index,
@@ -172,13 +172,13 @@ impl ChildHandle {
         Self::stop_or_hard_stop(addr, || StopTree)
     }
 
-    pub(super) fn stop(&self) {
+    pub(crate) fn stop(&self) {
         (self.stop)();
     }
 
     /// Sends the hard stop, if the child has one, and drops the handle (the supervisor's
     /// address of the child).
-    pub(super) fn hard_stop(self) {
+    pub(crate) fn hard_stop(self) {
         if let Some(hard_stop) = &self.hard_stop {
             hard_stop();
         }
@@ -190,12 +190,12 @@ pub type ExitHook = Box<dyn Fn(&ExitReason)>;
 
 /// How to start (and restart) one child, and how long it may take to stop.
 pub struct ChildSpec {
-    pub(super) id: String,
-    pub(super) kind: &'static str,
-    pub(super) restart: RestartType,
-    pub(super) start: Box<dyn Fn(ExitNotice) -> ChildHandle>,
-    pub(super) on_exit: Option<ExitHook>,
-    pub(super) shutdown: Duration,
+    pub(crate) id: String,
+    pub(crate) kind: &'static str,
+    pub(crate) restart: RestartType,
+    pub(crate) start: Box<dyn Fn(ExitNotice) -> ChildHandle>,
+    pub(crate) on_exit: Option<ExitHook>,
+    pub(crate) shutdown: Duration,
 }
 
 impl ChildSpec {

@@ -1,46 +1,19 @@
-//! Messages of the [`ContextPager`](super::ContextPager).
+//! Messages of the context pager. Failures are the step core's
+//! [`PromptError`](agentos_runtime::agent::PromptError).
 
 use std::collections::BTreeMap;
 
 use actix::prelude::*;
-use agentos_runtime::context::{AgentStats, BuiltPrompt, PageId, PagerError};
+use agentos_runtime::agent::PromptError;
+use agentos_runtime::context::{AgentStats, BuiltPrompt, PageId};
 use agentos_runtime::llm::ChatMessage;
 
-/// Why a pager request failed.
-#[derive(Debug, thiserror::Error)]
-pub enum PagerFailure {
-    /// The core refused or failed (budget, isolation, store).
-    #[error(transparent)]
-    Pager(#[from] PagerError),
-    /// The pager could not serve the request now (restarting, overloaded, store unavailable).
-    #[error("context pager unavailable: {0}")]
-    Unavailable(String),
-}
-
-impl PagerFailure {
-    /// Whether the attempt may succeed if tried again.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            PagerFailure::Pager(e) => e.is_retryable(),
-            PagerFailure::Unavailable(_) => true,
-        }
-    }
-
-    /// Bounded label for the `outcome` of [`agentos_runtime::metrics::PAGER_REQUESTS`].
-    pub fn outcome_label(&self) -> &'static str {
-        match self {
-            PagerFailure::Pager(PagerError::BudgetTooSmall { .. }) => "budget",
-            PagerFailure::Pager(PagerError::Store(_)) => "store",
-            PagerFailure::Unavailable(_) => "unavailable",
-            PagerFailure::Pager(_) => "other",
-        }
-    }
-}
+use super::port::ports;
 
 /// Opens the context of one task attempt with its pinned pages; attaches the shared pages
 /// of the task's unquoted upstream tasks. Answers the pinned tokens.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<u64, PagerFailure>")]
+#[rtype(result = "Result<u64, PromptError>")]
 pub struct OpenContext {
     /// The agent.
     pub agent: String,
@@ -56,7 +29,7 @@ pub struct OpenContext {
 
 /// Appends one exchange (assistant message and its tool results) as one group.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<Vec<PageId>, PagerFailure>")]
+#[rtype(result = "Result<Vec<PageId>, PromptError>")]
 pub struct AppendPages {
     /// The agent.
     pub agent: String,
@@ -68,7 +41,7 @@ pub struct AppendPages {
 
 /// Builds the prompt within the agent's budget.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<BuiltPrompt, PagerFailure>")]
+#[rtype(result = "Result<BuiltPrompt, PromptError>")]
 pub struct BuildPrompt {
     /// The agent.
     pub agent: String,
@@ -82,7 +55,7 @@ pub struct BuildPrompt {
 
 /// Pins or unpins a page.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<(), PagerFailure>")]
+#[rtype(result = "Result<(), PromptError>")]
 pub struct PinPage {
     /// The agent.
     pub agent: String,
@@ -96,7 +69,7 @@ pub struct PinPage {
 
 /// Sets a page's importance (0..1).
 #[derive(Debug, Message)]
-#[rtype(result = "Result<(), PagerFailure>")]
+#[rtype(result = "Result<(), PromptError>")]
 pub struct SetImportance {
     /// The agent.
     pub agent: String,
@@ -110,7 +83,7 @@ pub struct SetImportance {
 
 /// Publishes a task's output as a shared page of its workflow.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<(), PagerFailure>")]
+#[rtype(result = "Result<(), PromptError>")]
 pub struct SharePage {
     /// The workflow.
     pub workflow: String,
@@ -124,7 +97,7 @@ pub struct SharePage {
 
 /// Closes a context (its pages stay in the store).
 #[derive(Debug, Message)]
-#[rtype(result = "Result<(), PagerFailure>")]
+#[rtype(result = "Result<(), PromptError>")]
 pub struct CloseContext {
     /// The agent.
     pub agent: String,
@@ -137,7 +110,20 @@ pub struct CloseContext {
 #[rtype(result = "BTreeMap<String, AgentStats>")]
 pub struct GetPagerStats;
 
-/// Stops the pager.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct StopPager;
+ports! {
+    /// Ports of the context pager.
+    PagerPorts {
+        /// Opens an attempt's context.
+        open: OpenContext,
+        /// Appends an exchange.
+        append: AppendPages,
+        /// Builds a prompt.
+        build: BuildPrompt,
+        /// Shares a task's output.
+        share: SharePage,
+        /// Closes a context.
+        close: CloseContext,
+        /// Statistics.
+        stats: GetPagerStats,
+    }
+}

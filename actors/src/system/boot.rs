@@ -1,0 +1,273 @@
+//! [`boot`]: from a validated config to a running actor tree.
+//!
+//! It builds the backends, creates this run's folder, opens (creating and migrating) the store
+//! `<data_dir>/store.db` and writes this run's row first, so a store that cannot be opened or
+//! written is a start-up error, never a failure mid-run. It copies workspaces, starts the
+//! worker arbiters, builds one agent environment per instance (restarts reuse them), creates
+//! every port, and starts the tree.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use actix::prelude::*;
+use agentos_runtime::agent::{AgentSetup, StepPorts};
+use agentos_runtime::config::{BackendKind, Config};
+use agentos_runtime::events::system::RunStarted;
+use agentos_runtime::llm::openai::OpenAiBackend;
+use agentos_runtime::llm::sim::SimBackend;
+use agentos_runtime::llm::LlmBackend;
+use agentos_runtime::model::InstanceId;
+use agentos_runtime::sched::SchedulerCore;
+use agentos_runtime::tools::{BusPort, ToolContext, ToolRegistry};
+use agentos_runtime::trace::Trace;
+use anyhow::Context as _;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use super::running::RunningSystem;
+use super::tree::{self, SystemPorts, TreeParts};
+use super::workspace::{new_run_dir, prepare_workspaces};
+use crate::agent::bus::BusLink;
+use crate::agent::prompts::PagerPrompts;
+use crate::agent::router::KvRouter;
+use crate::agent::sink::AgentSink;
+use crate::agent::AgentEnv;
+use crate::board::Board;
+use crate::pager::WorkerConfig;
+use crate::scheduler::SchedulerState;
+
+/// Options that come from the command line rather than the config.
+#[derive(Debug, Clone, Default)]
+pub struct BootOptions {
+    /// Write the JSON-lines trace here.
+    pub trace: Option<PathBuf>,
+    /// Overrides `runtime.data_dir`.
+    pub data_dir: Option<PathBuf>,
+    /// Prometheus handle, for upkeep by the resource monitor.
+    pub prometheus: Option<PrometheusHandle>,
+}
+
+/// Builds every backend named in the config.
+pub fn build_backends(cfg: &Config) -> anyhow::Result<HashMap<String, Arc<dyn LlmBackend>>> {
+    let mut out: HashMap<String, Arc<dyn LlmBackend>> = HashMap::new();
+    for b in &cfg.backends {
+        let backend: Arc<dyn LlmBackend> = match &b.kind {
+            BackendKind::OpenAi(s) => Arc::new(
+                OpenAiBackend::new(&b.name, s.clone())
+                    .with_context(|| format!("backend \"{}\"", b.name))?,
+            ),
+            BackendKind::Sim(s) => {
+                let behaviours = cfg
+                    .agents
+                    .iter()
+                    .filter(|a| a.backend == b.name)
+                    .map(|a| (a.name.clone(), a.sim.clone()))
+                    .collect();
+                Arc::new(
+                    SimBackend::new(&b.name, s.clone(), behaviours).with_prefix_cache(
+                        b.tokenizer,
+                        &b.cache,
+                        b.replicas,
+                    ),
+                )
+            }
+        };
+        out.insert(b.name.clone(), backend);
+    }
+    Ok(out)
+}
+
+/// Boots the actor tree. Must be called from inside a running actix `System`.
+pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem> {
+    let backends = build_backends(&cfg)?;
+    let simulated_backends: Vec<String> = cfg
+        .backends
+        .iter()
+        .filter(|b| matches!(b.kind, BackendKind::Sim(_)))
+        .map(|b| b.name.clone())
+        .collect();
+    let data_dir = opts
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| cfg.runtime.data_dir.clone());
+    let run_dir = new_run_dir(&data_dir)?;
+    let run_id = run_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "run".into());
+    let store_path = agentos_runtime::store::Store::path_in(&data_dir);
+    {
+        // Open, migrate and write once now: a bad store fails the start, not a later prompt.
+        let store = agentos_runtime::store::Store::open(&store_path)?;
+        agentos_runtime::context::StoreSwap::new(store, run_id.clone())?;
+    }
+    let workspaces = prepare_workspaces(&cfg, &run_dir)?;
+    let trace = match &opts.trace {
+        Some(p) => Trace::to_file(p)
+            .with_context(|| format!("cannot create trace file {}", p.display()))?,
+        None => Trace::disabled(),
+    };
+    RunStarted {
+        config: cfg.source.as_deref(),
+        run_dir: &run_dir,
+        simulated_backends: &simulated_backends,
+    }
+    .emit(&trace);
+
+    let board = Arc::new(Board::default());
+    let ports = SystemPorts::default();
+    let arbiters: Vec<Arbiter> = (0..cfg.runtime.worker_threads.max(1))
+        .map(|_| Arbiter::new())
+        .collect();
+    let agents = agent_envs(
+        &cfg,
+        &backends,
+        &workspaces,
+        &ports,
+        &board,
+        &trace,
+        &arbiters,
+    )?;
+    let pager = WorkerConfig {
+        store_path: store_path.clone(),
+        run_id: run_id.clone(),
+        settings: cfg
+            .agents
+            .iter()
+            .map(|a| {
+                let settings = agentos_runtime::context::ContextSettings {
+                    budget_tokens: a.context_budget_tokens,
+                    policy: a.context.policy,
+                    encoding: cfg
+                        .backend(&a.backend)
+                        .map(|b| b.tokenizer)
+                        .unwrap_or_default(),
+                };
+                (a.name.clone(), settings)
+            })
+            .collect(),
+        stats: board.pager.clone(),
+    };
+    let kv_upper_bound = Arc::new(AtomicBool::new(false));
+    let agent_restarts = Arc::new(AtomicU64::new(0));
+    let root = tree::start(TreeParts {
+        cfg: cfg.clone(),
+        ports: ports.clone(),
+        board: board.clone(),
+        trace: trace.clone(),
+        scheduler: Arc::new(Mutex::new(SchedulerState::new(SchedulerCore::new(
+            cfg.clone(),
+            Instant::now(),
+        )))),
+        pager,
+        shares: Arc::new(agentos_runtime::context::shared::implicit_shares(&cfg)),
+        agents,
+        prometheus: opts.prometheus.clone(),
+        kv_upper_bound: kv_upper_bound.clone(),
+        agent_restarts: agent_restarts.clone(),
+    });
+    Ok(RunningSystem {
+        cfg,
+        board,
+        root,
+        ports,
+        trace,
+        run_dir,
+        simulated_backends,
+        agent_restarts,
+        kv_upper_bound,
+        store_path,
+        run_id,
+        arbiters,
+    })
+}
+
+/// One environment per agent instance, spread round robin over the worker arbiters.
+fn agent_envs(
+    cfg: &Config,
+    backends: &HashMap<String, Arc<dyn LlmBackend>>,
+    workspaces: &HashMap<PathBuf, PathBuf>,
+    ports: &SystemPorts,
+    board: &Arc<Board>,
+    trace: &Trace,
+    arbiters: &[Arbiter],
+) -> anyhow::Result<Vec<(Arc<AgentEnv>, ArbiterHandle)>> {
+    let tools = Arc::new(ToolRegistry::builtin());
+    let bus: Arc<dyn BusPort> = Arc::new(BusLink::new(ports.bus.clone()));
+    let prompts = Arc::new(PagerPrompts::new(ports.pager.clone()));
+    let routers: HashMap<&str, Arc<KvRouter>> = cfg
+        .backends
+        .iter()
+        .map(|b| {
+            (
+                b.name.as_str(),
+                Arc::new(KvRouter::new(ports.kv.clone(), b)),
+            )
+        })
+        .collect();
+    let command = Arc::new(cfg.tools.command.clone());
+    let files = Arc::new(cfg.tools.files.clone());
+    let mut out = Vec::new();
+    for a in &cfg.agents {
+        let spec = Arc::new(a.clone());
+        let backend = backends
+            .get(&a.backend)
+            .cloned()
+            .with_context(|| format!("agent \"{}\": backend \"{}\" missing", a.name, a.backend))?;
+        let workspace = a.workspace.as_ref().map(|w| {
+            workspaces
+                .get(&w.root)
+                .cloned()
+                .unwrap_or_else(|| w.root.clone())
+        });
+        let tokenizer = cfg
+            .backend(&a.backend)
+            .map(|b| b.tokenizer)
+            .unwrap_or_default();
+        let allowlist = Arc::new(a.commands.clone());
+        for replica in 0..a.replicas {
+            let instance = InstanceId {
+                agent: a.name.clone(),
+                replica,
+            };
+            let tool_ctx = ToolContext {
+                agent: a.name.clone(),
+                task: String::new(),
+                workspace: workspace.clone(),
+                command_allowlist: allowlist.clone(),
+                command: command.clone(),
+                files: files.clone(),
+                bus: Some(bus.clone()),
+            };
+            let sink = AgentSink::new(instance.clone(), board.clone(), trace.clone());
+            let step_ports = StepPorts {
+                prompts: prompts.clone(),
+                router: routers
+                    .get(a.backend.as_str())
+                    .map(|r| r.clone() as Arc<dyn agentos_runtime::agent::Router>),
+                backend: backend.clone(),
+                tools: tools.clone(),
+                events: Arc::new(sink.clone()),
+            };
+            let env = AgentEnv {
+                setup: AgentSetup::new(
+                    spec.clone(),
+                    instance,
+                    tool_ctx,
+                    tokenizer,
+                    cfg.tools.call_timeout,
+                ),
+                ports: step_ports,
+                sink,
+                scheduler: ports.scheduler.clone(),
+                board: board.clone(),
+                trace: trace.clone(),
+            };
+            let arbiter = arbiters[out.len() % arbiters.len()].handle();
+            out.push((Arc::new(env), arbiter));
+        }
+    }
+    Ok(out)
+}

@@ -5,8 +5,11 @@ use super::labels::{KvBlockState, RoutedBy};
 use super::names as m;
 use crate::kvcache::{KvCacheSettings, KvStats, RouteOutcome};
 
+/// Reads one counter from a replica's statistics.
+type ReadCounter = fn(&KvStats) -> u64;
+
 /// The per-replica counters, with how to read each from [`KvStats`].
-const REPLICA_COUNTERS: [(&str, fn(&KvStats) -> u64); 5] = [
+const REPLICA_COUNTERS: [(&str, ReadCounter); 5] = [
     (m::KV_PREFIX_QUERY_TOKENS, |s| s.query_tokens),
     (m::KV_PREFIX_HIT_TOKENS, |s| s.hit_tokens),
     (m::KV_COW_COPIES, |s| s.cow_copies),

@@ -1,5 +1,7 @@
 //! AgentOS benchmarks.
 //!
+//! # Layout
+//!
 //! - `benches/`: criterion micro-benchmarks (`cargo bench -p agentos-benches`).
 //! - [`scenarios`]: the scenarios of the `agentos-bench` runner and their registry.
 //! - [`workload`]: the generated workloads, run on AgentOS and on the direct baselines.

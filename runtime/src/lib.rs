@@ -5,6 +5,8 @@
 //! - [`config`]: the RON schema, two-phase loading and validation.
 //! - [`model`]: domain types: task keys and states, the workflow DAG, agent control blocks.
 //! - [`policy`]: plain-struct policies: the ready queue, retry backoff, supervision intensity.
+//! - [`agent`]: the step core: one attempt's loop (prompt, route, call, tools, journal) as a
+//!   plain async function over small traits, which the `Agent` actor drives.
 //! - [`sched`]: the scheduler core (DAG progress, leases, retries, fallbacks), driven by the
 //!   `Scheduler` actor.
 //! - [`llm`]: LLM backends behind one trait: `openai` and the `sim` simulator.

@@ -14,7 +14,7 @@ use agentos_runtime::events::system::{BusMessageDelivered, BusMessageDropped, Bu
 use agentos_runtime::policy::supervision::RestartType;
 use agentos_runtime::tools::Envelope;
 
-use crate::child::{ChildHandle, ChildSpec, ExitNotice};
+use crate::child::{ChildHandle, ChildSpec, ExitNotice, HardStop};
 use crate::protocol::{
     BusError, BusPorts, Publish, Published, ReadInbox, SendDirect, Undelivered, INBOX_CAPACITY,
 };
@@ -25,7 +25,7 @@ pub fn child_spec(agents: Vec<(String, Vec<String>)>, ports: BusPorts) -> ChildS
     ChildSpec::new("bus", "bus", RestartType::Permanent, move |notice| {
         let addr = MessageBus::new(&agents, notice).start();
         ports.bind(&addr);
-        ChildHandle::stop_with(addr, || StopBus)
+        ChildHandle::stop_or_hard_stop(addr, || StopBus)
     })
 }
 
@@ -172,6 +172,15 @@ impl Handler<StopBus> for MessageBus {
 
     fn handle(&mut self, _: StopBus, ctx: &mut Self::Context) {
         ctx.stop();
+    }
+}
+
+impl Handler<HardStop> for MessageBus {
+    type Result = ();
+
+    fn handle(&mut self, _: HardStop, ctx: &mut Self::Context) {
+        // Sent only when the stop message was not obeyed within the shutdown timeout.
+        ctx.terminate();
     }
 }
 

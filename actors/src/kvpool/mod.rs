@@ -31,7 +31,7 @@ use agentos_runtime::kvcache::pool::BackendStats;
 use agentos_runtime::kvcache::{Grant, KvStats, PoolCore};
 use agentos_runtime::policy::supervision::RestartType;
 
-use crate::child::{ChildHandle, ChildSpec, ExitNotice};
+use crate::child::{ChildHandle, ChildSpec, ExitNotice, HardStop};
 use crate::protocol::{AcquireLease, GetKvStats, KvPorts, ReleaseLease, TrackUpperBound};
 
 /// Mailbox capacity: every agent may have one acquire and one release queued at once.
@@ -51,7 +51,7 @@ pub fn child_spec(cfg: Arc<Config>, ports: KvPorts, upper_bound: Arc<AtomicBool>
             }
             let addr = pool.start();
             ports.bind(&addr);
-            ChildHandle::stop_with(addr, || StopKvPool)
+            ChildHandle::stop_or_hard_stop(addr, || StopKvPool)
         },
     )
 }
@@ -191,5 +191,14 @@ impl Handler<StopKvPool> for KvCachePool {
 
     fn handle(&mut self, _: StopKvPool, ctx: &mut Self::Context) {
         ctx.stop();
+    }
+}
+
+impl Handler<HardStop> for KvCachePool {
+    type Result = ();
+
+    fn handle(&mut self, _: HardStop, ctx: &mut Self::Context) {
+        // Sent only when the stop message was not obeyed within the shutdown timeout.
+        ctx.terminate();
     }
 }

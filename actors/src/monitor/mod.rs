@@ -11,7 +11,7 @@ use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 use agentos_runtime::policy::supervision::RestartType;
 
-use crate::child::{ChildHandle, ChildSpec, ExitNotice};
+use crate::child::{ChildHandle, ChildSpec, ExitNotice, HardStop};
 
 /// Sampling period.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
@@ -90,10 +90,19 @@ pub fn child_spec(prometheus: Option<PrometheusHandle>) -> ChildSpec {
         "monitor",
         RestartType::Permanent,
         move |notice| {
-            ChildHandle::stop_with(
+            ChildHandle::stop_or_hard_stop(
                 ResourceMonitor::new(prometheus.clone(), notice).start(),
                 || StopMonitor,
             )
         },
     )
+}
+
+impl Handler<HardStop> for ResourceMonitor {
+    type Result = ();
+
+    fn handle(&mut self, _: HardStop, ctx: &mut Self::Context) {
+        // Sent only when the stop message was not obeyed within the shutdown timeout.
+        ctx.terminate();
+    }
 }

@@ -29,7 +29,7 @@ use agentos_runtime::trace::Trace;
 
 pub use worker::{Worker, WorkerConfig};
 
-use crate::child::{ChildHandle, ChildSpec, ExitNotice};
+use crate::child::{ChildHandle, ChildSpec, ExitNotice, HardStop};
 use crate::protocol::{
     AppendPages, BuildPrompt, CloseContext, GetPagerStats, OpenContext, PagerPorts, PinPage,
     SetImportance, SharePage,
@@ -45,7 +45,7 @@ pub fn child_spec(
     ChildSpec::new("pager", "pager", RestartType::Permanent, move |notice| {
         let addr = ContextPager::new(config.clone(), shares.clone(), trace.clone(), notice).start();
         ports.bind(&addr);
-        ChildHandle::stop_with(addr, || StopPager)
+        ChildHandle::stop_or_hard_stop(addr, || StopPager)
     })
 }
 
@@ -244,5 +244,14 @@ impl Handler<StopPager> for ContextPager {
 
     fn handle(&mut self, _: StopPager, ctx: &mut Self::Context) {
         ctx.stop();
+    }
+}
+
+impl Handler<HardStop> for ContextPager {
+    type Result = ();
+
+    fn handle(&mut self, _: HardStop, ctx: &mut Self::Context) {
+        // Sent only when the stop message was not obeyed within the shutdown timeout.
+        ctx.terminate();
     }
 }

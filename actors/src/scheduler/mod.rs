@@ -28,7 +28,7 @@ use agentos_runtime::sched::{Outcome, SchedEvent, SchedulerCore};
 use agentos_runtime::trace::Trace;
 
 use crate::board::Board;
-use crate::child::{ChildHandle, ChildSpec, ExitNotice};
+use crate::child::{ChildHandle, ChildSpec, ExitNotice, HardStop};
 use crate::protocol::{
     agent_child_id, AgentDown, AgentIdle, AgentSupervisorPorts, Announce, CancelAll, Drain,
     GetSnapshot, RestartChild, RunSnapshot, RunTask, SchedulerPorts, TaskReport,
@@ -80,7 +80,7 @@ pub fn child_spec(state: Arc<Mutex<SchedulerState>>, links: SchedulerLinks) -> C
         move |notice| {
             let addr = Scheduler::new(state.clone(), links.clone(), notice).start();
             links.ports.bind(&addr);
-            ChildHandle::stop_with(addr, || StopScheduler)
+            ChildHandle::stop_or_hard_stop(addr, || StopScheduler)
         },
     )
 }
@@ -375,5 +375,14 @@ impl Handler<StopScheduler> for Scheduler {
 
     fn handle(&mut self, _: StopScheduler, ctx: &mut Self::Context) {
         ctx.stop();
+    }
+}
+
+impl Handler<HardStop> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, _: HardStop, ctx: &mut Self::Context) {
+        // Sent only when the stop message was not obeyed within the shutdown timeout.
+        ctx.terminate();
     }
 }

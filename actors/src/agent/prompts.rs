@@ -26,10 +26,8 @@ fn unavailable(e: PortError) -> PromptError {
     PromptError::Unavailable(e.to_string())
 }
 
-/// How long an agent waits for the pager. The pager answers in milliseconds; this bound only
-/// matters when it is wedged, and stays below any sensible attempt timeout.
-const PAGER_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
-
+// No limit of its own on a pager request: a fleet larger than the pager's queue waits for
+// room (it slows down, it does not fail attempts), and the attempt timeout bounds the wait.
 impl PromptSource for PagerPrompts {
     fn open(&self, r: OpenRequest) -> BoxFuture<'static, Result<u64, PromptError>> {
         let port = self.ports.open.clone();
@@ -40,7 +38,7 @@ impl PromptSource for PagerPrompts {
             system: r.system,
             input: r.input,
         };
-        Box::pin(async move { port.ask(msg, PAGER_LIMIT).await.map_err(unavailable)? })
+        Box::pin(async move { port.call(msg).await.map_err(unavailable)? })
     }
 
     fn append(
@@ -55,12 +53,7 @@ impl PromptSource for PagerPrompts {
             context: context.to_owned(),
             messages,
         };
-        Box::pin(async move {
-            port.ask(msg, PAGER_LIMIT)
-                .await
-                .map_err(unavailable)?
-                .map(drop)
-        })
+        Box::pin(async move { port.call(msg).await.map_err(unavailable)?.map(drop) })
     }
 
     fn build(
@@ -76,7 +69,7 @@ impl PromptSource for PagerPrompts {
             overhead_tokens,
             want: Vec::new(),
         };
-        Box::pin(async move { port.ask(msg, PAGER_LIMIT).await.map_err(unavailable)? })
+        Box::pin(async move { port.call(msg).await.map_err(unavailable)? })
     }
 
     fn share(&self, o: SharedOutput) -> BoxFuture<'static, Result<(), PromptError>> {
@@ -87,7 +80,7 @@ impl PromptSource for PagerPrompts {
             owner: o.owner,
             text: o.text,
         };
-        Box::pin(async move { port.ask(msg, PAGER_LIMIT).await.map_err(unavailable)? })
+        Box::pin(async move { port.call(msg).await.map_err(unavailable)? })
     }
 
     fn close(&self, agent: &str, context: &str) {

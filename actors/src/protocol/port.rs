@@ -91,6 +91,13 @@ where
         self.slot.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Sends `msg` and waits for the answer (waiting for mailbox room) as long as it takes;
+    /// the caller bounds the wait (the step core's attempt timeout does for agents).
+    pub async fn call(&self, msg: M) -> Result<M::Result, PortError> {
+        let to = self.get().ok_or(PortError::Unbound)?;
+        to.send(msg).await.map_err(|_| PortError::Closed)
+    }
+
     /// Sends `msg` and waits for the answer (waiting for mailbox room), at most `limit`.
     pub async fn ask(&self, msg: M, limit: Duration) -> Result<M::Result, PortError> {
         let to = self.get().ok_or(PortError::Unbound)?;

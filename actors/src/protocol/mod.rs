@@ -16,6 +16,7 @@
 
 pub mod agent;
 pub mod bus;
+pub mod control;
 pub mod kv;
 pub mod pager;
 pub mod port;
@@ -23,6 +24,7 @@ pub mod scheduler;
 
 pub use agent::*;
 pub use bus::*;
+pub use control::*;
 pub use kv::*;
 pub use pager::*;
 pub use port::{Port, PortError};

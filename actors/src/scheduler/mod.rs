@@ -238,6 +238,12 @@ impl Scheduler {
                     after_attempts,
                 }
                 .emit(trace),
+                // Emitted once the core produces them (control plane).
+                SchedEvent::WorkflowAccepted { .. }
+                | SchedEvent::WorkflowFinished { .. }
+                | SchedEvent::TaskSpawned { .. }
+                | SchedEvent::AgentControlled { .. }
+                | SchedEvent::AttemptCancelled { .. } => {}
             }
         }
     }

@@ -52,10 +52,31 @@ impl Config {
         self.agents.iter().find(|a| a.name == name)
     }
 
+    /// Parses and validates one workflow submitted to a running system, against this
+    /// config's agents: the same checks as a config's `workflows[]` entry. `format` says
+    /// whether `text` is JSON or RON; `origin` labels the errors (e.g. `request body`).
+    pub fn parse_workflow(
+        &self,
+        text: &str,
+        format: WorkflowFormat,
+        origin: &str,
+    ) -> Result<WorkflowSpec, ConfigErrors> {
+        validate::parse_workflow(self, text, format, origin)
+    }
+
     /// The backend called `name`.
     pub fn backend(&self, name: &str) -> Option<&BackendSpec> {
         self.backends.iter().find(|b| b.name == name)
     }
+}
+
+/// The syntax of a submitted workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkflowFormat {
+    /// `application/json`.
+    Json,
+    /// `application/ron`.
+    Ron,
 }
 
 /// Runtime-wide settings.
@@ -75,6 +96,57 @@ pub struct RuntimeSettings {
     pub shutdown_timeout: Duration,
     /// Arbiter threads the agents are spread over (at least 1; default one per core).
     pub worker_threads: usize,
+    /// The control-plane API.
+    pub api: ApiSettings,
+    /// Limits on tasks spawned at run time.
+    pub spawn: SpawnLimits,
+}
+
+/// Settings of the control-plane API (`serve`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiSettings {
+    /// Environment variable holding the bearer token; `None`: no token unless the CLI names
+    /// one. Without a token, `serve` listens on loopback only.
+    pub token_env: Option<String>,
+    /// Largest request body; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Most connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Longest a client may take to send its request (headers and body); then 408.
+    pub request_timeout: Duration,
+    /// Events kept in memory for `Last-Event-ID` resumption of `GET /api/events`.
+    pub event_window: usize,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            token_env: None,
+            max_body_bytes: 1 << 20,
+            max_connections: 256,
+            request_timeout: Duration::from_secs(10),
+            event_window: 10_000,
+        }
+    }
+}
+
+/// Limits on `spawn_task`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpawnLimits {
+    /// Most tasks spawned at run time in one workflow.
+    pub max_tasks_per_workflow: u32,
+    /// Deepest spawn: a declared task is depth 0, its children 1, and so on; a task at
+    /// depth `max_depth` cannot spawn.
+    pub max_depth: u32,
+}
+
+impl Default for SpawnLimits {
+    fn default() -> Self {
+        Self {
+            max_tasks_per_workflow: 64,
+            max_depth: 2,
+        }
+    }
 }
 
 /// Restart intensity and backoff of every supervisor.

@@ -54,6 +54,86 @@ pub struct RawRuntime {
     /// Arbiter threads the agents are spread over (default: one per core).
     #[serde(default)]
     pub worker_threads: Option<u32>,
+    /// The control-plane API of `serve`.
+    #[serde(default)]
+    pub api: RawApi,
+    /// Limits on tasks spawned at run time.
+    #[serde(default)]
+    pub spawn: RawSpawn,
+}
+
+/// `api: (...)` in `runtime`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    /// Environment variable holding the bearer token of `/api/*`.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Largest request body in bytes.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// Most connections served at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Longest a client may take to send a request (headers and body), in seconds.
+    #[serde(default = "default_api_request_timeout_secs")]
+    pub request_timeout_secs: f64,
+    /// Events kept in memory for `GET /api/events` resumption.
+    #[serde(default = "default_event_window")]
+    pub event_window: u32,
+}
+
+impl Default for RawApi {
+    fn default() -> Self {
+        Self {
+            token_env: None,
+            max_body_bytes: default_max_body_bytes(),
+            max_connections: default_max_connections(),
+            request_timeout_secs: default_api_request_timeout_secs(),
+            event_window: default_event_window(),
+        }
+    }
+}
+
+fn default_max_body_bytes() -> u64 {
+    1 << 20
+}
+fn default_max_connections() -> u32 {
+    256
+}
+fn default_api_request_timeout_secs() -> f64 {
+    10.0
+}
+fn default_event_window() -> u32 {
+    10_000
+}
+
+/// `spawn: (...)` in `runtime`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpawn {
+    /// Most tasks spawned at run time in one workflow.
+    #[serde(default = "default_max_spawned_tasks")]
+    pub max_tasks_per_workflow: u32,
+    /// How deep spawned tasks may spawn (1: only declared tasks spawn).
+    #[serde(default = "default_max_spawn_depth")]
+    pub max_depth: u32,
+}
+
+impl Default for RawSpawn {
+    fn default() -> Self {
+        Self {
+            max_tasks_per_workflow: default_max_spawned_tasks(),
+            max_depth: default_max_spawn_depth(),
+        }
+    }
+}
+
+fn default_max_spawned_tasks() -> u32 {
+    64
+}
+fn default_max_spawn_depth() -> u32 {
+    2
 }
 
 impl Default for RawRuntime {
@@ -66,6 +146,8 @@ impl Default for RawRuntime {
             aging_per_sec: default_aging_per_sec(),
             shutdown_timeout_secs: default_shutdown_timeout_secs(),
             worker_threads: None,
+            api: RawApi::default(),
+            spawn: RawSpawn::default(),
         }
     }
 }

@@ -121,6 +121,82 @@ pub(crate) fn load_str(text: &str, origin: &str, base: &Path) -> Result<Config, 
     }
 }
 
+pub(crate) fn parse_workflow(
+    cfg: &Config,
+    text: &str,
+    format: WorkflowFormat,
+    origin: &str,
+) -> Result<WorkflowSpec, ConfigErrors> {
+    let one = |position: Option<Position>, message: String| {
+        ConfigErrors(vec![ConfigError {
+            origin: origin.to_owned(),
+            position,
+            entity: String::new(),
+            message,
+        }])
+    };
+    // RON positions are found by the span index; JSON ones come from serde_json, and the
+    // entity names in JSON errors carry no position.
+    let spans = match format {
+        WorkflowFormat::Ron => SpanIndex::new(&format!("(workflows: [{text}])")),
+        WorkflowFormat::Json => SpanIndex::new(""),
+    };
+    let raw: raw::RawWorkflow = match format {
+        WorkflowFormat::Json => serde_json::from_str(text).map_err(|e| {
+            one(
+                Some(Position {
+                    line: e.line(),
+                    col: e.column(),
+                }),
+                format!("invalid JSON: {e}"),
+            )
+        })?,
+        WorkflowFormat::Ron => ron::Options::default()
+            .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
+            .from_str(text)
+            .map_err(|e| {
+                one(
+                    Some(Position {
+                        line: e.span.start.line,
+                        col: e.span.start.col,
+                    }),
+                    format!("invalid RON: {}", e.code),
+                )
+            })?,
+    };
+    let base = cfg
+        .source
+        .as_deref()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut v = Validator {
+        origin,
+        spans: &spans,
+        base: &base,
+        errors: Vec::new(),
+    };
+    v.check_name(EntityKind::Workflow, &raw.name, None);
+    let spec = v.workflow(&raw, |name| cfg.agent(name).is_some());
+    if v.errors.is_empty() {
+        Ok(spec)
+    } else {
+        let mut errors = v.errors;
+        if format == WorkflowFormat::Ron {
+            // Positions were found in the wrapped text, 13 columns shifted on
+            // the first line only; report them against the body as sent.
+            for e in &mut errors {
+                if let Some(p) = &mut e.position {
+                    if p.line == 1 {
+                        p.col = p.col.saturating_sub(13).max(1);
+                    }
+                }
+            }
+        }
+        Err(ConfigErrors(errors))
+    }
+}
+
 /// Where an error points.
 #[derive(Clone, Copy)]
 enum At<'a> {
@@ -278,7 +354,7 @@ impl Validator<'_> {
         let workflows = raw
             .workflows
             .iter()
-            .map(|w| self.workflow(w, &raw))
+            .map(|w| self.workflow(w, |name| raw.agents.iter().any(|a| a.name == name)))
             .collect();
 
         Config {
@@ -344,7 +420,78 @@ impl Validator<'_> {
             Some(n) => n as usize,
             None => cores,
         };
+        let api = &r.api;
+        if let Some(var) = &api.token_env {
+            if var.is_empty() || var.contains('=') || var.contains('\0') {
+                self.err(
+                    At::File,
+                    format!("runtime.api.token_env must name an environment variable, got {var:?}"),
+                );
+            }
+        }
+        if !(1..=1 << 30).contains(&api.max_body_bytes) {
+            self.err(
+                At::File,
+                format!(
+                    "runtime.api.max_body_bytes must be 1..=1073741824, got {}",
+                    api.max_body_bytes
+                ),
+            );
+        }
+        if !(1..=65_536).contains(&api.max_connections) {
+            self.err(
+                At::File,
+                format!(
+                    "runtime.api.max_connections must be 1..=65536, got {}",
+                    api.max_connections
+                ),
+            );
+        }
+        if !positive_secs(api.request_timeout_secs) {
+            self.err(
+                At::File,
+                format!(
+                    "runtime.api.request_timeout_secs must be > 0 and at most 31536000, got {}",
+                    api.request_timeout_secs
+                ),
+            );
+        }
+        if !(1..=1_000_000).contains(&api.event_window) {
+            self.err(
+                At::File,
+                format!(
+                    "runtime.api.event_window must be 1..=1000000, got {}",
+                    api.event_window
+                ),
+            );
+        }
+        if r.spawn.max_tasks_per_workflow > 100_000 {
+            self.err(
+                At::File,
+                format!(
+                    "runtime.spawn.max_tasks_per_workflow must be 0..=100000, got {}",
+                    r.spawn.max_tasks_per_workflow
+                ),
+            );
+        }
+        if r.spawn.max_depth > 64 {
+            self.err(
+                At::File,
+                format!("runtime.spawn.max_depth must be 0..=64, got {}", r.spawn.max_depth),
+            );
+        }
         RuntimeSettings {
+            api: ApiSettings {
+                token_env: api.token_env.clone(),
+                max_body_bytes: api.max_body_bytes.clamp(1, 1 << 30) as usize,
+                max_connections: api.max_connections.clamp(1, 65_536) as usize,
+                request_timeout: secs(api.request_timeout_secs),
+                event_window: api.event_window.clamp(1, 1_000_000) as usize,
+            },
+            spawn: SpawnLimits {
+                max_tasks_per_workflow: r.spawn.max_tasks_per_workflow,
+                max_depth: r.spawn.max_depth,
+            },
             worker_threads,
             max_concurrency: r.max_concurrency.max(1) as usize,
             data_dir: self.resolve(&r.data_dir),
@@ -702,7 +849,11 @@ impl Validator<'_> {
         }
     }
 
-    fn workflow(&mut self, w: &raw::RawWorkflow, raw: &RawConfig) -> WorkflowSpec {
+    fn workflow(
+        &mut self,
+        w: &raw::RawWorkflow,
+        agent_declared: impl Fn(&str) -> bool,
+    ) -> WorkflowSpec {
         let wf = w.name.as_str();
         if w.tasks.is_empty() {
             self.err(
@@ -726,7 +877,7 @@ impl Validator<'_> {
             .collect();
         for t in &w.tasks {
             let at = |f| At::Field(EntityKind::Task, &t.id, Some(wf), f);
-            if !raw.agents.iter().any(|a| a.name == t.agent) {
+            if !agent_declared(&t.agent) {
                 self.err(
                     at("agent"),
                     format!("agent \"{}\" is not declared", t.agent),

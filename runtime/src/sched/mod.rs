@@ -58,7 +58,7 @@ impl SchedulerCore {
     pub fn new(cfg: Arc<Config>, now: Instant) -> Self {
         let mut tasks = Vec::new();
         let mut index = HashMap::new();
-        for wf in &cfg.workflows {
+        for (w, wf) in cfg.workflows.iter().enumerate() {
             let base = tasks.len();
             let local: HashMap<&str, usize> = wf
                 .tasks
@@ -77,7 +77,7 @@ impl SchedulerCore {
                     .filter_map(|d| local.get(d.as_str()).copied())
                     .collect();
                 index.insert(key.clone(), tasks.len());
-                tasks.push(TaskRecord::new(key, t, deps));
+                tasks.push(TaskRecord::new(key, w, t, deps));
             }
         }
         for i in 0..tasks.len() {

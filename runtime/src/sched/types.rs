@@ -97,6 +97,14 @@ pub struct AttemptRecord {
 pub struct TaskRecord {
     /// Identity.
     pub key: TaskKey,
+    /// Index of its workflow in the core's workflow table.
+    pub workflow: usize,
+    /// The task that spawned it at run time, if any.
+    pub spawned_by: Option<String>,
+    /// How many spawns deep it is (0 for declared and submitted tasks).
+    pub depth: u32,
+    /// Tasks it spawned so far (its dependents also wait for them).
+    pub spawned: u32,
     /// Current state.
     pub state: TaskState,
     /// Input template.
@@ -134,9 +142,13 @@ pub struct TaskRecord {
 }
 
 impl TaskRecord {
-    pub(crate) fn new(key: TaskKey, spec: &TaskSpec, deps: Vec<usize>) -> Self {
+    pub(crate) fn new(key: TaskKey, workflow: usize, spec: &TaskSpec, deps: Vec<usize>) -> Self {
         Self {
             key,
+            workflow,
+            spawned_by: None,
+            depth: 0,
+            spawned: 0,
             state: TaskState::Pending,
             input: spec.input.clone(),
             priority_boost: spec.priority_boost,
@@ -164,6 +176,225 @@ impl TaskRecord {
             None => Duration::ZERO,
         }
     }
+}
+
+/// Where a workflow came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkflowOrigin {
+    /// Declared in the config the system booted with.
+    Declared,
+    /// Submitted to the running system through the API.
+    Submitted,
+}
+
+impl WorkflowOrigin {
+    /// Lower-case label (metrics, traces).
+    pub fn label(self) -> &'static str {
+        match self {
+            WorkflowOrigin::Declared => "declared",
+            WorkflowOrigin::Submitted => "submitted",
+        }
+    }
+}
+
+/// A workflow's state, derived from its tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkflowState {
+    /// Some task is not terminal yet.
+    Running,
+    /// Every task succeeded.
+    Succeeded,
+    /// Every task is terminal and at least one failed or was skipped.
+    Failed,
+    /// Cancelled by a request (or by shutdown).
+    Cancelled,
+}
+
+impl WorkflowState {
+    /// Every state (for metrics).
+    pub const ALL: [WorkflowState; 4] = [
+        WorkflowState::Running,
+        WorkflowState::Succeeded,
+        WorkflowState::Failed,
+        WorkflowState::Cancelled,
+    ];
+
+    /// Lower-case label (metrics, traces).
+    pub fn label(self) -> &'static str {
+        match self {
+            WorkflowState::Running => "running",
+            WorkflowState::Succeeded => "succeeded",
+            WorkflowState::Failed => "failed",
+            WorkflowState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the workflow will never change state again.
+    pub fn is_terminal(self) -> bool {
+        self != WorkflowState::Running
+    }
+}
+
+/// What the scheduler keeps about one workflow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowRecord {
+    /// Unique id: the declared name, or `name-N` for a submitted copy of a name in use.
+    pub id: String,
+    /// The name it was declared or submitted with.
+    pub name: String,
+    /// Declared or submitted.
+    pub origin: WorkflowOrigin,
+    /// Who submitted it (`config` for declared workflows).
+    pub by: String,
+    /// Its tasks (indices into the task table), declared first, then spawned ones.
+    pub tasks: Vec<usize>,
+    /// Tasks spawned at run time so far.
+    pub spawned: u32,
+    /// Tasks not yet terminal.
+    pub open: usize,
+    /// Set when it was cancelled by a request.
+    pub cancelled_by: Option<String>,
+    /// The terminal state, once reached.
+    pub finished: Option<WorkflowState>,
+    /// The spec it was submitted with (to recognise an idempotent resubmit).
+    pub spec: crate::config::WorkflowSpec,
+    /// Wall-clock time it was accepted, seconds since the Unix epoch.
+    pub submitted_at: f64,
+}
+
+impl WorkflowRecord {
+    /// Its current state.
+    pub fn state(&self) -> WorkflowState {
+        self.finished.unwrap_or(WorkflowState::Running)
+    }
+}
+
+/// One task as the summary and the API show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskSummary {
+    /// `workflow/task`.
+    pub task: String,
+    /// Workflow id.
+    pub workflow: String,
+    /// Task id within the workflow.
+    pub id: String,
+    /// State.
+    pub state: TaskState,
+    /// Attempts over the whole fallback chain.
+    pub attempts: u32,
+    /// Agent responsible now (or at the end).
+    pub agent: String,
+    /// Upstream tasks (ids within the workflow), spawned children included.
+    pub depends_on: Vec<String>,
+    /// The task that spawned it, if it was spawned at run time.
+    pub spawned_by: Option<String>,
+    /// Instance that produced the output.
+    pub finished_by: Option<String>,
+    /// Prompt tokens over all attempts, failed ones included.
+    pub prompt_tokens: u64,
+    /// Completion tokens over all attempts, failed ones included.
+    pub completion_tokens: u64,
+    /// Prompt tokens the backend served from its prefix cache, over all attempts.
+    pub cached_tokens: u64,
+    /// Seconds from first dispatch to the end (or now).
+    pub duration_secs: f64,
+    /// Reason of the terminal state.
+    pub reason: Option<String>,
+    /// Output, if it succeeded.
+    pub output: Option<String>,
+    /// Every attempt.
+    pub history: Vec<AttemptRecord>,
+}
+
+/// One workflow as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkflowView {
+    /// Unique id.
+    pub id: String,
+    /// Name it was declared or submitted with.
+    pub name: String,
+    /// Declared or submitted.
+    pub origin: WorkflowOrigin,
+    /// Who submitted it.
+    pub submitted_by: String,
+    /// Seconds since the Unix epoch.
+    pub submitted_at: f64,
+    /// Running, or how it ended.
+    pub state: WorkflowState,
+    /// Who cancelled it, if it was cancelled by a request.
+    pub cancelled_by: Option<String>,
+    /// Tasks spawned at run time.
+    pub spawned: u32,
+    /// Number of tasks in each state (only states with tasks).
+    pub counts: std::collections::BTreeMap<&'static str, usize>,
+    /// Every task, in order (empty in listings).
+    pub tasks: Vec<TaskSummary>,
+}
+
+/// What an operator can do to an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentAction {
+    /// No new dispatch; running attempts pause at their next step boundary.
+    Suspend,
+    /// Undo a suspend (or restart a killed agent's instances).
+    Resume,
+    /// Stop every instance; running tasks come back as failed attempts.
+    Kill,
+}
+
+impl AgentAction {
+    /// Lower-case label (metrics, traces).
+    pub fn label(self) -> &'static str {
+        match self {
+            AgentAction::Suspend => "suspend",
+            AgentAction::Resume => "resume",
+            AgentAction::Kill => "kill",
+        }
+    }
+}
+
+/// Why a spawn was refused; the model reads it as the tool's error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpawnError {
+    /// The spawning task is not running under a live lease.
+    #[error("task {0} is not running; only a running task can spawn")]
+    NotRunning(String),
+    /// The agent is not declared.
+    #[error("agent \"{0}\" is not declared")]
+    UnknownAgent(String),
+    /// A `depends_on` entry is not a task of the workflow.
+    #[error("depends_on names \"{0}\", which is not a task of this workflow")]
+    UnknownDependency(String),
+    /// A `depends_on` entry waits for the spawning task's result (it would form a cycle).
+    #[error("depends_on names \"{0}\", which waits for the spawning task; that would be a cycle")]
+    Cycle(String),
+    /// The input template is malformed or references a task not in `depends_on`.
+    #[error("input: {0}")]
+    Template(String),
+    /// `max_spawned_tasks` reached.
+    #[error("workflow {workflow} already spawned {limit} tasks (runtime.spawn.max_tasks_per_workflow)")]
+    TooMany {
+        /// Workflow id.
+        workflow: String,
+        /// The limit.
+        limit: u32,
+    },
+    /// `max_spawn_depth` reached.
+    #[error("task {task} is {depth} spawns deep; runtime.spawn.max_depth is {limit}")]
+    TooDeep {
+        /// The spawning task.
+        task: String,
+        /// Its depth.
+        depth: u32,
+        /// The limit.
+        limit: u32,
+    },
+    /// The workflow is finished or being cancelled.
+    #[error("workflow {0} is no longer running")]
+    Closed(String),
 }
 
 /// Something that happened, for traces and metrics.
@@ -207,5 +438,55 @@ pub enum SchedEvent {
         to: String,
         /// Attempts made on `from`.
         after_attempts: u32,
+    },
+    /// A workflow was accepted (declared ones at boot, submitted ones at run time).
+    WorkflowAccepted {
+        /// Workflow id.
+        id: String,
+        /// Where it came from.
+        origin: WorkflowOrigin,
+        /// Who submitted it.
+        by: String,
+        /// Number of tasks.
+        tasks: usize,
+    },
+    /// Every task of a workflow is terminal.
+    WorkflowFinished {
+        /// Workflow id.
+        id: String,
+        /// How it ended.
+        state: WorkflowState,
+    },
+    /// A running task added a task to its workflow.
+    TaskSpawned {
+        /// The new task.
+        task: TaskKey,
+        /// The task that spawned it.
+        parent: TaskKey,
+        /// The agent that runs it.
+        agent: String,
+        /// Its spawn depth.
+        depth: u32,
+    },
+    /// An operator suspended, resumed or killed an agent.
+    AgentControlled {
+        /// Agent name.
+        agent: String,
+        /// What was done.
+        action: AgentAction,
+        /// Who asked.
+        by: String,
+    },
+    /// A running attempt must stop now: its task was cancelled. The agent instance holding it
+    /// is told; its late report is absorbed (usage kept), never applied.
+    AttemptCancelled {
+        /// The task.
+        task: TaskKey,
+        /// The instance running it.
+        instance: InstanceId,
+        /// The lease it held.
+        lease: LeaseId,
+        /// Why.
+        reason: String,
     },
 }

@@ -8,6 +8,7 @@ use agentos_runtime::sched::{AttemptRecord, Report, SchedulerCore};
 use serde::Serialize;
 
 use super::agent::{Announce, RunTask};
+use super::control::{CancelWorkflow, ControlAgent, GetWorkflow, ListWorkflows, SubmitWorkflow};
 use super::port::ports;
 
 /// An agent instance is idle and can take a task.
@@ -76,6 +77,16 @@ ports! {
         drain: Drain,
         /// Graceful shutdown, step 2.
         cancel_all: CancelAll,
+        /// Control plane: submit a workflow.
+        submit: SubmitWorkflow,
+        /// Control plane: list workflows.
+        workflows: ListWorkflows,
+        /// Control plane: one workflow.
+        workflow: GetWorkflow,
+        /// Control plane: cancel a workflow.
+        cancel: CancelWorkflow,
+        /// Control plane: suspend, resume or kill an agent.
+        control: ControlAgent,
     }
 }
 

@@ -392,3 +392,5 @@ impl Handler<HardStop> for Scheduler {
         ctx.terminate();
     }
 }
+
+mod control;

@@ -60,7 +60,7 @@ impl Config {
         text: &str,
         format: WorkflowFormat,
         origin: &str,
-    ) -> Result<WorkflowSpec, ConfigErrors> {
+    ) -> Result<WorkflowSpec, WorkflowRejected> {
         validate::parse_workflow(self, text, format, origin)
     }
 
@@ -77,6 +77,18 @@ pub enum WorkflowFormat {
     Json,
     /// `application/ron`.
     Ron,
+}
+
+/// Why a submitted workflow was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WorkflowRejected {
+    /// The text is not well-formed JSON or RON, or does not have a workflow's shape (an
+    /// unknown field, a missing one, a wrong type). The error says where.
+    #[error("{0}")]
+    Malformed(ConfigError),
+    /// It parsed, but failed validation; every problem is listed.
+    #[error("{0}")]
+    Invalid(ConfigErrors),
 }
 
 /// Runtime-wide settings.

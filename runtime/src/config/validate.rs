@@ -126,14 +126,14 @@ pub(crate) fn parse_workflow(
     text: &str,
     format: WorkflowFormat,
     origin: &str,
-) -> Result<WorkflowSpec, ConfigErrors> {
+) -> Result<WorkflowSpec, WorkflowRejected> {
     let one = |position: Option<Position>, message: String| {
-        ConfigErrors(vec![ConfigError {
+        WorkflowRejected::Malformed(ConfigError {
             origin: origin.to_owned(),
             position,
             entity: String::new(),
             message,
-        }])
+        })
     };
     // RON positions are found by the span index; JSON ones come from serde_json, and the
     // entity names in JSON errors carry no position.
@@ -193,7 +193,7 @@ pub(crate) fn parse_workflow(
                 }
             }
         }
-        Err(ConfigErrors(errors))
+        Err(WorkflowRejected::Invalid(ConfigErrors(errors)))
     }
 }
 

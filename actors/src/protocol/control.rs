@@ -7,6 +7,7 @@
 
 use actix::prelude::*;
 use agentos_runtime::config::WorkflowSpec;
+pub use agentos_runtime::sched::Refused;
 use agentos_runtime::sched::{AgentAction, WorkflowView};
 use serde::Serialize;
 
@@ -29,19 +30,6 @@ pub struct Submitted {
     pub id: String,
     /// `false` when an earlier submit with the same idempotency key is returned.
     pub created: bool,
-}
-
-/// Why a control request was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
-#[serde(tag = "kind", content = "message", rename_all = "snake_case")]
-pub enum Refused {
-    /// No such workflow or agent.
-    #[error("{0}")]
-    NotFound(String),
-    /// Not possible in the current state (already finished, key reused for another body,
-    /// shutting down).
-    #[error("{0}")]
-    Conflict(String),
 }
 
 /// Every workflow, without task outputs.

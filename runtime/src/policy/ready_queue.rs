@@ -61,6 +61,27 @@ impl ReadyQueue {
         Some(idx)
     }
 
+    /// Removes task `idx` from `agent`'s queue; answers whether it was queued there.
+    pub fn remove(&mut self, agent: &str, idx: usize) -> bool {
+        let Some(set) = self.by_agent.get_mut(agent) else {
+            return false;
+        };
+        let before = set.len();
+        set.retain(|&(_, _, i)| i != idx);
+        let removed = before - set.len();
+        self.len -= removed;
+        removed > 0
+    }
+
+    /// Removes and returns every task queued for `agent`, best first.
+    pub fn drain_agent(&mut self, agent: &str) -> Vec<usize> {
+        let Some(set) = self.by_agent.remove(agent) else {
+            return Vec::new();
+        };
+        self.len -= set.len();
+        set.into_iter().map(|(_, _, i)| i).collect()
+    }
+
     /// Empties the queue (shutdown cancels every task at once).
     pub fn clear(&mut self) {
         self.by_agent.clear();

@@ -17,10 +17,11 @@
 //!   naming the failed task.
 //! - An agent instance that dies or lets its lease expire returns its task as a failed attempt.
 
+mod control;
 mod idle;
 mod types;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,45 +52,25 @@ pub struct SchedulerCore {
     rng: SplitMix64,
     draining: bool,
     counts: [usize; 7],
+    workflows: Vec<WorkflowRecord>,
+    wf_index: HashMap<String, usize>,
+    idempotency: HashMap<String, usize>,
+    suspended: HashSet<String>,
+    killed: HashMap<String, String>,
+    /// Leases revoked by a cancel: the late report is absorbed (its usage kept).
+    cancelled: HashMap<LeaseId, usize>,
+    /// Events produced while building the declared workflows, for the actor to record.
+    pending: Vec<SchedEvent>,
 }
 
 impl SchedulerCore {
     /// Builds the DAGs of every workflow in `cfg`; tasks without upstream are Ready at once.
     pub fn new(cfg: Arc<Config>, now: Instant) -> Self {
-        let mut tasks = Vec::new();
-        let mut index = HashMap::new();
-        for (w, wf) in cfg.workflows.iter().enumerate() {
-            let base = tasks.len();
-            let local: HashMap<&str, usize> = wf
-                .tasks
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (t.id.as_str(), base + i))
-                .collect();
-            for t in &wf.tasks {
-                let key = TaskKey {
-                    workflow: wf.name.clone(),
-                    task: t.id.clone(),
-                };
-                let deps: Vec<usize> = t
-                    .depends_on
-                    .iter()
-                    .filter_map(|d| local.get(d.as_str()).copied())
-                    .collect();
-                index.insert(key.clone(), tasks.len());
-                tasks.push(TaskRecord::new(key, w, t, deps));
-            }
-        }
-        for i in 0..tasks.len() {
-            for d in tasks[i].deps.clone() {
-                tasks[d].dependents.push(i);
-            }
-        }
         let mut core = Self {
             ready: ReadyQueue::new(now, cfg.runtime.aging_per_sec),
-            cfg,
-            tasks,
-            index,
+            cfg: cfg.clone(),
+            tasks: Vec::new(),
+            index: HashMap::new(),
             delayed: BTreeSet::new(),
             idle: HashMap::new(),
             leases: HashMap::new(),
@@ -99,17 +80,39 @@ impl SchedulerCore {
             rng: SplitMix64::new(0x5EED_A6E7),
             draining: false,
             counts: [0; 7],
+            workflows: Vec::new(),
+            wf_index: HashMap::new(),
+            idempotency: HashMap::new(),
+            suspended: HashSet::new(),
+            killed: HashMap::new(),
+            cancelled: HashMap::new(),
+            pending: Vec::new(),
         };
-        core.counts[state_slot(TaskState::Pending)] = core.tasks.len();
-        for i in 0..core.tasks.len() {
-            if core.tasks[i].deps.is_empty() {
-                core.make_ready(i, now, &mut Vec::new());
+        let mut accepted = Vec::new();
+        for wf in &cfg.workflows {
+            // The initial transitions of declared tasks are not events (as before the control
+            // plane); their acceptance is.
+            core.add_workflow(wf, WorkflowOrigin::Declared, "config", now, &mut Vec::new());
+            let rec = core.workflows.last().map(|w| (w.id.clone(), w.tasks.len()));
+            if let Some((id, tasks)) = rec {
+                accepted.push(SchedEvent::WorkflowAccepted {
+                    id,
+                    origin: WorkflowOrigin::Declared,
+                    by: "config".into(),
+                    tasks,
+                });
             }
         }
+        core.pending = accepted;
         core
     }
 
-    /// All task records, in declaration order.
+    /// Events produced while the declared workflows were built; taken once.
+    pub fn take_pending(&mut self) -> Vec<SchedEvent> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// All task records: declared, then submitted and spawned ones in the order they came.
     pub fn tasks(&self) -> &[TaskRecord] {
         &self.tasks
     }
@@ -148,6 +151,9 @@ impl SchedulerCore {
 
     /// An agent instance is idle and can take a task.
     pub fn agent_idle(&mut self, instance: InstanceId) {
+        if self.killed.contains_key(&instance.agent) {
+            return;
+        }
         let q = self.idle.entry(instance.agent.clone()).or_default();
         if !self.by_instance.contains_key(&instance) {
             q.push_back(instance);
@@ -193,7 +199,7 @@ impl SchedulerCore {
             let best = self
                 .idle
                 .iter()
-                .filter(|(_, q)| !q.is_empty())
+                .filter(|(agent, q)| !q.is_empty() && !self.suspended.contains(agent.as_str()))
                 .filter_map(|(agent, _)| self.ready.peek(agent).map(|(k, _)| (k, agent.clone())))
                 .min();
             let Some((_, agent)) = best else { break };
@@ -210,6 +216,11 @@ impl SchedulerCore {
 
     /// Settles a lease with the agent's report. Refused if the lease is no longer live.
     pub fn report(&mut self, report: Report, now: Instant) -> Result<Vec<SchedEvent>, StaleLease> {
+        if let Some(idx) = self.cancelled.remove(&report.lease) {
+            // The task is Cancelled already; the stopped attempt's tokens still count.
+            self.tasks[idx].usage += report.usage;
+            return Ok(Vec::new());
+        }
         if !self.leases.contains_key(&report.lease) {
             return Err(StaleLease(report.lease));
         }
@@ -224,7 +235,7 @@ impl SchedulerCore {
         let expired: Vec<LeaseId> = self
             .leases
             .values()
-            .filter(|l| l.deadline <= now)
+            .filter(|l| !l.paused && l.deadline <= now)
             .map(|l| l.id)
             .collect();
         let mut events = Vec::new();
@@ -252,7 +263,12 @@ impl SchedulerCore {
     /// The next moment something is due: a delayed retry or a lease deadline.
     pub fn next_deadline(&self) -> Option<Instant> {
         let retry = self.delayed.first().map(|&(t, _, _)| t);
-        let lease = self.leases.values().map(|l| l.deadline).min();
+        let lease = self
+            .leases
+            .values()
+            .filter(|l| !l.paused)
+            .map(|l| l.deadline)
+            .min();
         match (retry, lease) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -265,6 +281,7 @@ impl SchedulerCore {
         let mut events = Vec::new();
         self.leases.clear();
         self.by_instance.clear();
+        self.cancelled.clear();
         self.delayed.clear();
         self.ready.clear();
         for i in 0..self.tasks.len() {
@@ -321,6 +338,7 @@ impl SchedulerCore {
                 instance: instance.clone(),
                 started: now,
                 deadline,
+                paused: self.suspended.contains(&instance.agent),
             },
         );
         self.by_instance.insert(instance, id);
@@ -380,7 +398,11 @@ impl SchedulerCore {
                 let policy = self.cfg.agent(&agent).map(|a| a.retry);
                 let attempts = t.attempts_on_agent;
                 match policy {
-                    Some(p) if retryable && attempts < p.max_attempts => {
+                    Some(p)
+                        if retryable
+                            && attempts < p.max_attempts
+                            && !self.killed.contains_key(&agent) =>
+                    {
                         let base =
                             exponential(p.initial_backoff, p.max_backoff, p.multiplier, attempts);
                         // A server's Retry-After is honoured, but capped: it is outside input.
@@ -457,6 +479,13 @@ impl SchedulerCore {
     }
 
     fn make_ready(&mut self, idx: usize, now: Instant, events: &mut Vec<SchedEvent>) {
+        if let Some(why) = self.killed.get(&self.tasks[idx].current_agent) {
+            // A killed agent takes no task: on to the fallback (or fail with why).
+            let why = why.clone();
+            self.tasks[idx].last_error.get_or_insert(why);
+            self.fall_back_or_fail(idx, now, events);
+            return;
+        }
         let t = &self.tasks[idx];
         let base = self
             .cfg
@@ -507,6 +536,7 @@ impl SchedulerCore {
         t.state = to;
         self.counts[state_slot(from)] -= 1;
         self.counts[state_slot(to)] += 1;
+        let wf = t.workflow;
         events.push(SchedEvent::TaskState {
             task: t.key.clone(),
             agent: t.current_agent.clone(),
@@ -515,6 +545,9 @@ impl SchedulerCore {
             attempt: t.attempts_total,
             reason,
         });
+        if to.is_terminal() && !from.is_terminal() {
+            self.task_closed(wf, events);
+        }
     }
 }
 

@@ -25,6 +25,8 @@ pub struct Lease {
     pub started: Instant,
     /// When it is revoked if no report came.
     pub deadline: Instant,
+    /// Its agent is suspended: the deadline does not run until it is resumed.
+    pub paused: bool,
 }
 
 /// One attempt handed to an agent instance.
@@ -356,6 +358,43 @@ impl AgentAction {
     }
 }
 
+/// Why a control request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[serde(tag = "kind", content = "message", rename_all = "snake_case")]
+pub enum Refused {
+    /// No such workflow or agent.
+    #[error("{0}")]
+    NotFound(String),
+    /// Not possible in the current state (already finished, key reused for another body,
+    /// shutting down).
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// What the scheduler holds about an agent's lifecycle (its instances' states are on the
+/// board).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStatus {
+    /// Gets tasks.
+    Active,
+    /// No new dispatch; running attempts pause at their next step boundary.
+    Suspended,
+    /// Its instances are stopped; its tasks go to their fallback.
+    Killed,
+}
+
+/// A task to add to the spawning task's workflow (`spawn_task`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpawnRequest {
+    /// Agent that runs it.
+    pub agent: String,
+    /// Its input; `{{id}}` templates may name its `depends_on` tasks.
+    pub input: String,
+    /// Existing tasks of the workflow it waits for.
+    pub depends_on: Vec<String>,
+}
+
 /// Why a spawn was refused; the model reads it as the tool's error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpawnError {
@@ -375,7 +414,9 @@ pub enum SpawnError {
     #[error("input: {0}")]
     Template(String),
     /// `max_spawned_tasks` reached.
-    #[error("workflow {workflow} already spawned {limit} tasks (runtime.spawn.max_tasks_per_workflow)")]
+    #[error(
+        "workflow {workflow} already spawned {limit} tasks (runtime.spawn.max_tasks_per_workflow)"
+    )]
     TooMany {
         /// Workflow id.
         workflow: String,

@@ -20,9 +20,13 @@
 //!   [`StepEvent`]; the actor system turns those into metrics, the trace, the logs and the
 //!   agent's control block.
 //!
+//! - The [`AttemptControl`] suspends the attempt at its next step boundary (paused time does
+//!   not count against the timeout) or cancels it at once.
+//!
 //! No actix here: the actor that runs an attempt only adds the lease, the unwind guard and the
 //! report. The tests drive this loop with fakes and paused time.
 
+mod control;
 pub mod ports;
 mod step;
 
@@ -39,6 +43,7 @@ pub use crate::events::{
 pub use ports::{
     OpenRequest, PromptError, PromptSource, RouteLease, Router, SharedOutput, ToolBox,
 };
+pub use control::AttemptControl;
 pub use step::{run_attempt, AttemptResult};
 
 use crate::config::AgentSpec;

@@ -1,7 +1,10 @@
 //! [`run_attempt`]: the loop of one attempt.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use super::control::PauseClock;
+use super::AttemptControl;
 
 use crate::context::PagerError;
 use crate::llm::{ChatMessage, ChatRequest, RequestMeta, Role, Usage};
@@ -25,12 +28,35 @@ pub struct AttemptResult {
     pub usage: Usage,
 }
 
-/// Runs one attempt of `d` within its timeout `d.timeout`.
-pub async fn run_attempt(setup: &AgentSetup, ports: &StepPorts, d: &Dispatch) -> AttemptResult {
+/// Runs one attempt of `d` within its timeout `d.timeout` (time spent suspended not counted),
+/// until it ends or `control` cancels it.
+pub async fn run_attempt(
+    setup: &AgentSetup,
+    ports: &StepPorts,
+    d: &Dispatch,
+    control: &AttemptControl,
+) -> AttemptResult {
     let mut usage = Usage::default();
-    let outcome = match tokio::time::timeout(d.timeout, steps(setup, ports, d, &mut usage)).await {
-        Ok(outcome) => outcome,
-        Err(_) => failed(format!("attempt timed out after {:?}", d.timeout), true),
+    let clock = PauseClock::default();
+    let outcome = {
+        let work = steps(setup, ports, d, control, &clock, &mut usage);
+        tokio::pin!(work);
+        let start = tokio::time::Instant::now();
+        loop {
+            let now = tokio::time::Instant::now();
+            let (paused, paused_now) = clock.paused(now);
+            let ran = now.saturating_duration_since(start).saturating_sub(paused);
+            if ran >= d.timeout && !paused_now {
+                break failed(format!("attempt timed out after {:?}", d.timeout), true);
+            }
+            // While paused the deadline moves; look again after a while.
+            let wake = now + d.timeout.saturating_sub(ran).max(Duration::from_millis(1));
+            tokio::select! {
+                outcome = &mut work => break outcome,
+                _ = tokio::time::sleep_until(wake) => {}
+                reason = control.cancelled() => break failed(format!("cancelled: {reason}"), false),
+            }
+        }
     };
     AttemptResult { outcome, usage }
 }
@@ -62,7 +88,14 @@ fn pager_failed(sink: &dyn EventSink, agent: &str, what: &str, e: PromptError) -
 
 /// The loop; `usage` accumulates as calls return, so the caller still has it when the loop
 /// is cut short by the attempt timeout.
-async fn steps(setup: &AgentSetup, ports: &StepPorts, d: &Dispatch, usage: &mut Usage) -> Outcome {
+async fn steps(
+    setup: &AgentSetup,
+    ports: &StepPorts,
+    d: &Dispatch,
+    control: &AttemptControl,
+    clock: &PauseClock,
+    usage: &mut Usage,
+) -> Outcome {
     let spec = &setup.spec;
     let agent = spec.name.as_str();
     let instance = &setup.instance;
@@ -102,6 +135,12 @@ async fn steps(setup: &AgentSetup, ports: &StepPorts, d: &Dispatch, usage: &mut 
     };
 
     for step in 0..spec.max_steps {
+        // The step boundary: a suspended agent's attempt waits here, context kept.
+        if control.is_suspended() {
+            sink.emit(StepEvent::State(AgentState::Suspended));
+            control.gate(clock).await;
+            sink.emit(StepEvent::State(AgentState::Running));
+        }
         let step_started = Instant::now();
         let built = match ports.prompts.build(agent, &context, overhead_tokens).await {
             Ok(b) => b,

@@ -433,7 +433,13 @@ fn dispatch(timeout: Duration) -> Dispatch {
 
 impl Rig {
     async fn run(&self) -> AttemptResult {
-        run_attempt(&self.setup, &self.ports, &dispatch(Duration::from_secs(60))).await
+        run_attempt(
+            &self.setup,
+            &self.ports,
+            &dispatch(Duration::from_secs(60)),
+            &AttemptControl::none(),
+        )
+        .await
     }
 
     /// Every lease taken was released and every context opened was closed.
@@ -742,7 +748,13 @@ async fn an_attempt_timeout_keeps_the_tokens_spent_and_releases_everything() {
         5,
         FakePrompts::default(),
     );
-    let result = run_attempt(&r.setup, &r.ports, &dispatch(Duration::from_secs(30))).await;
+    let result = run_attempt(
+        &r.setup,
+        &r.ports,
+        &dispatch(Duration::from_secs(30)),
+        &AttemptControl::none(),
+    )
+    .await;
     let (reason, retryable, _) = failure(&result);
     assert_eq!(reason, "attempt timed out after 30s");
     assert!(retryable);
@@ -760,7 +772,7 @@ async fn a_panicking_backend_still_releases_the_lease_and_closes_the_context() {
         FakePrompts::default(),
     );
     let d = dispatch(Duration::from_secs(60));
-    let caught = std::panic::AssertUnwindSafe(run_attempt(&r.setup, &r.ports, &d))
+    let caught = std::panic::AssertUnwindSafe(run_attempt(&r.setup, &r.ports, &d, &AttemptControl::none()))
         .catch_unwind()
         .await;
     assert!(
@@ -781,7 +793,8 @@ async fn a_dropped_attempt_releases_the_lease_and_closes_the_context() {
     );
     let d = dispatch(Duration::from_secs(60));
     {
-        let mut attempt = Box::pin(run_attempt(&r.setup, &r.ports, &d));
+        let control = AttemptControl::none();
+        let mut attempt = Box::pin(run_attempt(&r.setup, &r.ports, &d, &control));
         // Poll until the call is in flight, then drop the attempt (a cancelled task).
         for _ in 0..10 {
             assert!(futures::poll!(attempt.as_mut()).is_pending());
@@ -808,4 +821,71 @@ async fn states_alternate_waiting_and_running_around_each_call() {
         .filter(|l| l.starts_with("state"))
         .collect();
     assert_eq!(states, ["state Waiting", "state Running"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_suspended_attempt_pauses_at_the_step_boundary_and_the_pause_does_not_time_it_out() {
+    let r = rig(
+        vec![
+            Reply::Calls(vec![("calculator", json!({}))]),
+            Reply::Answer("4"),
+        ],
+        r#""calculator""#,
+        5,
+        FakePrompts::default(),
+    );
+    let (suspend, suspended) = tokio::sync::watch::channel(true);
+    let (_cancel, cancelled) = tokio::sync::watch::channel(None);
+    let control = AttemptControl::new(suspended, cancelled);
+    let d = dispatch(Duration::from_secs(30));
+    let mut attempt = Box::pin(run_attempt(&r.setup, &r.ports, &d, &control));
+    // Suspended before the first step: no LLM call, however long it waits (past the timeout).
+    for _ in 0..3 {
+        tokio::select! {
+            _ = &mut attempt => panic!("a suspended attempt must not end"),
+            _ = tokio::time::sleep(Duration::from_secs(20)) => {}
+        }
+    }
+    assert_eq!(r.backend.calls(), 0, "no call while suspended");
+    assert!(r.events.count("state Suspended") >= 1);
+    suspend.send_replace(false);
+    let result = attempt.await;
+    assert_eq!(
+        result.outcome,
+        Outcome::Succeeded {
+            output: "4".into()
+        },
+        "60 s suspended did not count against the 30 s timeout"
+    );
+    assert_eq!(r.backend.calls(), 2);
+    r.assert_released();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_stops_an_attempt_blocked_in_a_call_at_once() {
+    let r = rig(
+        vec![Reply::Hang],
+        r#""calculator""#,
+        5,
+        FakePrompts::default(),
+    );
+    let (_suspend, suspended) = tokio::sync::watch::channel(false);
+    let (cancel, cancelled) = tokio::sync::watch::channel(None);
+    let control = AttemptControl::new(suspended, cancelled);
+    let d = dispatch(Duration::from_secs(300));
+    let mut attempt = Box::pin(run_attempt(&r.setup, &r.ports, &d, &control));
+    tokio::select! {
+        _ = &mut attempt => panic!("the call hangs"),
+        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+    }
+    assert_eq!(r.backend.calls(), 1);
+    cancel.send_replace(Some("workflow w cancelled by test".into()));
+    let started = tokio::time::Instant::now();
+    let result = attempt.await;
+    assert!(started.elapsed() < Duration::from_secs(1), "at once, not at the timeout");
+    let (reason, retryable, _) = failure(&result);
+    assert_eq!(reason, "cancelled: workflow w cancelled by test");
+    assert!(!retryable);
+    assert_eq!(r.events.count("llm abandoned"), 1);
+    r.assert_released();
 }

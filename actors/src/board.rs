@@ -6,12 +6,15 @@
 //! - `pager`: paging statistics by agent, written by the context pager's worker only.
 //! - `done` / `fatal`: the run's end signals, sent by the scheduler (every task terminal) and
 //!   by the root supervisor (it gave up).
+//! - `suspended`: each agent's suspend switch, set by the scheduler (the control plane) and
+//!   watched by the agent's instances.
 //!
 //! A reader takes a snapshot; it never holds a lock that an owner waits on for long.
 
 use agentos_runtime::context::SharedStats;
 use agentos_runtime::model::{ControlBlock, InstanceId};
 use dashmap::DashMap;
+use std::collections::HashMap;
 use tokio::sync::watch;
 
 /// Published state of one running system.
@@ -25,20 +28,51 @@ pub struct Board {
     pub done: watch::Sender<bool>,
     /// Set when the root supervisor gave up.
     pub fatal: watch::Sender<Option<String>>,
+    /// Each declared agent's suspend switch, written by the scheduler only; the agent's
+    /// instances watch it.
+    pub suspended: HashMap<String, watch::Sender<bool>>,
 }
 
 impl Default for Board {
     fn default() -> Self {
+        Self::new(std::iter::empty::<&str>())
+    }
+}
+
+impl Board {
+    /// A board with a suspend switch (off) for each of `agents`.
+    pub fn new<'a>(agents: impl IntoIterator<Item = &'a str>) -> Self {
         Self {
             agents: DashMap::new(),
             pager: SharedStats::default(),
             done: watch::channel(false).0,
             fatal: watch::channel(None).0,
+            suspended: agents
+                .into_iter()
+                .map(|a| (a.to_owned(), watch::channel(false).0))
+                .collect(),
         }
     }
-}
 
-impl Board {
+    /// A receiver of `agent`'s suspend switch (one that never turns on for an unknown agent).
+    pub fn suspend_switch(&self, agent: &str) -> watch::Receiver<bool> {
+        match self.suspended.get(agent) {
+            Some(tx) => tx.subscribe(),
+            None => watch::channel(false).1,
+        }
+    }
+
+    /// Control blocks of `agent`'s instances, by replica.
+    pub fn control_blocks_of(&self, agent: &str) -> Vec<ControlBlock> {
+        let mut out: Vec<ControlBlock> = self
+            .agents
+            .iter()
+            .filter(|e| e.key().agent == agent)
+            .map(|e| e.value().clone())
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
     /// Snapshot of every control block, sorted by instance.
     pub fn control_blocks(&self) -> Vec<ControlBlock> {
         let mut out: Vec<ControlBlock> = self.agents.iter().map(|e| e.value().clone()).collect();

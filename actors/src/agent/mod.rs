@@ -19,24 +19,27 @@ pub mod bus;
 pub mod prompts;
 pub mod router;
 pub mod sink;
+pub mod spawn;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use agentos_runtime::agent::{run_attempt, AgentSetup, StepPorts};
+use agentos_runtime::agent::{run_attempt, AgentSetup, AttemptControl, StepPorts};
 use agentos_runtime::events::agent::{AgentCrashed, AgentStateChanged};
 use agentos_runtime::model::{AgentState, ControlBlock};
 use agentos_runtime::policy::supervision::RestartType;
-use agentos_runtime::sched::{Outcome, Report};
+use agentos_runtime::sched::{LeaseId, Outcome, Report};
 use agentos_runtime::trace::Trace;
 use futures::FutureExt;
+use tokio::sync::watch;
 
 use crate::board::Board;
 use crate::child::{ChildHandle, ChildSpec, ExitNotice, HardStop};
 use crate::protocol::{
-    agent_child_id, AgentDown, AgentIdle, Announce, Port, RunTask, SchedulerPorts, TaskReport,
+    agent_child_id, AgentDown, AgentIdle, Announce, CancelAttempt, Port, RunTask, SchedulerPorts,
+    TaskReport,
 };
 use sink::AgentSink;
 
@@ -92,6 +95,8 @@ pub struct Agent {
     pid: u64,
     notice: ExitNotice,
     busy: bool,
+    /// The cancel signal of the attempt running now.
+    cancel: Option<(LeaseId, watch::Sender<Option<String>>)>,
 }
 
 impl Agent {
@@ -102,6 +107,7 @@ impl Agent {
             pid: NEXT_PID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             notice,
             busy: false,
+            cancel: None,
         }
     }
 
@@ -113,6 +119,7 @@ impl Agent {
             instance: self.env.setup.instance.clone(),
             run: ctx.address().recipient(),
             announce: ctx.address().recipient(),
+            cancel: ctx.address().recipient(),
         };
         if self.env.scheduler.idle.try_tell(msg).is_err() {
             // The scheduler is busy or restarting: try again shortly.
@@ -190,6 +197,21 @@ impl Actor for Agent {
             to: Some(AgentState::Ready),
         }
         .emit();
+        // Follow the agent's suspend switch (set by the scheduler for the control plane); a
+        // restarted instance of a suspended agent starts Suspended.
+        let mut switch = self.env.sink.suspend_switch();
+        if *switch.borrow_and_update() {
+            self.env.sink.switch_moved();
+        }
+        let sink = self.env.sink.clone();
+        ctx.spawn(
+            async move {
+                while switch.changed().await.is_ok() {
+                    sink.switch_moved();
+                }
+            }
+            .into_actor(self),
+        );
         self.announce(ctx);
     }
 
@@ -209,6 +231,18 @@ impl Handler<Announce> for Agent {
 
     fn handle(&mut self, _: Announce, ctx: &mut Self::Context) {
         self.announce(ctx);
+    }
+}
+
+impl Handler<CancelAttempt> for Agent {
+    type Result = ();
+
+    fn handle(&mut self, msg: CancelAttempt, _: &mut Self::Context) {
+        if let Some((lease, tx)) = &self.cancel {
+            if *lease == msg.lease {
+                tx.send_replace(Some(msg.reason));
+            }
+        }
     }
 }
 
@@ -258,9 +292,12 @@ impl Handler<RunTask> for Agent {
         self.env.sink.set_state(AgentState::Running);
         let env = self.env.clone();
         let lease = dispatch.lease;
+        let (cancel, cancelled) = watch::channel(None);
+        self.cancel = Some((lease, cancel));
+        let control = AttemptControl::new(self.env.sink.suspend_switch(), cancelled);
         let started = Instant::now();
         let attempt = async move {
-            let step = async { run_attempt(&env.setup, &env.ports, &dispatch).await };
+            let step = async { run_attempt(&env.setup, &env.ports, &dispatch, &control).await };
             AssertUnwindSafe(Contained(Box::pin(step)))
                 .catch_unwind()
                 .await
@@ -268,6 +305,7 @@ impl Handler<RunTask> for Agent {
         };
         ctx.spawn(attempt.into_actor(self).map(move |result, act, ctx| {
             let instance = act.env.setup.instance.clone();
+            act.cancel = None;
             act.env.board.update(&instance, |cb| {
                 cb.busy += started.elapsed();
                 cb.tasks_done += 1;

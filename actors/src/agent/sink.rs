@@ -7,6 +7,7 @@ use agentos_runtime::agent::{EventSink, StepEvent};
 use agentos_runtime::events::agent::AgentStateChanged;
 use agentos_runtime::model::{AgentState, InstanceId};
 use agentos_runtime::trace::Trace;
+use tokio::sync::watch;
 
 use crate::board::Board;
 
@@ -16,20 +17,69 @@ pub struct AgentSink {
     instance: InstanceId,
     board: Arc<Board>,
     trace: Trace,
+    suspended: watch::Receiver<bool>,
 }
 
 impl AgentSink {
-    /// A sink for `instance`.
-    pub fn new(instance: InstanceId, board: Arc<Board>, trace: Trace) -> Self {
+    /// A sink for `instance`; `suspended` is its agent's suspend switch.
+    pub fn new(
+        instance: InstanceId,
+        board: Arc<Board>,
+        trace: Trace,
+        suspended: watch::Receiver<bool>,
+    ) -> Self {
         Self {
             instance,
             board,
             trace,
+            suspended,
         }
     }
 
-    /// Moves the instance's control block to `to`, keeping the per-state gauge balanced.
+    /// The agent's suspend switch.
+    pub fn suspend_switch(&self) -> watch::Receiver<bool> {
+        self.suspended.clone()
+    }
+
+    /// Moves the instance's control block to `to`, keeping the per-state gauge balanced. While
+    /// the agent is suspended it shows Suspended whatever it is doing (an attempt finishing
+    /// its current call), until it terminates.
     pub fn set_state(&self, to: AgentState) {
+        let to = if *self.suspended.borrow() && to != AgentState::Terminated {
+            AgentState::Suspended
+        } else {
+            to
+        };
+        self.write_state(to);
+    }
+
+    /// The suspend switch moved: show Suspended, or what the instance is doing.
+    pub fn switch_moved(&self) {
+        let to = if *self.suspended.borrow() {
+            AgentState::Suspended
+        } else {
+            let busy = self
+                .board
+                .agents
+                .get(&self.instance)
+                .is_some_and(|cb| cb.current_task.is_some());
+            if busy {
+                AgentState::Running
+            } else {
+                AgentState::Ready
+            }
+        };
+        let terminated = self
+            .board
+            .agents
+            .get(&self.instance)
+            .is_some_and(|cb| cb.state == AgentState::Terminated);
+        if !terminated {
+            self.write_state(to);
+        }
+    }
+
+    fn write_state(&self, to: AgentState) {
         let mut from = None;
         self.board.update(&self.instance, |cb| {
             if cb.state != to {

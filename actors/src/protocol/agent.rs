@@ -1,7 +1,7 @@
 //! Messages agents handle, and the ports agents are reached through.
 
 use actix::prelude::*;
-use agentos_runtime::sched::Dispatch;
+use agentos_runtime::sched::{Dispatch, LeaseId};
 
 use super::port::ports;
 
@@ -19,6 +19,34 @@ pub struct RunTask {
 #[rtype(result = "()")]
 pub struct Announce;
 
+/// Stops the attempt running under `lease` at once (its task was cancelled). Ignored when the
+/// agent no longer runs that lease.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CancelAttempt {
+    /// The lease the attempt runs under.
+    pub lease: LeaseId,
+    /// Why (the model never sees it; the attempt's report carries it).
+    pub reason: String,
+}
+
+/// Stops one child of a supervisor by id and parks it: it is not restarted until a
+/// [`StartChild`] (an operator killed the agent). Answers whether a running child was found.
+#[derive(Debug, Message)]
+#[rtype(result = "bool")]
+pub struct TerminateChild {
+    /// The child id.
+    pub id: String,
+    /// Why, for the exit hook (the agent's lease comes back with it).
+    pub reason: String,
+}
+
+/// Starts a parked child again (an operator resumed a killed agent). Answers whether a parked
+/// child of that id was found.
+#[derive(Debug, Message)]
+#[rtype(result = "bool")]
+pub struct StartChild(pub String);
+
 /// Restarts one child of a supervisor by id (sent by the scheduler when a lease expires on a
 /// wedged agent). Counted like a crash: restart intensity, backoff and escalation apply.
 /// Answers whether a running child of that id was found.
@@ -31,6 +59,10 @@ ports! {
     AgentSupervisorPorts {
         /// Restarts a wedged agent.
         restart: RestartChild,
+        /// Stops a killed agent's instance for good (until started again).
+        terminate: TerminateChild,
+        /// Starts a killed agent's instance again.
+        start: StartChild,
     }
 }
 

@@ -4,10 +4,10 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use agentos_runtime::model::{InstanceId, TaskState};
-use agentos_runtime::sched::{AttemptRecord, Report, SchedulerCore};
+use agentos_runtime::sched::{Report, SchedulerCore};
 use serde::Serialize;
 
-use super::agent::{Announce, RunTask};
+use super::agent::{Announce, CancelAttempt, RunTask};
 use super::control::{CancelWorkflow, ControlAgent, GetWorkflow, ListWorkflows, SubmitWorkflow};
 use super::port::ports;
 
@@ -21,6 +21,19 @@ pub struct AgentIdle {
     pub run: Recipient<RunTask>,
     /// Where to ask it to announce itself again (after a scheduler restart).
     pub announce: Recipient<Announce>,
+    /// Where to stop its running attempt (its task was cancelled).
+    pub cancel: Recipient<CancelAttempt>,
+}
+
+/// A running task adds a task to its workflow (`spawn_task`). Answers the new task's key
+/// (`workflow/id`) or the refusal the model reads.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<String, agentos_runtime::sched::SpawnError>")]
+pub struct SpawnTask {
+    /// The spawning task (`workflow/task`).
+    pub parent: String,
+    /// What to add.
+    pub request: agentos_runtime::sched::SpawnRequest,
 }
 
 /// An agent instance died (sent by its supervisor's exit hook); its lease comes back as a
@@ -87,37 +100,12 @@ ports! {
         cancel: CancelWorkflow,
         /// Control plane: suspend, resume or kill an agent.
         control: ControlAgent,
+        /// Running tasks add tasks to their workflow.
+        spawn: SpawnTask,
     }
 }
 
-/// One task as the summary and `/api/tasks` show it.
-#[derive(Debug, Clone, Serialize)]
-pub struct TaskSummary {
-    /// `workflow/task`.
-    pub task: String,
-    /// State.
-    pub state: TaskState,
-    /// Attempts over the whole fallback chain.
-    pub attempts: u32,
-    /// Agent responsible now (or at the end).
-    pub agent: String,
-    /// Instance that produced the output.
-    pub finished_by: Option<String>,
-    /// Prompt tokens over all attempts, failed ones included.
-    pub prompt_tokens: u64,
-    /// Completion tokens over all attempts, failed ones included.
-    pub completion_tokens: u64,
-    /// Prompt tokens the backend served from its prefix cache, over all attempts.
-    pub cached_tokens: u64,
-    /// Seconds from first dispatch to the end (or now).
-    pub duration_secs: f64,
-    /// Reason of the terminal state.
-    pub reason: Option<String>,
-    /// Output, if it succeeded.
-    pub output: Option<String>,
-    /// Every attempt.
-    pub history: Vec<AttemptRecord>,
-}
+pub use agentos_runtime::sched::TaskSummary;
 
 /// Every task of the run.
 #[derive(Debug, Clone, Serialize)]
@@ -133,23 +121,8 @@ impl RunSnapshot {
     pub fn of(core: &SchedulerCore, now: Instant) -> Self {
         Self {
             done: core.is_done(),
-            tasks: core
-                .tasks()
-                .iter()
-                .map(|t| TaskSummary {
-                    task: t.key.to_string(),
-                    state: t.state,
-                    attempts: t.attempts_total,
-                    agent: t.current_agent.clone(),
-                    finished_by: t.finished_by.clone(),
-                    prompt_tokens: t.usage.prompt_tokens,
-                    completion_tokens: t.usage.completion_tokens,
-                    cached_tokens: t.usage.cached_tokens,
-                    duration_secs: t.duration(now).as_secs_f64(),
-                    reason: t.reason.clone(),
-                    output: t.output.clone(),
-                    history: t.attempts.clone(),
-                })
+            tasks: (0..core.tasks().len())
+                .map(|i| core.summary(i, now))
                 .collect(),
         }
     }

@@ -1,19 +1,41 @@
 //! The scheduler's control-plane handlers: submit, list, inspect and cancel workflows;
-//! suspend, resume and kill agents.
+//! suspend, resume and kill agents; tasks spawned by running tasks.
+//!
+//! Every handler changes the core, records its events, and pumps (a submitted workflow's
+//! ready tasks are dispatched at once). Agent actions also move the agent's suspend switch on
+//! the board (kill and resume of a killed agent go through the agent supervisor), and the
+//! reply waits until the board shows every instance in its new state, so that the API
+//! answers with up-to-date control blocks.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use agentos_runtime::sched::WorkflowView;
+use agentos_runtime::model::{AgentState, InstanceId};
+use agentos_runtime::sched::{AgentAction, SpawnError};
 
 use super::Scheduler;
+use crate::board::Board;
 use crate::protocol::{
-    CancelWorkflow, ControlAgent, GetWorkflow, ListWorkflows, Refused, SubmitWorkflow, Submitted,
+    agent_child_id, CancelWorkflow, ControlAgent, GetWorkflow, ListWorkflows, Refused, SpawnTask,
+    StartChild, SubmitWorkflow, Submitted, TerminateChild,
 };
+
+/// Longest a control reply waits for the board to show the new state.
+const SETTLE_LIMIT: Duration = Duration::from_secs(2);
 
 impl Handler<SubmitWorkflow> for Scheduler {
     type Result = Result<Submitted, Refused>;
 
-    fn handle(&mut self, _: SubmitWorkflow, _: &mut Self::Context) -> Self::Result {
-        Err(Refused::Conflict("submission is being wired".into()))
+    fn handle(&mut self, m: SubmitWorkflow, ctx: &mut Self::Context) -> Self::Result {
+        let submitted = self
+            .state()
+            .core
+            .submit(m.spec, m.idempotency_key, &m.by, Instant::now());
+        let (id, created, events) = submitted?;
+        self.record(events);
+        self.pump(ctx);
+        Ok(Submitted { id, created })
     }
 }
 
@@ -21,30 +43,123 @@ impl Handler<ListWorkflows> for Scheduler {
     type Result = MessageResult<ListWorkflows>;
 
     fn handle(&mut self, _: ListWorkflows, _: &mut Self::Context) -> Self::Result {
-        MessageResult(Vec::<WorkflowView>::new())
+        MessageResult(self.state().core.views(Instant::now()))
     }
 }
 
 impl Handler<GetWorkflow> for Scheduler {
     type Result = MessageResult<GetWorkflow>;
 
-    fn handle(&mut self, _: GetWorkflow, _: &mut Self::Context) -> Self::Result {
-        MessageResult(None)
+    fn handle(&mut self, m: GetWorkflow, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.state().core.view(&m.0, true, Instant::now()))
     }
 }
 
 impl Handler<CancelWorkflow> for Scheduler {
-    type Result = Result<WorkflowView, Refused>;
+    type Result = Result<agentos_runtime::sched::WorkflowView, Refused>;
 
-    fn handle(&mut self, m: CancelWorkflow, _: &mut Self::Context) -> Self::Result {
-        Err(Refused::NotFound(m.id))
+    fn handle(&mut self, m: CancelWorkflow, ctx: &mut Self::Context) -> Self::Result {
+        let now = Instant::now();
+        let events = self.state().core.cancel_workflow(&m.id, &m.by, now)?;
+        self.record(events);
+        self.pump(ctx);
+        self.state()
+            .core
+            .view(&m.id, true, Instant::now())
+            .ok_or_else(|| Refused::NotFound(format!("no workflow {:?}", m.id)))
+    }
+}
+
+impl Handler<SpawnTask> for Scheduler {
+    type Result = Result<String, SpawnError>;
+
+    fn handle(&mut self, m: SpawnTask, ctx: &mut Self::Context) -> Self::Result {
+        let spawned = self
+            .state()
+            .core
+            .spawn(&m.parent, m.request, Instant::now());
+        let (key, events) = spawned?;
+        self.record(events);
+        self.pump(ctx);
+        Ok(key.to_string())
     }
 }
 
 impl Handler<ControlAgent> for Scheduler {
     type Result = ResponseFuture<Result<(), Refused>>;
 
-    fn handle(&mut self, m: ControlAgent, _: &mut Self::Context) -> Self::Result {
-        Box::pin(async move { Err(Refused::NotFound(m.agent)) })
+    fn handle(&mut self, m: ControlAgent, ctx: &mut Self::Context) -> Self::Result {
+        let now = Instant::now();
+        let (result, replicas) = {
+            let mut s = self.state();
+            let replicas = s.core.config().agent(&m.agent).map_or(0, |a| a.replicas);
+            let result = match m.action {
+                AgentAction::Suspend => s.core.suspend(&m.agent, &m.by).map(|e| (e, false)),
+                AgentAction::Resume => s
+                    .core
+                    .resume(&m.agent, &m.by, now)
+                    .map(|(killed, e)| (e, killed)),
+                AgentAction::Kill => s.core.kill(&m.agent, &m.by, now).map(|e| (e, false)),
+            };
+            (result, replicas)
+        };
+        let (events, was_killed) = match result {
+            Ok(x) => x,
+            Err(refused) => return Box::pin(async move { Err(refused) }),
+        };
+        let instances: Vec<InstanceId> = (0..replicas)
+            .map(|replica| InstanceId {
+                agent: m.agent.clone(),
+                replica,
+            })
+            .collect();
+        let board = self.links.board.clone();
+        if let Some(switch) = board.suspended.get(&m.agent) {
+            switch.send_replace(m.action == AgentAction::Suspend);
+        }
+        match m.action {
+            AgentAction::Kill => {
+                for i in &instances {
+                    self.links.agents.terminate.tell(TerminateChild {
+                        id: agent_child_id(i),
+                        reason: format!("killed by {}", m.by),
+                    });
+                }
+            }
+            AgentAction::Resume if was_killed => {
+                for i in &instances {
+                    self.links.agents.start.tell(StartChild(agent_child_id(i)));
+                }
+            }
+            _ => {}
+        }
+        self.record(events);
+        self.pump(ctx);
+        let action = m.action;
+        Box::pin(async move {
+            settled(&board, &instances, action).await;
+            Ok(())
+        })
+    }
+}
+
+/// Waits (bounded) until every instance's control block shows what `action` leads to.
+async fn settled(board: &Arc<Board>, instances: &[InstanceId], action: AgentAction) {
+    let shows = |state: AgentState| match action {
+        AgentAction::Suspend => matches!(state, AgentState::Suspended | AgentState::Terminated),
+        AgentAction::Resume => !matches!(state, AgentState::Suspended | AgentState::Terminated),
+        AgentAction::Kill => state == AgentState::Terminated,
+    };
+    let deadline = Instant::now() + SETTLE_LIMIT;
+    loop {
+        let done = instances.iter().all(|i| match board.agents.get(i) {
+            Some(cb) => shows(cb.state),
+            // Not started yet (or never): nothing to wait for.
+            None => true,
+        });
+        if done || Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -17,6 +17,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use actix::prelude::*;
+use agentos_runtime::events::control::{
+    AgentControlled, AttemptCancelled, TaskSpawned, WorkflowAccepted, WorkflowFinished,
+};
 use agentos_runtime::events::labels::AttemptOutcome;
 use agentos_runtime::events::sched::{
     AttemptFinished, LeaseExpired, StaleReport, TaskCounts, TaskFellBack, TaskRetried,
@@ -30,8 +33,8 @@ use agentos_runtime::trace::Trace;
 use crate::board::Board;
 use crate::child::{ChildHandle, ChildSpec, ExitNotice, HardStop};
 use crate::protocol::{
-    agent_child_id, AgentDown, AgentIdle, AgentSupervisorPorts, Announce, CancelAll, Drain,
-    GetSnapshot, RestartChild, RunSnapshot, RunTask, SchedulerPorts, TaskReport,
+    agent_child_id, AgentDown, AgentIdle, AgentSupervisorPorts, Announce, CancelAll, CancelAttempt,
+    Drain, GetSnapshot, RestartChild, RunSnapshot, RunTask, SchedulerPorts, TaskReport,
 };
 
 /// How the scheduler reaches one agent instance (from its last [`AgentIdle`]).
@@ -39,6 +42,7 @@ use crate::protocol::{
 struct AgentLink {
     run: Recipient<RunTask>,
     announce: Recipient<Announce>,
+    cancel: Recipient<CancelAttempt>,
 }
 
 /// What outlives a scheduler incarnation: the task table and the agents it knows.
@@ -238,12 +242,57 @@ impl Scheduler {
                     after_attempts,
                 }
                 .emit(trace),
-                // Emitted once the core produces them (control plane).
-                SchedEvent::WorkflowAccepted { .. }
-                | SchedEvent::WorkflowFinished { .. }
-                | SchedEvent::TaskSpawned { .. }
-                | SchedEvent::AgentControlled { .. }
-                | SchedEvent::AttemptCancelled { .. } => {}
+                SchedEvent::WorkflowAccepted {
+                    id,
+                    origin,
+                    by,
+                    tasks,
+                } => WorkflowAccepted {
+                    id: &id,
+                    origin,
+                    by: &by,
+                    tasks,
+                }
+                .emit(trace),
+                SchedEvent::WorkflowFinished { id, state } => {
+                    WorkflowFinished { id: &id, state }.emit(trace)
+                }
+                SchedEvent::TaskSpawned {
+                    task,
+                    parent,
+                    agent,
+                    depth,
+                } => TaskSpawned {
+                    task: &task,
+                    parent: &parent,
+                    agent: &agent,
+                    depth,
+                }
+                .emit(trace),
+                SchedEvent::AgentControlled { agent, action, by } => AgentControlled {
+                    agent: &agent,
+                    action,
+                    by: &by,
+                }
+                .emit(trace),
+                SchedEvent::AttemptCancelled {
+                    task,
+                    instance,
+                    lease,
+                    reason,
+                } => {
+                    AttemptCancelled {
+                        task: &task,
+                        instance: &instance,
+                        reason: &reason,
+                    }
+                    .emit(trace);
+                    // Rare and must not be lost: `do_send` ignores the mailbox bound.
+                    let link = self.state().agents.get(&instance).cloned();
+                    if let Some(link) = link {
+                        link.cancel.do_send(CancelAttempt { lease, reason });
+                    }
+                }
             }
         }
     }
@@ -257,7 +306,7 @@ impl Actor for Scheduler {
         // Leases held under a previous incarnation cannot be reported to us reliably: return
         // them as failed attempts, then ask every known agent to announce itself again.
         let now = Instant::now();
-        let mut events = Vec::new();
+        let mut events = self.state().core.take_pending();
         let announce: Vec<Recipient<Announce>> = {
             let mut s = self.state();
             let held: Vec<InstanceId> = s.core.leases().map(|l| l.instance.clone()).collect();
@@ -289,6 +338,7 @@ impl Handler<AgentIdle> for Scheduler {
                 AgentLink {
                     run: msg.run,
                     announce: msg.announce,
+                    cancel: msg.cancel,
                 },
             );
             s.core.agent_idle(msg.instance);

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::protocol::{StartChild, TerminateChild};
 use actix::prelude::*;
 use agentos_runtime::config::SupervisorSettings;
 use agentos_runtime::events::system::{ChildRestarted, SupervisorEscalated};
@@ -40,6 +41,8 @@ struct Slot {
     spec: ChildSpec,
     generation: u64,
     handle: Option<ChildHandle>,
+    /// Stopped on request and not to be restarted until started again.
+    parked: bool,
 }
 
 /// The child the stop barrier is waiting for.
@@ -85,6 +88,7 @@ impl Supervisor {
                     spec,
                     generation: 0,
                     handle: None,
+                    parked: false,
                 })
                 .collect(),
             notice,
@@ -163,8 +167,9 @@ impl Supervisor {
                         return;
                     }
                     for i in affected {
-                        // Another restart got there first (two exits within one backoff).
-                        if act.slots[i].handle.is_some() {
+                        // Another restart got there first (two exits within one backoff), or
+                        // the child was parked meanwhile.
+                        if act.slots[i].handle.is_some() || act.slots[i].parked {
                             continue;
                         }
                         let kind = act.slots[i].spec.kind;
@@ -384,6 +389,52 @@ impl Handler<RestartChild> for Supervisor {
         let reason = ExitReason::Abnormal("restart ordered (lease expired)".into());
         self.run_hook(index, &reason);
         self.decide(index, &reason, ctx);
+        true
+    }
+}
+
+impl Handler<TerminateChild> for Supervisor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: TerminateChild, _: &mut Self::Context) -> bool {
+        if self.stopping {
+            return false;
+        }
+        let Some(index) = self.slots.iter().position(|s| s.spec.id == msg.id) else {
+            return false;
+        };
+        let slot = &mut self.slots[index];
+        slot.parked = true;
+        let Some(handle) = slot.handle.take() else {
+            // Down already (a restart under way is skipped now that it is parked).
+            return false;
+        };
+        // A new generation: the stopped incarnation's own exit notice is ignored, so this
+        // exit is neither counted against the restart intensity nor restarted.
+        slot.generation += 1;
+        handle.hard_stop();
+        self.run_hook(index, &ExitReason::Abnormal(msg.reason));
+        true
+    }
+}
+
+impl Handler<StartChild> for Supervisor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: StartChild, ctx: &mut Self::Context) -> bool {
+        if self.stopping {
+            return false;
+        }
+        let Some(index) = self.slots.iter().position(|s| s.spec.id == msg.0) else {
+            return false;
+        };
+        if !self.slots[index].parked {
+            return false;
+        }
+        self.slots[index].parked = false;
+        if self.slots[index].handle.is_none() {
+            self.start_child(index, ctx);
+        }
         true
     }
 }

@@ -33,6 +33,7 @@ use crate::agent::bus::BusLink;
 use crate::agent::prompts::PagerPrompts;
 use crate::agent::router::KvRouter;
 use crate::agent::sink::AgentSink;
+use crate::agent::spawn::SpawnLink;
 use crate::agent::AgentEnv;
 use crate::board::Board;
 use crate::pager::WorkerConfig;
@@ -116,7 +117,7 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
     }
     .emit(&trace);
 
-    let board = Arc::new(Board::default());
+    let board = Arc::new(Board::new(cfg.agents.iter().map(|a| a.name.as_str())));
     let ports = SystemPorts::default();
     let arbiters: Vec<Arbiter> = (0..cfg.runtime.worker_threads.max(1))
         .map(|_| Arbiter::new())
@@ -196,6 +197,8 @@ fn agent_envs(
 ) -> anyhow::Result<Vec<(Arc<AgentEnv>, ArbiterHandle)>> {
     let tools = Arc::new(ToolRegistry::builtin());
     let bus: Arc<dyn BusPort> = Arc::new(BusLink::new(ports.bus.clone()));
+    let spawner: Arc<dyn agentos_runtime::tools::SpawnPort> =
+        Arc::new(SpawnLink::new(ports.scheduler.spawn.clone()));
     let prompts = Arc::new(PagerPrompts::new(ports.pager.clone()));
     let routers: HashMap<&str, Arc<KvRouter>> = cfg
         .backends
@@ -240,8 +243,14 @@ fn agent_envs(
                 command: command.clone(),
                 files: files.clone(),
                 bus: Some(bus.clone()),
+                spawner: Some(spawner.clone()),
             };
-            let sink = AgentSink::new(instance.clone(), board.clone(), trace.clone());
+            let sink = AgentSink::new(
+                instance.clone(),
+                board.clone(),
+                trace.clone(),
+                board.suspend_switch(&a.name),
+            );
             let step_ports = StepPorts {
                 prompts: prompts.clone(),
                 router: routers

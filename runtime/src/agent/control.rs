@@ -30,10 +30,7 @@ impl AttemptControl {
 
     /// Steered by the agent's suspend switch and this attempt's cancel signal (`Some(reason)`
     /// cancels).
-    pub fn new(
-        suspended: watch::Receiver<bool>,
-        cancel: watch::Receiver<Option<String>>,
-    ) -> Self {
+    pub fn new(suspended: watch::Receiver<bool>, cancel: watch::Receiver<Option<String>>) -> Self {
         Self {
             suspended: Some(suspended),
             cancel: Some(cancel),

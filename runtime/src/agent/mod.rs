@@ -40,10 +40,10 @@ pub use crate::events::{
     AgentStepFinished, LlmCallAbandoned, LlmCallFailed, LlmCallFinished, PagerOutcome,
     PagerRequestFinished, ToolCalled,
 };
+pub use control::AttemptControl;
 pub use ports::{
     OpenRequest, PromptError, PromptSource, RouteLease, Router, SharedOutput, ToolBox,
 };
-pub use control::AttemptControl;
 pub use step::{run_attempt, AttemptResult};
 
 use crate::config::AgentSpec;

@@ -384,6 +384,7 @@ fn rig(replies: Vec<Reply>, tools: &str, max_steps: u32, prompts: FakePrompts) -
         command: Arc::new(CommandSettings::default()),
         files: Arc::new(FileSettings::default()),
         bus: None,
+        spawner: None,
     };
     let setup = AgentSetup::new(
         spec,
@@ -772,9 +773,10 @@ async fn a_panicking_backend_still_releases_the_lease_and_closes_the_context() {
         FakePrompts::default(),
     );
     let d = dispatch(Duration::from_secs(60));
-    let caught = std::panic::AssertUnwindSafe(run_attempt(&r.setup, &r.ports, &d, &AttemptControl::none()))
-        .catch_unwind()
-        .await;
+    let caught =
+        std::panic::AssertUnwindSafe(run_attempt(&r.setup, &r.ports, &d, &AttemptControl::none()))
+            .catch_unwind()
+            .await;
     assert!(
         caught.is_err(),
         "the panic reaches the caller's unwind guard"
@@ -852,9 +854,7 @@ async fn a_suspended_attempt_pauses_at_the_step_boundary_and_the_pause_does_not_
     let result = attempt.await;
     assert_eq!(
         result.outcome,
-        Outcome::Succeeded {
-            output: "4".into()
-        },
+        Outcome::Succeeded { output: "4".into() },
         "60 s suspended did not count against the 30 s timeout"
     );
     assert_eq!(r.backend.calls(), 2);
@@ -882,7 +882,10 @@ async fn a_cancel_stops_an_attempt_blocked_in_a_call_at_once() {
     cancel.send_replace(Some("workflow w cancelled by test".into()));
     let started = tokio::time::Instant::now();
     let result = attempt.await;
-    assert!(started.elapsed() < Duration::from_secs(1), "at once, not at the timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "at once, not at the timeout"
+    );
     let (reason, retryable, _) = failure(&result);
     assert_eq!(reason, "cancelled: workflow w cancelled by test");
     assert!(!retryable);

@@ -8,6 +8,8 @@
 //! - [`labels`]: the label values, as enums.
 //! - [`agent`]: agent states, LLM calls, tool calls, steps, pager requests, crashes.
 //! - [`sched`]: task state changes, retries, fallbacks, leases, attempts, task counts.
+//! - [`control`]: workflows accepted and finished, spawned tasks, operator actions on agents,
+//!   cancelled attempts.
 //! - [`system`]: supervisors, the message bus, the resource monitor, build info, run start
 //!   and stop.
 //! - [`kvcache`]: routing decisions, per-replica cache statistics, cache configuration.
@@ -31,6 +33,7 @@
 //! [`Trace`]: crate::trace::Trace
 
 pub mod agent;
+pub mod control;
 pub mod kvcache;
 pub mod labels;
 pub mod names;
@@ -41,6 +44,9 @@ pub mod system;
 pub use agent::{
     AgentCrashed, AgentStateChanged, AgentStepFinished, LlmCallAbandoned, LlmCallFailed,
     LlmCallFinished, PagerRequestFinished, ToolCalled,
+};
+pub use control::{
+    AgentControlled, AttemptCancelled, TaskSpawned, WorkflowAccepted, WorkflowFinished,
 };
 pub use kvcache::{KvCacheConfigured, KvReplicaPublished, KvSeriesRegistered, RouteDecided};
 pub use labels::{

@@ -30,6 +30,16 @@ pub const SCHED_LEASE_EXPIRED: &str = "agentos_scheduler_lease_expirations_total
 pub const SCHED_STALE_REPORTS: &str = "agentos_scheduler_stale_reports_total";
 /// Histogram, label `state`: time from first dispatch to a terminal state.
 pub const SCHED_TASK_DURATION: &str = "agentos_scheduler_task_duration_seconds";
+/// Counter, label `origin` (`declared`/`submitted`): workflows accepted.
+pub const SCHED_WORKFLOWS_ACCEPTED: &str = "agentos_scheduler_workflows_accepted_total";
+/// Counter, label `state` (`succeeded`/`failed`/`cancelled`): workflows finished.
+pub const SCHED_WORKFLOWS_FINISHED: &str = "agentos_scheduler_workflows_finished_total";
+/// Counter, label `agent`: tasks spawned at run time (`spawn_task`), by the agent that runs them.
+pub const SCHED_TASKS_SPAWNED: &str = "agentos_scheduler_tasks_spawned_total";
+/// Counter, labels `agent`, `action` (`suspend`/`resume`/`kill`): operator actions on agents.
+pub const SCHED_AGENT_CONTROLS: &str = "agentos_scheduler_agent_controls_total";
+/// Counter, label `agent`: running attempts stopped because their task was cancelled.
+pub const SCHED_ATTEMPTS_CANCELLED: &str = "agentos_scheduler_attempts_cancelled_total";
 
 /// Gauge, label `state`: agent instances in each [`crate::model::AgentState`].
 pub const AGENTS: &str = "agentos_agent_instances";
@@ -173,6 +183,23 @@ pub fn describe_all() {
         SCHED_TASK_DURATION,
         Unit::Seconds,
         "Time from first dispatch to a terminal state."
+    );
+    describe_counter!(
+        SCHED_WORKFLOWS_ACCEPTED,
+        "Workflows accepted, declared or submitted."
+    );
+    describe_counter!(
+        SCHED_WORKFLOWS_FINISHED,
+        "Workflows finished, by how they ended."
+    );
+    describe_counter!(SCHED_TASKS_SPAWNED, "Tasks spawned at run time.");
+    describe_counter!(
+        SCHED_AGENT_CONTROLS,
+        "Operator actions on agents (suspend, resume, kill)."
+    );
+    describe_counter!(
+        SCHED_ATTEMPTS_CANCELLED,
+        "Running attempts stopped because their task was cancelled."
     );
     describe_gauge!(AGENTS, "Agent instances in each state.");
     describe_histogram!(

@@ -26,6 +26,11 @@ use super::*;
 use crate::config::{TaskSpec, WorkflowSpec};
 
 impl SchedulerCore {
+    /// The config the core was built from.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.cfg
+    }
+
     /// Every workflow, in the order it was accepted.
     pub fn workflows(&self) -> &[WorkflowRecord] {
         &self.workflows

@@ -6,6 +6,8 @@
 //!   capped output and a cleared environment.
 //! - [`bus`]: `send_message`, `publish`, `read_messages`, through a [`BusPort`] the actor system
 //!   provides.
+//! - [`spawn`]: `spawn_task`, which adds a task to the caller's workflow through a
+//!   [`SpawnPort`] (the scheduler).
 //!
 //! A tool never panics the runtime: bad arguments, failures and timeouts come back as a
 //! [`ToolError`], which the agent hands to the model as an error result.
@@ -14,6 +16,7 @@ pub mod bus;
 pub mod calculator;
 pub mod command;
 pub mod fs;
+pub mod spawn;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -36,6 +39,7 @@ pub const BUILTIN_TOOLS: &[&str] = &[
     "send_message",
     "publish",
     "read_messages",
+    "spawn_task",
 ];
 
 /// Settings of `run_command` that apply to every agent granted it.
@@ -94,6 +98,8 @@ pub struct ToolContext {
     pub files: Arc<FileSettings>,
     /// The message bus, when the actor system provides one.
     pub bus: Option<Arc<dyn BusPort>>,
+    /// The scheduler, for `spawn_task`, when the actor system provides one.
+    pub spawner: Option<Arc<dyn SpawnPort>>,
 }
 
 impl std::fmt::Debug for ToolContext {
@@ -192,6 +198,18 @@ pub trait BusPort: Send + Sync {
         -> BoxFuture<'static, Result<Vec<Envelope>, ToolError>>;
 }
 
+/// The scheduler as `spawn_task` sees it. The actor system implements it over the
+/// `Scheduler` actor.
+pub trait SpawnPort: Send + Sync {
+    /// Adds a task to the workflow of the running task `parent` (`workflow/task`); answers the
+    /// new task's key (`workflow/id`), or the refusal the model reads.
+    fn spawn(
+        &self,
+        parent: &str,
+        req: crate::sched::SpawnRequest,
+    ) -> BoxFuture<'static, Result<String, ToolError>>;
+}
+
 /// The built-in tools by name.
 #[derive(Clone)]
 pub struct ToolRegistry {
@@ -217,6 +235,7 @@ impl ToolRegistry {
         tools.insert("send_message", Arc::new(bus::SendMessage));
         tools.insert("publish", Arc::new(bus::Publish));
         tools.insert("read_messages", Arc::new(bus::ReadMessages));
+        tools.insert("spawn_task", Arc::new(spawn::SpawnTask));
         Self { tools }
     }
 
@@ -256,6 +275,7 @@ pub(crate) mod test_support {
             command: Arc::new(CommandSettings::default()),
             files: Arc::new(FileSettings::default()),
             bus: None,
+            spawner: None,
         }
     }
 }

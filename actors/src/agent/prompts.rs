@@ -37,6 +37,7 @@ impl PromptSource for PagerPrompts {
             task: r.task,
             system: r.system,
             input: r.input,
+            shared: r.shared,
         };
         Box::pin(async move { port.call(msg).await.map_err(unavailable)? })
     }

@@ -16,9 +16,6 @@ pub mod worker;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use actix::prelude::*;
 use agentos_runtime::agent::PromptError;
 use agentos_runtime::context::SharedStats;
@@ -36,14 +33,9 @@ use crate::protocol::{
 };
 
 /// The pager's child spec: permanent; every start binds `ports`.
-pub fn child_spec(
-    config: WorkerConfig,
-    shares: Arc<HashMap<String, Vec<String>>>,
-    trace: Trace,
-    ports: PagerPorts,
-) -> ChildSpec {
+pub fn child_spec(config: WorkerConfig, trace: Trace, ports: PagerPorts) -> ChildSpec {
     ChildSpec::new("pager", "pager", RestartType::Permanent, move |notice| {
-        let addr = ContextPager::new(config.clone(), shares.clone(), trace.clone(), notice).start();
+        let addr = ContextPager::new(config.clone(), trace.clone(), notice).start();
         ports.bind(&addr);
         ChildHandle::stop_or_hard_stop(addr, || StopPager)
     })
@@ -61,24 +53,17 @@ pub const MAILBOX_CAPACITY: usize = 4096;
 pub struct ContextPager {
     worker: Option<Worker>,
     config: WorkerConfig,
-    shares: Arc<HashMap<String, Vec<String>>>,
     trace: Trace,
     notice: ExitNotice,
 }
 
 impl ContextPager {
-    /// A pager over `config`; `shares` maps a task key to the upstream keys it reads as shared
-    /// pages ([`agentos_runtime::context::shared::implicit_shares`]).
-    pub fn new(
-        config: WorkerConfig,
-        shares: Arc<HashMap<String, Vec<String>>>,
-        trace: Trace,
-        notice: ExitNotice,
-    ) -> Self {
+    /// A pager over `config`. Which shared pages a context shows comes with each open (the
+    /// scheduler computes it from the DAG, spawned tasks included).
+    pub fn new(config: WorkerConfig, trace: Trace, notice: ExitNotice) -> Self {
         Self {
             worker: None,
             config,
-            shares,
             trace,
             notice,
         }
@@ -135,9 +120,8 @@ impl Handler<OpenContext> for ContextPager {
     type Result = Reply<u64>;
 
     fn handle(&mut self, m: OpenContext, _: &mut Self::Context) -> Self::Result {
-        let shared = self.shares.get(&m.task).cloned().unwrap_or_default();
         run(self.worker(), move |p| {
-            p.open(&m.agent, &m.context, &m.system, &m.input, &shared)
+            p.open(&m.agent, &m.context, &m.system, &m.input, &m.shared)
         })
     }
 }

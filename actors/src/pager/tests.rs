@@ -1,5 +1,4 @@
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use actix::prelude::*;
 use agentos_runtime::context::{ContextSettings, PolicyKind, SharedStats};
@@ -30,13 +29,7 @@ fn config(dir: &std::path::Path) -> WorkerConfig {
 }
 
 fn start(cfg: &WorkerConfig) -> Addr<ContextPager> {
-    ContextPager::new(
-        cfg.clone(),
-        Arc::new(HashMap::new()),
-        Trace::disabled(),
-        ExitNotice::detached(),
-    )
-    .start()
+    ContextPager::new(cfg.clone(), Trace::disabled(), ExitNotice::detached()).start()
 }
 
 #[actix_rt::test]
@@ -51,6 +44,7 @@ async fn a_restarted_pager_serves_the_context_from_the_store() {
             task: "w/t".into(),
             system: "sys".into(),
             input: "the task".into(),
+            shared: Vec::new(),
         })
         .await
         .unwrap()

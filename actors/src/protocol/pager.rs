@@ -25,6 +25,8 @@ pub struct OpenContext {
     pub system: String,
     /// The task input.
     pub input: String,
+    /// Upstream outputs (`workflow/task`) to attach as shared pages, if published.
+    pub shared: Vec<String>,
 }
 
 /// Appends one exchange (assistant message and its tool results) as one group.

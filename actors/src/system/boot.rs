@@ -163,7 +163,6 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
             Instant::now(),
         )))),
         pager,
-        shares: Arc::new(agentos_runtime::context::shared::implicit_shares(&cfg)),
         agents,
         prometheus: opts.prometheus.clone(),
         kv_upper_bound: kv_upper_bound.clone(),

@@ -1,6 +1,5 @@
 //! The supervisor tree, assembled from each actor module's `child_spec()`.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 
@@ -47,8 +46,6 @@ pub struct TreeParts {
     pub scheduler: Arc<Mutex<SchedulerState>>,
     /// The pager's worker settings.
     pub pager: WorkerConfig,
-    /// Task key -> upstream keys it reads as shared pages.
-    pub shares: Arc<HashMap<String, Vec<String>>>,
     /// One environment per agent instance, with the arbiter it runs on.
     pub agents: Vec<(Arc<AgentEnv>, ArbiterHandle)>,
     /// Prometheus handle for the monitor's upkeep.
@@ -69,7 +66,6 @@ pub fn start(parts: TreeParts) -> Addr<Supervisor> {
         trace,
         scheduler,
         pager,
-        shares,
         agents,
         prometheus,
         kv_upper_bound,
@@ -89,7 +85,7 @@ pub fn start(parts: TreeParts) -> Addr<Supervisor> {
     let children = vec![
         crate::bus::child_spec(bus_agents, ports.bus.clone()),
         crate::kvpool::child_spec(cfg.clone(), ports.kv.clone(), kv_upper_bound),
-        crate::pager::child_spec(pager, shares, trace.clone(), ports.pager.clone()),
+        crate::pager::child_spec(pager, trace.clone(), ports.pager.clone()),
         crate::monitor::child_spec(prometheus),
         crate::scheduler::child_spec(scheduler, links),
         agent_supervisor(settings, agents, ports.clone(), agent_restarts),

@@ -2,6 +2,7 @@
 
 mod config_errors;
 mod dashboards;
+mod dynamic;
 mod helpers;
 mod openai;
 mod pager;

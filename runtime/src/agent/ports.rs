@@ -42,6 +42,8 @@ pub struct OpenRequest {
     pub system: String,
     /// The task input (pinned).
     pub input: String,
+    /// Upstream outputs (`workflow/task`) to attach as shared pages.
+    pub shared: Vec<String>,
 }
 
 /// A task's output, published to its workflow as a shared page.

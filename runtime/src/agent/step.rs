@@ -118,6 +118,7 @@ async fn steps(
         task: task.clone(),
         system: spec.role.clone(),
         input: d.input.clone(),
+        shared: d.shared.clone(),
     };
     if let Err(e) = ports.prompts.open(open).await {
         return pager_failed(sink, agent, "cannot open the context", e);

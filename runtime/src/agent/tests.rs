@@ -429,6 +429,7 @@ fn dispatch(timeout: Duration) -> Dispatch {
         attempt_total: 1,
         input: "2+2?".into(),
         timeout,
+        shared: Vec::new(),
     }
 }
 

@@ -428,3 +428,88 @@ pub struct TaskSpec {
     /// Added to the agent's priority for this task (may be negative).
     pub priority_boost: i16,
 }
+
+#[cfg(test)]
+mod submit_tests {
+    use super::*;
+
+    fn cfg() -> Config {
+        let text = r#"(
+            version: 1,
+            backends: [(name: "sim", kind: Sim(()))],
+            agents: [(name: "a", role: "r", backend: "sim"), (name: "b", role: "r", backend: "sim")],
+        )"#;
+        Config::parse(text, "t.ron", Path::new(".")).expect("a config without workflows is valid")
+    }
+
+    #[test]
+    fn a_valid_workflow_parses_from_json_and_from_ron() {
+        let cfg = cfg();
+        let json = r#"{"name": "w", "tasks": [
+            {"id": "t1", "agent": "a", "input": "go"},
+            {"id": "t2", "agent": "b", "input": "after {{t1}}", "depends_on": ["t1"]}]}"#;
+        let w = cfg
+            .parse_workflow(json, WorkflowFormat::Json, "request body")
+            .unwrap();
+        assert_eq!(w.tasks[1].depends_on, ["t1"]);
+        let ron = r#"(name: "w", tasks: [(id: "t1", agent: "a", input: "go")])"#;
+        let w = cfg
+            .parse_workflow(ron, WorkflowFormat::Ron, "request body")
+            .unwrap();
+        assert_eq!(w.name, "w");
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_entity() {
+        let cfg = cfg();
+        let json = r#"{"name": "w", "tasks": [
+            {"id": "t1", "agent": "ghost", "input": "go"},
+            {"id": "t2", "agent": "a", "depends_on": ["nope"]},
+            {"id": "t3", "agent": "a", "depends_on": ["t4"]},
+            {"id": "t4", "agent": "a", "depends_on": ["t3"], "input": "{{t9}}"}]}"#;
+        let Err(WorkflowRejected::Invalid(errors)) =
+            cfg.parse_workflow(json, WorkflowFormat::Json, "request body")
+        else {
+            panic!("expected validation errors");
+        };
+        let text = errors.to_string();
+        for needle in [
+            "agent \"ghost\" is not declared",
+            "depends on \"nope\"",
+            "dependency cycle",
+            "input references {{t9}}",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
+        assert!(
+            errors.0.iter().all(|e| e.entity.starts_with("task ")),
+            "{text}"
+        );
+        assert!(errors.0.len() >= 4);
+    }
+
+    #[test]
+    fn malformed_text_says_where() {
+        let cfg = cfg();
+        let bad = "{\"name\": \"w\",\n \"tasks\": [}";
+        let Err(WorkflowRejected::Malformed(e)) =
+            cfg.parse_workflow(bad, WorkflowFormat::Json, "request body")
+        else {
+            panic!("expected a syntax error");
+        };
+        assert_eq!(e.position.map(|p| p.line), Some(2), "{e}");
+        assert!(e.to_string().starts_with("request body:2:"), "{e}");
+        let unknown = r#"{"name": "w", "tasks": [], "grant": ["run_command"]}"#;
+        let Err(WorkflowRejected::Malformed(e)) =
+            cfg.parse_workflow(unknown, WorkflowFormat::Json, "request body")
+        else {
+            panic!("unknown fields are refused");
+        };
+        assert!(e.message.contains("unknown field"), "{e}");
+        let ron = "(name: \"w\", tasks: [(id: 1)])";
+        assert!(matches!(
+            cfg.parse_workflow(ron, WorkflowFormat::Ron, "request body"),
+            Err(WorkflowRejected::Malformed(_))
+        ));
+    }
+}

@@ -6,8 +6,9 @@
 //! upstream task in `depends_on` but does **not** quote it with `{{task}}` in its input gets
 //! that page attached to its context: it is an ordinary, evictable page of kind `shared`
 //! (importance 0.7), shown right after the task input. A quoted upstream output is already part
-//! of the pinned task input, so it is not attached twice. [`implicit_shares`] computes that
-//! plan from the config.
+//! of the pinned task input, so it is not attached twice. The scheduler computes that list for
+//! each dispatch from the live DAG (`Dispatch::shared`), so tasks spawned at run time are
+//! included: a reducer waiting for a planner's children reads each child's output.
 //!
 //! Shared pages are read-only: readers get the owner's text, and nothing in the pager's API
 //! changes a published page. They are reference-counted by the contexts that show them; when
@@ -18,9 +19,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::Config;
 use crate::llm::ChatMessage;
-use crate::model::template;
 
 /// One published shared page.
 #[derive(Debug, Clone)]
@@ -97,25 +96,4 @@ pub fn shared_message(key: &str, owner: &str, text: &str) -> ChatMessage {
     ChatMessage::system(format!(
         "Shared workflow memory: output of task {key} (agent {owner}):\n{text}"
     ))
-}
-
-/// For every task (`workflow/task`), the upstream tasks whose outputs it receives as shared
-/// pages: those in `depends_on` that its input does not quote.
-pub fn implicit_shares(cfg: &Config) -> HashMap<String, Vec<String>> {
-    let mut out = HashMap::new();
-    for w in &cfg.workflows {
-        for t in &w.tasks {
-            let quoted = template::references(&t.input).unwrap_or_default();
-            let keys: Vec<String> = t
-                .depends_on
-                .iter()
-                .filter(|d| !quoted.contains(&d.as_str()))
-                .map(|d| format!("{}/{}", w.name, d))
-                .collect();
-            if !keys.is_empty() {
-                out.insert(format!("{}/{}", w.name, t.id), keys);
-            }
-        }
-    }
-    out
 }

@@ -299,10 +299,9 @@ impl SchedulerCore {
                         });
                     }
                 }
-                TaskState::Ready => {
-                    if !self.ready.remove(&agent, idx) {
-                        self.delayed.retain(|&(_, _, i)| i != idx);
-                    }
+                // A Ready task is queued, or waits out a retry backoff.
+                TaskState::Ready if !self.ready.remove(&agent, idx) => {
+                    self.delayed.retain(|&(_, _, i)| i != idx);
                 }
                 _ => {}
             }

@@ -317,6 +317,16 @@ impl SchedulerCore {
             };
             template::render(&t.input, lookup)
         };
+        let shared = {
+            let t = &self.tasks[idx];
+            let quoted = template::references(&t.input).unwrap_or_default();
+            t.deps
+                .iter()
+                .map(|&d| &self.tasks[d].key)
+                .filter(|k| !quoted.contains(&k.task.as_str()))
+                .map(TaskKey::to_string)
+                .collect()
+        };
         let t = &mut self.tasks[idx];
         t.attempts_on_agent += 1;
         t.attempts_total += 1;
@@ -329,6 +339,7 @@ impl SchedulerCore {
             attempt_total: t.attempts_total,
             input,
             timeout,
+            shared,
         };
         self.leases.insert(
             id,

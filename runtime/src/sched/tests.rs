@@ -462,6 +462,12 @@ mod control {
         assert_eq!(view.spawned, 3);
         let t2 = view.tasks.iter().find(|t| t.id == "t2").unwrap();
         assert_eq!(t2.depends_on, vec!["t1", "t1.1", "t1.2", "t1.1.1"]);
+        // The reducer reads its children's outputs as shared pages; t1 is quoted in its input.
+        core.agent_idle(inst("b"));
+        let (d, _) = core.dispatch(now);
+        assert_eq!(d[0].key.task, "t2");
+        assert_eq!(d[0].input, "after planned");
+        assert_eq!(d[0].shared, vec!["w/t1.1", "w/t1.2", "w/t1.1.1"]);
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub struct Dispatch {
     pub input: String,
     /// Per-attempt timeout.
     pub timeout: Duration,
+    /// Upstream tasks (`workflow/task`) whose outputs the attempt reads as shared pages: those
+    /// it waits for but does not quote in its input (spawned children included).
+    pub shared: Vec<String>,
 }
 
 /// How an attempt ended.

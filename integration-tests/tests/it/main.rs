@@ -4,6 +4,7 @@ mod config_errors;
 mod dashboards;
 mod dynamic;
 mod helpers;
+mod lifecycle;
 mod openai;
 mod pager;
 mod prometheus;

@@ -86,7 +86,7 @@ fn read(path: &Path) -> String {
 }
 
 /// Every `grafana/dashboards/*.json`, parsed, with its file name.
-fn dashboards() -> Vec<(String, Value)> {
+pub(crate) fn dashboards() -> Vec<(String, Value)> {
     let dir = repo().join("grafana/dashboards");
     let entries =
         std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
@@ -135,7 +135,7 @@ fn title(panel: &Value) -> &str {
 }
 
 /// `(where, expr)` for every panel target and every template-variable query.
-fn queries(dashboard: &Value) -> Vec<(String, String)> {
+pub(crate) fn queries(dashboard: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for p in panels(dashboard) {
         for t in p["targets"].as_array().into_iter().flatten() {

@@ -29,6 +29,49 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Percent-encodes a query-string value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Every query of every board (each row, the control plane's included) is valid PromQL to a
+/// real Prometheus, with Grafana's variables filled in as Grafana would.
+fn check_board_queries(prom: SocketAddr) {
+    let mut problems = Vec::new();
+    for (file, d) in crate::dashboards::dashboards() {
+        for (place, expr) in crate::dashboards::queries(&d) {
+            if expr.starts_with("label_values(") {
+                continue; // a Grafana function, not PromQL
+            }
+            let promql = expr
+                .replace("$__rate_interval", "1m")
+                .replace("$__interval", "1m")
+                .replace("$__range", "5m")
+                .replace("$agent", ".*");
+            let (status, body) = http(
+                prom,
+                "GET",
+                &format!("/api/v1/query?query={}", encode(&promql)),
+            );
+            if status != 200 || !body.contains("\"status\":\"success\"") {
+                problems.push(format!("{file}: {place}: {promql}: {status} {body}"));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "Prometheus refused board queries:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
 #[test]
 fn prometheus_scrapes_agentos_metrics() {
     if std::env::var_os("AGENTOS_SKIP_PROMETHEUS").is_some() {
@@ -71,6 +114,7 @@ fn prometheus_scrapes_agentos_metrics() {
                 drop(conn);
                 let (status, body) = http(prom, "GET", query);
                 if status == 200 && body.contains("\"result\":[{") {
+                    check_board_queries(prom);
                     return body;
                 }
             }

@@ -112,7 +112,8 @@ pub use agentos_runtime::sched::TaskSummary;
 pub struct RunSnapshot {
     /// Whether every task is terminal.
     pub done: bool,
-    /// Tasks in declaration order.
+    /// Tasks by workflow (in the order workflows were accepted), each workflow's in declaration
+    /// order followed by the tasks spawned at run time.
     pub tasks: Vec<TaskSummary>,
 }
 
@@ -121,8 +122,11 @@ impl RunSnapshot {
     pub fn of(core: &SchedulerCore, now: Instant) -> Self {
         Self {
             done: core.is_done(),
-            tasks: (0..core.tasks().len())
-                .map(|i| core.summary(i, now))
+            // Workflow by workflow, each in declaration order with its spawned tasks last.
+            tasks: core
+                .workflows()
+                .iter()
+                .flat_map(|w| w.tasks.iter().map(|&i| core.summary(i, now)))
                 .collect(),
         }
     }

@@ -1,14 +1,32 @@
 //! The `agentos` command line.
 //!
+//! `check`, `run` and `serve` work on a config file; `sim-server` serves the simulator; the
+//! client subcommands (`submit`, `workflows`, `tasks`, `ps`, `suspend`, `resume`, `kill`,
+//! `cancel`, `events`, in [`crate::client`]) speak a running `serve`'s control-plane API.
+//!
 //! Exit codes:
 //! - `0`: `check` found no problem; `run` finished with every task succeeded; `serve` shut down
-//!   cleanly.
-//! - `1`: `run` finished but at least one task failed, was skipped or was cancelled.
-//! - `2`: the config has errors, or the command line is wrong.
+//!   cleanly; a client command got what it asked for (`submit --wait`: every workflow
+//!   succeeded).
+//! - `1`: `run` finished but at least one task failed, was skipped or was cancelled;
+//!   `submit --wait`: a workflow failed or was cancelled.
+//! - `2`: the config has errors, or the command line is wrong: `run` of a config without
+//!   workflows (nothing to run), `serve` (or `run --metrics-addr`) on a non-loopback address
+//!   without an API token. For client commands: the server refused the request (any 4xx or
+//!   5xx answer, printed as the server gave it), or the file or URL given is unreadable or
+//!   invalid.
 //! - `3`: a runtime error: the system could not start (data dir, trace file, address in use)
-//!   or the root supervisor gave up.
+//!   or the root supervisor gave up. For client commands: the server could not be reached
+//!   (connection refused, timeout) or did not answer like an AgentOS server.
 //! - `130`: `run` was interrupted by SIGINT/SIGTERM; unfinished tasks were cancelled.
+//!
+//! # The API token
+//! `serve` (and `run --metrics-addr`) read the bearer token of `/api/*` from the environment
+//! variable named by `--token-env VAR`, else by `runtime.api.token_env` in the config. An
+//! unset or empty variable means no token, which is allowed on loopback addresses only.
+//! Clients send the token they find in `$AGENTOS_TOKEN`.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -21,6 +39,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
+use crate::client::progress::{self, Progress};
+use crate::client::ClientCommand;
 use crate::http::{self, HttpState};
 use crate::system::{boot, BootOptions, RunEnd, RunningSystem};
 use crate::{summary, telemetry};
@@ -62,9 +82,17 @@ pub enum Command {
         /// Print the summary as JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Environment variable holding the API's bearer token (overrides
+        /// runtime.api.token_env); needed for a non-loopback --metrics-addr.
+        #[arg(long, value_name = "VAR")]
+        token_env: Option<String>,
     },
-    /// Keep the system up: serve /metrics, /healthz and /api/*, run the declared workflows,
-    /// and shut down gracefully on SIGINT/SIGTERM.
+    /// Keep the system up as a service: serve /metrics, /healthz and the control-plane API
+    /// (/api/*), run the declared workflows (there may be none) and the submitted ones, and
+    /// shut down gracefully on SIGINT/SIGTERM.
+    ///
+    /// Off loopback the API needs a bearer token (--token-env or runtime.api.token_env);
+    /// without one, serve refuses to start (exit 2).
     Serve {
         /// The RON config file.
         file: PathBuf,
@@ -77,6 +105,10 @@ pub enum Command {
         /// Data directory; overrides runtime.data_dir.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+        /// Environment variable holding the API's bearer token (overrides
+        /// runtime.api.token_env). An unset or empty variable means no token.
+        #[arg(long, value_name = "VAR")]
+        token_env: Option<String>,
     },
     /// Serve the `sim` backend (a simulator, not a language model) as an OpenAI-compatible
     /// endpoint: POST /v1/chat/completions, GET /v1/models, GET /healthz.
@@ -90,6 +122,9 @@ pub enum Command {
         #[arg(long, value_name = "FILE.ron")]
         config: Option<PathBuf>,
     },
+    /// Client subcommands: they talk to a running `serve`.
+    #[command(flatten)]
+    Client(ClientCommand),
 }
 
 /// Entry point of the binary.
@@ -125,23 +160,138 @@ pub fn main() -> ExitCode {
             metrics_addr,
             data_dir,
             json,
-        } => start(&file, trace, data_dir, |cfg, opts| {
-            run(cfg, opts, metrics_addr, json)
-        }),
+            token_env,
+        } => {
+            let cfg = match load(&file) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if cfg.workflows.is_empty() {
+                eprintln!(
+                    "error: {} declares no workflows: nothing to run (`agentos serve {}` \
+                     keeps a system up for submitted workflows)",
+                    file.display(),
+                    file.display()
+                );
+                return ExitCode::from(2);
+            }
+            let token = match metrics_addr {
+                Some(addr) => match api_token(&cfg, token_env.as_deref(), addr) {
+                    Ok(t) => t,
+                    Err(code) => return code,
+                },
+                None => ApiToken::default(),
+            };
+            start(cfg, trace, data_dir, |cfg, opts| {
+                run(cfg, opts, metrics_addr.map(|a| (a, token)), json)
+            })
+        }
         Command::Serve {
             file,
             listen,
             trace,
             data_dir,
-        } => start(&file, trace, data_dir, |cfg, opts| serve(cfg, opts, listen)),
+            token_env,
+        } => {
+            let cfg = match load(&file) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            // Checked before anything boots: a refused start leaves nothing behind.
+            let token = match api_token(&cfg, token_env.as_deref(), listen) {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
+            start(cfg, trace, data_dir, |cfg, opts| {
+                serve(cfg, opts, listen, token)
+            })
+        }
         Command::SimServer { listen, config } => crate::simserver::main(listen, config),
+        Command::Client(command) => crate::client::main(command),
     }
 }
 
-/// Loads the config (exit 2 on errors) and runs `body` inside a fresh actix system (exit 3 on
-/// runtime errors).
+/// The API's bearer token, and where it came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ApiToken {
+    /// The environment variable named (by the flag or the config), if any.
+    var: Option<String>,
+    /// Its value, if set and not empty.
+    value: Option<String>,
+}
+
+/// Finds the API token for a listener on `addr`: the variable named by `flag`, else by
+/// `runtime.api.token_env`. Without a token, only loopback addresses are allowed (exit 2
+/// otherwise, with what to do about it).
+fn api_token(cfg: &Config, flag: Option<&str>, addr: SocketAddr) -> Result<ApiToken, ExitCode> {
+    let var = flag.or(cfg.runtime.api.token_env.as_deref());
+    let token = resolve_token(var, |v| std::env::var_os(v)).map_err(|why| {
+        eprintln!("error: {why}");
+        ExitCode::from(2)
+    })?;
+    check_listen(addr, &token).map_err(|why| {
+        eprintln!("error: {why}");
+        ExitCode::from(2)
+    })?;
+    if let (Some(var), None) = (&token.var, &token.value) {
+        eprintln!("warning: ${var} is unset or empty: the API requires no token (loopback only)");
+    }
+    Ok(token)
+}
+
+/// Reads the token from `var` through `lookup` (the environment). An unset or empty
+/// variable is no token; one that is not UTF-8, or names no variable, is an error.
+fn resolve_token(
+    var: Option<&str>,
+    lookup: impl Fn(&str) -> Option<OsString>,
+) -> Result<ApiToken, String> {
+    let Some(var) = var else {
+        return Ok(ApiToken::default());
+    };
+    if var.is_empty() || var.contains('=') || var.contains('\0') {
+        return Err(format!(
+            "--token-env must name an environment variable, got {var:?}"
+        ));
+    }
+    let value = match lookup(var) {
+        None => None,
+        Some(v) => match v.into_string() {
+            Ok(s) if s.is_empty() => None,
+            Ok(s) => Some(s),
+            Err(_) => return Err(format!("${var} (the API token) is not valid UTF-8")),
+        },
+    };
+    Ok(ApiToken {
+        var: Some(var.to_owned()),
+        value,
+    })
+}
+
+/// Refuses a non-loopback address without a token: anyone who can reach it could submit
+/// work, cancel workflows and kill agents.
+fn check_listen(addr: SocketAddr, token: &ApiToken) -> Result<(), String> {
+    if addr.ip().is_loopback() || token.value.is_some() {
+        return Ok(());
+    }
+    let why = match &token.var {
+        Some(var) => format!("${var} is unset or empty"),
+        None => "no token is configured".to_owned(),
+    };
+    Err(format!(
+        "refusing to listen on {addr} without an API token ({why}): anyone who can reach that \
+         address could submit workflows, cancel them and kill agents.\n  \
+         Set one, e.g. `export AGENTOS_API_TOKEN=$(openssl rand -hex 32)`, and pass \
+         `--token-env AGENTOS_API_TOKEN` (or set `runtime: (api: (token_env: \"AGENTOS_API_TOKEN\"))` \
+         in the config); clients send it from $AGENTOS_TOKEN.\n  \
+         Or listen on a loopback address such as 127.0.0.1:{}.",
+        addr.port()
+    ))
+}
+
+/// Runs `body` with the loaded config inside a fresh actix system (exit 3 on runtime
+/// errors).
 fn start<F, Fut>(
-    file: &Path,
+    cfg: Config,
     trace: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     body: F,
@@ -150,10 +300,6 @@ where
     F: FnOnce(Config, BootOptions) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<ExitCode>>,
 {
-    let cfg = match load(file) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
     let opts = BootOptions {
         trace,
         data_dir,
@@ -220,7 +366,10 @@ async fn start_http(
     sys: &RunningSystem,
     addr: SocketAddr,
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    token: Option<String>,
 ) -> anyhow::Result<watch::Sender<bool>> {
+    // The API handlers that check the token are wired in with the control-plane routes.
+    let _ = token;
     let (listener, local) = http::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -240,18 +389,25 @@ async fn start_http(
 async fn run(
     cfg: Config,
     mut opts: BootOptions,
-    metrics_addr: Option<SocketAddr>,
+    metrics: Option<(SocketAddr, ApiToken)>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let prometheus = telemetry::prometheus()?;
     opts.prometheus = Some(prometheus.clone());
     let grace = cfg.runtime.shutdown_timeout;
     let sys = boot(Arc::new(cfg), opts)?;
-    let http_stop = match metrics_addr {
-        Some(addr) => Some(start_http(&sys, addr, prometheus).await?),
+    let http_stop = match metrics {
+        Some((addr, token)) => Some(start_http(&sys, addr, prometheus, token.value).await?),
         None => None,
     };
-    let end = sys.wait(shutdown_signal()).await;
+    let end = {
+        // Live progress on a terminal; the bar is gone before anything else is printed.
+        let bar = Progress::on_stderr();
+        tokio::select! {
+            end = sys.wait(shutdown_signal()) => end,
+            never = progress::follow_run(&sys, &bar) => match never {},
+        }
+    };
     if end == RunEnd::Interrupted {
         eprintln!(
             "interrupted: letting running attempts finish (up to {grace:?}), cancelling the rest"
@@ -305,12 +461,19 @@ async fn run(
     })
 }
 
-async fn serve(cfg: Config, mut opts: BootOptions, listen: SocketAddr) -> anyhow::Result<ExitCode> {
+async fn serve(
+    cfg: Config,
+    mut opts: BootOptions,
+    listen: SocketAddr,
+    token: ApiToken,
+) -> anyhow::Result<ExitCode> {
     let prometheus = telemetry::prometheus()?;
     opts.prometheus = Some(prometheus.clone());
     let grace = cfg.runtime.shutdown_timeout;
+    let banner = serve_banner(&cfg, listen, &token);
     let sys = boot(Arc::new(cfg), opts)?;
-    let http_stop = start_http(&sys, listen, prometheus).await?;
+    let http_stop = start_http(&sys, listen, prometheus, token.value).await?;
+    print!("{banner}");
     let mut fatal = sys.board.fatal.subscribe();
     let code = tokio::select! {
         _ = shutdown_signal() => {
@@ -326,4 +489,138 @@ async fn serve(cfg: Config, mut opts: BootOptions, listen: SocketAddr) -> anyhow
     sys.stop().await;
     http_stop.send_replace(true);
     Ok(code)
+}
+
+/// What `serve` prints after its `listening on http://ADDR` line: where the API is, whether
+/// it needs a token, what runs, and how to submit more.
+fn serve_banner(cfg: &Config, listen: SocketAddr, token: &ApiToken) -> String {
+    let server = if listen.port() == 0 {
+        match listen.ip() {
+            std::net::IpAddr::V4(ip) => format!("http://{ip}:PORT` (PORT as printed above)"),
+            std::net::IpAddr::V6(ip) => format!("http://[{ip}]:PORT` (PORT as printed above)"),
+        }
+    } else {
+        format!("http://{listen}`")
+    };
+    let auth = match (&token.var, &token.value) {
+        (Some(var), Some(_)) => format!(
+            "a bearer token is required on /api/* (the value of ${var}): send \
+             `Authorization: Bearer <token>`; the CLI sends $AGENTOS_TOKEN"
+        ),
+        _ => "no token required (loopback only; set one with --token-env VAR or \
+              runtime.api.token_env)"
+            .to_owned(),
+    };
+    let tasks: usize = cfg.workflows.iter().map(|w| w.tasks.len()).sum();
+    format!(
+        "api: /api/ (workflows, tasks, agents, events; OpenAPI document at /api/openapi.json), \
+         /metrics, /healthz\n\
+         auth: {auth}\n\
+         workflows: {} declared ({tasks} tasks); submit more with \
+         `agentos submit FILE --server {server}; stop with SIGINT/SIGTERM\n",
+        cfg.workflows.len()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(name: &'static str, value: &'static str) -> impl Fn(&str) -> Option<OsString> {
+        move |v| (v == name).then(|| OsString::from(value))
+    }
+
+    #[test]
+    fn the_token_comes_from_the_named_variable_and_empty_counts_as_unset() {
+        let t = resolve_token(Some("TOK"), lookup("TOK", "s3cret")).unwrap();
+        assert_eq!(t.var.as_deref(), Some("TOK"));
+        assert_eq!(t.value.as_deref(), Some("s3cret"));
+        let t = resolve_token(Some("TOK"), lookup("TOK", "")).unwrap();
+        assert_eq!(t.value, None);
+        let t = resolve_token(Some("OTHER"), lookup("TOK", "s3cret")).unwrap();
+        assert_eq!(t.value, None);
+        assert_eq!(
+            resolve_token(None, lookup("TOK", "x")).unwrap(),
+            ApiToken::default()
+        );
+        assert!(resolve_token(Some("A=B"), lookup("TOK", "x")).is_err());
+        assert!(resolve_token(Some(""), lookup("TOK", "x")).is_err());
+    }
+
+    #[test]
+    fn the_flag_names_the_variable_before_the_config() {
+        let cfg = Config::parse(
+            r#"(version: 1, runtime: (api: (token_env: "FROM_CONFIG")))"#,
+            "t.ron",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(cfg.runtime.api.token_env.as_deref(), Some("FROM_CONFIG"));
+        let flag: Option<&str> = Some("FROM_FLAG");
+        assert_eq!(
+            flag.or(cfg.runtime.api.token_env.as_deref()),
+            Some("FROM_FLAG")
+        );
+    }
+
+    #[test]
+    fn off_loopback_a_token_is_required() {
+        let any: SocketAddr = "0.0.0.0:9464".parse().unwrap();
+        let none = ApiToken::default();
+        let e = check_listen(any, &none).unwrap_err();
+        assert!(e.contains("0.0.0.0:9464 without an API token"), "{e}");
+        assert!(
+            e.contains("--token-env") && e.contains("127.0.0.1:9464"),
+            "{e}"
+        );
+        let unset = ApiToken {
+            var: Some("TOK".into()),
+            value: None,
+        };
+        assert!(check_listen(any, &unset)
+            .unwrap_err()
+            .contains("$TOK is unset"));
+        let set = ApiToken {
+            var: Some("TOK".into()),
+            value: Some("x".into()),
+        };
+        assert!(check_listen(any, &set).is_ok());
+        for local in ["127.0.0.1:0", "[::1]:9464", "127.0.0.2:1"] {
+            assert!(
+                check_listen(local.parse().unwrap(), &none).is_ok(),
+                "{local}"
+            );
+        }
+        assert!(check_listen("[::]:9464".parse().unwrap(), &none).is_err());
+    }
+
+    #[test]
+    fn the_banner_says_where_the_api_is_and_whether_it_needs_a_token() {
+        let cfg = Config::parse("(version: 1)", "t.ron", Path::new(".")).unwrap();
+        let b = serve_banner(
+            &cfg,
+            "127.0.0.1:9464".parse().unwrap(),
+            &ApiToken::default(),
+        );
+        assert!(b.contains("no token required"), "{b}");
+        assert!(b.contains("--server http://127.0.0.1:9464"), "{b}");
+        assert!(b.contains("0 declared (0 tasks)"), "{b}");
+        let token = ApiToken {
+            var: Some("TOK".into()),
+            value: Some("s3cr3t-value".into()),
+        };
+        let b = serve_banner(&cfg, "0.0.0.0:0".parse().unwrap(), &token);
+        assert!(
+            b.contains("bearer token is required") && b.contains("$TOK"),
+            "{b}"
+        );
+        assert!(
+            b.contains("--server http://0.0.0.0:PORT` (PORT as printed above)"),
+            "{b}"
+        );
+        assert!(
+            !b.contains("s3cr3t-value"),
+            "the banner must not print the token: {b}"
+        );
+    }
 }

@@ -473,7 +473,9 @@ async fn serve(
     let banner = serve_banner(&cfg, listen, &token);
     let sys = boot(Arc::new(cfg), opts)?;
     let http_stop = start_http(&sys, listen, prometheus, token.value).await?;
-    print!("{banner}");
+    // Informational: a reader that took only the `listening on` line and closed the pipe
+    // must not bring the service down (print! would panic on a closed stdout).
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
     let mut fatal = sys.board.fatal.subscribe();
     let code = tokio::select! {
         _ = shutdown_signal() => {

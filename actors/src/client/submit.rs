@@ -188,10 +188,14 @@ pub(super) async fn run(
                 return Err(e);
             }
         };
-        let (id, created) = answer;
+        let Accepted {
+            id,
+            created,
+            answer,
+        } = answer;
         if json {
             if !wait {
-                print_json(&json!({"id": id, "created": created}))?;
+                print_json(&answer)?;
             }
         } else {
             print(&format!("{id}\n"))?;
@@ -237,13 +241,18 @@ pub(super) async fn run(
     })
 }
 
-/// Posts one submission; answers its id and whether it was created (`false`: an earlier
-/// submit with the same key was returned).
-async fn send(
-    client: &Client,
-    s: &Submission,
-    key: Option<&str>,
-) -> Result<(String, bool), ClientError> {
+/// What the server said to one submission.
+struct Accepted {
+    /// The workflow's id.
+    id: String,
+    /// `false`: an earlier submit with the same key was returned.
+    created: bool,
+    /// The answer as the server gave it.
+    answer: Value,
+}
+
+/// Posts one submission.
+async fn send(client: &Client, s: &Submission, key: Option<&str>) -> Result<Accepted, ClientError> {
     let mut req = client
         .request(Method::POST, client.url(&["api", "workflows"]))
         .header(CONTENT_TYPE, s.content_type)
@@ -266,7 +275,11 @@ async fn send(
         .get("created")
         .and_then(Value::as_bool)
         .unwrap_or(status == reqwest::StatusCode::CREATED);
-    Ok((id.to_owned(), created))
+    Ok(Accepted {
+        id: id.to_owned(),
+        created,
+        answer,
+    })
 }
 
 /// A workflow view's state.

@@ -1,13 +1,30 @@
 //! The `agentos` command line.
 //!
+//! `check`, `run` and `serve` work on a config file; `sim-server` serves the simulator; the
+//! client subcommands (`submit`, `workflows`, `tasks`, `ps`, `suspend`, `resume`, `kill`,
+//! `cancel`, `events`, in [`crate::client`]) speak a running `serve`'s control-plane API.
+//!
 //! Exit codes:
 //! - `0`: `check` found no problem; `run` finished with every task succeeded; `serve` shut down
-//!   cleanly.
-//! - `1`: `run` finished but at least one task failed, was skipped or was cancelled.
-//! - `2`: the config has errors, or the command line is wrong.
+//!   cleanly; a client command got what it asked for (`submit --wait`: every workflow
+//!   succeeded).
+//! - `1`: `run` finished but at least one task failed, was skipped or was cancelled;
+//!   `submit --wait`: a workflow failed or was cancelled.
+//! - `2`: the config has errors, or the command line is wrong: `run` of a config without
+//!   workflows (nothing to run), `serve` (or `run --metrics-addr`) on a non-loopback address
+//!   without an API token. For client commands: the server refused the request (any 4xx or
+//!   5xx answer, printed as the server gave it), or the file or URL given is unreadable or
+//!   invalid.
 //! - `3`: a runtime error: the system could not start (data dir, trace file, address in use)
-//!   or the root supervisor gave up.
+//!   or the root supervisor gave up. For client commands: the server could not be reached
+//!   (connection refused, timeout) or did not answer like an AgentOS server.
 //! - `130`: `run` was interrupted by SIGINT/SIGTERM; unfinished tasks were cancelled.
+//!
+//! # The API token
+//! `serve` (and `run --metrics-addr`) read the bearer token of `/api/*` from the environment
+//! variable named by `--token-env VAR`, else by `runtime.api.token_env` in the config. An
+//! unset or empty variable means no token, which is allowed on loopback addresses only.
+//! Clients send the token they find in `$AGENTOS_TOKEN`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,9 +38,15 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
+use crate::client::progress::{self, Progress};
+use crate::client::ClientCommand;
 use crate::http::{self, HttpState};
 use crate::system::{boot, BootOptions, RunEnd, RunningSystem};
 use crate::{summary, telemetry};
+
+mod service;
+
+use service::{api_token, serve_banner, ApiToken};
 
 /// AgentOS: an operating-system-style runtime for LLM agents, where every agent is an actor.
 #[derive(Debug, Parser)]
@@ -62,9 +85,17 @@ pub enum Command {
         /// Print the summary as JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Environment variable holding the API's bearer token (overrides
+        /// runtime.api.token_env); needed for a non-loopback --metrics-addr.
+        #[arg(long, value_name = "VAR")]
+        token_env: Option<String>,
     },
-    /// Keep the system up: serve /metrics, /healthz and /api/*, run the declared workflows,
-    /// and shut down gracefully on SIGINT/SIGTERM.
+    /// Keep the system up as a service: serve /metrics, /healthz and the control-plane API
+    /// (/api/*), run the declared workflows (there may be none) and the submitted ones, and
+    /// shut down gracefully on SIGINT/SIGTERM.
+    ///
+    /// Off loopback the API needs a bearer token (--token-env or runtime.api.token_env);
+    /// without one, serve refuses to start (exit 2).
     Serve {
         /// The RON config file.
         file: PathBuf,
@@ -77,6 +108,10 @@ pub enum Command {
         /// Data directory; overrides runtime.data_dir.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+        /// Environment variable holding the API's bearer token (overrides
+        /// runtime.api.token_env). An unset or empty variable means no token.
+        #[arg(long, value_name = "VAR")]
+        token_env: Option<String>,
     },
     /// Serve the `sim` backend (a simulator, not a language model) as an OpenAI-compatible
     /// endpoint: POST /v1/chat/completions, GET /v1/models, GET /healthz.
@@ -90,6 +125,9 @@ pub enum Command {
         #[arg(long, value_name = "FILE.ron")]
         config: Option<PathBuf>,
     },
+    /// Client subcommands: they talk to a running `serve`.
+    #[command(flatten)]
+    Client(ClientCommand),
 }
 
 /// Entry point of the binary.
@@ -125,23 +163,61 @@ pub fn main() -> ExitCode {
             metrics_addr,
             data_dir,
             json,
-        } => start(&file, trace, data_dir, |cfg, opts| {
-            run(cfg, opts, metrics_addr, json)
-        }),
+            token_env,
+        } => {
+            let cfg = match load(&file) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if cfg.workflows.is_empty() {
+                eprintln!(
+                    "error: {} declares no workflows: nothing to run (`agentos serve {}` \
+                     keeps a system up for submitted workflows)",
+                    file.display(),
+                    file.display()
+                );
+                return ExitCode::from(2);
+            }
+            let token = match metrics_addr {
+                Some(addr) => match api_token(&cfg, token_env.as_deref(), addr) {
+                    Ok(t) => t,
+                    Err(code) => return code,
+                },
+                None => ApiToken::default(),
+            };
+            start(cfg, trace, data_dir, |cfg, opts| {
+                run(cfg, opts, metrics_addr.map(|a| (a, token)), json)
+            })
+        }
         Command::Serve {
             file,
             listen,
             trace,
             data_dir,
-        } => start(&file, trace, data_dir, |cfg, opts| serve(cfg, opts, listen)),
+            token_env,
+        } => {
+            let cfg = match load(&file) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            // Checked before anything boots: a refused start leaves nothing behind.
+            let token = match api_token(&cfg, token_env.as_deref(), listen) {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
+            start(cfg, trace, data_dir, |cfg, opts| {
+                serve(cfg, opts, listen, token)
+            })
+        }
         Command::SimServer { listen, config } => crate::simserver::main(listen, config),
+        Command::Client(command) => crate::client::main(command),
     }
 }
 
-/// Loads the config (exit 2 on errors) and runs `body` inside a fresh actix system (exit 3 on
-/// runtime errors).
+/// Runs `body` with the loaded config inside a fresh actix system (exit 3 on runtime
+/// errors).
 fn start<F, Fut>(
-    file: &Path,
+    cfg: Config,
     trace: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     body: F,
@@ -150,10 +226,6 @@ where
     F: FnOnce(Config, BootOptions) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<ExitCode>>,
 {
-    let cfg = match load(file) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
     let opts = BootOptions {
         trace,
         data_dir,
@@ -220,7 +292,10 @@ async fn start_http(
     sys: &RunningSystem,
     addr: SocketAddr,
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    token: Option<String>,
 ) -> anyhow::Result<watch::Sender<bool>> {
+    // The API handlers that check the token are wired in with the control-plane routes.
+    let _ = token;
     let (listener, local) = http::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -240,18 +315,25 @@ async fn start_http(
 async fn run(
     cfg: Config,
     mut opts: BootOptions,
-    metrics_addr: Option<SocketAddr>,
+    metrics: Option<(SocketAddr, ApiToken)>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let prometheus = telemetry::prometheus()?;
     opts.prometheus = Some(prometheus.clone());
     let grace = cfg.runtime.shutdown_timeout;
     let sys = boot(Arc::new(cfg), opts)?;
-    let http_stop = match metrics_addr {
-        Some(addr) => Some(start_http(&sys, addr, prometheus).await?),
+    let http_stop = match metrics {
+        Some((addr, token)) => Some(start_http(&sys, addr, prometheus, token.value).await?),
         None => None,
     };
-    let end = sys.wait(shutdown_signal()).await;
+    let end = {
+        // Live progress on a terminal; the bar is gone before anything else is printed.
+        let bar = Progress::on_stderr();
+        tokio::select! {
+            end = sys.wait(shutdown_signal()) => end,
+            never = progress::follow_run(&sys, &bar) => match never {},
+        }
+    };
     if end == RunEnd::Interrupted {
         eprintln!(
             "interrupted: letting running attempts finish (up to {grace:?}), cancelling the rest"
@@ -305,12 +387,21 @@ async fn run(
     })
 }
 
-async fn serve(cfg: Config, mut opts: BootOptions, listen: SocketAddr) -> anyhow::Result<ExitCode> {
+async fn serve(
+    cfg: Config,
+    mut opts: BootOptions,
+    listen: SocketAddr,
+    token: ApiToken,
+) -> anyhow::Result<ExitCode> {
     let prometheus = telemetry::prometheus()?;
     opts.prometheus = Some(prometheus.clone());
     let grace = cfg.runtime.shutdown_timeout;
+    let banner = serve_banner(&cfg, listen, &token);
     let sys = boot(Arc::new(cfg), opts)?;
-    let http_stop = start_http(&sys, listen, prometheus).await?;
+    let http_stop = start_http(&sys, listen, prometheus, token.value).await?;
+    // Informational: a reader that took only the `listening on` line and closed the pipe
+    // must not bring the service down (print! would panic on a closed stdout).
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
     let mut fatal = sys.board.fatal.subscribe();
     let code = tokio::select! {
         _ = shutdown_signal() => {

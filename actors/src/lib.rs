@@ -24,12 +24,15 @@
 //! - [`telemetry`]: the Prometheus recorder and logging.
 //! - [`summary`]: the run summary table.
 //! - [`cli`]: the `agentos` command line (the binary only calls [`cli::main`]).
+//! - [`client`]: the client subcommands (`submit`, `ps`, `tasks`, `events`, ...) that speak a
+//!   running `serve`'s control-plane API, and the progress bar of `run`.
 
 pub mod agent;
 pub mod board;
 pub mod bus;
 pub mod child;
 pub mod cli;
+pub mod client;
 pub mod http;
 pub mod kvpool;
 pub mod monitor;

@@ -125,3 +125,19 @@ pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// Polls `probe` (every 50 ms) until it answers `Some`, and returns that; fails the test,
+/// naming `what`, when `within` has passed.
+pub fn wait_until<T>(within: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,6 +1,7 @@
 //! End-to-end tests of AgentOS: one test binary, modules by area, shared helpers.
 
 mod config_errors;
+mod control;
 mod dashboards;
 mod dynamic;
 mod helpers;

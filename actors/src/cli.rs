@@ -4,7 +4,8 @@
 //! - `0`: `check` found no problem; `run` finished with every task succeeded; `serve` shut down
 //!   cleanly.
 //! - `1`: `run` finished but at least one task failed, was skipped or was cancelled.
-//! - `2`: the config has errors, or the command line is wrong.
+//! - `2`: the config has errors, the command line is wrong, or `runtime.sandbox` is `required`
+//!   and this machine cannot confine commands.
 //! - `3`: a runtime error: the system could not start (data dir, trace file, address in use)
 //!   or the root supervisor gave up.
 //! - `130`: `run` was interrupted by SIGINT/SIGTERM; unfinished tasks were cancelled.
@@ -90,6 +91,19 @@ pub enum Command {
         #[arg(long, value_name = "FILE.ron")]
         config: Option<PathBuf>,
     },
+    /// The sandbox launcher `run_command` starts: confines itself, then runs ARGV.
+    #[command(hide = true)]
+    SandboxExec {
+        /// Print what the kernel offers (JSON) and exit.
+        #[arg(long)]
+        probe: bool,
+        /// The policy to apply (JSON).
+        #[arg(long)]
+        policy: Option<String>,
+        /// The command.
+        #[arg(last = true)]
+        argv: Vec<String>,
+    },
 }
 
 /// Entry point of the binary.
@@ -135,6 +149,11 @@ pub fn main() -> ExitCode {
             data_dir,
         } => start(&file, trace, data_dir, |cfg, opts| serve(cfg, opts, listen)),
         Command::SimServer { listen, config } => crate::simserver::main(listen, config),
+        Command::SandboxExec {
+            probe,
+            policy,
+            argv,
+        } => crate::sandbox_exec::main(probe, policy, argv),
     }
 }
 
@@ -154,6 +173,11 @@ where
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Err(refused) = agentos_runtime::sandbox::check(&cfg, agentos_runtime::sandbox::status())
+    {
+        eprintln!("error: {refused}");
+        return ExitCode::from(2);
+    }
     let opts = BootOptions {
         trace,
         data_dir,
@@ -246,6 +270,8 @@ async fn run(
     let prometheus = telemetry::prometheus()?;
     opts.prometheus = Some(prometheus.clone());
     let grace = cfg.runtime.shutdown_timeout;
+    let sandbox =
+        agentos_runtime::sandbox::report(cfg.runtime.sandbox, agentos_runtime::sandbox::status());
     let sys = boot(Arc::new(cfg), opts)?;
     let http_stop = match metrics_addr {
         Some(addr) => Some(start_http(&sys, addr, prometheus).await?),
@@ -284,6 +310,7 @@ async fn run(
         );
         print!("{}", summary::render_pager(&pager));
         print!("{}", summary::render_kv(&kv));
+        print!("{}", summary::render_sandbox(&sandbox));
         println!("run folder: {}", sys.run_dir.display());
         println!("store: {} (run {})", sys.store_path.display(), sys.run_id);
     }

@@ -24,6 +24,8 @@
 //! - [`telemetry`]: the Prometheus recorder and logging.
 //! - [`summary`]: the run summary table.
 //! - [`cli`]: the `agentos` command line (the binary only calls [`cli::main`]).
+//! - [`sandbox_exec`]: the hidden `agentos sandbox-exec` launcher that confines a command, then
+//!   `exec`s it.
 
 pub mod agent;
 pub mod board;
@@ -35,6 +37,7 @@ pub mod kvpool;
 pub mod monitor;
 pub mod pager;
 pub mod protocol;
+pub mod sandbox_exec;
 pub mod scheduler;
 pub mod simserver;
 pub mod summary;

@@ -158,6 +158,7 @@ pub fn run_direct(w: &Workload, sequential: bool) -> anyhow::Result<Sample> {
         command: Arc::new(Default::default()),
         files: Arc::new(FileSettings::default()),
         bus: None,
+        sandbox: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -27,6 +27,7 @@ fn context(workspace: &Path, allowlist: &[&[&str]], timeout: Duration) -> ToolCo
         }),
         files: Arc::new(FileSettings::default()),
         bus: None,
+        sandbox: None,
     }
 }
 

@@ -384,6 +384,7 @@ fn rig(replies: Vec<Reply>, tools: &str, max_steps: u32, prompts: FakePrompts) -
         command: Arc::new(CommandSettings::default()),
         files: Arc::new(FileSettings::default()),
         bus: None,
+        sandbox: None,
     };
     let setup = AgentSetup::new(
         spec,

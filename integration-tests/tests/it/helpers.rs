@@ -15,6 +15,48 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The `agentos` binary cargo built next to this test binary (`cargo test --workspace` builds
+/// it: the actors crate has tests, so its binary is built with them).
+pub fn agentos_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/it-<hash> -> target/<profile>/agentos
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("agentos"))
+        .expect("test binary lives in target/<profile>/deps");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first (cargo build -p agentos-actors --bin agentos), or run \
+         the whole suite with cargo test --workspace",
+        bin.display()
+    );
+    bin
+}
+
+/// Makes the built `agentos` binary this process's sandbox launcher (once): in-process runs
+/// are not `agentos` themselves, so `run_command` needs to be told where the launcher is.
+pub fn use_built_launcher() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        agentos_runtime::sandbox::set_launcher(agentos_bin());
+    });
+}
+
+/// Polls `condition` every 20 ms until it holds (true) or `limit` passes (false).
+pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Parses config text as if it were a file in `config/` (so relative paths work there).
 pub fn parse(text: &str) -> Config {
     Config::parse(text, "test.ron", &repo().join("config"))
@@ -39,6 +81,7 @@ pub fn run_with(
     limit: Duration,
     during: Option<Box<dyn FnOnce(SocketAddr) -> String + Send>>,
 ) -> Finished {
+    use_built_launcher();
     actix_rt::System::new().block_on(async move {
         let prometheus = agentos_actors::telemetry::prometheus().expect("recorder");
         let opts = BootOptions {

@@ -7,6 +7,7 @@ mod openai;
 mod pager;
 mod prometheus;
 mod provision;
+mod sandbox;
 mod simserver;
 mod system;
 mod tools;

@@ -200,7 +200,8 @@ impl CommandCgroup {
         self.remove();
     }
 
-    fn kill_members(&self) -> bool {
+    /// Sends `SIGKILL` to every member; true when there were none.
+    pub fn kill_members(&self) -> bool {
         let pids = self.pids();
         for &pid in &pids {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);

@@ -159,10 +159,25 @@ pub fn attribute(policy: &LaunchPolicy, ending: &Ending<'_>) -> Vec<Denial> {
         });
     }
     if policy.landlock {
-        out.extend(filesystem(policy, &ending.output));
+        let files = filesystem(policy, &ending.output);
+        // Without a network namespace, Landlock refuses TCP with EACCES: a denial that names
+        // no path, from a command that was connecting, is the network's.
+        let tcp_only = !policy.network && !policy.namespaces;
+        let unnamed = files.len() == 1 && files[0].message == UNNAMED_DENIAL;
+        if tcp_only && unnamed && text(&["connect", "socket", "bind"]) {
+            out.push(Denial {
+                kind: DenialKind::Network,
+                message: "network is disabled for this agent (sandbox.network: false)".into(),
+            });
+        } else {
+            out.extend(files);
+        }
     }
     out
 }
+
+const UNNAMED_DENIAL: &str = "permission denied by the sandbox: the command touched a path \
+                              outside the workspace and the agent's read paths";
 
 fn filesystem(policy: &LaunchPolicy, output: &[&str; 2]) -> Vec<Denial> {
     let mut outside: Vec<PathBuf> = Vec::new();
@@ -189,9 +204,7 @@ fn filesystem(policy: &LaunchPolicy, output: &[&str; 2]) -> Vec<Denial> {
         return if denied_lines && !inside {
             vec![Denial {
                 kind: DenialKind::Filesystem,
-                message: "permission denied by the sandbox: the command touched a path outside \
-                          the workspace and the agent's read paths"
-                    .into(),
+                message: UNNAMED_DENIAL.into(),
             }]
         } else {
             Vec::new()
@@ -381,6 +394,15 @@ mod tests {
         let mut open = p.clone();
         open.network = true;
         assert!(attribute_err(&open, "Network is unreachable").is_empty());
+        // Landlock alone (no network namespace) refuses TCP with a plain EACCES.
+        let mut tcp_only = p.clone();
+        tcp_only.namespaces = false;
+        let got = attribute_err(
+            &tcp_only,
+            "    sock.connect(sa)\nPermissionError: [Errno 13] Permission denied",
+        );
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].kind, DenialKind::Network);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! `agentos_sandbox_enforced` metric show. [`check`] is the start-up gate of `required`.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -142,12 +142,22 @@ impl SandboxStatus {
     }
 }
 
-static STATUS: OnceLock<SandboxStatus> = OnceLock::new();
+/// Probed statuses by launcher (one entry in practice; a second only when a program sets its
+/// launcher after a first probe). A `std` mutex: held for the probe only, never across an
+/// await; a poisoned lock (a panicking probe) is recovered, its data is still valid.
+static STATUS: Mutex<Vec<(Option<PathBuf>, &'static SandboxStatus)>> = Mutex::new(Vec::new());
 
 /// This machine's sandbox status, probed on the first call (a few milliseconds: one launcher
-/// process) and cached for the life of the process.
+/// process) and cached for the life of the process, per launcher.
 pub fn status() -> &'static SandboxStatus {
-    STATUS.get_or_init(|| probe(launcher().as_deref()))
+    let launcher = launcher();
+    let mut cache = STATUS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, s)) = cache.iter().find(|(l, _)| *l == launcher) {
+        return s;
+    }
+    let probed: &'static SandboxStatus = Box::leak(Box::new(probe(launcher.as_deref())));
+    cache.push((launcher, probed));
+    probed
 }
 
 /// Probes the machine with `launcher` (see the module docs). Features named in

@@ -217,16 +217,20 @@ async fn run(
     let stderr = child.stderr.take();
     let cap = settings.max_output_bytes;
 
+    let cgroup = launch.as_mut().and_then(|l| l.cgroup.take());
     let finished = tokio::time::timeout(settings.timeout, async {
         tokio::join!(read_capped(stdout, cap), read_capped(stderr, cap), async {
             let status = child.wait().await;
-            // The leader is gone; anything it left in its group would keep the pipes open.
+            // The leader is gone; anything it left in its group (or, with a cgroup, anywhere)
+            // would keep the pipes open.
             group.kill();
+            if let Some(c) = &cgroup {
+                c.kill_members();
+            }
             status
         })
     })
     .await;
-    let cgroup = launch.as_mut().and_then(|l| l.cgroup.take());
 
     let Ok((out, err, status)) = finished else {
         group.kill();

@@ -299,6 +299,30 @@ pub fn register_zeroes() {
     metrics::counter!(SCHED_STALE_REPORTS).increment(0);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Sandbox (`crate::events::sandbox`): what confines `run_command` on this machine, and what it
+// stopped.
+// ---------------------------------------------------------------------------------------------
+
+/// Gauge, label `feature` (`filesystem`, `network`, `processes`, `limits`): 1 when commands run
+/// confined in that respect, 0 when the mode is `off` or the machine lacks the feature.
+pub const SANDBOX_ENFORCED: &str = "agentos_sandbox_enforced";
+/// Counter, labels `agent`, `kind` (`filesystem`, `network`, `processes`, `memory`, `cpu`,
+/// `file_size`): commands the sandbox stopped, by what stopped them.
+pub const SANDBOX_DENIALS: &str = "agentos_sandbox_denials_total";
+
+/// Describes the sandbox metrics (called by [`describe_all`]).
+pub fn describe_sandbox() {
+    describe_gauge!(
+        SANDBOX_ENFORCED,
+        "1 when run_command children are confined in this respect (feature), 0 when not."
+    );
+    describe_counter!(
+        SANDBOX_DENIALS,
+        "Commands stopped by the sandbox, by agent and by what stopped them (kind)."
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,28 +359,4 @@ mod tests {
             );
         }
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Sandbox (`crate::events::sandbox`): what confines `run_command` on this machine, and what it
-// stopped.
-// ---------------------------------------------------------------------------------------------
-
-/// Gauge, label `feature` (`filesystem`, `network`, `processes`, `limits`): 1 when commands run
-/// confined in that respect, 0 when the mode is `off` or the machine lacks the feature.
-pub const SANDBOX_ENFORCED: &str = "agentos_sandbox_enforced";
-/// Counter, labels `agent`, `kind` (`filesystem`, `network`, `processes`, `memory`, `cpu`,
-/// `file_size`): commands the sandbox stopped, by what stopped them.
-pub const SANDBOX_DENIALS: &str = "agentos_sandbox_denials_total";
-
-/// Describes the sandbox metrics (called by [`describe_all`]).
-pub fn describe_sandbox() {
-    describe_gauge!(
-        SANDBOX_ENFORCED,
-        "1 when run_command children are confined in this respect (feature), 0 when not."
-    );
-    describe_counter!(
-        SANDBOX_DENIALS,
-        "Commands stopped by the sandbox, by agent and by what stopped them (kind)."
-    );
 }

@@ -265,3 +265,56 @@ pub fn probe() -> ProbeReport {
     }
     report
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::sandbox::policy::system_read_paths;
+    use crate::sandbox::SandboxLimits;
+
+    /// Landlock confines the calling thread (and what it starts), so a test can restrict a
+    /// thread of its own and look at what it may still open.
+    #[test]
+    fn landlock_confines_a_thread_to_the_policy() {
+        let ws = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "s").unwrap();
+        let policy = LaunchPolicy {
+            workspace: ws.path().canonicalize().unwrap(),
+            tmp_dir: tmp.path().canonicalize().unwrap(),
+            read_paths: system_read_paths(),
+            network: true,
+            limits: SandboxLimits::default(),
+            landlock: true,
+            namespaces: false,
+            cgroup: None,
+        };
+        let outside: PathBuf = outside.path().to_owned();
+        let probe_abi = std::thread::spawn(probe).join().unwrap().landlock_abi;
+        let got = std::thread::spawn(move || {
+            let restricted = restrict_filesystem(&policy);
+            let opens = [
+                std::fs::write(policy.workspace.join("f"), "x").is_ok(),
+                std::fs::write(policy.tmp_dir.join("f"), "x").is_ok(),
+                std::fs::read("/usr/bin/env").is_ok() || !Path::new("/usr/bin/env").exists(),
+                std::fs::read("/etc/passwd").is_ok(),
+                std::fs::read(outside.join("secret")).is_ok(),
+                std::fs::write(outside.join("new"), "x").is_ok(),
+                std::fs::write("/dev/null", "x").is_ok(),
+            ];
+            (restricted, opens)
+        })
+        .join()
+        .unwrap();
+        if probe_abi == 0 {
+            // No Landlock here: the launcher must refuse rather than run unconfined.
+            assert!(got.0.is_err(), "{got:?}");
+            return;
+        }
+        assert_eq!(got.0, Ok(()));
+        assert_eq!(got.1, [true, true, true, false, false, false, true]);
+    }
+}

@@ -278,3 +278,105 @@ pub fn record_run(
     std::fs::write(&path, text)?;
     Ok(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(launcher: Option<&str>) -> SandboxStatus {
+        SandboxStatus {
+            launcher: launcher.map(PathBuf::from),
+            launcher_error: launcher.is_none().then(|| "not found".to_owned()),
+            landlock_abi: 6,
+            landlock_error: None,
+            namespaces: true,
+            namespaces_error: None,
+            root: false,
+            pids_cgroup: None,
+            pids_cgroup_error: None,
+        }
+    }
+
+    /// The workspace lives as long as the test keeps the returned directory.
+    fn build(
+        mode: SandboxMode,
+        status: &SandboxStatus,
+    ) -> (tempfile::TempDir, Result<Option<Sandbox>, SandboxError>) {
+        let ws = tempfile::tempdir().unwrap();
+        let tmp = ws.path().join("tmp/agent");
+        let spec = AgentSandbox {
+            read_paths: vec!["/opt/tools".into()],
+            ..AgentSandbox::default()
+        };
+        let built = Sandbox::new("agent", mode, &spec, ws.path(), &tmp, status);
+        (ws, built)
+    }
+
+    #[test]
+    fn off_builds_nothing_and_required_refuses_what_is_missing() {
+        assert!(build(SandboxMode::Off, &status(None)).1.unwrap().is_none());
+        let e = build(SandboxMode::Required, &status(None)).1.unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("agent \"agent\": runtime.sandbox is `required` but filesystem: "),
+            "{e}"
+        );
+        let (_ws, lax) = build(SandboxMode::BestEffort, &status(None));
+        let lax = lax.unwrap().unwrap();
+        assert!(lax
+            .summary_line()
+            .ends_with("(not enforced here: filesystem, network, processes, limits)"));
+    }
+
+    #[test]
+    fn a_command_goes_through_the_launcher_with_its_policy() {
+        let (_ws, s) = build(SandboxMode::Required, &status(Some("/bin/agentos")));
+        let s = s.unwrap().unwrap();
+        assert!(s.policy().tmp_dir.is_dir(), "the temp directory is created");
+        let launch = s
+            .launch(&["python3".into(), "-m".into(), "unittest".into()])
+            .unwrap();
+        assert_eq!(launch.program, "/bin/agentos");
+        let args: Vec<String> = launch
+            .args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(args[0..2], ["sandbox-exec", "--policy"]);
+        assert_eq!(args[3..], ["--", "python3", "-m", "unittest"]);
+        let policy: LaunchPolicy = serde_json::from_str(&args[2]).unwrap();
+        assert_eq!(&policy, s.policy());
+        assert!(policy.landlock && policy.namespaces && !policy.network);
+        assert!(policy
+            .read_paths
+            .iter()
+            .any(|p| p == Path::new("/opt/tools")));
+        assert_eq!(launch.env[0].0, "TMPDIR");
+        assert_eq!(launch.env[0].1, policy.tmp_dir.as_os_str());
+        assert_eq!(s.describe()["read_paths"], json!(["/opt/tools"]));
+    }
+
+    #[test]
+    fn the_launchers_own_failures_are_told_apart_from_the_commands() {
+        let (_ws, s) = build(SandboxMode::Required, &status(Some("/bin/agentos")));
+        let s = s.unwrap().unwrap();
+        let stderr = "agentos-sandbox: cannot start `nope`: No such file or directory (os error 2)";
+        assert_eq!(
+            s.launcher_failure(Some(EXEC_FAILED), stderr),
+            Some((
+                false,
+                "cannot start `nope`: No such file or directory (os error 2)".into()
+            ))
+        );
+        assert_eq!(
+            s.launcher_failure(Some(SETUP_FAILED), "agentos-sandbox: cannot set x"),
+            Some((true, "cannot set x".into()))
+        );
+        // A command that exits 127 by itself is the command's business.
+        assert_eq!(
+            s.launcher_failure(Some(EXEC_FAILED), "sh: 1: nope: not found"),
+            None
+        );
+        assert_eq!(s.launcher_failure(Some(1), stderr), None);
+    }
+}

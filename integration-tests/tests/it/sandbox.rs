@@ -608,3 +608,32 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[test]
+fn a_program_outside_the_read_paths_cannot_be_started() {
+    let outside = tempfile::tempdir().unwrap();
+    let program = outside.path().join("tool.sh");
+    std::fs::write(&program, "#!/bin/sh\necho ran\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let program = program.display().to_string();
+    let mut c = Confined::default_limits();
+    c.ctx.command_allowlist = Arc::new(vec![vec![program.clone()]]);
+    let e = c.run(&[&program]).unwrap_err();
+    assert!(
+        matches!(&e, ToolError::Failed(m) if m.starts_with(&format!("cannot start `{program}`: Permission denied"))
+            && m.ends_with("the agent's sandbox.read_paths")),
+        "{e:?}"
+    );
+    // Granted as a read path, it runs.
+    let mut c = Confined::new(
+        AgentSandbox {
+            read_paths: vec![outside.path().canonicalize().unwrap()],
+            ..AgentSandbox::default()
+        },
+        Duration::from_secs(20),
+    );
+    c.ctx.command_allowlist = Arc::new(vec![vec![program.clone()]]);
+    let out = c.run(&[&program]).unwrap();
+    assert_eq!(out.data["stdout"], "ran\n", "{out:#?}");
+}

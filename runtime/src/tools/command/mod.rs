@@ -285,6 +285,11 @@ async fn run(
     if let Some((setup, message)) = sandbox.launcher_failure(status.code(), &stderr) {
         return Err(ToolError::Failed(if setup {
             format!("the sandbox could not be set up for `{program}`: {message}")
+        } else if message.contains("Permission denied") {
+            format!(
+                "{message}: the sandbox may run only programs under the system paths and the \
+                 agent's sandbox.read_paths"
+            )
         } else {
             message
         }));

@@ -14,7 +14,8 @@
 //!   workflows (nothing to run), `serve` (or `run --metrics-addr`) on a non-loopback address
 //!   without an API token. For client commands: the server refused the request (any 4xx or
 //!   5xx answer, printed as the server gave it), or the file or URL given is unreadable or
-//!   invalid.
+//!   invalid. Also when `runtime.sandbox` is `required` and this machine cannot confine
+//!   commands.
 //! - `3`: a runtime error: the system could not start (data dir, trace file, address in use)
 //!   or the root supervisor gave up. For client commands: the server could not be reached
 //!   (connection refused, timeout) or did not answer like an AgentOS server.
@@ -128,6 +129,19 @@ pub enum Command {
     /// Client subcommands: they talk to a running `serve`.
     #[command(flatten)]
     Client(ClientCommand),
+    /// The sandbox launcher `run_command` starts: confines itself, then runs ARGV.
+    #[command(hide = true)]
+    SandboxExec {
+        /// Print what the kernel offers (JSON) and exit.
+        #[arg(long)]
+        probe: bool,
+        /// The policy to apply (JSON).
+        #[arg(long)]
+        policy: Option<String>,
+        /// The command.
+        #[arg(last = true)]
+        argv: Vec<String>,
+    },
 }
 
 /// Entry point of the binary.
@@ -211,6 +225,11 @@ pub fn main() -> ExitCode {
         }
         Command::SimServer { listen, config } => crate::simserver::main(listen, config),
         Command::Client(command) => crate::client::main(command),
+        Command::SandboxExec {
+            probe,
+            policy,
+            argv,
+        } => crate::sandbox_exec::main(probe, policy, argv),
     }
 }
 
@@ -226,6 +245,11 @@ where
     F: FnOnce(Config, BootOptions) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<ExitCode>>,
 {
+    if let Err(refused) = agentos_runtime::sandbox::check(&cfg, agentos_runtime::sandbox::status())
+    {
+        eprintln!("error: {refused}");
+        return ExitCode::from(2);
+    }
     let opts = BootOptions {
         trace,
         data_dir,
@@ -321,6 +345,8 @@ async fn run(
     let prometheus = telemetry::prometheus()?;
     opts.prometheus = Some(prometheus.clone());
     let grace = cfg.runtime.shutdown_timeout;
+    let sandbox =
+        agentos_runtime::sandbox::report(cfg.runtime.sandbox, agentos_runtime::sandbox::status());
     let sys = boot(Arc::new(cfg), opts)?;
     let http_stop = match metrics {
         Some((addr, token)) => Some(start_http(&sys, addr, prometheus, token.value).await?),
@@ -366,6 +392,7 @@ async fn run(
         );
         print!("{}", summary::render_pager(&pager));
         print!("{}", summary::render_kv(&kv));
+        print!("{}", summary::render_sandbox(&sandbox));
         println!("run folder: {}", sys.run_dir.display());
         println!("store: {} (run {})", sys.store_path.display(), sys.run_id);
     }

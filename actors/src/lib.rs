@@ -26,6 +26,8 @@
 //! - [`cli`]: the `agentos` command line (the binary only calls [`cli::main`]).
 //! - [`client`]: the client subcommands (`submit`, `ps`, `tasks`, `events`, ...) that speak a
 //!   running `serve`'s control-plane API, and the progress bar of `run`.
+//! - [`sandbox_exec`]: the hidden `agentos sandbox-exec` launcher that confines a command, then
+//!   `exec`s it.
 
 pub mod agent;
 pub mod board;
@@ -38,6 +40,7 @@ pub mod kvpool;
 pub mod monitor;
 pub mod pager;
 pub mod protocol;
+pub mod sandbox_exec;
 pub mod scheduler;
 pub mod simserver;
 pub mod summary;

@@ -99,6 +99,15 @@ pub fn render(snapshot: &RunSnapshot, simulated: &[String], restarts: u64) -> St
     out
 }
 
+/// The sandbox line: a warning when `runtime.sandbox` is `off`, what is missing under
+/// `best_effort`; nothing when every feature is enforced.
+pub fn render_sandbox(report: &agentos_runtime::sandbox::SandboxReport) -> String {
+    report
+        .summary_line()
+        .map(|line| format!("{line}\n"))
+        .unwrap_or_default()
+}
+
 /// The context pager's part of the summary: one row per agent that built prompts.
 pub fn render_pager(stats: &BTreeMap<String, AgentStats>) -> String {
     let rows: Vec<(&String, &AgentStats)> = stats.iter().filter(|(_, s)| s.prompts > 0).collect();

@@ -159,6 +159,7 @@ pub fn run_direct(w: &Workload, sequential: bool) -> anyhow::Result<Sample> {
         files: Arc::new(FileSettings::default()),
         bus: None,
         spawner: None,
+        sandbox: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

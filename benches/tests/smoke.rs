@@ -132,6 +132,20 @@ fn every_scenario_runs_at_smoke_size_and_reports_sane_numbers() {
         }
     }
 
+    // The sandbox start-up scenario times every variant it could run; with the agentos binary
+    // built next to the runner (as the workspace build does), all three.
+    let startup: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("results/sandbox_startup.json")).unwrap(),
+    )
+    .unwrap();
+    let variants = startup["variants"].as_array().unwrap();
+    let expected = if startup["skipped"].is_null() { 3 } else { 1 };
+    assert_eq!(variants.len(), expected, "{startup}");
+    for v in variants {
+        assert_eq!(v["samples_ms"].as_array().unwrap().len(), 20, "{v}");
+        assert!(v["median_ms"].as_f64().unwrap() > 0.0, "{v}");
+    }
+
     // The server's latency model shows: an LLM-bound step takes at least its 50 ms base.
     let llm = report(out.path(), "llm_bound");
     assert!(
@@ -145,6 +159,7 @@ fn every_scenario_runs_at_smoke_size_and_reports_sane_numbers() {
         "## `overhead`",
         "## `llm_bound`",
         "## `frameworks`",
+        "## `sandbox_startup`",
         "Smoke run",
         "tokio_direct",
     ] {

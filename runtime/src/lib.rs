@@ -14,6 +14,8 @@
 //!   workflow pages, budgets counted with the backend's tokenizer.
 //! - [`store`]: the embedded SQLite store (pages today; checkpoints and the audit log later).
 //! - [`tools`]: built-in tools and the sandbox they run in.
+//! - [`sandbox`]: the command sandbox: Landlock, namespaces, resource limits, pids cgroups,
+//!   applied by the `agentos sandbox-exec` launcher before it `exec`s a command.
 //! - [`events`]: typed telemetry events; each `emit()` updates the metrics, writes the trace
 //!   line and logs. Every metric name, help text and histogram bucket is defined once in
 //!   [`events::names`], re-exported as [`metrics`] for existing callers.
@@ -35,6 +37,7 @@ pub mod kvcache;
 pub mod llm;
 pub mod model;
 pub mod policy;
+pub mod sandbox;
 pub mod sched;
 pub mod store;
 pub mod tokenize;

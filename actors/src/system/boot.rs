@@ -7,7 +7,7 @@
 //! every port, and starts the tree.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -15,11 +15,13 @@ use std::time::Instant;
 use actix::prelude::*;
 use agentos_runtime::agent::{AgentSetup, StepPorts};
 use agentos_runtime::config::{BackendKind, Config};
+use agentos_runtime::events::sandbox::SandboxConfigured;
 use agentos_runtime::events::system::RunStarted;
 use agentos_runtime::llm::openai::OpenAiBackend;
 use agentos_runtime::llm::sim::SimBackend;
 use agentos_runtime::llm::LlmBackend;
 use agentos_runtime::model::InstanceId;
+use agentos_runtime::sandbox::{self, Sandbox};
 use agentos_runtime::sched::SchedulerCore;
 use agentos_runtime::tools::{BusPort, ToolContext, ToolRegistry};
 use agentos_runtime::trace::Trace;
@@ -116,6 +118,7 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
         simulated_backends: &simulated_backends,
     }
     .emit(&trace);
+    let sandboxes = sandboxes(&cfg, &workspaces, &run_dir, &trace)?;
 
     let board = Arc::new(Board::new(cfg.agents.iter().map(|a| a.name.as_str())));
     let ports = SystemPorts::default();
@@ -126,6 +129,7 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
         &cfg,
         &backends,
         &workspaces,
+        &sandboxes,
         &ports,
         &board,
         &trace,
@@ -184,11 +188,46 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
     })
 }
 
+/// The sandbox of every agent granted `run_command` (none under `runtime.sandbox: off`),
+/// recorded in the run folder's `sandbox.json`. Refuses a `required` sandbox this machine
+/// cannot give.
+fn sandboxes(
+    cfg: &Config,
+    workspaces: &HashMap<PathBuf, PathBuf>,
+    run_dir: &Path,
+    trace: &Trace,
+) -> anyhow::Result<HashMap<String, Arc<Sandbox>>> {
+    let status = sandbox::status();
+    let report = sandbox::check(cfg, status)?;
+    SandboxConfigured { report: &report }.emit(trace);
+    let mut out = HashMap::new();
+    for a in cfg
+        .agents
+        .iter()
+        .filter(|a| a.tools.iter().any(|t| t == "run_command"))
+    {
+        let Some(w) = &a.workspace else { continue };
+        let root = workspaces.get(&w.root).unwrap_or(&w.root);
+        let tmp = run_dir.join("tmp").join(&a.name);
+        let built = Sandbox::new(&a.name, cfg.runtime.sandbox, &a.sandbox, root, &tmp, status)?;
+        if let Some(s) = built {
+            out.insert(a.name.clone(), Arc::new(s));
+        }
+    }
+    let mut all: Vec<&Sandbox> = out.values().map(Arc::as_ref).collect();
+    all.sort_by_key(|s| s.policy().workspace.clone());
+    sandbox::record_run(run_dir, cfg.runtime.sandbox, status, &all)
+        .with_context(|| format!("cannot write {}/sandbox.json", run_dir.display()))?;
+    Ok(out)
+}
+
 /// One environment per agent instance, spread round robin over the worker arbiters.
+#[allow(clippy::too_many_arguments)]
 fn agent_envs(
     cfg: &Config,
     backends: &HashMap<String, Arc<dyn LlmBackend>>,
     workspaces: &HashMap<PathBuf, PathBuf>,
+    sandboxes: &HashMap<String, Arc<Sandbox>>,
     ports: &SystemPorts,
     board: &Arc<Board>,
     trace: &Trace,
@@ -243,6 +282,7 @@ fn agent_envs(
                 files: files.clone(),
                 bus: Some(bus.clone()),
                 spawner: Some(spawner.clone()),
+                sandbox: sandboxes.get(&a.name).cloned(),
             };
             let sink = AgentSink::new(
                 instance.clone(),

@@ -5,6 +5,7 @@ pub mod frameworks;
 pub mod kv_routing;
 pub mod llm_bound;
 pub mod overhead;
+pub mod sandbox_startup;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -141,6 +142,11 @@ pub fn registry() -> Vec<Scenario> {
         Scenario::new("llm_bound", llm_bound::run, render),
         Scenario::new("frameworks", frameworks::run, render),
         Scenario::new("kv_routing", kv_routing::run, kv_routing::render),
+        Scenario::new(
+            "sandbox_startup",
+            sandbox_startup::run,
+            sandbox_startup::render,
+        ),
     ]
 }
 

@@ -69,6 +69,8 @@ const ALL_METRICS: &[&str] = &[
     m::PAGER_REQUESTS,
     m::STORE_WRITE_DURATION,
     m::STORE_READ_DURATION,
+    m::SANDBOX_ENFORCED,
+    m::SANDBOX_DENIALS,
 ];
 
 /// Series suffixes the Prometheus exporter adds to a histogram.

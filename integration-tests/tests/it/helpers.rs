@@ -15,6 +15,35 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The `agentos` binary, built by this crate as `agentos-it` (the same `main`), so that cargo
+/// builds it for these tests whatever packages are tested.
+pub fn agentos_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_agentos-it"))
+}
+
+/// Makes the built `agentos` binary this process's sandbox launcher (once): in-process runs
+/// are not `agentos` themselves, so `run_command` needs to be told where the launcher is.
+pub fn use_built_launcher() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        agentos_runtime::sandbox::set_launcher(agentos_bin());
+    });
+}
+
+/// Polls `condition` every 20 ms until it holds (true) or `limit` passes (false).
+pub fn holds_within(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Parses config text as if it were a file in `config/` (so relative paths work there).
 pub fn parse(text: &str) -> Config {
     Config::parse(text, "test.ron", &repo().join("config"))
@@ -39,6 +68,7 @@ pub fn run_with(
     limit: Duration,
     during: Option<Box<dyn FnOnce(SocketAddr) -> String + Send>>,
 ) -> Finished {
+    use_built_launcher();
     actix_rt::System::new().block_on(async move {
         let prometheus = agentos_actors::telemetry::prometheus().expect("recorder");
         let opts = BootOptions {

@@ -10,6 +10,7 @@ mod openai;
 mod pager;
 mod prometheus;
 mod provision;
+mod sandbox;
 mod simserver;
 mod system;
 mod tools;

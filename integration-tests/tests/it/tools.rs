@@ -28,6 +28,7 @@ fn context(workspace: &Path, allowlist: &[&[&str]], timeout: Duration) -> ToolCo
         files: Arc::new(FileSettings::default()),
         bus: None,
         spawner: None,
+        sandbox: None,
     }
 }
 

@@ -385,6 +385,7 @@ fn rig(replies: Vec<Reply>, tools: &str, max_steps: u32, prompts: FakePrompts) -
         files: Arc::new(FileSettings::default()),
         bus: None,
         spawner: None,
+        sandbox: None,
     };
     let setup = AgentSetup::new(
         spec,

@@ -112,6 +112,8 @@ pub struct RuntimeSettings {
     pub api: ApiSettings,
     /// Limits on tasks spawned at run time.
     pub spawn: SpawnLimits,
+    /// What to do when the kernel lacks a sandbox feature (`runtime.sandbox`).
+    pub sandbox: crate::sandbox::SandboxMode,
 }
 
 /// Settings of the control-plane API (`serve`).
@@ -384,6 +386,8 @@ pub struct AgentSpec {
     pub subscribe: Vec<String>,
     /// Simulator behaviour (only with a `sim` backend).
     pub sim: SimBehaviour,
+    /// The sandbox of this agent's commands.
+    pub sandbox: crate::sandbox::AgentSandbox,
 }
 
 /// How an agent's context window is managed by the context pager.

@@ -60,6 +60,9 @@ pub struct RawRuntime {
     /// Limits on tasks spawned at run time.
     #[serde(default)]
     pub spawn: RawSpawn,
+    /// `required` (default), `best_effort` or `off`: see [`crate::sandbox::SandboxMode`].
+    #[serde(default)]
+    pub sandbox: crate::sandbox::SandboxMode,
 }
 
 /// `api: (...)` in `runtime`.
@@ -148,6 +151,7 @@ impl Default for RawRuntime {
             worker_threads: None,
             api: RawApi::default(),
             spawn: RawSpawn::default(),
+            sandbox: crate::sandbox::SandboxMode::default(),
         }
     }
 }
@@ -539,6 +543,9 @@ pub struct RawAgent {
     /// Simulator behaviour.
     #[serde(default)]
     pub sim: Option<RawSimBehaviour>,
+    /// The sandbox of this agent's commands.
+    #[serde(default)]
+    pub sandbox: RawAgentSandbox,
 }
 
 fn default_priority() -> i64 {
@@ -740,4 +747,61 @@ pub struct RawTask {
     /// Priority added to the agent's.
     #[serde(default)]
     pub priority_boost: i16,
+}
+
+/// `sandbox: (...)` of an agent: what its commands may reach, and their limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgentSandbox {
+    /// Allow the network.
+    #[serde(default)]
+    pub network: bool,
+    /// Extra paths to read and execute (relative ones resolve against the config's folder).
+    #[serde(default)]
+    pub read_paths: Vec<String>,
+    /// Processes and threads at once.
+    #[serde(default = "default_sandbox_max_processes")]
+    pub max_processes: u64,
+    /// Address space per process, bytes.
+    #[serde(default = "default_sandbox_max_memory_bytes")]
+    pub max_memory_bytes: u64,
+    /// CPU seconds per process.
+    #[serde(default = "default_sandbox_max_cpu_secs")]
+    pub max_cpu_secs: u64,
+    /// Largest file written, bytes.
+    #[serde(default = "default_sandbox_max_file_bytes")]
+    pub max_file_bytes: u64,
+    /// Open files per process.
+    #[serde(default = "default_sandbox_max_open_files")]
+    pub max_open_files: u64,
+}
+
+impl Default for RawAgentSandbox {
+    fn default() -> Self {
+        Self {
+            network: false,
+            read_paths: Vec::new(),
+            max_processes: default_sandbox_max_processes(),
+            max_memory_bytes: default_sandbox_max_memory_bytes(),
+            max_cpu_secs: default_sandbox_max_cpu_secs(),
+            max_file_bytes: default_sandbox_max_file_bytes(),
+            max_open_files: default_sandbox_max_open_files(),
+        }
+    }
+}
+
+fn default_sandbox_max_processes() -> u64 {
+    crate::sandbox::SandboxLimits::default().max_processes
+}
+fn default_sandbox_max_memory_bytes() -> u64 {
+    crate::sandbox::SandboxLimits::default().max_memory_bytes
+}
+fn default_sandbox_max_cpu_secs() -> u64 {
+    crate::sandbox::SandboxLimits::default().max_cpu_secs
+}
+fn default_sandbox_max_file_bytes() -> u64 {
+    crate::sandbox::SandboxLimits::default().max_file_bytes
+}
+fn default_sandbox_max_open_files() -> u64 {
+    crate::sandbox::SandboxLimits::default().max_open_files
 }

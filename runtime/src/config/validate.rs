@@ -16,6 +16,7 @@ use super::*;
 use crate::model::dag::find_cycle;
 
 mod backend;
+mod sandbox;
 use crate::tools::{CommandSettings, FileSettings, BUILTIN_TOOLS};
 
 /// One config problem.
@@ -496,6 +497,7 @@ impl Validator<'_> {
                 max_depth: r.spawn.max_depth,
             },
             worker_threads,
+            sandbox: r.sandbox,
             max_concurrency: r.max_concurrency.max(1) as usize,
             data_dir: self.resolve(&r.data_dir),
             supervisor: SupervisorSettings {
@@ -757,6 +759,7 @@ impl Validator<'_> {
             .as_ref()
             .map(|s| self.sim_behaviour(a, s))
             .unwrap_or_default();
+        let sandbox = self.agent_sandbox(a);
         AgentSpec {
             name: a.name.clone(),
             role: a.role.clone(),
@@ -780,6 +783,7 @@ impl Validator<'_> {
             replicas: a.replicas.max(1),
             subscribe: a.subscribe.clone(),
             sim,
+            sandbox,
         }
     }
 

@@ -85,6 +85,8 @@ pub enum ToolOutcome {
     Timeout,
     /// An I/O or execution failure.
     Failed,
+    /// A command stopped by the sandbox.
+    SandboxDenied,
 }
 
 impl ToolOutcome {
@@ -99,6 +101,7 @@ impl ToolOutcome {
             ToolOutcome::CommandRefused => "command_refused",
             ToolOutcome::Timeout => "timeout",
             ToolOutcome::Failed => "failed",
+            ToolOutcome::SandboxDenied => "sandbox_denied",
         }
     }
 }
@@ -113,6 +116,7 @@ impl From<&ToolError> for ToolOutcome {
             ToolError::CommandRefused(_) => ToolOutcome::CommandRefused,
             ToolError::Timeout(_) => ToolOutcome::Timeout,
             ToolError::Failed(_) => ToolOutcome::Failed,
+            ToolError::SandboxDenied(_) => ToolOutcome::SandboxDenied,
         }
     }
 }

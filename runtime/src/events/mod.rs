@@ -14,6 +14,7 @@
 //!   and stop.
 //! - [`kvcache`]: routing decisions, per-replica cache statistics, cache configuration.
 //! - [`pager`]: resident and swapped pages, page moves, built prompts, store timings.
+//! - [`sandbox`]: what the command sandbox enforces, and the commands it stopped.
 //!
 //! # Conventions
 //! - Events borrow (`&'a str`, `&'a T`): building one costs nothing, and the caller keeps its
@@ -38,6 +39,7 @@ pub mod kvcache;
 pub mod labels;
 pub mod names;
 pub mod pager;
+pub mod sandbox;
 pub mod sched;
 pub mod system;
 

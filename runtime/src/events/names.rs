@@ -160,6 +160,7 @@ pub const HISTOGRAM_BUCKETS: &[(&str, &[f64])] = &[
 
 /// Registers help texts and units with the installed recorder.
 pub fn describe_all() {
+    describe_sandbox();
     describe_gauge!(SCHED_TASKS, "Tasks in each state.");
     describe_counter!(
         SCHED_TASK_ATTEMPTS,
@@ -323,6 +324,30 @@ pub fn register_zeroes() {
     }
     metrics::counter!(SCHED_LEASE_EXPIRED).increment(0);
     metrics::counter!(SCHED_STALE_REPORTS).increment(0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sandbox (`crate::events::sandbox`): what confines `run_command` on this machine, and what it
+// stopped.
+// ---------------------------------------------------------------------------------------------
+
+/// Gauge, label `feature` (`filesystem`, `network`, `processes`, `limits`): 1 when commands run
+/// confined in that respect, 0 when the mode is `off` or the machine lacks the feature.
+pub const SANDBOX_ENFORCED: &str = "agentos_sandbox_enforced";
+/// Counter, labels `agent`, `kind` (`filesystem`, `network`, `processes`, `memory`, `cpu`,
+/// `file_size`): commands the sandbox stopped, by what stopped them.
+pub const SANDBOX_DENIALS: &str = "agentos_sandbox_denials_total";
+
+/// Describes the sandbox metrics (called by [`describe_all`]).
+pub fn describe_sandbox() {
+    describe_gauge!(
+        SANDBOX_ENFORCED,
+        "1 when run_command children are confined in this respect (feature), 0 when not."
+    );
+    describe_counter!(
+        SANDBOX_DENIALS,
+        "Commands stopped by the sandbox, by agent and by what stopped them (kind)."
+    );
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! - [`calculator`]: arithmetic through a real expression parser (never evaluates code).
 //! - [`fs`]: `read_file`, `write_file`, `list_dir`, `grep`, confined to the agent's workspace root.
 //! - [`command`]: `run_command`, an allowlisted argv run as a child process with a wall timeout,
-//!   capped output and a cleared environment.
+//!   capped output and a cleared environment, confined by the agent's [`crate::sandbox`].
 //! - [`bus`]: `send_message`, `publish`, `read_messages`, through a [`BusPort`] the actor system
 //!   provides.
 //! - [`spawn`]: `spawn_task`, which adds a task to the caller's workflow through a
@@ -100,6 +100,9 @@ pub struct ToolContext {
     pub bus: Option<Arc<dyn BusPort>>,
     /// The scheduler, for `spawn_task`, when the actor system provides one.
     pub spawner: Option<Arc<dyn SpawnPort>>,
+    /// The sandbox `run_command` applies; `None` runs commands unconfined
+    /// (`runtime.sandbox: off`).
+    pub sandbox: Option<Arc<crate::sandbox::Sandbox>>,
 }
 
 impl std::fmt::Debug for ToolContext {
@@ -145,6 +148,9 @@ pub enum ToolError {
     /// An I/O or execution failure.
     #[error("{0}")]
     Failed(String),
+    /// The sandbox stopped the command: what it denied, then the command's output.
+    #[error("{0}")]
+    SandboxDenied(String),
 }
 
 impl ToolError {
@@ -276,6 +282,7 @@ pub(crate) mod test_support {
             files: Arc::new(FileSettings::default()),
             bus: None,
             spawner: None,
+            sandbox: None,
         }
     }
 }

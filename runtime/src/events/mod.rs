@@ -12,6 +12,7 @@
 //!   and stop.
 //! - [`kvcache`]: routing decisions, per-replica cache statistics, cache configuration.
 //! - [`pager`]: resident and swapped pages, page moves, built prompts, store timings.
+//! - [`api`]: requests answered by the control plane's HTTP API.
 //!
 //! # Conventions
 //! - Events borrow (`&'a str`, `&'a T`): building one costs nothing, and the caller keeps its
@@ -31,6 +32,7 @@
 //! [`Trace`]: crate::trace::Trace
 
 pub mod agent;
+pub mod api;
 pub mod kvcache;
 pub mod labels;
 pub mod names;
@@ -42,6 +44,7 @@ pub use agent::{
     AgentCrashed, AgentStateChanged, AgentStepFinished, LlmCallAbandoned, LlmCallFailed,
     LlmCallFinished, PagerRequestFinished, ToolCalled,
 };
+pub use api::{ApiMethod, ApiRequestFinished};
 pub use kvcache::{KvCacheConfigured, KvReplicaPublished, KvSeriesRegistered, RouteDecided};
 pub use labels::{
     tool_label, AttemptOutcome, BusDropReason, BusKind, KvBlockState, LlmOutcome, MoveDirection,

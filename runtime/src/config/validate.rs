@@ -477,7 +477,10 @@ impl Validator<'_> {
         if r.spawn.max_depth > 64 {
             self.err(
                 At::File,
-                format!("runtime.spawn.max_depth must be 0..=64, got {}", r.spawn.max_depth),
+                format!(
+                    "runtime.spawn.max_depth must be 0..=64, got {}",
+                    r.spawn.max_depth
+                ),
             );
         }
         RuntimeSettings {

@@ -375,7 +375,9 @@ pub enum SpawnError {
     #[error("input: {0}")]
     Template(String),
     /// `max_spawned_tasks` reached.
-    #[error("workflow {workflow} already spawned {limit} tasks (runtime.spawn.max_tasks_per_workflow)")]
+    #[error(
+        "workflow {workflow} already spawned {limit} tasks (runtime.spawn.max_tasks_per_workflow)"
+    )]
     TooMany {
         /// Workflow id.
         workflow: String,

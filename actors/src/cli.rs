@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
 
 use agentos_runtime::config::Config;
 use agentos_runtime::model::TaskState;
@@ -216,24 +215,23 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
+/// Serves the HTTP endpoint (`/metrics`, `/healthz`, `/api/*`) for `sys` on `addr`, with the
+/// config's API limits. With `token`, every `/api/*` request needs it as a bearer token.
+/// Returns the shutdown switch: sending `true` (or dropping it) stops the server, ends event
+/// streams and lets open requests finish.
 async fn start_http(
     sys: &RunningSystem,
     addr: SocketAddr,
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    token: Option<String>,
 ) -> anyhow::Result<watch::Sender<bool>> {
     let (listener, local) = http::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     println!("listening on http://{local}");
     let (stop_tx, stop_rx) = watch::channel(false);
-    let state = HttpState {
-        board: sys.board.clone(),
-        snapshot: sys.ports.scheduler.snapshot.clone(),
-        prometheus,
-        started: Instant::now(),
-        simulated_backends: sys.simulated_backends.clone(),
-    };
-    actix_rt::spawn(http::serve(listener, state, stop_rx));
+    let state = HttpState::new(sys, prometheus, token, stop_rx);
+    actix_rt::spawn(http::serve(listener, state));
     Ok(stop_tx)
 }
 
@@ -248,7 +246,7 @@ async fn run(
     let grace = cfg.runtime.shutdown_timeout;
     let sys = boot(Arc::new(cfg), opts)?;
     let http_stop = match metrics_addr {
-        Some(addr) => Some(start_http(&sys, addr, prometheus).await?),
+        Some(addr) => Some(start_http(&sys, addr, prometheus, None).await?),
         None => None,
     };
     let end = sys.wait(shutdown_signal()).await;
@@ -310,7 +308,7 @@ async fn serve(cfg: Config, mut opts: BootOptions, listen: SocketAddr) -> anyhow
     opts.prometheus = Some(prometheus.clone());
     let grace = cfg.runtime.shutdown_timeout;
     let sys = boot(Arc::new(cfg), opts)?;
-    let http_stop = start_http(&sys, listen, prometheus).await?;
+    let http_stop = start_http(&sys, listen, prometheus, None).await?;
     let mut fatal = sys.board.fatal.subscribe();
     let code = tokio::select! {
         _ = shutdown_signal() => {

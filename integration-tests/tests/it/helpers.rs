@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agentos_actors::protocol::RunSnapshot;
 use agentos_actors::system::{boot, BootOptions, RunEnd};
@@ -51,14 +51,8 @@ pub fn run_with(
             .await
             .unwrap();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let state = agentos_actors::http::HttpState {
-            board: sys.board.clone(),
-            snapshot: sys.ports.scheduler.snapshot.clone(),
-            prometheus,
-            started: Instant::now(),
-            simulated_backends: sys.simulated_backends.clone(),
-        };
-        actix_rt::spawn(agentos_actors::http::serve(listener, state, stop_rx));
+        let state = agentos_actors::http::HttpState::new(&sys, prometheus, None, stop_rx);
+        actix_rt::spawn(agentos_actors::http::serve(listener, state));
         let end = sys.wait(actix_rt::time::sleep(limit)).await;
         assert_ne!(
             end,

@@ -31,7 +31,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
 
 use agentos_runtime::config::Config;
 use agentos_runtime::model::TaskState;
@@ -254,6 +253,7 @@ where
         trace,
         data_dir,
         prometheus: None,
+        event_window: 0,
     };
     exit_on_error(actix_rt::System::new().block_on(body(cfg, opts)))
 }
@@ -312,6 +312,10 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
+/// Serves the HTTP endpoint (`/metrics`, `/healthz`, `/api/*`) for `sys` on `addr`, with the
+/// config's API limits. With `token`, every `/api/*` request needs it as a bearer token.
+/// Returns the shutdown switch: sending `true` (or dropping it) stops the server, ends event
+/// streams and lets open requests finish.
 async fn start_http(
     sys: &RunningSystem,
     addr: SocketAddr,
@@ -325,14 +329,8 @@ async fn start_http(
         .with_context(|| format!("cannot listen on {addr}"))?;
     println!("listening on http://{local}");
     let (stop_tx, stop_rx) = watch::channel(false);
-    let state = HttpState {
-        board: sys.board.clone(),
-        snapshot: sys.ports.scheduler.snapshot.clone(),
-        prometheus,
-        started: Instant::now(),
-        simulated_backends: sys.simulated_backends.clone(),
-    };
-    actix_rt::spawn(http::serve(listener, state, stop_rx));
+    let state = HttpState::new(sys, prometheus, token, stop_rx);
+    actix_rt::spawn(http::serve(listener, state));
     Ok(stop_tx)
 }
 
@@ -344,6 +342,10 @@ async fn run(
 ) -> anyhow::Result<ExitCode> {
     let prometheus = telemetry::prometheus()?;
     opts.prometheus = Some(prometheus.clone());
+    if metrics.is_some() {
+        // The API is served: keep the event window for `GET /api/events`.
+        opts.event_window = cfg.runtime.api.event_window;
+    }
     let grace = cfg.runtime.shutdown_timeout;
     let sandbox =
         agentos_runtime::sandbox::report(cfg.runtime.sandbox, agentos_runtime::sandbox::status());
@@ -422,6 +424,7 @@ async fn serve(
 ) -> anyhow::Result<ExitCode> {
     let prometheus = telemetry::prometheus()?;
     opts.prometheus = Some(prometheus.clone());
+    opts.event_window = cfg.runtime.api.event_window;
     let grace = cfg.runtime.shutdown_timeout;
     let banner = serve_banner(&cfg, listen, &token);
     let sys = boot(Arc::new(cfg), opts)?;

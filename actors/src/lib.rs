@@ -19,7 +19,8 @@
 //! - [`board`]: what the running system publishes for many readers (control blocks, pager
 //!   statistics, end signals), each entry written only by its owner.
 //! - [`system`]: booting the actor tree from a config, draining and stopping it.
-//! - [`http`]: `/metrics`, `/healthz`, `/api/tasks`, `/api/agents`.
+//! - [`http`]: the HTTP control plane: `/metrics`, `/healthz`, and the `/api/*` JSON API
+//!   (workflows, agent control, the event stream, the OpenAPI document).
 //! - [`simserver`]: `agentos sim-server`, the simulator as an OpenAI-compatible endpoint.
 //! - [`telemetry`]: the Prometheus recorder and logging.
 //! - [`summary`]: the run summary table.

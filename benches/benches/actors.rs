@@ -106,6 +106,7 @@ fn spawn_once(cfg: Config, agents: usize) -> (Duration, u64) {
                 trace: None,
                 data_dir: Some(data_dir),
                 prometheus: None,
+                event_window: 0,
             },
         )
         .expect("boot");
@@ -155,6 +156,7 @@ fn step_end_to_end(c: &mut Criterion) {
                         trace: None,
                         data_dir: Some(data_dir),
                         prometheus: None,
+                        event_window: 0,
                     },
                 )
                 .expect("boot");

@@ -97,6 +97,7 @@ pub fn run_agentos(w: &Workload) -> anyhow::Result<Sample> {
             trace: None,
             data_dir: Some(data_dir),
             prometheus: None,
+            event_window: 0,
         };
         let sys = boot(Arc::new(cfg), opts)?;
         let end = sys.wait(std::future::pending()).await;

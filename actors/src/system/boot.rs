@@ -50,6 +50,9 @@ pub struct BootOptions {
     pub data_dir: Option<PathBuf>,
     /// Prometheus handle, for upkeep by the resource monitor.
     pub prometheus: Option<PrometheusHandle>,
+    /// Trace events kept in memory for the API's event stream (`GET /api/events`); `0` keeps
+    /// none, so a run without the API builds no event it does not write.
+    pub event_window: usize,
 }
 
 /// Builds every backend named in the config.
@@ -107,11 +110,10 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
         agentos_runtime::context::StoreSwap::new(store, run_id.clone())?;
     }
     let workspaces = prepare_workspaces(&cfg, &run_dir)?;
-    let trace = match &opts.trace {
-        Some(p) => Trace::to_file(p)
-            .with_context(|| format!("cannot create trace file {}", p.display()))?,
-        None => Trace::disabled(),
-    };
+    let trace = Trace::open(opts.trace.as_deref(), opts.event_window).with_context(|| {
+        let file = opts.trace.as_deref().unwrap_or(Path::new("-"));
+        format!("cannot create trace file {}", file.display())
+    })?;
     RunStarted {
         config: cfg.source.as_deref(),
         run_dir: &run_dir,

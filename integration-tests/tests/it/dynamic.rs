@@ -52,6 +52,7 @@ fn the_reducer_reads_every_spawned_output_as_a_shared_page() {
         trace: Some(trace.clone()),
         data_dir: Some(data.path().to_path_buf()),
         prometheus: None,
+        event_window: 0,
     };
     actix_rt::System::new().block_on(async move {
         let sys = boot(cfg, opts).expect("boot");

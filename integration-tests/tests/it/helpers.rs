@@ -75,20 +75,15 @@ pub fn run_with(
             trace: None,
             data_dir: Some(data_dir.to_path_buf()),
             prometheus: Some(prometheus.clone()),
+            event_window: 0,
         };
         let sys = boot(Arc::new(cfg), opts).expect("boot");
         let (listener, addr) = agentos_actors::http::bind("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let state = agentos_actors::http::HttpState {
-            board: sys.board.clone(),
-            snapshot: sys.ports.scheduler.snapshot.clone(),
-            prometheus,
-            started: Instant::now(),
-            simulated_backends: sys.simulated_backends.clone(),
-        };
-        actix_rt::spawn(agentos_actors::http::serve(listener, state, stop_rx));
+        let state = agentos_actors::http::HttpState::new(&sys, prometheus, None, stop_rx);
+        actix_rt::spawn(agentos_actors::http::serve(listener, state));
         let end = sys.wait(actix_rt::time::sleep(limit)).await;
         assert_ne!(
             end,

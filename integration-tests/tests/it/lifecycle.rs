@@ -119,6 +119,7 @@ where
         trace: None,
         data_dir: Some(data.path().to_path_buf()),
         prometheus: None,
+        event_window: 0,
     };
     actix_rt::System::new().block_on(async move {
         let sys = boot(cfg.clone(), opts).expect("boot");

@@ -32,6 +32,7 @@ fn run_traced(cfg: Config, data_dir: &Path) -> Traced {
                 trace: Some(trace),
                 data_dir: Some(data_dir),
                 prometheus: None,
+                event_window: 0,
             };
             let sys = boot(Arc::new(cfg), opts).expect("boot");
             let end = sys
@@ -151,6 +152,7 @@ fn a_store_that_cannot_be_opened_is_a_start_up_error() {
             trace: None,
             data_dir: Some(dir.path().to_path_buf()),
             prometheus: None,
+            event_window: 0,
         };
         match boot(Arc::new(cfg), opts) {
             Ok(_) => panic!("boot should fail"),

@@ -15,6 +15,7 @@
 //! - [`kvcache`]: routing decisions, per-replica cache statistics, cache configuration.
 //! - [`pager`]: resident and swapped pages, page moves, built prompts, store timings.
 //! - [`sandbox`]: what the command sandbox enforces, and the commands it stopped.
+//! - [`api`]: requests answered by the control plane's HTTP API.
 //!
 //! # Conventions
 //! - Events borrow (`&'a str`, `&'a T`): building one costs nothing, and the caller keeps its
@@ -34,6 +35,7 @@
 //! [`Trace`]: crate::trace::Trace
 
 pub mod agent;
+pub mod api;
 pub mod control;
 pub mod kvcache;
 pub mod labels;
@@ -47,6 +49,7 @@ pub use agent::{
     AgentCrashed, AgentStateChanged, AgentStepFinished, LlmCallAbandoned, LlmCallFailed,
     LlmCallFinished, PagerRequestFinished, ToolCalled,
 };
+pub use api::{ApiMethod, ApiRequestFinished};
 pub use control::{
     AgentControlled, AttemptCancelled, TaskSpawned, WorkflowAccepted, WorkflowFinished,
 };

@@ -156,6 +156,7 @@ pub const HISTOGRAM_BUCKETS: &[(&str, &[f64])] = &[
     (STORE_WRITE_DURATION, STORE_BUCKETS),
     (STORE_READ_DURATION, STORE_BUCKETS),
     (PAGER_BUDGET_UTILISATION, RATIO_BUCKETS),
+    (API_REQUEST_DURATION, API_BUCKETS),
 ];
 
 /// Registers help texts and units with the installed recorder.
@@ -308,6 +309,7 @@ pub fn describe_all() {
         "CPU use of the process (1.0 = one core busy)."
     );
     describe_gauge!(BUILD_INFO, "Build facts; always 1.");
+    describe_api();
 }
 
 /// Creates the zero-valued series of counters whose label sets are fixed, so that their first
@@ -347,6 +349,35 @@ pub fn describe_sandbox() {
     describe_counter!(
         SANDBOX_DENIALS,
         "Commands stopped by the sandbox, by agent and by what stopped them (kind)."
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The control plane's HTTP API (`serve`).
+// ---------------------------------------------------------------------------------------------
+
+/// Counter, labels `route` (a route template such as `/api/workflows/{id}`, or `unmatched`;
+/// never a raw path), `method` (`GET`, `HEAD`, `POST`, `DELETE`, `other`), `status` (the
+/// three-digit code): requests answered by the API.
+pub const API_REQUESTS: &str = "agentos_api_requests_total";
+/// Histogram, label `route`: time from a request's head to its response's head.
+pub const API_REQUEST_DURATION: &str = "agentos_api_request_duration_seconds";
+
+const API_BUCKETS: &[f64] = &[
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// Registers the help texts of the API's metrics (called by [`describe_all`]).
+pub fn describe_api() {
+    describe_counter!(
+        API_REQUESTS,
+        "Requests answered by the HTTP API, by route template, method and status."
+    );
+    describe_histogram!(
+        API_REQUEST_DURATION,
+        Unit::Seconds,
+        "Time from a request's head to its response's head, by route template."
     );
 }
 

@@ -176,7 +176,7 @@ impl Trace {
     /// Reads the window: the events after `after` that it still holds, and every later one
     /// live. `None` when this trace keeps no window.
     ///
-    /// - `after: None`: no backlog, live events only.
+    /// - `after: None` (a first connection): the whole window, nothing counted as missed.
     /// - `after: Some(n)`: the events with id > n. Those the window dropped already are
     ///   counted in [`Subscription::missed`].
     /// - An `n` beyond the last id emitted (a reader of an earlier process, whose ids started
@@ -192,7 +192,8 @@ impl Trace {
         };
         let first_kept = state.events.front().map_or(state.last_id + 1, |e| e.id);
         let (missed, backlog) = match after {
-            None => (0, Vec::new()),
+            // A first connection gets what the window holds, then the live events.
+            None => (0, state.events.iter().cloned().collect()),
             Some(n) => {
                 let n = if n > state.last_id { 0 } else { n };
                 let missed = first_kept.saturating_sub(n + 1);
@@ -359,7 +360,12 @@ mod tests {
         assert!(sub.live.try_recv().is_err(), "nothing twice, nothing more");
 
         let fresh = trace.subscribe(None).unwrap();
-        assert!(fresh.backlog.is_empty(), "no id: live events only");
+        assert_eq!(
+            ids(&fresh.backlog),
+            vec![1, 2, 3, 4, 5],
+            "no id: the whole window"
+        );
+        assert_eq!(fresh.missed, 0);
         let caught_up = trace.subscribe(Some(5)).unwrap();
         assert!(caught_up.backlog.is_empty());
         assert_eq!(caught_up.missed, 0);

@@ -3,7 +3,8 @@
 //! Each event is `id: N`, `event: <kind>`, `data: <the trace's JSON line>`. The stream:
 //! 1. resumes after `Last-Event-ID` (header, as browsers send it on reconnect) or the
 //!    `last_event_id` query parameter: the events after it that the trace's window still
-//!    holds come first (`0` replays the whole window). Without either, it starts live;
+//!    holds come first (`0` replays the whole window). Without either, the whole window comes
+//!    first too (what the server still holds), then the live events;
 //! 2. says `event: lagged` with `{"missed": n}` (and no id, so a client's last id stays its
 //!    last real event) when events were lost: older than the window at resumption, or
 //!    overwritten because this client read too slowly;

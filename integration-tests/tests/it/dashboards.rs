@@ -71,6 +71,8 @@ const ALL_METRICS: &[&str] = &[
     m::STORE_READ_DURATION,
     m::SANDBOX_ENFORCED,
     m::SANDBOX_DENIALS,
+    m::API_REQUESTS,
+    m::API_REQUEST_DURATION,
 ];
 
 /// Series suffixes the Prometheus exporter adds to a histogram.

@@ -109,6 +109,12 @@ pub(crate) async fn healthz(state: &HttpState) -> ApiResponse {
             "tasks": counts,
             "agents": state.board.agents.len(),
             "simulated_backends": state.simulated_backends,
+            // What confines run_command here; under best_effort, what is missing and why.
+            // (The machine was probed at start; this reads the cached result.)
+            "sandbox": agentos_runtime::sandbox::report(
+                state.cfg.runtime.sandbox,
+                agentos_runtime::sandbox::status(),
+            ),
         }),
     )
 }

@@ -161,7 +161,11 @@ async fn a_token_guards_the_api_but_not_health_or_metrics() {
     let (status, _, body) = call(&f.state, req(Method::GET, "/api/agents", &right, "")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body.as_array().unwrap().len(), 3);
-    assert_eq!(get(&f.state, "/healthz").await.0, StatusCode::OK);
+    let (status, health) = get(&f.state, "/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+    // The sandbox report names its mode and what it enforces (or misses, and why).
+    assert!(health["sandbox"]["mode"].is_string(), "{health}");
+    assert!(health["sandbox"]["enforced"].is_array(), "{health}");
     assert_eq!(get(&f.state, "/metrics").await.0, StatusCode::OK);
 }
 

@@ -1000,3 +1000,39 @@ fn the_cli_lists_workflows_tasks_agents_and_events() {
         ran.stdout
     );
 }
+
+#[test]
+fn serve_runs_config_dynamic_and_the_api_shows_its_spawned_tasks() {
+    let text = std::fs::read_to_string(crate::helpers::repo().join("config/dynamic.ron")).unwrap();
+    let serve = Serve::start(&text, &[], &[]);
+    let v = serve.finished("jobs");
+    assert_eq!(v["state"], "succeeded", "{v}");
+    assert_eq!(v["spawned"], 4, "{v}");
+    for i in 1..=4 {
+        let t = task(&v, &format!("jobs/split.{i}"));
+        assert_eq!(t["state"], "succeeded", "{t}");
+        assert_eq!(t["spawned_by"], "split", "{t}");
+        assert_eq!(t["agent"], "worker", "{t}");
+    }
+    let merge = task(&v, "jobs/merge");
+    let deps: Vec<&str> = merge["depends_on"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(deps, ["split", "split.1", "split.2", "split.3", "split.4"]);
+    // The spawns are in the event stream and in the metrics like any other task.
+    let (status, events) = read_events(&serve.addr, "/api/events?workflow=jobs", None);
+    assert_eq!(status, 200);
+    let spawned = events.iter().filter(|e| e.kind == "task_spawned").count();
+    assert_eq!(spawned, 4, "{events:?}");
+    let metrics = serve.call("GET", "/metrics", None);
+    assert!(
+        metrics
+            .body
+            .contains("agentos_scheduler_tasks_spawned_total{agent=\"worker\"} 4"),
+        "{}",
+        metrics.body
+    );
+}

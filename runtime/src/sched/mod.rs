@@ -199,7 +199,11 @@ impl SchedulerCore {
             let best = self
                 .idle
                 .iter()
-                .filter(|(agent, q)| !q.is_empty() && !self.suspended.contains(agent.as_str()))
+                .filter(|(agent, q)| {
+                    // Most of the time nothing is suspended: skip hashing every agent's name.
+                    !q.is_empty()
+                        && (self.suspended.is_empty() || !self.suspended.contains(agent.as_str()))
+                })
                 .filter_map(|(agent, _)| self.ready.peek(agent).map(|(k, _)| (k, agent.clone())))
                 .min();
             let Some((_, agent)) = best else { break };
@@ -317,7 +321,9 @@ impl SchedulerCore {
             };
             template::render(&t.input, lookup)
         };
-        let shared = {
+        let shared = if self.tasks[idx].deps.is_empty() {
+            Vec::new()
+        } else {
             let t = &self.tasks[idx];
             let quoted = template::references(&t.input).unwrap_or_default();
             t.deps

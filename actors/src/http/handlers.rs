@@ -232,8 +232,13 @@ fn body_format(headers: &HeaderMap) -> Option<WorkflowFormat> {
         .trim()
         .to_ascii_lowercase();
     match essence.as_str() {
-        "application/json" => Some(WorkflowFormat::Json),
-        "application/ron" => Some(WorkflowFormat::Ron),
+        // `curl -d` labels its body form-urlencoded unless told otherwise; what it sends here
+        // is the JSON the user typed, so it is read as JSON (a body that is not gets a 400).
+        "application/json" | "text/json" | "application/x-www-form-urlencoded" | "" => {
+            Some(WorkflowFormat::Json)
+        }
+        "application/ron" | "text/ron" => Some(WorkflowFormat::Ron),
+        other if other.ends_with("+json") => Some(WorkflowFormat::Json),
         _ => None,
     }
 }

@@ -221,6 +221,10 @@ async fn ron_bodies_are_accepted_with_their_content_type() {
     let xml = [("content-type", "application/xml")];
     let (status, _, _) = call(&f.state, req(Method::POST, "/api/workflows", &xml, GOOD)).await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // `curl -d '{...}'` without a content type labels the JSON form-urlencoded.
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let (status, _, v) = call(&f.state, req(Method::POST, "/api/workflows", &form, GOOD)).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
 }
 
 #[actix_rt::test]

@@ -490,6 +490,24 @@ mod submit_tests {
             "{text}"
         );
         assert!(errors.0.len() >= 4);
+        // Each error points at its task's "id" in the body, in body order.
+        let ghost = errors
+            .0
+            .iter()
+            .find(|e| e.entity == "task \"w/t1\"")
+            .unwrap();
+        assert_eq!(
+            ghost.position.map(|p| (p.line, p.col)),
+            Some((2, 14)),
+            "{ghost}"
+        );
+        let nope = errors
+            .0
+            .iter()
+            .find(|e| e.entity == "task \"w/t2\"")
+            .unwrap();
+        assert_eq!(nope.position.map(|p| p.line), Some(3), "{nope}");
+        assert!(nope.to_string().starts_with("request body:3:"), "{nope}");
     }
 
     #[test]

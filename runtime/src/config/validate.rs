@@ -183,6 +183,17 @@ pub(crate) fn parse_workflow(
         Ok(spec)
     } else {
         let mut errors = v.errors;
+        if format == WorkflowFormat::Json {
+            for e in &mut errors {
+                e.position = e.position.or_else(|| json_position(text, &raw, &e.entity));
+            }
+            errors.sort_by_key(|e| {
+                e.position.unwrap_or(Position {
+                    line: usize::MAX,
+                    col: 0,
+                })
+            });
+        }
         if format == WorkflowFormat::Ron {
             // Positions were found in the wrapped text, 13 columns shifted on
             // the first line only; report them against the body as sent.
@@ -196,6 +207,30 @@ pub(crate) fn parse_workflow(
         }
         Err(WorkflowRejected::Invalid(ConfigErrors(errors)))
     }
+}
+
+/// Where the entity an error names is declared in a JSON workflow: the `"id": "..."` of a
+/// task (its first occurrence after the `"tasks"` key), or the workflow's `"name"`.
+fn json_position(text: &str, raw: &raw::RawWorkflow, entity: &str) -> Option<Position> {
+    let quoted = |s: &str| serde_json::to_string(s).ok();
+    let (key, value, from) = if entity.starts_with("task ") {
+        let task = raw
+            .tasks
+            .iter()
+            .find(|t| entity == entity_label(EntityKind::Task, &t.id, Some(&raw.name)))?;
+        ("id", quoted(&task.id)?, text.find("\"tasks\"").unwrap_or(0))
+    } else if entity.starts_with("workflow ") {
+        ("name", quoted(&raw.name)?, 0)
+    } else {
+        return None;
+    };
+    let pattern = format!(r#""{key}"\s*:\s*{}"#, regex::escape(&value));
+    let re = regex::Regex::new(&pattern).ok()?;
+    let at = from + re.find(&text[from..])?.start();
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    Some(Position { line, col })
 }
 
 /// Where an error points.

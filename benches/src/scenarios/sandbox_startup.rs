@@ -8,8 +8,8 @@
 //! - `sandboxed`: the full policy this machine offers (Landlock, user and network namespaces,
 //!   rlimits and, as root, a pids cgroup per command).
 //!
-//! The launcher is the `agentos` binary next to the runner (build it with `cargo build
-//! --release -p agentos-actors --bin agentos`) or the one `AGENTOS_SANDBOX_LAUNCHER` names.
+//! The launcher is the runner itself (`agentos-bench sandbox-exec` is `agentos sandbox-exec`,
+//! built from the same tree), or the binary `AGENTOS_SANDBOX_LAUNCHER` names.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -66,15 +66,9 @@ fn launcher() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os(sandbox::LAUNCHER_ENV) {
         return Ok(PathBuf::from(p));
     }
-    let exe = std::env::current_exe().context("own executable")?;
-    let bin = exe.with_file_name("agentos");
-    anyhow::ensure!(
-        bin.is_file(),
-        "{} is missing: build it (cargo build --release -p agentos-actors --bin agentos) or set {}",
-        bin.display(),
-        sandbox::LAUNCHER_ENV
-    );
-    Ok(bin)
+    // The runner is its own launcher: `agentos-bench sandbox-exec ...` runs the same code as
+    // `agentos sandbox-exec ...`, so the measured launcher is always built from this tree.
+    std::env::current_exe().context("own executable")
 }
 
 /// Runs the scenario. Without a launcher only `direct` runs, and the report says why.

@@ -27,7 +27,7 @@ use agentos_runtime::events::sched::{
 };
 use agentos_runtime::model::InstanceId;
 use agentos_runtime::policy::supervision::RestartType;
-use agentos_runtime::sched::{Outcome, SchedEvent, SchedulerCore};
+use agentos_runtime::sched::{AgentStatus, Outcome, SchedEvent, SchedulerCore};
 use agentos_runtime::trace::Trace;
 
 use crate::board::Board;
@@ -35,6 +35,7 @@ use crate::child::{ChildHandle, ChildSpec, ExitNotice, HardStop};
 use crate::protocol::{
     agent_child_id, AgentDown, AgentIdle, AgentSupervisorPorts, Announce, CancelAll, CancelAttempt,
     Drain, GetSnapshot, RestartChild, RunSnapshot, RunTask, SchedulerPorts, TaskReport,
+    TerminateChild,
 };
 
 /// How the scheduler reaches one agent instance (from its last [`AgentIdle`]).
@@ -331,6 +332,17 @@ impl Handler<AgentIdle> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, msg: AgentIdle, ctx: &mut Self::Context) {
+        let killed =
+            self.state().core.agent_status(&msg.instance.agent) == Some(AgentStatus::Killed);
+        if killed {
+            // An instance of a killed agent is up again without a resume (its supervisor was
+            // rebuilt and forgot it was parked): stop it again instead of leaving it idle.
+            self.links.agents.terminate.tell(TerminateChild {
+                id: agent_child_id(&msg.instance),
+                reason: "its agent is killed".into(),
+            });
+            return;
+        }
         {
             let mut s = self.state();
             s.agents.insert(

@@ -283,15 +283,19 @@ fn call(
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).expect("read the answer");
     let (head, body) = split_answer(&raw);
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let status = status_of(&head);
     Reply {
         status,
         body: String::from_utf8_lossy(&body).into_owned(),
     }
+}
+
+/// The status code of an answer's head (0 when there is none).
+fn status_of(head: &str) -> u16 {
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Splits an answer into its lower-cased head and its body, de-chunked where it was sent in
@@ -375,11 +379,7 @@ fn read_events(addr: &str, path: &str, after: Option<u64>) -> (u16, Vec<Event>) 
         }
     }
     let (head, body) = split_answer(&raw);
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let status = status_of(&head);
     let text = String::from_utf8_lossy(&body).replace("\r\n", "\n");
     let events = text
         .split("\n\n")

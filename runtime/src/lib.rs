@@ -12,7 +12,9 @@
 //! - [`llm`]: LLM backends behind one trait: `openai` and the `sim` simulator.
 //! - [`context`]: the context pager core: page tables, eviction policies, compression, shared
 //!   workflow pages, budgets counted with the backend's tokenizer.
-//! - [`store`]: the embedded SQLite store (pages today; checkpoints and the audit log later).
+//! - [`durable`]: durability modes, side-effect classes and call identities (resume rules).
+//! - [`store`]: the embedded SQLite store: pages (the step journal), the scheduler's state,
+//!   bus inboxes and the audit log.
 //! - [`tools`]: built-in tools and the sandbox they run in.
 //! - [`sandbox`]: the command sandbox: Landlock, namespaces, resource limits, pids cgroups,
 //!   applied by the `agentos sandbox-exec` launcher before it `exec`s a command.
@@ -30,6 +32,7 @@
 pub mod agent;
 pub mod config;
 pub mod context;
+pub mod durable;
 // The only module allowed to call the `metrics` macros (see `clippy.toml`).
 #[allow(clippy::disallowed_macros)]
 pub mod events;

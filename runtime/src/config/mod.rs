@@ -114,6 +114,8 @@ pub struct RuntimeSettings {
     pub spawn: SpawnLimits,
     /// What to do when the kernel lacks a sandbox feature (`runtime.sandbox`).
     pub sandbox: crate::sandbox::SandboxMode,
+    /// When the journal and the scheduler's state reach the store (`runtime.durability`).
+    pub durability: crate::durable::Durability,
 }
 
 /// Settings of the control-plane API (`serve`).
@@ -388,6 +390,8 @@ pub struct AgentSpec {
     pub sim: SimBehaviour,
     /// The sandbox of this agent's commands.
     pub sandbox: crate::sandbox::AgentSandbox,
+    /// Side-effect classes that override the tools' own, by tool name.
+    pub side_effects: std::collections::BTreeMap<String, crate::durable::SideEffect>,
 }
 
 /// How an agent's context window is managed by the context pager.
@@ -409,8 +413,8 @@ impl ContextSpec {
     }
 }
 
-/// One workflow: a DAG of tasks.
-#[derive(Debug, Clone, PartialEq)]
+/// One workflow: a DAG of tasks. Serializable: the store keeps submitted workflows.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WorkflowSpec {
     /// Unique name.
     pub name: String,
@@ -419,7 +423,7 @@ pub struct WorkflowSpec {
 }
 
 /// One task of a workflow.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TaskSpec {
     /// Id, unique within the workflow.
     pub id: String,

@@ -63,6 +63,9 @@ pub struct RawRuntime {
     /// `required` (default), `best_effort` or `off`: see [`crate::sandbox::SandboxMode`].
     #[serde(default)]
     pub sandbox: crate::sandbox::SandboxMode,
+    /// `sync` (default), `async` or `exit`: see [`crate::durable::Durability`].
+    #[serde(default)]
+    pub durability: crate::durable::Durability,
 }
 
 /// `api: (...)` in `runtime`.
@@ -152,6 +155,7 @@ impl Default for RawRuntime {
             api: RawApi::default(),
             spawn: RawSpawn::default(),
             sandbox: crate::sandbox::SandboxMode::default(),
+            durability: crate::durable::Durability::default(),
         }
     }
 }
@@ -546,6 +550,9 @@ pub struct RawAgent {
     /// The sandbox of this agent's commands.
     #[serde(default)]
     pub sandbox: RawAgentSandbox,
+    /// Side-effect class per tool, overriding the tool's own (`{"run_command": idempotent}`).
+    #[serde(default)]
+    pub side_effects: std::collections::BTreeMap<String, crate::durable::SideEffect>,
 }
 
 fn default_priority() -> i64 {

@@ -533,6 +533,7 @@ impl Validator<'_> {
             },
             worker_threads,
             sandbox: r.sandbox,
+            durability: r.durability,
             max_concurrency: r.max_concurrency.max(1) as usize,
             data_dir: self.resolve(&r.data_dir),
             supervisor: SupervisorSettings {
@@ -642,6 +643,14 @@ impl Validator<'_> {
                 );
             } else if !seen.insert(t.as_str()) {
                 self.err(at("tools"), format!("tool \"{t}\" granted twice"));
+            }
+        }
+        for t in a.side_effects.keys() {
+            if !a.tools.contains(t) {
+                self.err(
+                    at("side_effects"),
+                    format!("side_effects names tool \"{t}\", which the agent is not granted"),
+                );
             }
         }
         if !(0..=100).contains(&a.priority) {
@@ -819,6 +828,7 @@ impl Validator<'_> {
             subscribe: a.subscribe.clone(),
             sim,
             sandbox,
+            side_effects: a.side_effects.clone(),
         }
     }
 

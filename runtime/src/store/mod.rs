@@ -1,8 +1,16 @@
 //! The store: one embedded SQLite database file per data directory (`<data_dir>/store.db`).
 //!
-//! Today it holds the context pager's pages (the swap device); it is laid out to take
-//! checkpoints and the audit log later, each as its own table family and its own file in this
-//! module, migrated by the same [`schema`] version counter.
+//! Each table family has its own file, migrated by the same [`schema`] version counter:
+//! - [`pages`](PageRow): the context pager's pages (its swap device). A step's exchange
+//!   group is also its journal entry: the LLM reply and each tool result are pages, written
+//!   as they happen.
+//! - [`journal`](JournalRow): the identity of every journaled reply and tool call (context,
+//!   step, call, instance, time), pointing at its page; and the start markers of
+//!   at-most-once calls.
+//! - [`state`](TaskRow): the scheduler's workflows, task records and agent controls, and the
+//!   audit entries that are not pages or journal rows.
+//! - [`inbox`](InboxRow): bus messages until they are read.
+//! - [`runs`](RunRow): one row per run, with its config hash, durability mode and status.
 //!
 //! # Why SQLite through `rusqlite` (bundled)
 //! - A real, crash-safe database in one file, with no server to run and no system library to
@@ -15,15 +23,23 @@
 //!
 //! Every row is keyed by the run id, so runs sharing one store never see each other's pages.
 
+mod inbox;
+pub mod journal;
 mod pages;
+mod runs;
 pub mod schema;
+mod state;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::Connection;
 
+pub use inbox::InboxRow;
+pub use journal::JournalRow;
 pub use pages::{PageRow, SharedRow};
+pub use runs::{RunRow, RunStatus};
+pub use state::{AuditRow, ControlRow, StateBatch, TaskRow, WorkflowRow};
 
 /// File name of the store inside the data directory.
 pub const STORE_FILE: &str = "store.db";

@@ -84,3 +84,164 @@ fn shared_pages_round_trip() {
     assert_eq!(s.get_shared("r", "wf/t").unwrap(), Some(r));
     assert_eq!(s.get_shared("other", "wf/t").unwrap(), None);
 }
+
+/// A store written by the previous release (schema 1: runs and pages only) opens, migrates to
+/// the current version, keeps its pages, and its runs count as finished (not resumable).
+#[test]
+fn a_version_1_store_migrates_and_keeps_its_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = Store::path_in(dir.path());
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO runs (run_id, started_ms) VALUES ('old', 5)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO pages (run_id, context, page_id, agent, grp, kind, pinned, importance,
+             tokens, shared_key, message) VALUES ('old', 'w/t#1', 0, 'a', 0, 'system', 1, 1.0, 3,
+             NULL, '{\"role\":\"system\",\"content\":\"hi\"}')",
+            [],
+        )
+        .unwrap();
+    }
+    let mut s = Store::open(&path).unwrap();
+    assert_eq!(s.schema_version().unwrap(), schema::CURRENT_VERSION);
+    assert_eq!(s.count_pages("old").unwrap(), 1);
+    let run = s.run("old").unwrap().expect("the old run is kept");
+    assert_eq!(run.status, RunStatus::Finished);
+    assert!(!run.status.resumable());
+    assert_eq!(
+        s.journaled_contexts("old").unwrap(),
+        [("w/t#1".to_owned(), "a".to_owned())]
+    );
+    // The new tables work on the migrated file.
+    let batch = StateBatch {
+        controls: vec![ControlRow {
+            agent: "a".into(),
+            status: "suspended".into(),
+            why: None,
+        }],
+        ..StateBatch::default()
+    };
+    s.write_state("old", &batch).unwrap();
+    assert_eq!(s.load_state("old").unwrap().controls, batch.controls);
+}
+
+fn task_row(task: &str, state: &str) -> TaskRow {
+    TaskRow {
+        workflow: "w".into(),
+        task: task.into(),
+        seq: 0,
+        spawned_by: None,
+        spawn_call: None,
+        depth: 0,
+        agent: "a".into(),
+        input: "in".into(),
+        depends_on: vec!["x".into()],
+        priority_boost: -3,
+        state: state.into(),
+        current_agent: "a".into(),
+        chain: vec!["a".into()],
+        attempts_on_agent: 1,
+        attempts_total: 2,
+        history: "[]".into(),
+        output: None,
+        reason: None,
+        last_error: Some("boom".into()),
+        finished_by: None,
+        prompt_tokens: 10,
+        completion_tokens: 5,
+        cached_tokens: 1,
+        retry_at_ms: Some(123),
+        updated_ms: 9,
+    }
+}
+
+#[test]
+fn scheduler_state_round_trips_and_rows_are_replaced_whole() {
+    let mut s = Store::open_in_memory().unwrap();
+    let mut batch = StateBatch {
+        tasks: vec![task_row("t", "ready")],
+        ..StateBatch::default()
+    };
+    s.write_state("r", &batch).unwrap();
+    batch.tasks[0].state = "succeeded".into();
+    batch.tasks[0].output = Some("done".into());
+    s.write_state("r", &batch).unwrap();
+    let back = s.load_state("r").unwrap();
+    assert_eq!(back.tasks, batch.tasks);
+    assert!(s.load_state("other").unwrap().tasks.is_empty());
+}
+
+#[test]
+fn a_read_is_keyed_by_its_call_and_unread_messages_stay() {
+    let mut s = Store::open_in_memory().unwrap();
+    let m = |seq: u64| InboxRow {
+        seq,
+        to: "b".into(),
+        from: "a".into(),
+        topic: None,
+        body: format!("m{seq}"),
+    };
+    s.put_inbox("r", &[m(1), m(2), m(3)]).unwrap();
+    s.mark_read("r", &[1, 2], "w/t#1/s0/c0").unwrap();
+    assert_eq!(s.read_by("r", "w/t#1/s0/c0").unwrap(), [m(1), m(2)]);
+    assert_eq!(s.unread("r").unwrap(), [m(3)]);
+    assert_eq!(s.last_bus_seq("r").unwrap(), 3);
+    assert_eq!(s.last_bus_seq("none").unwrap(), 0);
+}
+
+#[test]
+fn runs_are_found_by_config_and_status() {
+    let s = Store::open_in_memory().unwrap();
+    let run = |id: &str, at: i64| RunRow {
+        run_id: id.into(),
+        started_ms: at,
+        config_path: "/c.ron".into(),
+        config_hash: "h".into(),
+        durability: "sync".into(),
+        status: RunStatus::Running,
+        finished_ms: None,
+        resumes: 0,
+        run_dir: format!("/d/{id}"),
+        checkpointed: true,
+    };
+    s.record_run(&run("a", 1)).unwrap();
+    s.record_run(&run("b", 2)).unwrap();
+    assert_eq!(s.latest_unfinished("/c.ron").unwrap().unwrap().run_id, "b");
+    s.set_run_status("b", RunStatus::Finished, 3).unwrap();
+    assert_eq!(s.latest_unfinished("/c.ron").unwrap().unwrap().run_id, "a");
+    assert_eq!(s.count_resume("a").unwrap(), 1);
+    assert!(s.latest_unfinished("/other.ron").unwrap().is_none());
+}
+
+#[test]
+fn journal_rows_come_back_in_step_order() {
+    let mut s = Store::open_in_memory().unwrap();
+    let j = |step: u32, call: u32, kind: &str| JournalRow {
+        context: "w/t#1".into(),
+        step,
+        call,
+        kind: kind.into(),
+        agent: "a".into(),
+        instance: "a#0".into(),
+        task: "w/t".into(),
+        attempt: 1,
+        at_ms: 1,
+        duration_ms: 2,
+        page_id: Some(3),
+        detail: "{}".into(),
+    };
+    let rows = [
+        j(1, 0, journal::kind::REPLY),
+        j(0, 1, journal::kind::TOOL_RESULT),
+        j(0, 0, journal::kind::REPLY),
+    ];
+    s.put_journal("r", &rows).unwrap();
+    let back = s.load_journal("r", "w/t#1").unwrap();
+    assert_eq!(back, [rows[2].clone(), rows[1].clone(), rows[0].clone()]);
+}

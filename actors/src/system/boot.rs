@@ -187,6 +187,7 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
         store_path,
         run_id,
         arbiters,
+        resume: None,
     })
 }
 

@@ -25,4 +25,4 @@ pub mod tree;
 pub mod workspace;
 
 pub use boot::{boot, build_backends, BootOptions};
-pub use running::{RunEnd, RunningSystem};
+pub use running::{ResumeInfo, RunEnd, RunningSystem};

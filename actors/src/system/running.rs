@@ -44,6 +44,24 @@ pub struct RunningSystem {
     pub run_id: String,
     /// The worker arbiters the agents run on.
     pub(super) arbiters: Vec<Arbiter>,
+    /// Set when this system continues a run that did not finish (`--resume`, or `serve` on a
+    /// data directory with an unfinished run of the same config).
+    pub resume: Option<ResumeInfo>,
+}
+
+/// Which run a system resumed and from where.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ResumeInfo {
+    /// The run continued.
+    pub run_id: String,
+    /// How many times it has been resumed, this time included.
+    pub resumes: u32,
+    /// Tasks that had already succeeded (never run again).
+    pub tasks_succeeded: usize,
+    /// Tasks whose attempt was running at the crash and continues from its journal.
+    pub attempts_continued: usize,
+    /// Tasks not started yet or waiting for a retry.
+    pub tasks_waiting: usize,
 }
 
 /// How a run ended.

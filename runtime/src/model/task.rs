@@ -59,6 +59,11 @@ impl TaskState {
         )
     }
 
+    /// The state whose [`TaskState::label`] is `s`.
+    pub fn from_label(s: &str) -> Option<TaskState> {
+        TaskState::ALL.into_iter().find(|t| t.label() == s)
+    }
+
     /// Lower-case label (metrics, traces, summaries).
     pub fn label(self) -> &'static str {
         match self {

@@ -58,6 +58,19 @@ impl SchedulerCore {
         events: &mut Vec<SchedEvent>,
     ) -> usize {
         let id = self.fresh_workflow_id(&spec.name);
+        self.add_workflow_as(id, spec, origin, by, now, events)
+    }
+
+    /// [`SchedulerCore::add_workflow`] under a given id (a resumed run keeps its ids).
+    pub(super) fn add_workflow_as(
+        &mut self,
+        id: String,
+        spec: &WorkflowSpec,
+        origin: WorkflowOrigin,
+        by: &str,
+        now: Instant,
+        events: &mut Vec<SchedEvent>,
+    ) -> usize {
         let w = self.workflows.len();
         let base = self.tasks.len();
         let local: HashMap<&str, usize> = spec
@@ -99,8 +112,11 @@ impl SchedulerCore {
             finished: None,
             spec: spec.clone(),
             submitted_at: unix_now(),
+            idempotency_key: None,
         });
+        self.dirty.workflow(w);
         for i in base..self.tasks.len() {
+            self.dirty.task(i);
             if self.tasks[i].deps.is_empty() {
                 self.make_ready(i, now, events);
             }
@@ -130,6 +146,7 @@ impl SchedulerCore {
         if rec.open > 0 || rec.finished.is_some() {
             return;
         }
+        self.dirty.workflow(w);
         let states = rec.tasks.iter().map(|&i| self.tasks[i].state);
         let state = if rec.cancelled_by.is_some() {
             WorkflowState::Cancelled
@@ -190,6 +207,7 @@ impl SchedulerCore {
             },
         );
         if let Some(key) = idempotency_key {
+            self.workflows[w].idempotency_key = Some(key.clone());
             self.idempotency.insert(key, w);
         }
         Ok((id, true, events))
@@ -277,6 +295,7 @@ impl SchedulerCore {
             )));
         }
         self.workflows[w].cancelled_by = Some(by.to_owned());
+        self.dirty.workflow(w);
         let reason = format!("cancelled: workflow {id} cancelled by {by}");
         let mut events = Vec::new();
         for idx in self.workflows[w].tasks.clone() {
@@ -328,6 +347,7 @@ impl SchedulerCore {
             )));
         }
         self.suspended.insert(agent.to_owned());
+        self.dirty.control(agent);
         for l in self.leases.values_mut() {
             if l.instance.agent == agent {
                 l.paused = true;
@@ -351,6 +371,7 @@ impl SchedulerCore {
         self.declared(agent)?;
         let was_killed = self.killed.remove(agent).is_some();
         self.suspended.remove(agent);
+        self.dirty.control(agent);
         let grace = self.cfg.runtime.lease_grace;
         let timeout = self
             .cfg
@@ -389,6 +410,7 @@ impl SchedulerCore {
         let why = format!("agent {agent} was killed by {by}");
         self.killed.insert(agent.to_owned(), why.clone());
         self.suspended.remove(agent);
+        self.dirty.control(agent);
         self.idle.remove(agent);
         let mut events = vec![SchedEvent::AgentControlled {
             agent: agent.to_owned(),
@@ -436,6 +458,11 @@ impl SchedulerCore {
         req: SpawnRequest,
         now: Instant,
     ) -> Result<(TaskKey, Vec<SchedEvent>), SpawnError> {
+        if let Some(&done) = req.call.as_ref().and_then(|c| self.spawn_calls.get(c)) {
+            // The same call made again (its attempt resumed after a restart): the task it
+            // spawned the first time.
+            return Ok((self.tasks[done].key.clone(), Vec::new()));
+        }
         let p = parent
             .split_once('/')
             .map(|(w, t)| TaskKey {
@@ -513,27 +540,7 @@ impl SchedulerCore {
             workflow: wf_id,
             task: id,
         };
-        let idx = self.tasks.len();
-        let mut rec = TaskRecord::new(key.clone(), w, &spec, deps.clone());
-        rec.spawned_by = Some(self.tasks[p].key.task.clone());
-        rec.depth = depth + 1;
-        // The spawning task's dependents wait for this one too.
-        let waiting = self.tasks[p].dependents.clone();
-        rec.dependents = waiting.clone();
-        self.tasks.push(rec);
-        self.index.insert(key.clone(), idx);
-        for &d in &deps {
-            self.tasks[d].dependents.push(idx);
-        }
-        for &d in &waiting {
-            self.tasks[d].deps.push(idx);
-        }
-        self.tasks[p].spawned = n;
-        let wf = &mut self.workflows[w];
-        wf.tasks.push(idx);
-        wf.spawned += 1;
-        wf.open += 1;
-        self.counts[state_slot(TaskState::Pending)] += 1;
+        let idx = self.attach_spawned(p, &spec, deps.clone(), req.call);
         let mut events = vec![SchedEvent::TaskSpawned {
             task: key.clone(),
             parent: self.tasks[p].key.clone(),
@@ -558,6 +565,51 @@ impl SchedulerCore {
             self.make_ready(idx, now, &mut events);
         }
         Ok((key, events))
+    }
+
+    /// Adds `spec` as a task spawned by task `p`, waiting for `deps` (and making `p`'s
+    /// dependents wait for it); answers its index. The task is Pending.
+    pub(super) fn attach_spawned(
+        &mut self,
+        p: usize,
+        spec: &TaskSpec,
+        deps: Vec<usize>,
+        call: Option<String>,
+    ) -> usize {
+        let w = self.tasks[p].workflow;
+        let key = TaskKey {
+            workflow: self.workflows[w].id.clone(),
+            task: spec.id.clone(),
+        };
+        let idx = self.tasks.len();
+        let mut rec = TaskRecord::new(key.clone(), w, spec, deps.clone());
+        rec.spawned_by = Some(self.tasks[p].key.task.clone());
+        rec.depth = self.tasks[p].depth + 1;
+        rec.spawn_call = call.clone();
+        // The spawning task's dependents wait for this one too.
+        let waiting = self.tasks[p].dependents.clone();
+        rec.dependents = waiting.clone();
+        self.tasks.push(rec);
+        self.index.insert(key, idx);
+        for &d in &deps {
+            self.tasks[d].dependents.push(idx);
+        }
+        for &d in &waiting {
+            self.tasks[d].deps.push(idx);
+        }
+        self.tasks[p].spawned += 1;
+        let wf = &mut self.workflows[w];
+        wf.tasks.push(idx);
+        wf.spawned += 1;
+        wf.open += 1;
+        self.counts[state_slot(TaskState::Pending)] += 1;
+        if let Some(c) = call {
+            self.spawn_calls.insert(c, idx);
+        }
+        self.dirty.task(idx);
+        self.dirty.task(p);
+        self.dirty.workflow(w);
+        idx
     }
 
     /// Every task that waits, directly or not, for task `idx`.

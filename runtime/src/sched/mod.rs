@@ -18,6 +18,7 @@
 //! - An agent instance that dies or lets its lease expire returns its task as a failed attempt.
 
 mod control;
+mod durable;
 mod idle;
 mod types;
 
@@ -25,6 +26,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use durable::{audit_rows, config_hash, Incompatible, Recovered};
 pub use types::*;
 
 use idle::IdleQueue;
@@ -61,6 +63,12 @@ pub struct SchedulerCore {
     cancelled: HashMap<LeaseId, usize>,
     /// Events produced while building the declared workflows, for the actor to record.
     pending: Vec<SchedEvent>,
+    /// What changed since the last [`SchedulerCore::take_changes`] (rows to store).
+    dirty: durable::Dirty,
+    /// When each retry that waits out its backoff is due (stored as a wall-clock deadline).
+    retry_due: HashMap<usize, Instant>,
+    /// Tasks spawned by each `spawn_task` call identity.
+    spawn_calls: HashMap<String, usize>,
 }
 
 impl SchedulerCore {
@@ -87,6 +95,9 @@ impl SchedulerCore {
             killed: HashMap::new(),
             cancelled: HashMap::new(),
             pending: Vec::new(),
+            dirty: durable::Dirty::default(),
+            retry_due: HashMap::new(),
+            spawn_calls: HashMap::new(),
         };
         let mut accepted = Vec::new();
         for wf in &cfg.workflows {
@@ -223,6 +234,7 @@ impl SchedulerCore {
         if let Some(idx) = self.cancelled.remove(&report.lease) {
             // The task is Cancelled already; the stopped attempt's tokens still count.
             self.tasks[idx].usage += report.usage;
+            self.dirty.task(idx);
             return Ok(Vec::new());
         }
         if !self.leases.contains_key(&report.lease) {
@@ -287,6 +299,7 @@ impl SchedulerCore {
         self.by_instance.clear();
         self.cancelled.clear();
         self.delayed.clear();
+        self.retry_due.clear();
         self.ready.clear();
         for i in 0..self.tasks.len() {
             if !self.tasks[i].state.is_terminal() {
@@ -334,8 +347,18 @@ impl SchedulerCore {
                 .collect()
         };
         let t = &mut self.tasks[idx];
-        t.attempts_on_agent += 1;
-        t.attempts_total += 1;
+        match t.resume.take() {
+            // The attempt that was running when the process died goes on under its own
+            // number (and so its own journal); it still counts as one attempt.
+            Some(n) => {
+                t.attempts_total = t.attempts_total.max(n);
+                t.attempts_on_agent = t.attempts_on_agent.max(1);
+            }
+            None => {
+                t.attempts_on_agent += 1;
+                t.attempts_total += 1;
+            }
+        }
         t.started.get_or_insert(now);
         let dispatch = Dispatch {
             lease: id,
@@ -376,6 +399,7 @@ impl SchedulerCore {
         };
         self.by_instance.remove(&lease.instance);
         let idx = lease.task;
+        self.dirty.task(idx);
         let t = &mut self.tasks[idx];
         t.usage += usage;
         let agent = t.current_agent.clone();
@@ -433,7 +457,9 @@ impl SchedulerCore {
                             reason: reason.clone(),
                         });
                         self.seq += 1;
-                        self.delayed.insert((later(now, delay), self.seq, idx));
+                        let due = later(now, delay);
+                        self.delayed.insert((due, self.seq, idx));
+                        self.retry_due.insert(idx, due);
                         self.transition(idx, TaskState::Ready, Some(reason), events);
                     }
                     _ => self.fall_back_or_fail(idx, now, events),
@@ -443,6 +469,8 @@ impl SchedulerCore {
     }
 
     fn fall_back_or_fail(&mut self, idx: usize, now: Instant, events: &mut Vec<SchedEvent>) {
+        self.dirty.task(idx);
+        self.retry_due.remove(&idx);
         let agent = self.tasks[idx].current_agent.clone();
         let fallback = self.cfg.agent(&agent).and_then(|a| a.fallback.clone());
         match fallback {
@@ -523,6 +551,7 @@ impl SchedulerCore {
                 break;
             }
             self.delayed.remove(&(due, seq, idx));
+            self.retry_due.remove(&idx);
             self.make_ready(idx, now, events);
         }
     }
@@ -548,6 +577,7 @@ impl SchedulerCore {
         reason: Option<String>,
         events: &mut Vec<SchedEvent>,
     ) {
+        self.dirty.task(idx);
         let t = &mut self.tasks[idx];
         let from = t.state;
         t.state = to;
@@ -580,5 +610,7 @@ fn state_slot(s: TaskState) -> usize {
     TaskState::ALL.iter().position(|&x| x == s).unwrap_or(0)
 }
 
+#[cfg(test)]
+mod recovery_tests;
 #[cfg(test)]
 mod tests;

@@ -86,8 +86,8 @@ pub struct Report {
 #[error("lease {} is not live; the report is ignored", .0 .0)]
 pub struct StaleLease(pub LeaseId);
 
-/// One attempt, for the summary.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One attempt, for the summary (and the store, as JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct AttemptRecord {
     /// Agent name.
     pub agent: String,
@@ -144,10 +144,20 @@ pub struct TaskRecord {
     pub started: Option<Instant>,
     /// Terminal state reached.
     pub finished: Option<Instant>,
+    /// The identity of the `spawn_task` call that created it (a repeat of that call after a
+    /// restart answers this task instead of spawning another).
+    pub spawn_call: Option<String>,
+    /// How many of `deps` the task was declared (or spawned) with; later entries are tasks
+    /// spawned by one of its upstream tasks.
+    pub declared_deps: usize,
+    /// An attempt that was running when the process died: the next dispatch continues it
+    /// (same attempt number, so the same journal) instead of starting a new one.
+    pub resume: Option<u32>,
 }
 
 impl TaskRecord {
     pub(crate) fn new(key: TaskKey, workflow: usize, spec: &TaskSpec, deps: Vec<usize>) -> Self {
+        let deps_len = deps.len();
         Self {
             key,
             workflow,
@@ -171,6 +181,9 @@ impl TaskRecord {
             usage: Usage::default(),
             started: None,
             finished: None,
+            spawn_call: None,
+            declared_deps: deps_len,
+            resume: None,
         }
     }
 
@@ -267,6 +280,8 @@ pub struct WorkflowRecord {
     pub spec: crate::config::WorkflowSpec,
     /// Wall-clock time it was accepted, seconds since the Unix epoch.
     pub submitted_at: f64,
+    /// The idempotency key it was submitted with.
+    pub idempotency_key: Option<String>,
 }
 
 impl WorkflowRecord {
@@ -396,6 +411,9 @@ pub struct SpawnRequest {
     pub input: String,
     /// Existing tasks of the workflow it waits for.
     pub depends_on: Vec<String>,
+    /// The identity of the `spawn_task` call (`context/sN/cM`): the same call made again
+    /// after a restart answers the task it spawned the first time.
+    pub call: Option<String>,
 }
 
 /// Why a spawn was refused; the model reads it as the tool's error.

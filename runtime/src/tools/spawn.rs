@@ -62,6 +62,7 @@ fn request(args: &serde_json::Value) -> Result<SpawnRequest, ToolError> {
         agent,
         input,
         depends_on,
+        call: None,
     })
 }
 

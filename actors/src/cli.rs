@@ -41,7 +41,7 @@ use tokio::sync::watch;
 use crate::client::progress::{self, Progress};
 use crate::client::ClientCommand;
 use crate::http::{self, HttpState};
-use crate::system::{boot, BootOptions, RunEnd, RunningSystem};
+use crate::system::{boot, BootOptions, ResumeMode, ResumeRefused, RunEnd, RunningSystem};
 use crate::{summary, telemetry};
 
 mod service;
@@ -68,7 +68,8 @@ pub enum Command {
     /// Run the config's workflows to completion and print a summary per task.
     ///
     /// Exits 0 only if every task succeeded; 1 if any failed, was skipped or cancelled; 2 on
-    /// config errors; 3 on runtime errors; 130 when interrupted.
+    /// config errors or a refused resume; 3 on runtime and store errors; 130 when interrupted
+    /// (the run can then be resumed with --resume).
     Run {
         /// The RON config file.
         file: PathBuf,
@@ -89,13 +90,18 @@ pub enum Command {
         /// runtime.api.token_env); needed for a non-loopback --metrics-addr.
         #[arg(long, value_name = "VAR")]
         token_env: Option<String>,
+        /// Continue the newest unfinished run of this config in the data directory (after a
+        /// crash or an interrupt) instead of starting a new one.
+        #[arg(long)]
+        resume: bool,
     },
     /// Keep the system up as a service: serve /metrics, /healthz and the control-plane API
     /// (/api/*), run the declared workflows (there may be none) and the submitted ones, and
     /// shut down gracefully on SIGINT/SIGTERM.
     ///
     /// Off loopback the API needs a bearer token (--token-env or runtime.api.token_env);
-    /// without one, serve refuses to start (exit 2).
+    /// without one, serve refuses to start (exit 2). An unfinished run of the same config in
+    /// the data directory (a crash, or an earlier shutdown with work left) is resumed.
     Serve {
         /// The RON config file.
         file: PathBuf,
@@ -177,6 +183,7 @@ pub fn main() -> ExitCode {
             data_dir,
             json,
             token_env,
+            resume,
         } => {
             let cfg = match load(&file) {
                 Ok(c) => c,
@@ -198,7 +205,12 @@ pub fn main() -> ExitCode {
                 },
                 None => ApiToken::default(),
             };
-            start(cfg, trace, data_dir, |cfg, opts| {
+            let mode = if resume {
+                ResumeMode::Required
+            } else {
+                ResumeMode::Fresh
+            };
+            start(cfg, trace, data_dir, mode, |cfg, opts| {
                 run(cfg, opts, metrics_addr.map(|a| (a, token)), json)
             })
         }
@@ -218,7 +230,7 @@ pub fn main() -> ExitCode {
                 Ok(t) => t,
                 Err(code) => return code,
             };
-            start(cfg, trace, data_dir, |cfg, opts| {
+            start(cfg, trace, data_dir, ResumeMode::Auto, |cfg, opts| {
                 serve(cfg, opts, listen, token)
             })
         }
@@ -238,6 +250,7 @@ fn start<F, Fut>(
     cfg: Config,
     trace: Option<PathBuf>,
     data_dir: Option<PathBuf>,
+    resume: ResumeMode,
     body: F,
 ) -> ExitCode
 where
@@ -254,6 +267,7 @@ where
         data_dir,
         prometheus: None,
         event_window: 0,
+        resume,
     };
     exit_on_error(actix_rt::System::new().block_on(body(cfg, opts)))
 }
@@ -261,7 +275,12 @@ where
 fn exit_on_error(result: anyhow::Result<ExitCode>) -> ExitCode {
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
-        ExitCode::from(3)
+        // A resume that does not fit is the user's to fix, like a config error.
+        if e.downcast_ref::<ResumeRefused>().is_some() {
+            ExitCode::from(2)
+        } else {
+            ExitCode::from(3)
+        }
     })
 }
 
@@ -364,14 +383,18 @@ async fn run(
     };
     if end == RunEnd::Interrupted {
         eprintln!(
-            "interrupted: letting running attempts finish (up to {grace:?}), cancelling the rest"
+            "interrupted: letting running attempts finish (up to {grace:?}); the rest waits \
+             for `--resume`"
         );
-        sys.drain(grace, "cancelled: run interrupted by signal")
-            .await;
+        sys.pause(grace).await;
     }
     let snapshot = sys.snapshot().await;
     let kv = sys.kv_stats().await;
+    let stored = sys.finish().await;
     sys.stop().await;
+    if let Err(e) = &stored {
+        eprintln!("error: the run's last state was not stored: {e:#}");
+    }
     if let Some(stop) = http_stop {
         stop.send_replace(true);
     }
@@ -397,6 +420,25 @@ async fn run(
         print!("{}", summary::render_sandbox(&sandbox));
         println!("run folder: {}", sys.run_dir.display());
         println!("store: {} (run {})", sys.store_path.display(), sys.run_id);
+        if let Some(r) = &sys.resume {
+            println!(
+                "resumed run {} (resume {}): {} tasks had succeeded, {} attempts continued \
+                 from their journal",
+                r.run_id, r.resumes, r.tasks_succeeded, r.attempts_continued
+            );
+        }
+    }
+    if end == RunEnd::Interrupted {
+        eprintln!(
+            "resume with: agentos run {} --resume --data-dir {}",
+            sys.cfg
+                .source
+                .as_deref()
+                .map_or_else(|| "CONFIG".into(), |p| p.display().to_string()),
+            sys.store_path
+                .parent()
+                .map_or_else(|| ".".into(), |p| p.display().to_string())
+        );
     }
     Ok(match end {
         RunEnd::Fatal(why) => {
@@ -435,8 +477,9 @@ async fn serve(
     let mut fatal = sys.board.fatal.subscribe();
     let code = tokio::select! {
         _ = shutdown_signal() => {
-            eprintln!("shutting down: letting running attempts finish (up to {grace:?})");
-            sys.drain(grace, "cancelled: shutdown").await;
+            eprintln!("shutting down: letting running attempts finish (up to {grace:?}); \
+                       unfinished work resumes at the next start on this data directory");
+            sys.pause(grace).await;
             ExitCode::SUCCESS
         }
         f = fatal.wait_for(|f| f.is_some()) => {
@@ -444,6 +487,9 @@ async fn serve(
             ExitCode::from(3)
         }
     };
+    if let Err(e) = sys.finish().await {
+        eprintln!("error: the run's last state was not stored: {e:#}");
+    }
     sys.stop().await;
     http_stop.send_replace(true);
     Ok(code)

@@ -44,6 +44,7 @@ pub mod protocol;
 pub mod sandbox_exec;
 pub mod scheduler;
 pub mod simserver;
+pub mod store_worker;
 pub mod summary;
 pub mod supervisor;
 pub mod system;

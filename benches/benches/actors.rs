@@ -107,6 +107,7 @@ fn spawn_once(cfg: Config, agents: usize) -> (Duration, u64) {
                 data_dir: Some(data_dir),
                 prometheus: None,
                 event_window: 0,
+                resume: Default::default(),
             },
         )
         .expect("boot");
@@ -157,6 +158,7 @@ fn step_end_to_end(c: &mut Criterion) {
                         data_dir: Some(data_dir),
                         prometheus: None,
                         event_window: 0,
+                        resume: Default::default(),
                     },
                 )
                 .expect("boot");

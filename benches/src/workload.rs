@@ -98,6 +98,7 @@ pub fn run_agentos(w: &Workload) -> anyhow::Result<Sample> {
             data_dir: Some(data_dir),
             prometheus: None,
             event_window: 0,
+            resume: Default::default(),
         };
         let sys = boot(Arc::new(cfg), opts)?;
         let end = sys.wait(std::future::pending()).await;

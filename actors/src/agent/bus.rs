@@ -100,6 +100,7 @@ impl BusPort for BusLink {
     ) -> BoxFuture<'static, Result<Vec<Envelope>, ToolError>> {
         let port = self.ports.read.clone();
         let msg = ReadInbox {
+            call: None,
             agent: agent.to_owned(),
             max,
         };

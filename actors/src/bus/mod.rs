@@ -5,8 +5,17 @@
 //! the error ([`Undelivered`]), never dropped silently and never blocking the sender; the bus
 //! tools show it to the model. Subscriptions come from the agents' `subscribe` lists in the
 //! config.
+//!
+//! With a store ([`BusStore`]) every delivered message is also a row until it is read, so a
+//! message sent and not yet read is still in its inbox after a restart of the bus or of the
+//! whole process; every start loads the unread rows before it takes a message. A read is
+//! keyed by the identity of its `read_messages` call: the same call made again (its attempt
+//! resumed after a crash) gets the same messages back. Under `durability: sync` a send is
+//! answered once its row is committed.
 
 use std::collections::{HashMap, VecDeque};
+
+use agentos_runtime::store::InboxRow;
 
 use actix::prelude::*;
 use agentos_runtime::events::labels::{BusDropReason, BusKind};
@@ -18,12 +27,30 @@ use crate::child::{ChildHandle, ChildSpec, ExitNotice, HardStop};
 use crate::protocol::{
     BusError, BusPorts, Publish, Published, ReadInbox, SendDirect, Undelivered, INBOX_CAPACITY,
 };
+use crate::store_worker::{Ack, StoreWorker};
+
+/// Where the bus keeps its inboxes.
+#[derive(Debug, Clone)]
+pub struct BusStore {
+    /// The store thread.
+    pub worker: StoreWorker,
+    /// The run's id.
+    pub run_id: String,
+    /// Answer a send only once its row is committed (`durability: sync`).
+    pub wait: bool,
+}
 
 /// The bus's child spec: permanent; every start binds `ports`. A restarted bus starts with
-/// empty inboxes.
-pub fn child_spec(agents: Vec<(String, Vec<String>)>, ports: BusPorts) -> ChildSpec {
+/// the unread messages of the store (empty inboxes without one).
+pub fn child_spec(
+    agents: Vec<(String, Vec<String>)>,
+    ports: BusPorts,
+    store: Option<BusStore>,
+) -> ChildSpec {
     ChildSpec::new("bus", "bus", RestartType::Permanent, move |notice| {
-        let addr = MessageBus::new(&agents, notice).start();
+        let addr = MessageBus::new(&agents, notice)
+            .with_store(store.clone())
+            .start();
         ports.bind(&addr);
         ChildHandle::stop_or_hard_stop(addr, || StopBus)
     })
@@ -40,6 +67,7 @@ pub struct MessageBus {
     topics: HashMap<String, Vec<String>>,
     seq: u64,
     notice: ExitNotice,
+    store: Option<BusStore>,
 }
 
 impl MessageBus {
@@ -59,6 +87,36 @@ impl MessageBus {
             topics,
             seq: 0,
             notice,
+            store: None,
+        }
+    }
+
+    /// Keeps the inboxes in `store` too.
+    pub fn with_store(mut self, store: Option<BusStore>) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// Stores delivered messages; answers the commit to wait for under `sync`.
+    fn persist(&self, rows: Vec<InboxRow>) -> Option<Ack<()>> {
+        let store = self.store.as_ref()?;
+        if rows.is_empty() {
+            return None;
+        }
+        let run = store.run_id.clone();
+        let ack = store
+            .worker
+            .run(rows.len(), move |db| db.put_inbox(&run, &rows));
+        store.wait.then_some(ack)
+    }
+
+    fn row(to: &str, env: &Envelope) -> InboxRow {
+        InboxRow {
+            seq: env.seq,
+            to: to.to_owned(),
+            from: env.from.clone(),
+            topic: env.topic.clone(),
+            body: env.body.clone(),
         }
     }
 
@@ -89,6 +147,34 @@ impl Actor for MessageBus {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1024);
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let run = store.run_id.clone();
+        let load = store
+            .worker
+            .run(0, move |db| Ok((db.unread(&run)?, db.last_bus_seq(&run)?)));
+        // No message is handled before the stored inboxes are back.
+        ctx.wait(
+            actix::fut::wrap_future(load).map(|loaded, act: &mut Self, _| match loaded {
+                Ok(Ok((rows, seq))) => {
+                    act.seq = act.seq.max(seq);
+                    for r in rows {
+                        let env = Envelope {
+                            from: r.from,
+                            topic: r.topic,
+                            body: r.body,
+                            seq: r.seq,
+                        };
+                        if let Some(inbox) = act.inboxes.get_mut(&r.to) {
+                            inbox.push_back(env);
+                        }
+                    }
+                }
+                Ok(Err(e)) => tracing::error!(error = %e, "bus inboxes could not be loaded"),
+                Err(_) => tracing::error!("bus inboxes could not be loaded: store thread gone"),
+            }),
+        );
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -97,9 +183,28 @@ impl Actor for MessageBus {
 }
 
 impl Handler<SendDirect> for MessageBus {
-    type Result = Result<(), Undelivered>;
+    type Result = ResponseFuture<Result<(), Undelivered>>;
 
     fn handle(&mut self, msg: SendDirect, _: &mut Self::Context) -> Self::Result {
+        let delivered = self.send_direct(msg);
+        let ack = match &delivered {
+            Ok(row) => self.persist(vec![row.clone()]),
+            Err(_) => None,
+        };
+        Box::pin(async move {
+            let row = delivered?;
+            if let Some(ack) = ack {
+                if !matches!(ack.await, Ok(Ok(()))) {
+                    tracing::error!(to = %row.to, "a delivered message could not be stored");
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+impl MessageBus {
+    fn send_direct(&mut self, msg: SendDirect) -> Result<InboxRow, Undelivered> {
         BusMessageSent {
             kind: BusKind::Direct,
         }
@@ -111,7 +216,9 @@ impl Handler<SendDirect> for MessageBus {
             body: msg.body,
             seq: self.seq,
         };
+        let row = Self::row(&msg.to, &env);
         self.deliver(&msg.to, env)
+            .map(|()| row)
             .map_err(|(reason, env)| Undelivered {
                 reason,
                 body: env.body,
@@ -120,7 +227,7 @@ impl Handler<SendDirect> for MessageBus {
 }
 
 impl Handler<Publish> for MessageBus {
-    type Result = MessageResult<Publish>;
+    type Result = ResponseFuture<Published>;
 
     fn handle(&mut self, msg: Publish, _: &mut Self::Context) -> Self::Result {
         BusMessageSent {
@@ -136,34 +243,104 @@ impl Handler<Publish> for MessageBus {
             .emit();
         }
         let mut out = Published::default();
+        let mut rows = Vec::new();
         for to in subscribers.iter().filter(|s| **s != msg.from) {
+            // One sequence number per inbox row (a row is keyed by it).
+            self.seq += 1;
             let env = Envelope {
                 from: msg.from.clone(),
                 topic: Some(msg.topic.clone()),
                 body: msg.body.clone(),
                 seq: self.seq,
             };
+            let row = Self::row(to, &env);
             match self.deliver(to, env) {
-                Ok(()) => out.delivered += 1,
+                Ok(()) => {
+                    out.delivered += 1;
+                    rows.push(row);
+                }
                 Err(_) => out.undelivered.push(to.clone()),
             }
         }
         if !out.undelivered.is_empty() {
             out.returned = Some(msg.body);
         }
-        MessageResult(out)
+        let ack = self.persist(rows);
+        Box::pin(async move {
+            if let Some(ack) = ack {
+                if !matches!(ack.await, Ok(Ok(()))) {
+                    tracing::error!("published messages could not be stored");
+                }
+            }
+            out
+        })
     }
 }
 
 impl Handler<ReadInbox> for MessageBus {
-    type Result = MessageResult<ReadInbox>;
+    type Result = AtomicResponse<Self, Vec<Envelope>>;
 
     fn handle(&mut self, msg: ReadInbox, _: &mut Self::Context) -> Self::Result {
+        let Some(store) = self.store.clone() else {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(self.take(&msg))));
+        };
+        let call = msg
+            .call
+            .clone()
+            .unwrap_or_else(|| "unkeyed read".to_owned());
+        let run = store.run_id.clone();
+        let key = call.clone();
+        let earlier = store.worker.run(0, move |db| db.read_by(&run, &key));
+        // Atomic: no other message is handled until this read is settled, so two reads never
+        // take the same message.
+        AtomicResponse::new(Box::pin(actix::fut::wrap_future(earlier).then(
+            move |earlier, act: &mut Self, _| {
+                let earlier = match earlier {
+                    Ok(Ok(rows)) => rows,
+                    _ => Vec::new(),
+                };
+                let (out, ack) = if earlier.is_empty() {
+                    let out = act.take(&msg);
+                    let seqs: Vec<u64> = out.iter().map(|e| e.seq).collect();
+                    let run = store.run_id.clone();
+                    let ack = (!seqs.is_empty()).then(|| {
+                        store
+                            .worker
+                            .run(seqs.len(), move |db| db.mark_read(&run, &seqs, &call))
+                    });
+                    (out, ack.filter(|_| store.wait))
+                } else {
+                    // The same call, made again: what it took the first time.
+                    let out = earlier
+                        .into_iter()
+                        .map(|r| Envelope {
+                            from: r.from,
+                            topic: r.topic,
+                            body: r.body,
+                            seq: r.seq,
+                        })
+                        .collect();
+                    (out, None)
+                };
+                actix::fut::wrap_future(async move {
+                    if let Some(ack) = ack {
+                        let _ = ack.await;
+                    }
+                    out
+                })
+            },
+        )))
+    }
+}
+
+impl MessageBus {
+    /// Takes up to `max` messages from the reader's inbox.
+    fn take(&mut self, msg: &ReadInbox) -> Vec<Envelope> {
         let Some(inbox) = self.inboxes.get_mut(&msg.agent) else {
-            return MessageResult(Vec::new());
+            return Vec::new();
         };
         let n = msg.max.min(inbox.len());
-        MessageResult(inbox.drain(..n).collect())
+        inbox.drain(..n).collect()
     }
 }
 

@@ -53,6 +53,7 @@ fn refused(r: Refused) -> ApiResponse {
     match r {
         Refused::NotFound(m) => reply::error(StatusCode::NOT_FOUND, m),
         Refused::Conflict(m) => reply::error(StatusCode::CONFLICT, m),
+        Refused::Unavailable(m) => reply::error(StatusCode::SERVICE_UNAVAILABLE, m),
     }
 }
 

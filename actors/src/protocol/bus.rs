@@ -73,6 +73,9 @@ pub struct ReadInbox {
     pub agent: String,
     /// Most messages returned.
     pub max: usize,
+    /// The identity of the `read_messages` call: the same call made again after a restart
+    /// gets the same messages back.
+    pub call: Option<String>,
 }
 
 ports! {

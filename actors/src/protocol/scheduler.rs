@@ -75,6 +75,12 @@ pub struct CancelAll {
     pub reason: String,
 }
 
+/// Writes everything the scheduler has not stored yet (all of its state under
+/// `durability: exit`) and answers once it is committed, with the error if it was not.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct FlushState;
+
 ports! {
     /// Ports of the scheduler.
     SchedulerPorts {
@@ -102,6 +108,8 @@ ports! {
         control: ControlAgent,
         /// Running tasks add tasks to their workflow.
         spawn: SpawnTask,
+        /// The end of a run: store what is not stored yet.
+        flush: FlushState,
     }
 }
 

@@ -20,22 +20,45 @@ use crate::protocol::{
     agent_child_id, CancelWorkflow, ControlAgent, GetWorkflow, ListWorkflows, Refused, SpawnTask,
     StartChild, SubmitWorkflow, Submitted, TerminateChild,
 };
+use crate::store_worker::Ack;
 
 /// Longest a control reply waits for the board to show the new state.
 const SETTLE_LIMIT: Duration = Duration::from_secs(2);
 
+/// Waits for the commit of a handler's changes; a failed one turns `ok` into a refusal
+/// saying that it was not stored.
+async fn stored<T>(ack: Option<Ack<()>>, ok: T) -> Result<T, Refused> {
+    match ack {
+        None => Ok(ok),
+        Some(ack) => match ack.await {
+            Ok(Ok(())) => Ok(ok),
+            Ok(Err(why)) => Err(Refused::Unavailable(format!(
+                "done in memory, but the store did not commit it (it would not survive a \
+                 crash): {why}"
+            ))),
+            Err(_) => Err(Refused::Unavailable(
+                "done in memory, but the store thread is gone".into(),
+            )),
+        },
+    }
+}
+
 impl Handler<SubmitWorkflow> for Scheduler {
-    type Result = Result<Submitted, Refused>;
+    type Result = ResponseFuture<Result<Submitted, Refused>>;
 
     fn handle(&mut self, m: SubmitWorkflow, ctx: &mut Self::Context) -> Self::Result {
         let submitted = self
             .state()
             .core
             .submit(m.spec, m.idempotency_key, &m.by, Instant::now());
-        let (id, created, events) = submitted?;
+        let (id, created, events) = match submitted {
+            Ok(x) => x,
+            Err(refused) => return Box::pin(async move { Err(refused) }),
+        };
         self.record(events);
         self.pump(ctx);
-        Ok(Submitted { id, created })
+        // A submission is acknowledged once it is stored: a crash after the reply keeps it.
+        Box::pin(stored(self.take_ack(), Submitted { id, created }))
     }
 }
 
@@ -56,32 +79,47 @@ impl Handler<GetWorkflow> for Scheduler {
 }
 
 impl Handler<CancelWorkflow> for Scheduler {
-    type Result = Result<agentos_runtime::sched::WorkflowView, Refused>;
+    type Result = ResponseFuture<Result<agentos_runtime::sched::WorkflowView, Refused>>;
 
     fn handle(&mut self, m: CancelWorkflow, ctx: &mut Self::Context) -> Self::Result {
         let now = Instant::now();
-        let events = self.state().core.cancel_workflow(&m.id, &m.by, now)?;
+        let events = match self.state().core.cancel_workflow(&m.id, &m.by, now) {
+            Ok(e) => e,
+            Err(refused) => return Box::pin(async move { Err(refused) }),
+        };
         self.record(events);
         self.pump(ctx);
-        self.state()
-            .core
-            .view(&m.id, true, Instant::now())
-            .ok_or_else(|| Refused::NotFound(format!("no workflow {:?}", m.id)))
+        let view = self.state().core.view(&m.id, true, Instant::now());
+        let ack = self.take_ack();
+        Box::pin(async move {
+            let view = view.ok_or_else(|| Refused::NotFound(format!("no workflow {:?}", m.id)))?;
+            stored(ack, view).await
+        })
     }
 }
 
 impl Handler<SpawnTask> for Scheduler {
-    type Result = Result<String, SpawnError>;
+    type Result = ResponseFuture<Result<String, SpawnError>>;
 
     fn handle(&mut self, m: SpawnTask, ctx: &mut Self::Context) -> Self::Result {
         let spawned = self
             .state()
             .core
             .spawn(&m.parent, m.request, Instant::now());
-        let (key, events) = spawned?;
+        let (key, events) = match spawned {
+            Ok(x) => x,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
         self.record(events);
         self.pump(ctx);
-        Ok(key.to_string())
+        // The model learns the new task's id only once the task is stored: its journaled
+        // tool result never names a task a crash could lose.
+        let ack = self.take_ack();
+        Box::pin(async move {
+            stored(ack, key.to_string())
+                .await
+                .map_err(|e| SpawnError::Unavailable(e.to_string()))
+        })
     }
 }
 
@@ -136,7 +174,9 @@ impl Handler<ControlAgent> for Scheduler {
         self.record(events);
         self.pump(ctx);
         let action = m.action;
+        let ack = self.take_ack();
         Box::pin(async move {
+            stored(ack, ()).await?;
             settled(&board, &instances, action).await;
             Ok(())
         })

@@ -14,9 +14,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
+use agentos_runtime::durable::Durability;
 use agentos_runtime::events::control::{
     AgentControlled, AttemptCancelled, TaskSpawned, WorkflowAccepted, WorkflowFinished,
 };
@@ -27,16 +28,18 @@ use agentos_runtime::events::sched::{
 };
 use agentos_runtime::model::InstanceId;
 use agentos_runtime::policy::supervision::RestartType;
-use agentos_runtime::sched::{AgentStatus, Outcome, SchedEvent, SchedulerCore};
+use agentos_runtime::sched::{audit_rows, AgentStatus, Outcome, SchedEvent, SchedulerCore};
+use agentos_runtime::store::AuditRow;
 use agentos_runtime::trace::Trace;
 
 use crate::board::Board;
 use crate::child::{ChildHandle, ChildSpec, ExitNotice, HardStop};
 use crate::protocol::{
     agent_child_id, AgentDown, AgentIdle, AgentSupervisorPorts, Announce, CancelAll, CancelAttempt,
-    Drain, GetSnapshot, RestartChild, RunSnapshot, RunTask, SchedulerPorts, TaskReport,
+    Drain, FlushState, GetSnapshot, RestartChild, RunSnapshot, RunTask, SchedulerPorts, TaskReport,
     TerminateChild,
 };
+use crate::store_worker::{Ack, StoreWorker};
 
 /// How the scheduler reaches one agent instance (from its last [`AgentIdle`]).
 #[derive(Debug, Clone)]
@@ -46,21 +49,52 @@ struct AgentLink {
     cancel: Recipient<CancelAttempt>,
 }
 
+/// Where the scheduler stores its state.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    /// The store thread.
+    pub worker: StoreWorker,
+    /// The run's id (key of every row).
+    pub run_id: String,
+    /// When rows are written: as they change (`sync`, `async`) or at the end (`exit`).
+    pub durability: Durability,
+}
+
 /// What outlives a scheduler incarnation: the task table and the agents it knows.
 #[derive(Debug)]
 pub struct SchedulerState {
     core: SchedulerCore,
     agents: HashMap<InstanceId, AgentLink>,
+    store: Option<StateStore>,
+    /// Audit entries not written yet.
+    audit: Vec<AuditRow>,
 }
 
 impl SchedulerState {
-    /// The state of a fresh run over `core`.
+    /// The state of a fresh run over `core`, stored nowhere.
     pub fn new(core: SchedulerCore) -> Self {
         Self {
             core,
             agents: HashMap::new(),
+            store: None,
+            audit: Vec::new(),
         }
     }
+
+    /// The state of a run over `core` whose changes go to `store`.
+    pub fn stored(core: SchedulerCore, store: StateStore) -> Self {
+        Self {
+            store: Some(store),
+            ..Self::new(core)
+        }
+    }
+}
+
+/// Now, in Unix milliseconds.
+pub(crate) fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis().min(i64::MAX as u128) as i64)
 }
 
 /// Who the scheduler talks to besides the agents that announce themselves.
@@ -101,6 +135,8 @@ pub struct Scheduler {
     links: SchedulerLinks,
     notice: ExitNotice,
     timer: Option<SpawnHandle>,
+    /// The commit of the rows written by the last pump (control-plane replies wait for it).
+    last_ack: Option<Ack<()>>,
 }
 
 impl Scheduler {
@@ -115,7 +151,34 @@ impl Scheduler {
             links,
             notice,
             timer: None,
+            last_ack: None,
         }
+    }
+
+    /// Sends what changed to the store (nothing under `durability: exit`, which writes
+    /// everything at the end); answers the commit to wait for, if anything was sent.
+    fn persist(&mut self) -> Option<Ack<()>> {
+        let mut s = self.state();
+        let store = s.store.clone()?;
+        if store.durability == Durability::Exit {
+            return None;
+        }
+        let mut batch = s.core.take_changes(Instant::now(), unix_ms());
+        batch.audit = std::mem::take(&mut s.audit);
+        if batch.is_empty() {
+            return None;
+        }
+        let run = store.run_id;
+        Some(
+            store
+                .worker
+                .run(batch.len(), move |db| db.write_state(&run, &batch)),
+        )
+    }
+
+    /// The commit of this handler's changes, to wait for before replying.
+    pub(crate) fn take_ack(&mut self) -> Option<Ack<()>> {
+        self.last_ack.take()
     }
 
     fn state(&self) -> MutexGuard<'_, SchedulerState> {
@@ -166,6 +229,7 @@ impl Scheduler {
         }
         drop(state);
         self.record(events);
+        self.last_ack = self.persist();
         let (counts, done, next) = {
             let s = self.state();
             (s.core.counts(), s.core.is_done(), s.core.next_deadline())
@@ -187,6 +251,13 @@ impl Scheduler {
     }
 
     fn record(&self, events: Vec<SchedEvent>) {
+        {
+            let mut s = self.state();
+            if s.store.is_some() && !events.is_empty() {
+                let rows = audit_rows(&events, unix_ms());
+                s.audit.extend(rows);
+            }
+        }
         let trace = &self.links.trace;
         for ev in events {
             match ev {
@@ -435,6 +506,43 @@ impl Handler<CancelAll> for Scheduler {
         let events = self.state().core.cancel_all(&msg.reason, Instant::now());
         self.record(events);
         self.pump(ctx);
+    }
+}
+
+impl Handler<FlushState> for Scheduler {
+    type Result = ResponseFuture<Result<(), String>>;
+
+    fn handle(&mut self, _: FlushState, _: &mut Self::Context) -> Self::Result {
+        let ack = {
+            let mut s = self.state();
+            match s.store.clone() {
+                None => None,
+                Some(store) => {
+                    let now = Instant::now();
+                    let mut batch = if store.durability == Durability::Exit {
+                        s.core.all_rows(now, unix_ms())
+                    } else {
+                        s.core.take_changes(now, unix_ms())
+                    };
+                    batch.audit = std::mem::take(&mut s.audit);
+                    let run = store.run_id;
+                    // Sent even when empty: its commit comes after every earlier batch's.
+                    Some(
+                        store
+                            .worker
+                            .run(batch.len(), move |db| db.write_state(&run, &batch)),
+                    )
+                }
+            }
+        };
+        Box::pin(async move {
+            match ack {
+                None => Ok(()),
+                Some(ack) => ack
+                    .await
+                    .unwrap_or_else(|_| Err("the store thread is gone".into())),
+            }
+        })
     }
 }
 

@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use actix::prelude::*;
 use agentos_runtime::agent::{AgentSetup, StepPorts};
@@ -22,7 +21,6 @@ use agentos_runtime::llm::sim::SimBackend;
 use agentos_runtime::llm::LlmBackend;
 use agentos_runtime::model::InstanceId;
 use agentos_runtime::sandbox::{self, Sandbox};
-use agentos_runtime::sched::SchedulerCore;
 use agentos_runtime::tools::{BusPort, ToolContext, ToolRegistry};
 use agentos_runtime::trace::Trace;
 use anyhow::Context as _;
@@ -30,7 +28,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::running::RunningSystem;
 use super::tree::{self, SystemPorts, TreeParts};
-use super::workspace::{new_run_dir, prepare_workspaces};
+use super::workspace::prepare_workspaces;
 use crate::agent::bus::BusLink;
 use crate::agent::prompts::PagerPrompts;
 use crate::agent::router::KvRouter;
@@ -40,6 +38,8 @@ use crate::agent::AgentEnv;
 use crate::board::Board;
 use crate::pager::WorkerConfig;
 use crate::scheduler::SchedulerState;
+use crate::store_worker::StoreWorker;
+use agentos_runtime::events::durability::StoreWriter;
 
 /// Options that come from the command line rather than the config.
 #[derive(Debug, Clone, Default)]
@@ -53,6 +53,8 @@ pub struct BootOptions {
     /// Trace events kept in memory for the API's event stream (`GET /api/events`); `0` keeps
     /// none, so a run without the API builds no event it does not write.
     pub event_window: usize,
+    /// Whether to continue an unfinished run of the config.
+    pub resume: super::resume::ResumeMode,
 }
 
 /// Builds every backend named in the config.
@@ -98,17 +100,28 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
         .data_dir
         .clone()
         .unwrap_or_else(|| cfg.runtime.data_dir.clone());
-    let run_dir = new_run_dir(&data_dir)?;
-    let run_id = run_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "run".into());
     let store_path = agentos_runtime::store::Store::path_in(&data_dir);
+    // Open, migrate and write once now: a bad store fails the start, not a later prompt.
+    let prepared = super::resume::prepare(&cfg, &data_dir, &store_path, opts.resume)?;
+    let (run_id, run_dir, resume) = (prepared.run_id, prepared.run_dir, prepared.resume);
     {
-        // Open, migrate and write once now: a bad store fails the start, not a later prompt.
         let store = agentos_runtime::store::Store::open(&store_path)?;
         agentos_runtime::context::StoreSwap::new(store, run_id.clone())?;
     }
+    let durability = cfg.runtime.durability;
+    let state_store = crate::scheduler::StateStore {
+        worker: StoreWorker::start("state", store_path.clone(), StoreWriter::Scheduler)
+            .map_err(|e| anyhow::anyhow!("cannot open the store {}: {e}", store_path.display()))?,
+        run_id: run_id.clone(),
+        durability,
+    };
+    let bus_store = crate::bus::BusStore {
+        worker: StoreWorker::start("bus-store", store_path.clone(), StoreWriter::Bus)
+            .map_err(|e| anyhow::anyhow!("cannot open the store {}: {e}", store_path.display()))?,
+        run_id: run_id.clone(),
+        wait: durability.waits(),
+    };
+    // A resumed run goes on in the workspace copies it already has.
     let workspaces = prepare_workspaces(&cfg, &run_dir)?;
     let trace = Trace::open(opts.trace.as_deref(), opts.event_window).with_context(|| {
         let file = opts.trace.as_deref().unwrap_or(Path::new("-"));
@@ -164,15 +177,16 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
         ports: ports.clone(),
         board: board.clone(),
         trace: trace.clone(),
-        scheduler: Arc::new(Mutex::new(SchedulerState::new(SchedulerCore::new(
-            cfg.clone(),
-            Instant::now(),
-        )))),
+        scheduler: Arc::new(Mutex::new(SchedulerState::stored(
+            prepared.core,
+            state_store,
+        ))),
         pager,
         agents,
         prometheus: opts.prometheus.clone(),
         kv_upper_bound: kv_upper_bound.clone(),
         agent_restarts: agent_restarts.clone(),
+        bus_store: Some(bus_store),
     });
     Ok(RunningSystem {
         cfg,
@@ -187,7 +201,7 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
         store_path,
         run_id,
         arbiters,
-        resume: None,
+        resume,
     })
 }
 

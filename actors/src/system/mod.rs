@@ -17,12 +17,15 @@
 //!   ports every actor is handed.
 //! - [`tree`]: the supervisor tree assembled from each actor module's `child_spec()`.
 //! - [`running`]: [`RunningSystem`]: wait, snapshot, KV figures, drain, stop.
+//! - [`resume`]: which run a boot starts or continues, and the scheduler core it starts from.
 //! - [`workspace`]: the run folder and workspace copies (with the config's exclude lists).
 
 pub mod boot;
+pub mod resume;
 pub mod running;
 pub mod tree;
 pub mod workspace;
 
 pub use boot::{boot, build_backends, BootOptions};
+pub use resume::{ResumeMode, ResumeRefused};
 pub use running::{ResumeInfo, RunEnd, RunningSystem};

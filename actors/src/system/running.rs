@@ -15,8 +15,12 @@ use anyhow::Context as _;
 
 use super::tree::SystemPorts;
 use crate::board::Board;
-use crate::protocol::{CancelAll, Drain, GetKvStats, GetSnapshot, RunSnapshot, TrackUpperBound};
+use crate::protocol::{
+    CancelAll, Drain, FlushState, GetKvStats, GetSnapshot, RunSnapshot, TrackUpperBound,
+};
 use crate::supervisor::{StopTree, Supervisor};
+use agentos_runtime::durable::Durability;
+use agentos_runtime::store::{RunStatus, Store};
 
 /// A booted system.
 pub struct RunningSystem {
@@ -149,6 +153,57 @@ impl RunningSystem {
             .cancel_all
             .ask(cancel, Duration::from_secs(2))
             .await;
+    }
+
+    /// Graceful stop that keeps the rest for a resume: stop dispatching and give running
+    /// attempts up to `grace` to finish. Unfinished tasks stay as they are, in the store.
+    pub async fn pause(&self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        loop {
+            let running = self
+                .ports
+                .scheduler
+                .drain
+                .ask(Drain, Duration::from_secs(2))
+                .await
+                .unwrap_or(0);
+            if running == 0 || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The end of this process's part of the run: stores what the scheduler has not stored
+    /// yet (everything under `durability: exit`) and marks the run finished (every task
+    /// terminal) or interrupted (resumable).
+    pub async fn finish(&self) -> anyhow::Result<()> {
+        self.ports
+            .scheduler
+            .flush
+            .ask(FlushState, Duration::from_secs(30))
+            .await
+            .context("the scheduler did not answer")?
+            .map_err(|e| anyhow::anyhow!(e))
+            .context("the scheduler's state was not stored")?;
+        let done = *self.board.done.borrow();
+        let (path, run) = (self.store_path.clone(), self.run_id.clone());
+        let exit_mode = self.cfg.runtime.durability == Durability::Exit;
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let store = Store::open(&path)?;
+            let status = if done {
+                RunStatus::Finished
+            } else {
+                RunStatus::Interrupted
+            };
+            store.set_run_status(&run, status, crate::scheduler::unix_ms())?;
+            if exit_mode {
+                store.set_checkpointed(&run, true)?;
+            }
+            Ok(())
+        })
+        .await
+        .context("the store thread panicked")?
     }
 
     /// Stops the actor tree (children in reverse start order, each within its shutdown

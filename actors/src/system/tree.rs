@@ -54,6 +54,8 @@ pub struct TreeParts {
     pub kv_upper_bound: Arc<AtomicBool>,
     /// Restarts performed by the agent supervisor.
     pub agent_restarts: Arc<AtomicU64>,
+    /// Where the bus keeps its inboxes.
+    pub bus_store: Option<crate::bus::BusStore>,
 }
 
 /// Starts the root supervisor over the whole tree.
@@ -70,6 +72,7 @@ pub fn start(parts: TreeParts) -> Addr<Supervisor> {
         prometheus,
         kv_upper_bound,
         agent_restarts,
+        bus_store,
     } = parts;
     let bus_agents: Vec<(String, Vec<String>)> = cfg
         .agents
@@ -83,7 +86,7 @@ pub fn start(parts: TreeParts) -> Addr<Supervisor> {
         trace: trace.clone(),
     };
     let children = vec![
-        crate::bus::child_spec(bus_agents, ports.bus.clone()),
+        crate::bus::child_spec(bus_agents, ports.bus.clone(), bus_store),
         crate::kvpool::child_spec(cfg.clone(), ports.kv.clone(), kv_upper_bound),
         crate::pager::child_spec(pager, trace.clone(), ports.pager.clone()),
         crate::monitor::child_spec(prometheus),

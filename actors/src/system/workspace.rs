@@ -25,7 +25,8 @@ pub fn new_run_dir(data_dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Copies every workspace marked `copy: true` into `run_dir/workspaces/`, once per root,
-/// leaving out the names its `exclude` list gives. Returns original root -> path to use.
+/// leaving out the names its `exclude` list gives; a copy that is already there (a resumed
+/// run) is used as it is. Returns original root -> path to use.
 pub fn prepare_workspaces(
     cfg: &Config,
     run_dir: &Path,
@@ -44,6 +45,12 @@ pub fn prepare_workspaces(
         let dest = run_dir
             .join("workspaces")
             .join(format!("{}-{name}", out.len()));
+        if dest.is_dir() {
+            // A resumed run: the copy holds what the run already did to it.
+            let dest = std::fs::canonicalize(&dest)?;
+            out.insert(w.root.clone(), dest);
+            continue;
+        }
         copy_tree(&w.root, &dest, &w.exclude).with_context(|| {
             format!(
                 "agent \"{}\": cannot copy workspace {} to {}",

@@ -53,6 +53,7 @@ fn the_reducer_reads_every_spawned_output_as_a_shared_page() {
         data_dir: Some(data.path().to_path_buf()),
         prometheus: None,
         event_window: 0,
+        resume: Default::default(),
     };
     actix_rt::System::new().block_on(async move {
         let sys = boot(cfg, opts).expect("boot");

@@ -76,6 +76,7 @@ pub fn run_with(
             data_dir: Some(data_dir.to_path_buf()),
             prometheus: Some(prometheus.clone()),
             event_window: 0,
+            resume: Default::default(),
         };
         let sys = boot(Arc::new(cfg), opts).expect("boot");
         let (listener, addr) = agentos_actors::http::bind("127.0.0.1:0".parse().unwrap())

@@ -120,6 +120,7 @@ where
         data_dir: Some(data.path().to_path_buf()),
         prometheus: None,
         event_window: 0,
+        resume: Default::default(),
     };
     actix_rt::System::new().block_on(async move {
         let sys = boot(cfg.clone(), opts).expect("boot");

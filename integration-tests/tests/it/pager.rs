@@ -33,6 +33,7 @@ fn run_traced(cfg: Config, data_dir: &Path) -> Traced {
                 data_dir: Some(data_dir),
                 prometheus: None,
                 event_window: 0,
+                resume: Default::default(),
             };
             let sys = boot(Arc::new(cfg), opts).expect("boot");
             let end = sys
@@ -153,6 +154,7 @@ fn a_store_that_cannot_be_opened_is_a_start_up_error() {
             data_dir: Some(dir.path().to_path_buf()),
             prometheus: None,
             event_window: 0,
+            resume: Default::default(),
         };
         match boot(Arc::new(cfg), opts) {
             Ok(_) => panic!("boot should fail"),

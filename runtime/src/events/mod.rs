@@ -37,6 +37,7 @@
 pub mod agent;
 pub mod api;
 pub mod control;
+pub mod durability;
 pub mod kvcache;
 pub mod labels;
 pub mod names;

@@ -387,6 +387,10 @@ pub enum Refused {
     /// shutting down).
     #[error("{0}")]
     Conflict(String),
+    /// Accepted in memory but not stored (the store failed): not guaranteed to survive a
+    /// crash; the caller may retry.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// What the scheduler holds about an agent's lifecycle (its instances' states are on the
@@ -457,6 +461,9 @@ pub enum SpawnError {
     /// The workflow is finished or being cancelled.
     #[error("workflow {0} is no longer running")]
     Closed(String),
+    /// The spawned task could not be stored, so it was not kept (try again later).
+    #[error("the spawned task could not be stored: {0}")]
+    Unavailable(String),
 }
 
 /// Something that happened, for traces and metrics.

@@ -1,0 +1,189 @@
+//! Which run a boot starts or continues, and the scheduler core it starts from.
+//!
+//! - A fresh run gets a new folder and a `runs` row (`running`), and starts from the config.
+//! - A resume (`run --resume`, or `serve` finding an unfinished run of the same config)
+//!   continues the newest unfinished run of this config file in the data directory: same run
+//!   id, same folder (so the same workspace copies), its scheduler core rebuilt from the stored
+//!   rows and the journal ([`SchedulerCore::recover`]).
+//! - Refused ([`ResumeRefused`], exit 2) when there is nothing to resume, when the run used
+//!   `durability: exit` and died before its end (nothing of it was stored), or when the
+//!   config changed incompatibly.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use agentos_runtime::config::Config;
+use agentos_runtime::durable::Durability;
+use agentos_runtime::sched::{config_hash, SchedulerCore};
+use agentos_runtime::store::{AuditRow, RunRow, RunStatus, Store};
+use anyhow::Context as _;
+
+use super::running::ResumeInfo;
+use super::workspace::new_run_dir;
+use crate::scheduler::unix_ms;
+
+/// Whether a boot continues an earlier run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ResumeMode {
+    /// Always a new run (`run` without `--resume`).
+    #[default]
+    Fresh,
+    /// Continue the newest unfinished run of the config; refuse if there is none
+    /// (`run --resume`).
+    Required,
+    /// Continue the newest unfinished run of the config if there is one (`serve`).
+    Auto,
+}
+
+/// A resume that cannot be done, and why (the CLI exits 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ResumeRefused(pub String);
+
+/// What boot starts from.
+pub(super) struct Prepared {
+    pub run_id: String,
+    pub run_dir: PathBuf,
+    pub core: SchedulerCore,
+    pub resume: Option<ResumeInfo>,
+}
+
+/// The config file as runs record it (canonical, so `./c.ron` and `c.ron` are one config).
+pub fn config_key(cfg: &Config) -> String {
+    cfg.source
+        .as_deref()
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+/// Opens the store and picks (or creates) the run.
+pub(super) fn prepare(
+    cfg: &Arc<Config>,
+    data_dir: &Path,
+    store_path: &Path,
+    mode: ResumeMode,
+) -> anyhow::Result<Prepared> {
+    let store = Store::open(store_path)?;
+    let key = config_key(cfg);
+    let prior = match mode {
+        ResumeMode::Fresh => None,
+        ResumeMode::Required => Some(store.latest_unfinished(&key)?.ok_or_else(|| {
+            ResumeRefused(format!(
+                "no unfinished run of {key} in {} to resume; start one without --resume",
+                data_dir.display()
+            ))
+        })?),
+        ResumeMode::Auto => store.latest_unfinished(&key)?,
+    };
+    if let Some(run) = prior {
+        if run.durability == Durability::Exit.label() && !run.checkpointed {
+            let why = format!(
+                "run {} used durability: exit and stopped before its end, so none of its \
+                 progress was stored; start it again without --resume",
+                run.run_id
+            );
+            if mode == ResumeMode::Required {
+                return Err(ResumeRefused(why).into());
+            }
+            tracing::warn!(run = %run.run_id, "{why}; starting a new run");
+            store.set_run_status(&run.run_id, RunStatus::Interrupted, unix_ms())?;
+            store.set_checkpointed(&run.run_id, true)?;
+        } else {
+            return resume(cfg, &store, run);
+        }
+    }
+    let run_dir = new_run_dir(data_dir)?;
+    let run_id = run_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "run".into());
+    let durability = cfg.runtime.durability;
+    store.record_run(&RunRow {
+        run_id: run_id.clone(),
+        started_ms: unix_ms(),
+        config_path: key,
+        config_hash: config_hash(cfg),
+        durability: durability.label().to_owned(),
+        status: RunStatus::Running,
+        finished_ms: None,
+        resumes: 0,
+        run_dir: run_dir.display().to_string(),
+        checkpointed: durability != Durability::Exit,
+    })?;
+    let mut store = store;
+    store.append_audit(
+        &run_id,
+        &[system_entry(
+            "run_started",
+            serde_json::json!({"pid": std::process::id(), "durability": durability.label()}),
+        )],
+    )?;
+    Ok(Prepared {
+        run_id,
+        run_dir,
+        core: SchedulerCore::new(cfg.clone(), Instant::now()),
+        resume: None,
+    })
+}
+
+fn resume(cfg: &Arc<Config>, store: &Store, run: RunRow) -> anyhow::Result<Prepared> {
+    let run_dir = PathBuf::from(&run.run_dir);
+    if !run_dir.is_dir() {
+        anyhow::bail!(
+            "cannot resume run {}: its folder {} is gone",
+            run.run_id,
+            run_dir.display()
+        );
+    }
+    let state = store.load_state(&run.run_id)?;
+    let journaled = store.journaled_contexts(&run.run_id)?;
+    let (core, found) =
+        SchedulerCore::recover(cfg.clone(), &state, &journaled, Instant::now(), unix_ms())
+            .map_err(|e| ResumeRefused(format!("cannot resume run {}: {e}", run.run_id)))?;
+    let resumes = store.count_resume(&run.run_id)?;
+    let info = ResumeInfo {
+        run_id: run.run_id.clone(),
+        resumes,
+        tasks_succeeded: found.succeeded,
+        attempts_continued: found.continued,
+        tasks_waiting: found.waiting,
+    };
+    let mut store = Store::open(
+        store
+            .path()
+            .context("the store of a resumed run is a file")?,
+    )?;
+    store.append_audit(
+        &run.run_id,
+        &[system_entry(
+            "run_resumed",
+            serde_json::json!({"pid": std::process::id(), "resumes": resumes,
+                "tasks_succeeded": found.succeeded, "attempts_continued": found.continued,
+                "tasks_waiting": found.waiting, "finished": found.finished}),
+        )],
+    )?;
+    tracing::info!(run = %run.run_id, resumes, succeeded = found.succeeded,
+        continued = found.continued, waiting = found.waiting, "run resumed");
+    Ok(Prepared {
+        run_id: run.run_id,
+        run_dir,
+        core,
+        resume: Some(info),
+    })
+}
+
+fn system_entry(kind: &str, detail: serde_json::Value) -> AuditRow {
+    AuditRow {
+        at_ms: unix_ms(),
+        kind: kind.to_owned(),
+        actor: "system".to_owned(),
+        agent: None,
+        instance: None,
+        task: None,
+        attempt: None,
+        step: None,
+        detail: detail.to_string(),
+    }
+}

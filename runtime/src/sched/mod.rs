@@ -485,6 +485,8 @@ impl SchedulerCore {
                 t.chain.push(next.clone());
                 t.current_agent = next;
                 t.attempts_on_agent = 0;
+                // A journal belongs to its agent: the fallback starts an attempt of its own.
+                t.resume = None;
                 self.make_ready(idx, now, events);
             }
             _ => {

@@ -429,3 +429,35 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_task_running_on_an_agent_killed_before_the_crash_moves_to_its_fallback_fresh() {
+    let now = Instant::now();
+    let mut core = SchedulerCore::new(config(), now);
+    let mut store = FakeStore::default();
+    idle_all(&mut core);
+    let (d, _) = core.dispatch(now);
+    store.apply(core.take_changes(now, 0));
+    // The kill's rows are stored, the attempt's failure row is not (it lagged).
+    let mut kill_batch = StateBatch::default();
+    core.kill("a", "ops", now).unwrap();
+    let all = core.take_changes(now, 0);
+    kill_batch.controls = all.controls;
+    store.apply(kill_batch);
+    let journal = vec![(
+        format!("{}#{}", d[0].key, d[0].attempt_total),
+        "a".to_owned(),
+    )];
+    let (mut back, _) = SchedulerCore::recover(config(), &store.state, &journal, now, 0).unwrap();
+    idle_all(&mut back);
+    let (d, _) = back.dispatch(now);
+    assert_eq!(d.len(), 1);
+    assert_eq!(
+        d[0].instance.agent, "b",
+        "the killed agent's task went to its fallback"
+    );
+    assert_eq!(
+        d[0].attempt_total, 2,
+        "as a new attempt, not agent a's journal"
+    );
+}

@@ -204,7 +204,7 @@ impl Store {
         for row in rows {
             merged.push(row.map_err(io(op))?);
         }
-        merged.sort_by(|a, b| b.0.cmp(&a.0));
+        merged.sort_by_key(|e| std::cmp::Reverse(e.0));
         merged.truncate(q.limit);
         merged.reverse();
         let mut contexts = ContextCache::default();

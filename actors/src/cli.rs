@@ -2,7 +2,8 @@
 //!
 //! `check`, `run` and `serve` work on a config file; `sim-server` serves the simulator; the
 //! client subcommands (`submit`, `workflows`, `tasks`, `ps`, `suspend`, `resume`, `kill`,
-//! `cancel`, `events`, in [`crate::client`]) speak a running `serve`'s control-plane API.
+//! `cancel`, `events`, in [`crate::client`]) speak a running `serve`'s control-plane API;
+//! `audit`, `gc` and `runs` (in `store`) open a data directory's store file directly.
 //!
 //! Exit codes:
 //! - `0`: `check` found no problem; `run` finished with every task succeeded; `serve` shut down
@@ -15,9 +16,11 @@
 //!   without an API token. For client commands: the server refused the request (any 4xx or
 //!   5xx answer, printed as the server gave it), or the file or URL given is unreadable or
 //!   invalid. Also when `runtime.sandbox` is `required` and this machine cannot confine
-//!   commands.
+//!   commands. For `audit`, `gc` and `runs`: no store in the data directory, an unknown
+//!   `--run`, or a bad `--since` / `--older-than`.
 //! - `3`: a runtime error: the system could not start (data dir, trace file, address in use)
-//!   or the root supervisor gave up. For client commands: the server could not be reached
+//!   or the root supervisor gave up; for `audit`, `gc` and `runs`, the store could not be read
+//!   or written. For client commands: the server could not be reached
 //!   (connection refused, timeout) or did not answer like an AgentOS server.
 //! - `130`: `run` was interrupted by SIGINT/SIGTERM; unfinished tasks were cancelled.
 //!
@@ -45,6 +48,7 @@ use crate::system::{boot, BootOptions, ResumeMode, ResumeRefused, RunEnd, Runnin
 use crate::{summary, telemetry};
 
 mod service;
+mod store;
 
 use service::{api_token, serve_banner, ApiToken};
 
@@ -130,6 +134,66 @@ pub enum Command {
         /// RON file with the simulator's settings (seed, latency, faults, concurrency limit).
         #[arg(long, value_name = "FILE.ron")]
         config: Option<PathBuf>,
+    },
+    /// Print a run's audit log: task state changes, API actions, LLM calls (with their prompt
+    /// and reply) and tool calls, oldest first (the newest --limit entries).
+    ///
+    /// Reads the store of --data-dir directly; a running server may keep writing. Exits 2 when
+    /// there is no store there or an argument is wrong, 3 when the store cannot be read.
+    Audit {
+        /// The data directory holding store.db.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// The run (default: the newest; `agentos runs` lists them).
+        #[arg(long, value_name = "RUN")]
+        run: Option<String>,
+        /// Only entries about this agent.
+        #[arg(long, value_name = "AGENT")]
+        agent: Option<String>,
+        /// Only entries about this task.
+        #[arg(long, value_name = "WORKFLOW/TASK")]
+        task: Option<String>,
+        /// Only entries since then: an age (10m, 2h, 7d) or an RFC 3339 time.
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// At most this many entries (the newest).
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        limit: usize,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove old runs from a data directory's store (every row of theirs) and compact it.
+    ///
+    /// Runs that did not finish (running or interrupted: they can be resumed) are kept unless
+    /// --include-unfinished is given. Prints what was removed and the size before and after.
+    Gc {
+        /// The data directory holding store.db.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Keep the newest N runs, remove the older ones.
+        #[arg(
+            long,
+            value_name = "N",
+            conflicts_with = "older_than",
+            required_unless_present = "older_than"
+        )]
+        keep_runs: Option<usize>,
+        /// Remove runs started longer ago than this (30m, 12h, 7d, 4w).
+        #[arg(long, value_name = "AGE")]
+        older_than: Option<String>,
+        /// Also remove selected runs that did not finish (they can no longer be resumed).
+        #[arg(long)]
+        include_unfinished: bool,
+    },
+    /// List the runs in a data directory's store: id, status, resumes, start, config.
+    Runs {
+        /// The data directory holding store.db.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Client subcommands: they talk to a running `serve`.
     #[command(flatten)]
@@ -234,6 +298,35 @@ pub fn main() -> ExitCode {
                 serve(cfg, opts, listen, token)
             })
         }
+        Command::Audit {
+            data_dir,
+            run,
+            agent,
+            task,
+            since,
+            limit,
+            json,
+        } => store::audit(store::AuditArgs {
+            data_dir,
+            run,
+            agent,
+            task,
+            since,
+            limit,
+            json,
+        }),
+        Command::Gc {
+            data_dir,
+            keep_runs,
+            older_than,
+            include_unfinished,
+        } => store::gc(
+            &data_dir,
+            keep_runs,
+            older_than.as_deref(),
+            include_unfinished,
+        ),
+        Command::Runs { data_dir, json } => store::runs(&data_dir, json),
         Command::SimServer { listen, config } => crate::simserver::main(listen, config),
         Command::Client(command) => crate::client::main(command),
         Command::SandboxExec {

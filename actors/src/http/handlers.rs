@@ -110,6 +110,8 @@ pub(crate) async fn healthz(state: &HttpState) -> ApiResponse {
             "tasks": counts,
             "agents": state.board.agents.len(),
             "simulated_backends": state.simulated_backends,
+            // This run, and the run it continued (with what was kept) when it was resumed.
+            "run": {"id": state.run_id, "resumed": state.resume},
             // What confines run_command here; under best_effort, what is missing and why.
             // (The machine was probed at start; this reads the cached result.)
             "sandbox": agentos_runtime::sandbox::report(

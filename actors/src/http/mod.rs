@@ -1,14 +1,16 @@
 //! The HTTP control plane: `GET /metrics` (Prometheus text format), `GET /healthz`, and the
 //! JSON API under `/api/` that `agentos serve` offers: submit, list, inspect and cancel
 //! workflows; suspend, resume and kill agents; stream the trace as Server-Sent Events; read
-//! the OpenAPI document of all of it (`/api/openapi.json`).
+//! the audit log from the store (`/api/audit`); read the OpenAPI document of all of it
+//! (`/api/openapi.json`).
 //!
 //! # Layout
 //! - this module: [`HttpState`], [`ApiRequest`], the accept loop ([`serve`]) and the limits
 //!   applied before a request reaches the router;
 //! - [`routes`]: the route table and [`handle`], which answers an [`ApiRequest`] without any
 //!   socket (tests call it directly);
-//! - `handlers`: the endpoints; `sse`: the event stream; `auth`: the bearer token;
+//! - `handlers`: the endpoints; `sse`: the event stream; `audit`: the audit log (a blocking
+//!   read of the store); `auth`: the bearer token;
 //!   `openapi`: the document generated from the route table; `reply`: response helpers.
 //!
 //! # Limits
@@ -24,6 +26,7 @@
 //! Every answered request is counted by route template, method and status
 //! ([`ApiRequestFinished`]).
 
+mod audit;
 mod auth;
 mod handlers;
 pub mod openapi;
@@ -35,6 +38,7 @@ mod tests;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,7 +56,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::board::Board;
 use crate::protocol::SchedulerPorts;
-use crate::system::RunningSystem;
+use crate::system::{ResumeInfo, RunningSystem};
 
 pub use handlers::{MAX_IDEMPOTENCY_KEY_BYTES, SCHEDULER_WAIT};
 pub use reply::{ApiBody, ApiResponse};
@@ -93,11 +97,17 @@ pub struct HttpState {
     pub shutdown: watch::Receiver<bool>,
     /// How often a quiet event stream sends a keep-alive comment ([`KEEP_ALIVE`]).
     pub keep_alive: Duration,
+    /// The store file `GET /api/audit` reads (with its own connection, per request).
+    pub store_path: PathBuf,
+    /// The run this server runs: the default of `GET /api/audit`, shown by `/healthz`.
+    pub run_id: String,
+    /// Which run this system resumed and from where (shown by `/healthz`).
+    pub resume: Option<ResumeInfo>,
 }
 
 impl HttpState {
     /// The state for serving `sys`: its board, scheduler ports, config (and the config's API
-    /// limits) and trace; uptime counted from now; keep-alives every [`KEEP_ALIVE`]. With
+    /// limits), trace, store file and run; uptime counted from now; keep-alives every [`KEEP_ALIVE`]. With
     /// `token`, every `/api/*` request needs it. `shutdown` stops the server (see
     /// [`HttpState::shutdown`]).
     pub fn new(
@@ -118,6 +128,9 @@ impl HttpState {
             trace: sys.trace.clone(),
             shutdown,
             keep_alive: KEEP_ALIVE,
+            store_path: sys.store_path.clone(),
+            run_id: sys.run_id.clone(),
+            resume: sys.resume.clone(),
         }
     }
 }

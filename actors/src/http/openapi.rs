@@ -5,6 +5,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::audit::{DEFAULT_LIMIT as AUDIT_DEFAULT_LIMIT, MAX_LIMIT as AUDIT_MAX_LIMIT};
 use super::routes::{Endpoint, Verb, ROUTES};
 use super::{auth, handlers::MAX_IDEMPOTENCY_KEY_BYTES, routes::MAX_SEGMENT_BYTES};
 
@@ -215,6 +216,51 @@ fn describe(endpoint: Endpoint) -> Operation {
                 (503, "The trace keeps no event window.", Body::Error),
             ],
         },
+        Endpoint::Audit => Operation {
+            params: vec![
+                query(
+                    "run",
+                    "The run (default: the run this server runs).",
+                    json!({"type": "string"}),
+                ),
+                query(
+                    "agent",
+                    "Only entries about this agent.",
+                    json!({"type": "string"}),
+                ),
+                query(
+                    "task",
+                    "Only entries about this task, as `workflow/task`.",
+                    json!({"type": "string"}),
+                ),
+                query(
+                    "since",
+                    "Only entries since then: an age (`10m`, `2h`, `7d`) or an RFC 3339 time.",
+                    json!({"type": "string"}),
+                ),
+                query(
+                    "limit",
+                    "At most this many entries, the newest.",
+                    json!({"type": "integer", "minimum": 1, "maximum": AUDIT_MAX_LIMIT,
+                           "default": AUDIT_DEFAULT_LIMIT}),
+                ),
+            ],
+            body: None,
+            responses: vec![
+                (
+                    200,
+                    "The entries, oldest first.",
+                    Body::Json(schema("AuditLog")),
+                ),
+                (
+                    400,
+                    "A bad query parameter (the error names it).",
+                    Body::Error,
+                ),
+                (404, "No such run in the store.", Body::Error),
+                (503, "The store could not be read.", Body::Error),
+            ],
+        },
     }
 }
 
@@ -284,7 +330,7 @@ pub fn document() -> Value {
             "title": "AgentOS control plane",
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Submit, inspect and cancel workflows; suspend, resume and kill \
-                agents; stream the trace. Under /api, a server started with a token requires \
+                agents; stream the trace; read the audit log. Under /api, a server started with a token requires \
                 `Authorization: Bearer <token>`.",
         },
         "paths": paths,
@@ -350,6 +396,32 @@ fn schemas() -> Value {
             "done": {"type": "boolean"},
             "tasks": {"type": "object", "additionalProperties": {"type": "integer"}},
             "agents": {"type": "integer"},
-            "simulated_backends": {"type": "array", "items": {"type": "string"}}}},
+            "simulated_backends": {"type": "array", "items": {"type": "string"}},
+            "run": {"type": "object", "required": ["id", "resumed"], "properties": {
+                "id": {"type": "string"},
+                "resumed": {"oneOf": [{"type": "null"}, {"type": "object", "properties": {
+                    "run_id": {"type": "string"}, "resumes": {"type": "integer"},
+                    "tasks_succeeded": {"type": "integer"},
+                    "attempts_continued": {"type": "integer"},
+                    "tasks_waiting": {"type": "integer"}}}]}}}}},
+        "AuditEntry": {"type": "object",
+                       "required": ["run", "at_ms", "at", "kind", "actor", "detail"],
+                       "properties": {
+            "run": {"type": "string"},
+            "at_ms": {"type": "integer"},
+            "at": {"type": "string", "format": "date-time"},
+            "kind": {"type": "string", "description": "llm_call, tool_call, tool_started, \
+                task_state, api, agent_control, run_started, run_resumed, ..."},
+            "actor": {"type": "string"},
+            "agent": {"type": ["string", "null"]},
+            "instance": {"type": ["string", "null"]},
+            "task": {"type": ["string", "null"]},
+            "attempt": {"type": ["integer", "null"]},
+            "step": {"type": ["integer", "null"]},
+            "detail": {"type": "object"}}},
+        "AuditLog": {"type": "object", "required": ["run", "count", "entries"], "properties": {
+            "run": {"type": "string"},
+            "count": {"type": "integer"},
+            "entries": {"type": "array", "items": schema("AuditEntry")}}},
     })
 }

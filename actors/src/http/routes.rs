@@ -13,7 +13,7 @@ use percent_encoding::percent_decode_str;
 use serde_json::json;
 
 use super::reply::{self, ApiResponse};
-use super::{auth, handlers, sse, ApiRequest, HttpState};
+use super::{audit, auth, handlers, sse, ApiRequest, HttpState};
 use agentos_runtime::events::api::UNMATCHED_ROUTE;
 use agentos_runtime::sched::AgentAction;
 
@@ -79,6 +79,8 @@ pub enum Endpoint {
     CancelWorkflow,
     /// Server-Sent Events of the trace.
     Events,
+    /// The audit log of a run, from the store.
+    Audit,
 }
 
 /// One route: a method and a path template.
@@ -187,6 +189,12 @@ pub const ROUTES: &[Route] = &[
         "/api/events",
         Endpoint::Events,
         "Server-Sent Events of the trace, filtered, resumable with Last-Event-ID.",
+    ),
+    route(
+        Verb::Get,
+        "/api/audit",
+        Endpoint::Audit,
+        "The audit log of a run: state changes, API actions, LLM and tool calls, oldest first.",
     ),
 ];
 
@@ -306,6 +314,7 @@ pub async fn handle(req: ApiRequest, state: &HttpState) -> ApiResponse {
         Endpoint::GetWorkflow => handlers::get_workflow(state, param).await,
         Endpoint::CancelWorkflow => handlers::cancel_workflow(&req, state, param).await,
         Endpoint::Events => sse::events(&req, state),
+        Endpoint::Audit => audit::audit(&req, state).await,
     }
 }
 

@@ -104,7 +104,7 @@ impl EventFilter {
 }
 
 /// Decodes an `application/x-www-form-urlencoded` query: `+` is a space, `%XX` a byte.
-fn parse_query(query: &str) -> Result<Vec<(String, String)>, String> {
+pub(super) fn parse_query(query: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         if out.len() == MAX_QUERY_PAIRS {

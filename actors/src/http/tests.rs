@@ -77,6 +77,10 @@ pub(super) fn bare(token: Option<&str>, trace: Trace) -> Fixture {
             trace,
             shutdown,
             keep_alive: KEEP_ALIVE,
+            // No store here: `GET /api/audit` answers 503 unless a test points at one.
+            store_path: std::path::PathBuf::from("/nonexistent/agentos-test/store.db"),
+            run_id: "test-run".into(),
+            resume: None,
         },
         stop,
     }
@@ -166,6 +170,8 @@ async fn a_token_guards_the_api_but_not_health_or_metrics() {
     // The sandbox report names its mode and what it enforces (or misses, and why).
     assert!(health["sandbox"]["mode"].is_string(), "{health}");
     assert!(health["sandbox"]["enforced"].is_array(), "{health}");
+    // Which run this is, and that it was not resumed.
+    assert_eq!(health["run"], json!({"id": "test-run", "resumed": null}));
     assert_eq!(get(&f.state, "/metrics").await.0, StatusCode::OK);
 }
 
@@ -463,5 +469,87 @@ async fn the_openapi_document_lists_exactly_the_routes_the_router_answers() {
             v.get("endpoints").is_none() && headers.get(ALLOW).is_none(),
             "{method} {target} was not routed: {status} {v}"
         );
+    }
+}
+
+#[actix_rt::test]
+async fn healthz_says_which_run_was_resumed() {
+    let mut f = fixture(None);
+    f.state.resume = Some(crate::system::ResumeInfo {
+        run_id: "test-run".into(),
+        resumes: 2,
+        tasks_succeeded: 3,
+        attempts_continued: 1,
+        tasks_waiting: 4,
+    });
+    let (_, health) = get(&f.state, "/healthz").await;
+    assert_eq!(health["run"]["id"], "test-run");
+    assert_eq!(health["run"]["resumed"]["resumes"], 2);
+    assert_eq!(health["run"]["resumed"]["attempts_continued"], 1);
+}
+
+#[actix_rt::test]
+async fn the_audit_log_is_read_from_the_store_with_validated_parameters() {
+    use agentos_runtime::store::{AuditRow, RunRow, RunStatus, Store};
+    let mut f = fixture(Some("tok"));
+    let auth = [(AUTHORIZATION.as_str(), "Bearer tok")];
+    let (status, _, _) = call(&f.state, req(Method::GET, "/api/audit", &[], "")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, v) = call(&f.state, req(Method::GET, "/api/audit", &auth, "")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "no store: {v}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = Store::path_in(dir.path());
+    let mut store = Store::open(&path).unwrap();
+    for (run, started) in [("old", 1), ("test-run", 2)] {
+        store
+            .record_run(&RunRow {
+                run_id: run.into(),
+                started_ms: started,
+                config_path: String::new(),
+                config_hash: String::new(),
+                durability: "sync".into(),
+                status: RunStatus::Running,
+                finished_ms: None,
+                resumes: 0,
+                run_dir: String::new(),
+                checkpointed: true,
+            })
+            .unwrap();
+        let rows: Vec<AuditRow> = (0..3)
+            .map(|i| AuditRow {
+                at_ms: 1_000 * i,
+                kind: "api".into(),
+                actor: format!("api 127.0.0.1:{i}"),
+                agent: Some(if i == 0 { "a" } else { "b" }.into()),
+                instance: None,
+                task: Some("w/t".into()),
+                attempt: None,
+                step: None,
+                detail: json!({"action": "suspend", "run": run}).to_string(),
+            })
+            .collect();
+        store.append_audit(run, &rows).unwrap();
+    }
+    f.state.store_path = path;
+
+    let get_audit = |target: &str| req(Method::GET, target, &auth, "");
+    let (status, _, v) = call(&f.state, get_audit("/api/audit")).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["run"], "test-run", "this server's run by default");
+    assert_eq!(v["count"], 3);
+    assert_eq!(v["entries"][0]["detail"]["run"], "test-run");
+    assert_eq!(v["entries"][0]["at"], "1970-01-01T00:00:00.000Z");
+    let (_, _, v) = call(&f.state, get_audit("/api/audit?run=old&agent=b&limit=1")).await;
+    assert_eq!(v["count"], 1);
+    assert_eq!(v["entries"][0]["actor"], "api 127.0.0.1:2", "the newest");
+    let (_, _, v) = call(&f.state, get_audit("/api/audit?since=1970-01-01T00:00:01Z")).await;
+    assert_eq!(v["count"], 2);
+    let (status, _, v) = call(&f.state, get_audit("/api/audit?run=nope")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    for bad in ["limit=100000", "since=soon", "task=t", "colour=red"] {
+        let (status, _, v) = call(&f.state, get_audit(&format!("/api/audit?{bad}"))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {v}");
+        assert!(v["error"].is_string(), "{v}");
     }
 }

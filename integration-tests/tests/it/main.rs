@@ -1,5 +1,6 @@
 //! End-to-end tests of AgentOS: one test binary, modules by area, shared helpers.
 
+mod audit;
 mod config_errors;
 mod control;
 mod dashboards;

@@ -11,6 +11,8 @@
 //!   audit entries that are not pages or journal rows.
 //! - [`inbox`](InboxRow): bus messages until they are read.
 //! - [`runs`](RunRow): one row per run, with its config hash, durability mode and status.
+//! - [`audit`]: the audit log, read back as a view over the `audit` table and the journal.
+//! - [`gc`]: retention (removing old runs) and the store's size per table.
 //!
 //! # Why SQLite through `rusqlite` (bundled)
 //! - A real, crash-safe database in one file, with no server to run and no system library to
@@ -23,6 +25,8 @@
 //!
 //! Every row is keyed by the run id, so runs sharing one store never see each other's pages.
 
+pub mod audit;
+pub mod gc;
 mod inbox;
 pub mod journal;
 mod pages;
@@ -35,6 +39,8 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+pub use audit::{AuditEntry, AuditQuery};
+pub use gc::{GcPolicy, GcReport, SizeReport};
 pub use inbox::InboxRow;
 pub use journal::JournalRow;
 pub use pages::{PageRow, SharedRow};

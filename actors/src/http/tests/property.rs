@@ -36,7 +36,7 @@ fn path() -> impl Strategy<Value = String> {
 
 fn query() -> impl Strategy<Value = Option<String>> {
     prop::option::of(prop_oneof![
-        "(workflow|task|agent|last_event_id|x)=[a-z0-9%+/]{0,10}(&(workflow|task|agent|last_event_id)=[a-z0-9%]{0,8}){0,3}",
+        "(workflow|task|agent|last_event_id|run|since|limit|x)=[a-z0-9%+/]{0,10}(&(workflow|task|agent|last_event_id|run|since|limit)=[a-z0-9%]{0,8}){0,3}",
         ".{0,40}",
     ])
 }

@@ -2,6 +2,7 @@
 
 mod config_errors;
 mod control;
+mod crash;
 mod dashboards;
 mod dynamic;
 mod helpers;

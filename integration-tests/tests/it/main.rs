@@ -12,6 +12,7 @@ mod pager;
 mod prometheus;
 mod provision;
 mod sandbox;
+mod store_errors;
 mod simserver;
 mod system;
 mod tools;

@@ -12,7 +12,7 @@ mod pager;
 mod prometheus;
 mod provision;
 mod sandbox;
-mod store_errors;
 mod simserver;
+mod store_errors;
 mod system;
 mod tools;

@@ -1,7 +1,7 @@
 //! `durability`: what each `runtime.durability` mode costs per step. The same zero-latency
 //! simulator workload as `overhead` (the context pager on, as always, and a real store file
 //! in a fresh temporary data directory) runs once per mode, `sync`, `async` and `exit`, each
-//! repetition in its own process; the report gives the median step latency and wall time per
+//! repetition in its own process, the modes taking turns; the report gives the median step latency and wall time per
 //! step, their ratio to `exit` (which writes the scheduler's state only at the end) from the
 //! same run, and the store's size on disk per 1,000 steps.
 
@@ -11,9 +11,9 @@ use agentos_runtime::durable::Durability;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{now, Ctx};
-use crate::child::Runner;
-use crate::measure::median;
+use super::{child_limit, now, Ctx};
+use crate::child::{run_variant, Runner, VariantSpec};
+use crate::measure::{median, Sample};
 use crate::report::{Machine, VariantResult};
 use crate::workload::Workload;
 
@@ -66,19 +66,51 @@ pub struct ModeResult {
 
 /// Runs the scenario.
 pub fn run(ctx: &Ctx) -> anyhow::Result<DurabilityReport> {
-    let (agents, steps): (usize, u32) = if ctx.smoke { (10, 4) } else { (100, 10) };
+    let (agents, steps): (usize, u32) = if ctx.smoke { (10, 4) } else { (100, 40) };
+    let workload = |mode: Durability| Workload {
+        agents,
+        tasks: agents,
+        server: None,
+        steps,
+        durability: mode,
+    };
+    // Repetitions alternate between the modes, so that a machine getting busier or quieter
+    // during the scenario weighs on every mode alike.
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); MODES.len()];
+    let mut failures: Vec<Option<String>> = vec![None; MODES.len()];
+    for rep in 0..ctx.reps.max(1) {
+        for (i, &mode) in MODES.iter().enumerate() {
+            if failures[i].is_some() {
+                continue;
+            }
+            eprintln!(
+                "  {:>14} × {agents:<6} rep {}/{}",
+                mode.label(),
+                rep + 1,
+                ctx.reps.max(1)
+            );
+            let spec = VariantSpec {
+                runner: Runner::Agentos,
+                workload: workload(mode),
+            };
+            match run_variant(&ctx.exe, &spec, child_limit()) {
+                Ok(s) => samples[i].push(s),
+                Err(e) => {
+                    eprintln!("    failed: {e:#}");
+                    failures[i] = Some(format!("failed: {e:#}"));
+                }
+            }
+        }
+    }
     let mut modes: Vec<ModeResult> = MODES
         .iter()
-        .map(|&mode| {
-            let w = Workload {
-                agents,
-                tasks: agents,
-                server: None,
-                steps,
-                durability: mode,
+        .zip(samples.into_iter().zip(failures))
+        .map(|(&mode, (samples, failure))| {
+            let result = match failure {
+                Some(why) => VariantResult::skipped(mode.label(), agents, why),
+                None => VariantResult::from_samples(mode.label(), agents, samples),
             };
-            let result = ctx.measure(mode.label(), Runner::Agentos, &w);
-            let per_step = |f: &dyn Fn(&crate::measure::Sample) -> f64| {
+            let per_step = |f: &dyn Fn(&Sample) -> f64| {
                 median(
                     result
                         .samples

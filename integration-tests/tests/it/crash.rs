@@ -221,9 +221,10 @@ fn twenty_kills_and_resumes_lose_nothing_and_repeat_nothing() {
             assert!(
                 status.success(),
                 "{name} (resume: {}) exited with {status} before its kill at {delay} ms; \
-                 {replay}\nstderr:\n{}",
+                 {replay}\nstderr:\n{}\nstdout:\n{}",
                 i > 0,
-                proc.stderr()
+                proc.stderr(),
+                proc.stdout()
             );
             finished = Some(proc);
             break;
@@ -233,7 +234,7 @@ fn twenty_kills_and_resumes_lose_nothing_and_repeat_nothing() {
         }
         assert!(!left().is_zero(), "out of time after {i} kills; {replay}");
     }
-    let mut last = match finished {
+    let last = match finished {
         Some(p) => p,
         None => {
             let mut p = start(&setup, true, "final");
@@ -270,7 +271,6 @@ fn twenty_kills_and_resumes_lose_nothing_and_repeat_nothing() {
         "a command ran twice: duplicate log lines {dupes:?}, unexpected lines {unknown:?}; \
          {replay}"
     );
-    last.kill();
 
     let entries = audit::read(&setup.data_dir(), &replay);
     let problems = audit::problems(&entries);

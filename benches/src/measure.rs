@@ -64,6 +64,9 @@ pub struct Sample {
     pub peak_rss_bytes: u64,
     /// User + system CPU time of the process.
     pub cpu_secs: f64,
+    /// Bytes of the store file and its write-ahead log when the run ended (AgentOS only).
+    #[serde(default)]
+    pub store_bytes: u64,
 }
 
 /// Peak RSS (bytes) and CPU time (seconds) of this process so far.

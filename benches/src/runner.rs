@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use agentos_runtime::durable::Durability;
 use anyhow::Context as _;
 use clap::Parser;
 
@@ -30,6 +31,13 @@ pub struct Args {
     /// Where `results/` and `RESULTS.md` go (default: the `benches/` folder).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Durability mode of the `overhead` workloads: sync (the default), async or exit.
+    #[arg(long, value_name = "MODE", default_value = "sync", value_parser = parse_durability)]
+    pub durability: Durability,
+}
+
+fn parse_durability(s: &str) -> Result<Durability, String> {
+    Durability::from_label(s).ok_or_else(|| format!("{s:?} is not sync, async or exit"))
 }
 
 /// The `benches/` folder of the source tree.
@@ -93,6 +101,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         bench_dir: bench_dir(),
         machine: Machine::describe(),
         allow_venv_setup: !args.smoke,
+        durability: args.durability,
     };
     let started = Instant::now();
     for s in scenarios

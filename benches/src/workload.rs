@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use agentos_actors::system::{boot, build_backends, BootOptions, RunEnd};
 use agentos_runtime::config::Config;
+use agentos_runtime::durable::Durability;
 use agentos_runtime::llm::{ChatMessage, ChatRequest, LlmBackend, RequestMeta, Role};
 use agentos_runtime::model::TaskState;
 use agentos_runtime::tools::{FileSettings, ToolContext, ToolRegistry};
@@ -30,6 +31,9 @@ pub struct Workload {
     pub server: Option<String>,
     /// Steps per task with the in-process simulator.
     pub steps: u32,
+    /// When the journal and the scheduler's state reach the store (`runtime.durability`).
+    #[serde(default)]
+    pub durability: Durability,
 }
 
 impl Workload {
@@ -55,12 +59,13 @@ impl Workload {
             String::new()
         };
         let mut text = format!(
-            "(version: 1, runtime: (max_concurrency: {agents}),
+            "(version: 1, runtime: (max_concurrency: {agents}, durability: {}),
               backends: [{backend}],
               agents: [(name: \"{AGENT}\", role: \"You compute. Use the calculator, then answer.\",
                         backend: \"llm\", tools: [\"calculator\"], max_steps: {}, replicas: {agents},
                         timeout_secs: 600, {sim})],
               workflows: [(name: \"w\", tasks: [",
+            self.durability.label(),
             self.steps.max(2) + 2
         );
         for i in 0..self.tasks {
@@ -91,7 +96,7 @@ pub fn run_agentos(w: &Workload) -> anyhow::Result<Sample> {
     let capture = Capture::install(agentos_runtime::metrics::AGENT_STEP_DURATION)?;
     let data = tempfile::tempdir().context("temporary data dir")?;
     let data_dir = data.path().to_path_buf();
-    let (wall, snapshot) = actix_rt::System::new().block_on(async move {
+    let (wall, snapshot, store) = actix_rt::System::new().block_on(async move {
         let started = Instant::now();
         let opts = BootOptions {
             trace: None,
@@ -105,10 +110,11 @@ pub fn run_agentos(w: &Workload) -> anyhow::Result<Sample> {
         let wall = started.elapsed().as_secs_f64();
         let snapshot = sys.snapshot().await;
         sys.stop().await;
+        let store = sys.store_path.clone();
         if let RunEnd::Fatal(why) = end {
             anyhow::bail!("AgentOS stopped: {why}");
         }
-        Ok::<_, anyhow::Error>((wall, snapshot?))
+        Ok::<_, anyhow::Error>((wall, snapshot?, store))
     })?;
     let steps = capture.take();
     let ok = snapshot
@@ -128,7 +134,19 @@ pub fn run_agentos(w: &Workload) -> anyhow::Result<Sample> {
         ),
         peak_rss_bytes,
         cpu_secs,
+        store_bytes: store_bytes(&store),
     })
+}
+
+/// Bytes of the store on disk: the database file and its write-ahead log.
+fn store_bytes(store: &std::path::Path) -> u64 {
+    let mut wal = store.as_os_str().to_owned();
+    wal.push("-wal");
+    [store.to_path_buf(), std::path::PathBuf::from(wal)]
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// What one direct task measured.
@@ -234,6 +252,7 @@ pub fn run_direct(w: &Workload, sequential: bool) -> anyhow::Result<Sample> {
         task_latency: Percentiles::of_secs(results.iter().map(|r| r.secs).collect()),
         peak_rss_bytes,
         cpu_secs,
+        store_bytes: 0,
     })
 }
 

@@ -132,6 +132,30 @@ fn every_scenario_runs_at_smoke_size_and_reports_sane_numbers() {
         }
     }
 
+    // The durability scenario measures every mode, each against `exit` from the same run, and
+    // the store it leaves on disk.
+    let durability: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("results/durability.json")).unwrap(),
+    )
+    .unwrap();
+    let modes = durability["modes"].as_array().unwrap();
+    let names: Vec<&str> = modes.iter().map(|m| m["mode"].as_str().unwrap()).collect();
+    assert_eq!(names, ["sync", "async", "exit"], "{durability}");
+    for m in modes {
+        assert!(m["skipped"].is_null(), "{m}");
+        assert_eq!(m["result"]["failed"], 0, "{m}");
+        for field in [
+            "step_p50_us",
+            "wall_per_step_us",
+            "store_bytes_per_1000_steps",
+        ] {
+            assert!(m[field].as_f64().unwrap() > 0.0, "{field}: {m}");
+        }
+        assert!(m["step_p50_vs_exit"].as_f64().unwrap() > 0.0, "{m}");
+    }
+    assert_eq!(modes[2]["step_p50_vs_exit"], 1.0, "{durability}");
+    assert_eq!(modes[2]["wall_per_step_vs_exit"], 1.0, "{durability}");
+
     // The sandbox start-up scenario times every variant it could run; with the agentos binary
     // built next to the runner (as the workspace build does), all three.
     let startup: serde_json::Value = serde_json::from_str(
@@ -157,6 +181,7 @@ fn every_scenario_runs_at_smoke_size_and_reports_sane_numbers() {
     let md = std::fs::read_to_string(out.path().join("RESULTS.md")).unwrap();
     for needle in [
         "## `overhead`",
+        "## `durability`",
         "## `llm_bound`",
         "## `frameworks`",
         "## `sandbox_startup`",

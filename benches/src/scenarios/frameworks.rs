@@ -39,6 +39,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
             tasks: n,
             server: Some(url.clone()),
             steps: 2,
+            durability: Default::default(),
         };
         results.push(ctx.measure("agentos", Runner::Agentos, &w));
         results.push(match &python {

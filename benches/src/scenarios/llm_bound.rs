@@ -34,6 +34,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
             tasks: n,
             server: Some(url.clone()),
             steps: 2,
+            durability: Default::default(),
         };
         results.push(ctx.measure("agentos", Runner::Agentos, &w));
         results.push(ctx.measure("tokio_direct", Runner::TokioDirect, &w));
@@ -44,6 +45,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
         tasks: seq,
         server: Some(url),
         steps: 2,
+        durability: Default::default(),
     };
     results.push(ctx.measure("sequential", Runner::Sequential, &w));
     let description = format!(

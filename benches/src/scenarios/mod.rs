@@ -1,6 +1,7 @@
 //! The scenario registry. A scenario is a function from a [`Ctx`] to a serialisable report and
 //! a markdown renderer for it; registering one is a single line in [`registry`].
 
+pub mod durability;
 pub mod frameworks;
 pub mod kv_routing;
 pub mod llm_bound;
@@ -33,6 +34,9 @@ pub struct Ctx {
     /// Whether `frameworks` may create the Python venv (the full run does; smoke runs only
     /// use one that exists).
     pub allow_venv_setup: bool,
+    /// The durability mode of `overhead`'s workloads (`--durability`; the config's default,
+    /// `sync`, unless told).
+    pub durability: agentos_runtime::durable::Durability,
 }
 
 impl Ctx {
@@ -139,6 +143,7 @@ pub fn registry() -> Vec<Scenario> {
     use crate::report::render;
     vec![
         Scenario::new("overhead", overhead::run, render),
+        Scenario::new("durability", durability::run, durability::render),
         Scenario::new("llm_bound", llm_bound::run, render),
         Scenario::new("frameworks", frameworks::run, render),
         Scenario::new("kv_routing", kv_routing::run, kv_routing::render),

@@ -27,6 +27,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
             tasks: n,
             server: None,
             steps,
+            durability: ctx.durability,
         };
         results.push(ctx.measure("agentos", Runner::Agentos, &w));
         results.push(ctx.measure("tokio_direct", Runner::TokioDirect, &w));
@@ -39,12 +40,15 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
              zero-latency backend never suspends, so each direct task runs to completion in \
              one go and its task latency is its own run time, while AgentOS interleaves every \
              agent's steps: compare wall time, throughput, step latency, memory and CPU here, \
-             not task latency."
+             not task latency. Durability mode `{mode}` (`agentos-bench --durability`; the \
+             `durability` scenario compares the modes).",
+        mode = ctx.durability.label()
     );
     Ok(ctx.report(
         "overhead",
         description,
-        json!({"agents": sizes, "steps_per_task": steps, "backend": "sim, zero latency"}),
+        json!({"agents": sizes, "steps_per_task": steps, "backend": "sim, zero latency",
+               "durability": ctx.durability.label()}),
         results,
     ))
 }

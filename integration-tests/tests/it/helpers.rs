@@ -167,3 +167,125 @@ pub fn wait_until<T>(within: Duration, what: &str, mut probe: impl FnMut() -> Op
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A child process of the test whose output goes to files (so a killed child never blocks a
+/// pipe). Killed (SIGKILL, by its pid) and reaped when dropped, if it is still running.
+pub struct Proc {
+    child: std::process::Child,
+    out: PathBuf,
+    err: PathBuf,
+    status: Option<std::process::ExitStatus>,
+}
+
+impl Proc {
+    /// Starts `cmd` with its stdout and stderr in `dir/<name>.out` and `dir/<name>.err`.
+    pub fn spawn(mut cmd: std::process::Command, dir: &Path, name: &str) -> Proc {
+        let out = dir.join(format!("{name}.out"));
+        let err = dir.join(format!("{name}.err"));
+        let file = |p: &Path| std::fs::File::create(p).expect("output file");
+        let child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(file(&out))
+            .stderr(file(&err))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        Proc {
+            child,
+            out,
+            err,
+            status: None,
+        }
+    }
+
+    /// Its exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().expect("try_wait");
+        }
+        self.status
+    }
+
+    /// Waits at most `limit` for it to exit by itself.
+    pub fn exit_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        holds_within(limit, || self.exited().is_some());
+        self.exited()
+    }
+
+    /// Sends SIGKILL (unless it has exited) and reaps it. True if the kill found it running.
+    pub fn kill(&mut self) -> bool {
+        if self.exited().is_some() {
+            return false;
+        }
+        let _ = self.child.kill();
+        self.status = self.child.wait().ok();
+        true
+    }
+
+    /// What it printed on stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// What it printed on stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What a finished child printed, read through pipes (so it works for a child that may not
+/// write files, such as one under a file-size limit).
+pub struct Output {
+    /// Its exit code; `None` when a signal ended it.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `cmd` to its end, at most `limit`: past it the child is killed (by its pid) and the
+/// test fails, naming `what`.
+pub fn output_within(mut cmd: std::process::Command, limit: Duration, what: &str) -> Output {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = pipe.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let mut status = None;
+    let ended = holds_within(limit, || {
+        status = child.try_wait().expect("try_wait");
+        status.is_some()
+    });
+    if !ended {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let (stdout, stderr) = (
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    );
+    assert!(
+        ended,
+        "{what} did not end within {limit:?}; stderr:\n{stderr}"
+    );
+    Output {
+        code: status.and_then(|s| s.code()),
+        stdout,
+        stderr,
+    }
+}

@@ -3,6 +3,7 @@
 mod audit;
 mod config_errors;
 mod control;
+mod crash;
 mod dashboards;
 mod dynamic;
 mod helpers;
@@ -13,5 +14,6 @@ mod prometheus;
 mod provision;
 mod sandbox;
 mod simserver;
+mod store_errors;
 mod system;
 mod tools;

@@ -105,8 +105,9 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
     let prepared = super::resume::prepare(&cfg, &data_dir, &store_path, opts.resume)?;
     let (run_id, run_dir, resume) = (prepared.run_id, prepared.run_dir, prepared.resume);
     {
-        let store = agentos_runtime::store::Store::open(&store_path)?;
-        agentos_runtime::context::StoreSwap::new(store, run_id.clone())?;
+        let at = || format!("store {}", store_path.display());
+        let store = agentos_runtime::store::Store::open(&store_path).with_context(at)?;
+        agentos_runtime::context::StoreSwap::new(store, run_id.clone()).with_context(at)?;
     }
     let durability = cfg.runtime.durability;
     let state_store = crate::scheduler::StateStore {

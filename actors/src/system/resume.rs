@@ -65,17 +65,20 @@ pub(super) fn prepare(
     store_path: &Path,
     mode: ResumeMode,
 ) -> anyhow::Result<Prepared> {
-    let store = Store::open(store_path)?;
+    let at = || format!("store {}", store_path.display());
+    let store = Store::open(store_path).with_context(at)?;
     let key = config_key(cfg);
     let prior = match mode {
         ResumeMode::Fresh => None,
-        ResumeMode::Required => Some(store.latest_unfinished(&key)?.ok_or_else(|| {
-            ResumeRefused(format!(
-                "no unfinished run of {key} in {} to resume; start one without --resume",
-                data_dir.display()
-            ))
-        })?),
-        ResumeMode::Auto => store.latest_unfinished(&key)?,
+        ResumeMode::Required => Some(store.latest_unfinished(&key).with_context(at)?.ok_or_else(
+            || {
+                ResumeRefused(format!(
+                    "no unfinished run of {key} in {} to resume; start one without --resume",
+                    data_dir.display()
+                ))
+            },
+        )?),
+        ResumeMode::Auto => store.latest_unfinished(&key).with_context(at)?,
     };
     if let Some(run) = prior {
         if run.durability == Durability::Exit.label() && !run.checkpointed {
@@ -88,10 +91,12 @@ pub(super) fn prepare(
                 return Err(ResumeRefused(why).into());
             }
             tracing::warn!(run = %run.run_id, "{why}; starting a new run");
-            store.set_run_status(&run.run_id, RunStatus::Interrupted, unix_ms())?;
-            store.set_checkpointed(&run.run_id, true)?;
+            store
+                .set_run_status(&run.run_id, RunStatus::Interrupted, unix_ms())
+                .with_context(at)?;
+            store.set_checkpointed(&run.run_id, true).with_context(at)?;
         } else {
-            return resume(cfg, &store, run);
+            return resume(cfg, &store, run).with_context(at);
         }
     }
     let run_dir = new_run_dir(data_dir)?;
@@ -100,26 +105,30 @@ pub(super) fn prepare(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "run".into());
     let durability = cfg.runtime.durability;
-    store.record_run(&RunRow {
-        run_id: run_id.clone(),
-        started_ms: unix_ms(),
-        config_path: key,
-        config_hash: config_hash(cfg),
-        durability: durability.label().to_owned(),
-        status: RunStatus::Running,
-        finished_ms: None,
-        resumes: 0,
-        run_dir: run_dir.display().to_string(),
-        checkpointed: durability != Durability::Exit,
-    })?;
+    store
+        .record_run(&RunRow {
+            run_id: run_id.clone(),
+            started_ms: unix_ms(),
+            config_path: key,
+            config_hash: config_hash(cfg),
+            durability: durability.label().to_owned(),
+            status: RunStatus::Running,
+            finished_ms: None,
+            resumes: 0,
+            run_dir: run_dir.display().to_string(),
+            checkpointed: durability != Durability::Exit,
+        })
+        .with_context(at)?;
     let mut store = store;
-    store.append_audit(
-        &run_id,
-        &[system_entry(
-            "run_started",
-            serde_json::json!({"pid": std::process::id(), "durability": durability.label()}),
-        )],
-    )?;
+    store
+        .append_audit(
+            &run_id,
+            &[system_entry(
+                "run_started",
+                serde_json::json!({"pid": std::process::id(), "durability": durability.label()}),
+            )],
+        )
+        .with_context(at)?;
     Ok(Prepared {
         run_id,
         run_dir,

@@ -257,6 +257,7 @@ mod control {
             agent: agent.into(),
             input: "part".into(),
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            call: None,
         }
     }
 

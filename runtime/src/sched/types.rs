@@ -396,6 +396,9 @@ pub struct SpawnRequest {
     pub input: String,
     /// Existing tasks of the workflow it waits for.
     pub depends_on: Vec<String>,
+    /// The identity of the `spawn_task` call (`context/s{step}/c{call}`): a call run again
+    /// after a restart names the task it spawned the first time instead of a new one.
+    pub call: Option<String>,
 }
 
 /// Why a spawn was refused; the model reads it as the tool's error.

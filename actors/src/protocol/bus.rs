@@ -73,6 +73,9 @@ pub struct ReadInbox {
     pub agent: String,
     /// Most messages returned.
     pub max: usize,
+    /// The identity of the `read_messages` call (`context/s{step}/c{call}`), when a step
+    /// core made it: a call read again after a restart should get the same messages.
+    pub call: Option<String>,
 }
 
 ports! {

@@ -286,6 +286,7 @@ fn agent_envs(
                 bus: Some(bus.clone()),
                 spawner: Some(spawner.clone()),
                 sandbox: sandboxes.get(&a.name).cloned(),
+                call: None,
             };
             let sink = AgentSink::new(
                 instance.clone(),
@@ -309,6 +310,7 @@ fn agent_envs(
                     tool_ctx,
                     tokenizer,
                     cfg.tools.call_timeout,
+                    cfg.runtime.durability,
                 ),
                 ports: step_ports,
                 sink,

@@ -36,6 +36,8 @@ pub struct JournaledStep {
     pub reply: ChatMessage,
     /// The reply's token usage.
     pub usage: Usage,
+    /// The server's finish reason of the reply (`stop`, `tool_calls`, `length`, ...).
+    pub finish_reason: String,
     /// The recorded tool results: `(tool_call id, content)`, in call order.
     pub results: Vec<(String, String)>,
     /// Indexes of calls that have a start marker but no recorded result (an at-most-once
@@ -199,6 +201,7 @@ pub(super) fn replay(rows: &[JournalRow], pages: &[PageRow]) -> Replayed {
             step,
             reply,
             usage: detail.usage,
+            finish_reason: detail.finish_reason,
             results,
             started,
         });

@@ -325,3 +325,73 @@ fn another_agent_cannot_reopen_a_stored_context() {
     let err = p.open("b", CTX, "sys", "task", &[]).unwrap_err();
     assert!(matches!(err, PagerError::NotOwner { .. }), "{err}");
 }
+
+#[test]
+fn the_journal_survives_in_the_real_store_and_its_rows_are_counted_for_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let settings_of = || {
+        let mut s = HashMap::new();
+        s.insert("a".to_owned(), settings(100_000, PolicyKind::Lru));
+        s
+    };
+    let swap = StoreSwap::new(crate::store::Store::open(&path).unwrap(), "r1").unwrap();
+    let mut p = Pager::new(swap, settings_of(), Arc::new(Mutex::new(BTreeMap::new())));
+    p.open("a", CTX, "sys", "task", &[]).unwrap();
+    assert_eq!(p.swap_mut().take_rows_written(), 2, "the pinned pages");
+    p.record_reply(
+        "a",
+        CTX,
+        &meta(0),
+        calls(0, &["send_message"]),
+        usage(5),
+        "tool_calls",
+    )
+    .unwrap();
+    p.record_tool_start(
+        "a",
+        CTX,
+        &meta(0),
+        0,
+        "send_message",
+        SideEffect::AtMostOnce,
+    )
+    .unwrap();
+    assert_eq!(
+        p.swap_mut().take_rows_written(),
+        3,
+        "a page and its row, then a start marker"
+    );
+    drop(p);
+
+    let swap = StoreSwap::new(crate::store::Store::open(&path).unwrap(), "r1").unwrap();
+    let mut p = Pager::new(swap, settings_of(), Arc::new(Mutex::new(BTreeMap::new())));
+    let opened = p.open("a", CTX, "sys", "task", &[]).unwrap();
+    assert_eq!(opened.journal.len(), 1);
+    assert_eq!(opened.journal[0].started, vec![0]);
+    assert_eq!(opened.journal[0].usage, usage(5));
+    assert_eq!(opened.journal[0].finish_reason, "tool_calls");
+    assert_eq!(
+        p.swap_mut().take_rows_written(),
+        0,
+        "a reopen writes nothing"
+    );
+}
+
+#[test]
+fn a_reopened_context_shows_its_shared_pages_again() {
+    let mut p = pager(100_000, PolicyKind::Lru);
+    p.share("w", "w/up", "b", "upstream output").unwrap();
+    p.open("a", CTX, "sys", "task", &["w/up".into()]).unwrap();
+    let before = p.build("a", CTX, 0, &[]).unwrap().messages;
+    let mut p = restart(p);
+    p.open("a", CTX, "sys", "task", &["w/up".into()]).unwrap();
+    assert_eq!(
+        p.shared().readers("w/up"),
+        1,
+        "the reopened context reads it"
+    );
+    assert_eq!(p.build("a", CTX, 0, &[]).unwrap().messages, before);
+    p.close("a", CTX).unwrap();
+    assert_eq!(p.shared().readers("w/up"), 0);
+}

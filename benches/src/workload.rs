@@ -180,6 +180,7 @@ pub fn run_direct(w: &Workload, sequential: bool) -> anyhow::Result<Sample> {
         bus: None,
         spawner: None,
         sandbox: None,
+        call: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

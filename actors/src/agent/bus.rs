@@ -97,12 +97,13 @@ impl BusPort for BusLink {
         &self,
         agent: &str,
         max: usize,
+        call: Option<String>,
     ) -> BoxFuture<'static, Result<Vec<Envelope>, ToolError>> {
         let port = self.ports.read.clone();
         let msg = ReadInbox {
-            call: None,
             agent: agent.to_owned(),
             max,
+            call,
         };
         Box::pin(async move { port.ask(msg, BUS_TIMEOUT).await.map_err(unanswered) })
     }

@@ -117,6 +117,8 @@ impl EventSink for AgentSink {
             }
             StepEvent::StepFinished(e) => e.emit(),
             StepEvent::PagerRequest(e) => e.emit(),
+            StepEvent::Resumed(e) => e.emit(&self.trace),
+            StepEvent::CallInterrupted(e) => e.emit(&self.trace),
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The `ContextPager` actor: owns every agent's page tables (through the
-//! [`agentos_runtime::context::Pager`] core) and answers typed messages: open a context,
-//! append pages, build a prompt within the budget, pin, set importance, share, close, stats.
+//! [`agentos_runtime::context::Pager`] core) and answers typed messages: open a context
+//! (reopening a stored one with its journal), record replies, tool starts and tool results
+//! (the step journal), append pages, build a prompt within the budget, pin, set importance,
+//! share, close, stats. Requests reach the core in the order they arrive in the mailbox.
 //!
 //! The core and its store connection live on a dedicated worker thread ([`worker`]); handlers
 //! only queue a closure and await its reply, so swap I/O never blocks the arbiter. The actor is
@@ -29,7 +31,7 @@ pub use worker::{Worker, WorkerConfig};
 use crate::child::{ChildHandle, ChildSpec, ExitNotice, HardStop};
 use crate::protocol::{
     AppendPages, BuildPrompt, CloseContext, GetPagerStats, OpenContext, PagerPorts, PinPage,
-    SetImportance, SharePage,
+    RecordReply, RecordToolResult, RecordToolStart, SetImportance, SharePage,
 };
 
 /// The pager's child spec: permanent; every start binds `ports`.
@@ -113,11 +115,16 @@ where
         + Send
         + 'static,
 {
-    Box::pin(async move { worker?.call(f).await })
+    // Queued on the worker now, while the message is handled: requests reach the core in
+    // mailbox order.
+    match worker {
+        Ok(w) => Box::pin(w.call(f)),
+        Err(e) => Box::pin(async move { Err(e) }),
+    }
 }
 
 impl Handler<OpenContext> for ContextPager {
-    type Result = Reply<u64>;
+    type Result = Reply<agentos_runtime::context::Opened>;
 
     fn handle(&mut self, m: OpenContext, _: &mut Self::Context) -> Self::Result {
         run(self.worker(), move |p| {
@@ -136,17 +143,54 @@ impl Handler<AppendPages> for ContextPager {
     }
 }
 
+impl Handler<RecordReply> for ContextPager {
+    type Result = Reply<agentos_runtime::context::PageId>;
+
+    fn handle(&mut self, m: RecordReply, _: &mut Self::Context) -> Self::Result {
+        run(self.worker(), move |p| {
+            p.record_reply(
+                &m.agent,
+                &m.context,
+                &m.meta,
+                m.reply,
+                m.usage,
+                &m.finish_reason,
+            )
+        })
+    }
+}
+
+impl Handler<RecordToolStart> for ContextPager {
+    type Result = Reply<()>;
+
+    fn handle(&mut self, m: RecordToolStart, _: &mut Self::Context) -> Self::Result {
+        run(self.worker(), move |p| {
+            p.record_tool_start(&m.agent, &m.context, &m.meta, m.call, &m.tool, m.class)
+        })
+    }
+}
+
+impl Handler<RecordToolResult> for ContextPager {
+    type Result = Reply<agentos_runtime::context::PageId>;
+
+    fn handle(&mut self, m: RecordToolResult, _: &mut Self::Context) -> Self::Result {
+        run(self.worker(), move |p| {
+            p.record_tool_result(&m.agent, &m.context, &m.meta, m.call, m.message, &m.detail)
+        })
+    }
+}
+
 impl Handler<BuildPrompt> for ContextPager {
     type Result = Reply<agentos_runtime::context::BuiltPrompt>;
 
     fn handle(&mut self, m: BuildPrompt, _: &mut Self::Context) -> Self::Result {
-        let worker = self.worker();
         let trace = self.trace.clone();
+        let (agent, context) = (m.agent.clone(), m.context.clone());
+        let built = run(self.worker(), move |p| {
+            p.build(&m.agent, &m.context, m.overhead_tokens, &m.want)
+        });
         Box::pin(async move {
-            let (agent, context) = (m.agent.clone(), m.context.clone());
-            let built = worker?
-                .call(move |p| p.build(&m.agent, &m.context, m.overhead_tokens, &m.want))
-                .await?;
+            let built = built.await?;
             for (direction, groups) in [
                 (MoveDirection::Evicted, &built.evicted),
                 (MoveDirection::Faulted, &built.faulted),

@@ -187,3 +187,109 @@ async fn a_panic_in_a_batch_fails_the_uncommitted_requests_and_keeps_the_rest() 
         2
     );
 }
+
+/// A step core's records through [`PagerPrompts`], not waited for (`async` durability):
+/// they reach the pager in the order they were made, and a restarted pager hands the journal
+/// back to the reopened context.
+#[actix_rt::test]
+async fn records_made_without_waiting_arrive_in_order_and_come_back_as_the_journal() {
+    use agentos_runtime::agent::{OpenRequest, PromptSource};
+    use agentos_runtime::context::{JournalMeta, ToolDetail};
+    use agentos_runtime::durable::SideEffect;
+    use agentos_runtime::llm::{Role, ToolCall, Usage};
+
+    use crate::agent::prompts::PagerPrompts;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let ports = PagerPorts::default();
+    let pager = start(&cfg);
+    ports.bind(&pager);
+    let prompts = PagerPrompts::new(ports.clone());
+    let open = || OpenRequest {
+        agent: "a".into(),
+        context: "w/t#1".into(),
+        task: "w/t".into(),
+        system: "sys".into(),
+        input: "the task".into(),
+        shared: Vec::new(),
+    };
+    assert!(prompts.open(open()).await.unwrap().journal.is_empty());
+    let meta = |step| JournalMeta {
+        step,
+        instance: "a#0".into(),
+        task: "w/t".into(),
+        attempt: 1,
+        at_ms: 0,
+        duration_ms: 1,
+    };
+    let reply = ChatMessage {
+        role: Role::Assistant,
+        content: String::new(),
+        tool_calls: vec![
+            ToolCall::new("c0", "grep", serde_json::json!({})),
+            ToolCall::new("c1", "run_command", serde_json::json!({})),
+        ],
+        tool_call_id: None,
+    };
+    let usage = Usage {
+        prompt_tokens: 9,
+        completion_tokens: 2,
+        cached_tokens: 0,
+    };
+    let detail = |tool: &str, class| ToolDetail {
+        tool: tool.into(),
+        class,
+        outcome: Some("ok".into()),
+    };
+    // Made one after another without awaiting any: each is queued when it is made.
+    let records = vec![
+        prompts.record_reply("a", "w/t#1", meta(0), reply.clone(), usage, "tool_calls"),
+        prompts.record_tool_result(
+            "a",
+            "w/t#1",
+            meta(0),
+            0,
+            ChatMessage::tool("c0", "found it"),
+            detail("grep", SideEffect::Pure),
+        ),
+        prompts.record_tool_start(
+            "a",
+            "w/t#1",
+            meta(0),
+            1,
+            "run_command",
+            SideEffect::AtMostOnce,
+        ),
+    ];
+    let handles: Vec<_> = records.into_iter().map(actix_rt::spawn).collect();
+    for h in handles.into_iter().rev() {
+        h.await.unwrap().unwrap();
+    }
+    pager.send(StopPager).await.unwrap();
+
+    let again = start(&cfg);
+    ports.bind(&again);
+    let opened = prompts.open(open()).await.unwrap();
+    assert_eq!(opened.journal.len(), 1);
+    let step = &opened.journal[0];
+    assert_eq!(step.reply, reply);
+    assert_eq!(step.usage, usage);
+    assert_eq!(step.results, vec![("c0".to_owned(), "found it".to_owned())]);
+    assert_eq!(step.started, vec![1]);
+    let built = again
+        .send(BuildPrompt {
+            agent: "a".into(),
+            context: "w/t#1".into(),
+            overhead_tokens: 0,
+            want: Vec::new(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        built.messages.len(),
+        4,
+        "pinned pages once, the reply, its result"
+    );
+}

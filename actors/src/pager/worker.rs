@@ -7,6 +7,14 @@
 //! savepoint), and replies go out only after the batch commits, so an acknowledged page is
 //! always stored. Under load this turns many small WAL commits into one.
 //!
+//! **Order**: a job is queued when [`Worker::call`] is called, not when its future is first
+//! polled, so requests the actor handles one after another reach the core in that order
+//! (the step journal relies on it: a tool result joins the group of the reply recorded just
+//! before it). Only when the queue is full does a job wait for room, in FIFO order.
+//!
+//! Every batch that wrote rows emits [`StoreCommitted`] once it is committed (or
+//! [`StoreCommitFailed`]); a lone job's writes commit on their own and count as one commit.
+//!
 //! A panic inside a job is caught: the core is rebuilt with empty memory over a fresh store
 //! connection (page tables come back from the store on first use), the jobs of the batch run
 //! so far lose their uncommitted writes and fail as retryable, and so does the caller of the
@@ -14,11 +22,15 @@
 //! from what the store holds.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use agentos_runtime::context::{ContextSettings, Pager, SharedStats, StoreSwap};
+use agentos_runtime::events::{StoreCommitFailed, StoreCommitted, StoreWriter};
 use agentos_runtime::store::Store;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
 use agentos_runtime::agent::PromptError as PagerFailure;
@@ -57,6 +69,11 @@ fn build_core(cfg: &WorkerConfig) -> Result<Core, String> {
 
 /// Runs `batch` in one store transaction and answers every job once it is committed.
 fn run_batch(cfg: &WorkerConfig, core: &mut Option<Core>, batch: Vec<Job>) {
+    let started = Instant::now();
+    if let Some(c) = core.as_mut() {
+        // Rows a failed earlier batch left uncounted are not this batch's.
+        c.swap_mut().take_rows_written();
+    }
     // A lone job needs no batch: its writes commit on their own.
     let mut in_batch = match core.as_mut() {
         Some(c) if batch.len() > 1 => c.swap_mut().store_mut().begin_batch().is_ok(),
@@ -93,6 +110,10 @@ fn run_batch(cfg: &WorkerConfig, core: &mut Option<Core>, batch: Vec<Job>) {
             .map(|c| c.swap_mut().store_mut().commit_batch())
         {
             Some(Err(e)) => {
+                StoreCommitFailed {
+                    writer: StoreWriter::Pager,
+                }
+                .emit();
                 tracing::error!(error = %e, "context pager cannot commit; rebuilding from the store");
                 // Close the old connection first: it may hold the batch's write lock.
                 *core = None;
@@ -104,6 +125,19 @@ fn run_batch(cfg: &WorkerConfig, core: &mut Option<Core>, batch: Vec<Job>) {
     } else {
         None
     };
+    if failure.is_none() {
+        let rows = core
+            .as_mut()
+            .map_or(0, |c| c.swap_mut().take_rows_written());
+        if rows > 0 {
+            StoreCommitted {
+                writer: StoreWriter::Pager,
+                rows,
+                duration: started.elapsed(),
+            }
+            .emit();
+        }
+    }
     for reply in replies {
         reply(failure.clone().map(|why| {
             PagerFailure::Unavailable(format!("the store did not commit this request: {why}"))
@@ -145,8 +179,9 @@ impl Worker {
         Ok(Worker { tx })
     }
 
-    /// Runs `f` on the core and returns its result.
-    pub async fn call<T, F>(&self, f: F) -> Result<T, PagerFailure>
+    /// Queues `f` now (see the module docs on order) and returns a future of its result,
+    /// answered once its writes are committed.
+    pub fn call<T, F>(&self, f: F) -> impl Future<Output = Result<T, PagerFailure>> + Send + 'static
     where
         T: Send + 'static,
         F: FnOnce(&mut Core) -> Result<T, agentos_runtime::context::PagerError> + Send + 'static,
@@ -166,15 +201,24 @@ impl Worker {
                 });
             })
         });
-        if self.tx.send(job).await.is_err() {
-            return Err(PagerFailure::Unavailable(
-                "the worker thread is gone".into(),
-            ));
+        // Queued now when there is room; else it waits for room, in FIFO order.
+        let waiting = match self.tx.try_send(job) {
+            Ok(()) => Ok(None),
+            Err(TrySendError::Full(job)) => Ok(Some((self.tx.clone(), job))),
+            Err(TrySendError::Closed(_)) => Err(()),
+        };
+        async move {
+            let gone = || PagerFailure::Unavailable("the worker thread is gone".into());
+            match waiting {
+                Err(()) => return Err(gone()),
+                Ok(Some((tx, job))) => tx.send(job).await.map_err(|_| gone())?,
+                Ok(None) => {}
+            }
+            rx.await.unwrap_or_else(|_| {
+                Err(PagerFailure::Unavailable(
+                    "the request failed inside the pager (internal error)".into(),
+                ))
+            })
         }
-        rx.await.unwrap_or_else(|_| {
-            Err(PagerFailure::Unavailable(
-                "the request failed inside the pager (internal error)".into(),
-            ))
-        })
     }
 }

@@ -5,15 +5,17 @@ use std::collections::BTreeMap;
 
 use actix::prelude::*;
 use agentos_runtime::agent::PromptError;
-use agentos_runtime::context::{AgentStats, BuiltPrompt, PageId};
-use agentos_runtime::llm::ChatMessage;
+use agentos_runtime::context::{AgentStats, BuiltPrompt, JournalMeta, Opened, PageId, ToolDetail};
+use agentos_runtime::durable::SideEffect;
+use agentos_runtime::llm::{ChatMessage, Usage};
 
 use super::port::ports;
 
 /// Opens the context of one task attempt with its pinned pages; attaches the shared pages
-/// of the task's unquoted upstream tasks. Answers the pinned tokens.
+/// of the task's unquoted upstream tasks. Answers the pinned tokens. A context the store
+/// already holds (a resumed attempt) is reopened, and its journal comes back.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<u64, PromptError>")]
+#[rtype(result = "Result<Opened, PromptError>")]
 pub struct OpenContext {
     /// The agent.
     pub agent: String,
@@ -39,6 +41,61 @@ pub struct AppendPages {
     pub context: String,
     /// The messages.
     pub messages: Vec<ChatMessage>,
+}
+
+/// Records an LLM reply as a new page group with its `reply` journal row. Answers the page.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<PageId, PromptError>")]
+pub struct RecordReply {
+    /// The agent.
+    pub agent: String,
+    /// The context.
+    pub context: String,
+    /// Step, instance, task, attempt, time and duration.
+    pub meta: JournalMeta,
+    /// The assistant message.
+    pub reply: ChatMessage,
+    /// Its token usage.
+    pub usage: Usage,
+    /// The server's finish reason.
+    pub finish_reason: String,
+}
+
+/// Records that an at-most-once call is about to run (a `tool_start` journal row).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), PromptError>")]
+pub struct RecordToolStart {
+    /// The agent.
+    pub agent: String,
+    /// The context.
+    pub context: String,
+    /// Step, instance, task, attempt, time.
+    pub meta: JournalMeta,
+    /// The call's index in the step's reply.
+    pub call: u32,
+    /// The tool.
+    pub tool: String,
+    /// Its side-effect class.
+    pub class: SideEffect,
+}
+
+/// Records a tool result into the group of its step's reply, with its `tool_result` journal
+/// row. Answers the page.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<PageId, PromptError>")]
+pub struct RecordToolResult {
+    /// The agent.
+    pub agent: String,
+    /// The context.
+    pub context: String,
+    /// Step, instance, task, attempt, time and duration.
+    pub meta: JournalMeta,
+    /// The call's index in the step's reply.
+    pub call: u32,
+    /// The tool message.
+    pub message: ChatMessage,
+    /// Tool, class and outcome.
+    pub detail: ToolDetail,
 }
 
 /// Builds the prompt within the agent's budget.
@@ -119,6 +176,12 @@ ports! {
         open: OpenContext,
         /// Appends an exchange.
         append: AppendPages,
+        /// Records an LLM reply.
+        record_reply: RecordReply,
+        /// Records an at-most-once call's start.
+        record_tool_start: RecordToolStart,
+        /// Records a tool result.
+        record_tool_result: RecordToolResult,
         /// Builds a prompt.
         build: BuildPrompt,
         /// Shares a task's output.

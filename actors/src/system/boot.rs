@@ -134,6 +134,14 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
         simulated_backends: &simulated_backends,
     }
     .emit(&trace);
+    if let Some(r) = &resume {
+        agentos_runtime::events::durability::RunResumed {
+            run_id: &r.run_id,
+            resumes: r.resumes,
+            continued: r.attempts_continued,
+        }
+        .emit(&trace);
+    }
     let sandboxes = sandboxes(&cfg, &workspaces, &run_dir, &trace)?;
 
     let board = Arc::new(Board::new(cfg.agents.iter().map(|a| a.name.as_str())));
@@ -301,6 +309,7 @@ fn agent_envs(
                 bus: Some(bus.clone()),
                 spawner: Some(spawner.clone()),
                 sandbox: sandboxes.get(&a.name).cloned(),
+                call: None,
             };
             let sink = AgentSink::new(
                 instance.clone(),
@@ -324,6 +333,7 @@ fn agent_envs(
                     tool_ctx,
                     tokenizer,
                     cfg.tools.call_timeout,
+                    cfg.runtime.durability,
                 ),
                 ports: step_ports,
                 sink,

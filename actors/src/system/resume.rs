@@ -173,8 +173,6 @@ fn resume(cfg: &Arc<Config>, store: &Store, run: RunRow) -> anyhow::Result<Prepa
                 "tasks_waiting": found.waiting, "finished": found.finished}),
         )],
     )?;
-    tracing::info!(run = %run.run_id, resumes, succeeded = found.succeeded,
-        continued = found.continued, waiting = found.waiting, "run resumed");
     Ok(Prepared {
         run_id: run.run_id,
         run_dir,

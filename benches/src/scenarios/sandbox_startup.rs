@@ -133,6 +133,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<StartupReport> {
             bus: None,
             spawner: None,
             sandbox,
+            call: None,
         };
         let mut samples_ms = Vec::new();
         for i in 0..runs + 5 {

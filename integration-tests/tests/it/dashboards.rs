@@ -73,6 +73,14 @@ const ALL_METRICS: &[&str] = &[
     m::SANDBOX_DENIALS,
     m::API_REQUESTS,
     m::API_REQUEST_DURATION,
+    m::STORE_COMMITS,
+    m::STORE_COMMIT_BATCH_ROWS,
+    m::STORE_COMMIT_DURATION,
+    m::STORE_COMMIT_FAILURES,
+    m::JOURNAL_RESUMED_ATTEMPTS,
+    m::JOURNAL_REPLAYED_STEPS,
+    m::JOURNAL_INTERRUPTED_CALLS,
+    m::RUNS_RESUMED,
 ];
 
 /// Metrics of durable execution that the board's Durability row queries. Their constants and

@@ -59,6 +59,7 @@ impl Confined {
             bus: None,
             spawner: None,
             sandbox: Some(Arc::new(sandbox)),
+            call: None,
         };
         Confined { ws, _tmp: tmp, ctx }
     }

@@ -29,6 +29,7 @@ fn context(workspace: &Path, allowlist: &[&[&str]], timeout: Duration) -> ToolCo
         bus: None,
         spawner: None,
         sandbox: None,
+        call: None,
     }
 }
 

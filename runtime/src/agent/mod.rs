@@ -3,13 +3,24 @@
 //! ```text
 //! open context ─► ┌─ build prompt (PromptSource) ─► route (Router) ─► chat (LlmBackend) ─┐
 //!                 │                                                                     │
-//!                 └── append exchange ◄── run tool calls (ToolBox, timeout each) ◄──────┘
+//!                 └── record results ◄── run tool calls (ToolBox, timeout each) ◄─ record reply
 //!                                  ... until a final answer or max_steps
 //! ```
 //!
+//! # Durable steps
+//! Every LLM reply and every tool result is recorded in the attempt's journal (the pager's
+//! pages); under `runtime.durability: sync` the loop waits for each record's commit, else it
+//! goes on and the record commits in the background. An at-most-once call's start marker is
+//! always committed before the call runs. An attempt whose context is reopened with a journal
+//! (a resume after a restart) replays it: the journaled replies' usage counts, a journaled
+//! final answer succeeds at once with no LLM call, and the missing results of the last
+//! journaled step are filled in: an at-most-once call that had started is not run again (the
+//! model reads [`interrupted_result`](crate::durable::interrupted_result)), any other call is
+//! run. See `replay.rs`.
+//!
 //! - The [`PromptSource`] (the context pager) opens the attempt's context with the system
-//!   prompt and task input pinned, builds every prompt within the agent's budget, takes each
-//!   exchange (the assistant message and its tool results) as one page group, publishes the
+//!   prompt and task input pinned, builds every prompt within the agent's budget, records
+//!   each reply and its tool results as one page group (the journal), publishes the
 //!   final output as a shared page, and closes the context however the attempt ends.
 //! - The [`Router`] (the KV-cache pool) picks the backend replica for each call and holds it
 //!   until the call ends: the lease is a drop guard, released on every exit path.
@@ -26,8 +37,10 @@
 //! No actix here: the actor that runs an attempt only adds the lease, the unwind guard and the
 //! report. The tests drive this loop with fakes and paused time.
 
+mod calls;
 mod control;
 pub mod ports;
+mod replay;
 mod step;
 
 #[cfg(test)]
@@ -36,9 +49,10 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::context::{JournalMeta, JournaledStep, Opened, ToolDetail};
 pub use crate::events::{
-    AgentStepFinished, LlmCallAbandoned, LlmCallFailed, LlmCallFinished, PagerOutcome,
-    PagerRequestFinished, ToolCalled,
+    AgentStepFinished, AtMostOnceInterrupted, AttemptResumed, LlmCallAbandoned, LlmCallFailed,
+    LlmCallFinished, PagerOutcome, PagerRequestFinished, ToolCalled,
 };
 pub use control::AttemptControl;
 pub use ports::{
@@ -47,6 +61,7 @@ pub use ports::{
 pub use step::{run_attempt, AttemptResult};
 
 use crate::config::AgentSpec;
+use crate::durable::Durability;
 use crate::llm::LlmBackend;
 use crate::model::{AgentState, InstanceId};
 use crate::tokenize::Encoding;
@@ -67,6 +82,8 @@ pub struct AgentSetup {
     pub tokenizer: Encoding,
     /// Longest a single tool call may run before it is abandoned as timed out.
     pub tool_timeout: Duration,
+    /// Whether the loop waits for each journal record's commit (`runtime.durability`).
+    pub durability: Durability,
 }
 
 impl AgentSetup {
@@ -77,8 +94,10 @@ impl AgentSetup {
         tool_ctx: ToolContext,
         tokenizer: Encoding,
         tool_timeout: Duration,
+        durability: Durability,
     ) -> Self {
         Self {
+            durability,
             instance_label: instance.to_string(),
             spec,
             instance,
@@ -130,6 +149,10 @@ pub enum StepEvent<'a> {
     StepFinished(&'a AgentStepFinished<'a>),
     /// A request to the prompt source ended.
     PagerRequest(&'a PagerRequestFinished<'a>),
+    /// The attempt was resumed from its journal.
+    Resumed(&'a AttemptResumed<'a>),
+    /// An at-most-once call interrupted by a restart was not run again; the model is told.
+    CallInterrupted(&'a AtMostOnceInterrupted<'a>),
 }
 
 /// Where the step core's events go.

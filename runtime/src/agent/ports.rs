@@ -4,8 +4,9 @@
 
 use futures::future::BoxFuture;
 
-use crate::context::{BuiltPrompt, PagerError};
-use crate::llm::{ChatMessage, ToolSpec};
+use crate::context::{BuiltPrompt, JournalMeta, Opened, PagerError, ToolDetail};
+use crate::durable::SideEffect;
+use crate::llm::{ChatMessage, ToolSpec, Usage};
 use crate::tools::{Tool, ToolContext, ToolError, ToolOutput, ToolRegistry};
 
 /// Why the prompt source failed a request.
@@ -59,11 +60,50 @@ pub struct SharedOutput {
     pub text: String,
 }
 
-/// Where prompts come from: the context pager.
+/// Where prompts come from: the context pager, which also keeps the step journal.
+///
+/// # Records
+/// A `record_*` request is queued when the method is called, in call order with every other
+/// request of the source, and its future answers once the record is committed. Keep the
+/// future alive, awaited or spawned: a source may withdraw a record whose future is dropped.
 pub trait PromptSource: Send + Sync {
-    /// Opens a context with its pinned pages; answers the pinned tokens.
-    fn open(&self, request: OpenRequest) -> BoxFuture<'static, Result<u64, PromptError>>;
-    /// Appends one exchange (assistant message and its tool results) as one page group.
+    /// Opens a context with its pinned pages; answers the pinned tokens. A context the store
+    /// already holds (a resumed attempt) is reopened instead, and its journal comes back.
+    fn open(&self, request: OpenRequest) -> BoxFuture<'static, Result<Opened, PromptError>>;
+    /// Records an LLM reply (the assistant message, tool calls or final answer) as a new page
+    /// group with its `reply` journal row.
+    fn record_reply(
+        &self,
+        agent: &str,
+        context: &str,
+        meta: JournalMeta,
+        reply: ChatMessage,
+        usage: Usage,
+        finish_reason: &str,
+    ) -> BoxFuture<'static, Result<(), PromptError>>;
+    /// Records that call `call` of step `meta.step` (an at-most-once tool) is about to run.
+    fn record_tool_start(
+        &self,
+        agent: &str,
+        context: &str,
+        meta: JournalMeta,
+        call: u32,
+        tool: &str,
+        class: SideEffect,
+    ) -> BoxFuture<'static, Result<(), PromptError>>;
+    /// Records the result of call `call` of step `meta.step`: the tool message joins the
+    /// step's reply group.
+    fn record_tool_result(
+        &self,
+        agent: &str,
+        context: &str,
+        meta: JournalMeta,
+        call: u32,
+        message: ChatMessage,
+        detail: ToolDetail,
+    ) -> BoxFuture<'static, Result<(), PromptError>>;
+    /// Appends one exchange (assistant message and its tool results) as one page group, with
+    /// no journal row (the step core records instead).
     fn append(
         &self,
         agent: &str,
@@ -107,6 +147,8 @@ pub trait Router: Send + Sync {
 pub trait ToolBox: Send + Sync {
     /// The spec of the tool called `name`, if it exists.
     fn spec(&self, name: &str) -> Option<ToolSpec>;
+    /// The side-effect class of the tool called `name`, if it exists.
+    fn class(&self, name: &str) -> Option<SideEffect>;
     /// Starts a call of `name`; `None` when no such tool exists.
     fn call(
         &self,
@@ -119,6 +161,10 @@ pub trait ToolBox: Send + Sync {
 impl ToolBox for ToolRegistry {
     fn spec(&self, name: &str) -> Option<ToolSpec> {
         self.get(name).map(|t| t.spec())
+    }
+
+    fn class(&self, name: &str) -> Option<SideEffect> {
+        ToolRegistry::class(self, name)
     }
 
     fn call(

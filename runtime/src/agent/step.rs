@@ -3,19 +3,20 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::calls::Attempt;
 use super::control::PauseClock;
+use super::replay::resume;
 use super::AttemptControl;
 
 use crate::context::PagerError;
 use crate::llm::{ChatMessage, ChatRequest, RequestMeta, Role, Usage};
 use crate::model::AgentState;
 use crate::sched::{Dispatch, Outcome};
-use crate::tools::ToolError;
 
 use super::{
     AgentSetup, AgentStepFinished, EventSink, LlmCallAbandoned, LlmCallFailed, LlmCallFinished,
-    OpenRequest, PagerOutcome, PagerRequestFinished, PromptError, PromptSource, SharedOutput,
-    StepEvent, StepPorts, ToolCalled,
+    OpenRequest, PagerOutcome, PagerRequestFinished, PromptError, PromptSource, StepEvent,
+    StepPorts,
 };
 
 /// How an attempt ended, with the tokens it used.
@@ -61,7 +62,7 @@ pub async fn run_attempt(
     AttemptResult { outcome, usage }
 }
 
-fn failed(reason: String, retryable: bool) -> Outcome {
+pub(super) fn failed(reason: String, retryable: bool) -> Outcome {
     Outcome::Failed {
         reason,
         retryable,
@@ -69,7 +70,7 @@ fn failed(reason: String, retryable: bool) -> Outcome {
     }
 }
 
-fn pager_outcome(e: &PromptError) -> PagerOutcome {
+pub(super) fn pager_outcome(e: &PromptError) -> PagerOutcome {
     match e {
         PromptError::Pager(PagerError::BudgetTooSmall { .. }) => PagerOutcome::Budget,
         PromptError::Pager(PagerError::Store(_)) => PagerOutcome::Store,
@@ -120,13 +121,27 @@ async fn steps(
         input: d.input.clone(),
         shared: d.shared.clone(),
     };
-    if let Err(e) = ports.prompts.open(open).await {
-        return pager_failed(sink, agent, "cannot open the context", e);
-    }
+    let opened = match ports.prompts.open(open).await {
+        Ok(o) => o,
+        Err(e) => return pager_failed(sink, agent, "cannot open the context", e),
+    };
     let _close = CloseOnDrop {
         prompts: ports.prompts.clone(),
         agent: agent.to_owned(),
         context: context.clone(),
+    };
+    let attempt = Attempt {
+        setup,
+        ports,
+        d,
+        agent,
+        task: task.clone(),
+        context: context.clone(),
+        tool_ctx,
+    };
+    let first_step = match resume(&attempt, &opened.journal, usage).await {
+        Ok(step) => step,
+        Err(outcome) => return outcome,
     };
     // Tool definitions travel with every prompt; the budget must hold them too.
     let overhead_tokens = if tools.is_empty() {
@@ -135,7 +150,7 @@ async fn steps(
         serde_json::to_string(&tools).map_or(0, |j| setup.tokenizer.count(&j) as u64)
     };
 
-    for step in 0..spec.max_steps {
+    for step in first_step..spec.max_steps {
         // The step boundary: a suspended agent's attempt waits here, context kept.
         if control.is_suspended() {
             sink.emit(StepEvent::State(AgentState::Suspended));
@@ -217,83 +232,28 @@ async fn steps(
             tool_calls: reply.message.tool_calls.len(),
             duration,
         }));
-        let cut_off = reply.finish_reason == "length";
-        if reply.message.tool_calls.is_empty() {
+        let message = ChatMessage {
+            role: Role::Assistant,
+            ..reply.message
+        };
+        if let Err(outcome) = attempt
+            .record_reply(step, &message, reply.usage, &reply.finish_reason, duration)
+            .await
+        {
+            return outcome;
+        }
+        if message.tool_calls.is_empty() {
             sink.emit(StepEvent::StepFinished(&AgentStepFinished {
                 agent,
                 duration: step_started.elapsed(),
             }));
-            if cut_off && reply.message.content.trim().is_empty() {
-                return failed(
-                    format!(
-                        "the reply at step {step} was cut off at max_tokens \
-                         (finish_reason: length) before it said anything"
-                    ),
-                    true,
-                );
-            }
-            if cut_off {
-                tracing::warn!(agent, task = %task, step,
-                    "final answer was cut off at max_tokens (finish_reason: length)");
-            }
-            let share = SharedOutput {
-                workflow: d.key.workflow.clone(),
-                key: task.clone(),
-                owner: agent.to_owned(),
-                text: reply.message.content.clone(),
-            };
-            if let Err(e) = ports.prompts.share(share).await {
-                // The output still reaches dependents through their input templates; only the
-                // shared page for unquoted dependents is missing.
-                tracing::warn!(agent, task = %task, error = %e, "task output not shared");
-            }
-            return Outcome::Succeeded {
-                output: reply.message.content,
-            };
+            let cut_off = reply.finish_reason == "length";
+            return attempt.final_answer(step, message.content, cut_off).await;
         }
-        let calls = reply.message.tool_calls.clone();
-        let mut exchange = Vec::with_capacity(calls.len() + 1);
-        exchange.push(ChatMessage {
-            role: Role::Assistant,
-            ..reply.message
-        });
-        for call in calls {
-            let t0 = Instant::now();
-            let result = if !spec.tools.contains(&call.name) {
-                Err(ToolError::NotGranted(call.name.clone()))
-            } else if let Some(why) = &call.invalid_arguments {
-                // Counted as a step the model can correct, never a failed attempt.
-                Err(ToolError::InvalidArguments(why.clone()))
-            } else {
-                match ports
-                    .tools
-                    .call(&call.name, &tool_ctx, call.arguments.clone())
-                {
-                    None => Err(ToolError::Unknown(call.name.clone())),
-                    Some(running) => tokio::time::timeout(setup.tool_timeout, running)
-                        .await
-                        .unwrap_or(Err(ToolError::Timeout(setup.tool_timeout))),
-                }
-            };
-            sink.emit(StepEvent::ToolCalled(&ToolCalled {
-                agent,
-                instance,
-                task: &task,
-                attempt: d.attempt,
-                step,
-                tool: &call.name,
-                arguments: &call.arguments,
-                result: result.as_ref(),
-                duration: t0.elapsed(),
-            }));
-            let content = match result {
-                Ok(out) => out.content,
-                Err(e) => format!("error: {e}"),
-            };
-            exchange.push(ChatMessage::tool(call.id, content));
-        }
-        if let Err(e) = ports.prompts.append(agent, &context, exchange).await {
-            return pager_failed(sink, agent, "cannot append the tool exchange", e);
+        for (index, call) in message.tool_calls.iter().enumerate() {
+            if let Err(outcome) = attempt.run_call(step, index as u32, call).await {
+                return outcome;
+            }
         }
         sink.emit(StepEvent::StepFinished(&AgentStepFinished {
             agent,

@@ -14,7 +14,8 @@ use serde_json::json;
 
 use super::*;
 use crate::config::Config;
-use crate::context::{BuiltPrompt, PagerError};
+use crate::context::{BuiltPrompt, JournalMeta, JournaledStep, Opened, PagerError, ToolDetail};
+use crate::durable::{Durability, SideEffect};
 use crate::llm::{
     ChatMessage, ChatRequest, ChatResponse, LlmBackend, LlmError, Role, ToolCall, ToolSpec, Usage,
 };
@@ -152,6 +153,12 @@ struct FakePrompts {
     shared: Mutex<Vec<SharedOutput>>,
     /// Budget of every prompt; a build whose messages exceed it fails as the pager does.
     budget_tokens: Option<u64>,
+    /// What `open` answers as already journaled (a resumed attempt).
+    journal: Vec<JournaledStep>,
+    /// Every record, as a short line (`reply s0`, `start s0 c1 launch`, `result s0 c1 ok`).
+    records: Mutex<Vec<String>>,
+    /// While set, every record fails as a store that is down.
+    fail_records: bool,
 }
 
 impl FakePrompts {
@@ -162,19 +169,108 @@ impl FakePrompts {
         }
     }
 
+    /// A source whose context was journaled before: `journal` comes back from `open`, and
+    /// its pages are in the prompt.
+    fn resumed(journal: Vec<JournaledStep>) -> Self {
+        Self {
+            journal,
+            ..Self::default()
+        }
+    }
+
     fn exchanges(&self) -> Vec<ChatMessage> {
         self.contexts.lock().unwrap()[0].1[2..].to_vec()
+    }
+
+    fn records(&self) -> Vec<String> {
+        self.records.lock().unwrap().clone()
+    }
+
+    fn push(&self, context: &str, m: ChatMessage) {
+        let mut contexts = self.contexts.lock().unwrap();
+        let c = contexts.iter_mut().find(|(id, _)| id == context).unwrap();
+        c.1.push(m);
+    }
+
+    fn record(&self, line: String) -> BoxFuture<'static, Result<(), PromptError>> {
+        self.records.lock().unwrap().push(line);
+        let fail = self.fail_records;
+        Box::pin(async move {
+            if fail {
+                Err(PromptError::Unavailable("store down".into()))
+            } else {
+                Ok(())
+            }
+        })
     }
 }
 
 impl PromptSource for FakePrompts {
-    fn open(&self, r: OpenRequest) -> BoxFuture<'static, Result<u64, PromptError>> {
+    fn open(&self, r: OpenRequest) -> BoxFuture<'static, Result<Opened, PromptError>> {
         self.opened.fetch_add(1, Ordering::SeqCst);
-        self.contexts.lock().unwrap().push((
-            r.context,
-            vec![ChatMessage::system(r.system), ChatMessage::user(r.input)],
-        ));
-        Box::pin(async { Ok(2) })
+        let mut pages = vec![ChatMessage::system(r.system), ChatMessage::user(r.input)];
+        for s in &self.journal {
+            pages.push(s.reply.clone());
+            for (id, content) in &s.results {
+                pages.push(ChatMessage::tool(id.clone(), content.clone()));
+            }
+        }
+        self.contexts.lock().unwrap().push((r.context, pages));
+        let journal = self.journal.clone();
+        Box::pin(async move {
+            Ok(Opened {
+                pinned_tokens: 2,
+                journal,
+            })
+        })
+    }
+
+    fn record_reply(
+        &self,
+        _agent: &str,
+        context: &str,
+        meta: JournalMeta,
+        reply: ChatMessage,
+        _usage: Usage,
+        _finish_reason: &str,
+    ) -> BoxFuture<'static, Result<(), PromptError>> {
+        if !self.fail_records {
+            self.push(context, reply);
+        }
+        self.record(format!("reply s{}", meta.step))
+    }
+
+    fn record_tool_start(
+        &self,
+        _agent: &str,
+        _context: &str,
+        meta: JournalMeta,
+        call: u32,
+        tool: &str,
+        class: SideEffect,
+    ) -> BoxFuture<'static, Result<(), PromptError>> {
+        assert_eq!(
+            class,
+            SideEffect::AtMostOnce,
+            "only at-most-once calls get a marker"
+        );
+        self.record(format!("start s{} c{call} {tool}", meta.step))
+    }
+
+    fn record_tool_result(
+        &self,
+        _agent: &str,
+        context: &str,
+        meta: JournalMeta,
+        call: u32,
+        message: ChatMessage,
+        detail: ToolDetail,
+    ) -> BoxFuture<'static, Result<(), PromptError>> {
+        if !self.fail_records {
+            self.push(context, message);
+        }
+        let outcome = detail.outcome.unwrap_or_default();
+        self.record(format!("result s{} c{call} {outcome}", meta.step))
     }
 
     fn append(
@@ -263,12 +359,31 @@ impl Router for FakeRouter {
     }
 }
 
-/// `calculator` answers "4", `broken` fails, `sleepy` never returns.
-struct FakeTools;
+/// `calculator` answers "4", `broken` fails, `sleepy` never returns, `launch` (at most once)
+/// answers "launched". Every call that runs is logged with its call identity.
+#[derive(Default)]
+struct FakeTools {
+    ran: Mutex<Vec<(String, Option<String>)>>,
+}
+
+impl FakeTools {
+    fn ran(&self) -> Vec<(String, Option<String>)> {
+        self.ran.lock().unwrap().clone()
+    }
+}
 
 impl ToolBox for FakeTools {
+    fn class(&self, name: &str) -> Option<SideEffect> {
+        match name {
+            "calculator" | "broken" | "sleepy" => Some(SideEffect::Pure),
+            "write_file" => Some(SideEffect::Idempotent),
+            "launch" => Some(SideEffect::AtMostOnce),
+            _ => None,
+        }
+    }
+
     fn spec(&self, name: &str) -> Option<ToolSpec> {
-        ["calculator", "broken", "sleepy", "write_file"]
+        ["calculator", "broken", "sleepy", "write_file", "launch"]
             .contains(&name)
             .then(|| ToolSpec {
                 name: name.to_owned(),
@@ -280,9 +395,13 @@ impl ToolBox for FakeTools {
     fn call(
         &self,
         name: &str,
-        _ctx: &ToolContext,
+        ctx: &ToolContext,
         _args: serde_json::Value,
     ) -> Option<BoxFuture<'static, Result<ToolOutput, ToolError>>> {
+        if self.class(name).is_some() {
+            let id = ctx.call.as_ref().map(ToString::to_string);
+            self.ran.lock().unwrap().push((name.to_owned(), id));
+        }
         let fut: BoxFuture<'static, _> = match name {
             "calculator" => Box::pin(async {
                 Ok(ToolOutput {
@@ -293,6 +412,12 @@ impl ToolBox for FakeTools {
             "broken" => Box::pin(async { Err(ToolError::Failed("disk on fire".into())) }),
             "sleepy" => Box::pin(std::future::pending()),
             "write_file" => Box::pin(async { panic!("never granted, never called") }),
+            "launch" => Box::pin(async {
+                Ok(ToolOutput {
+                    content: "launched".into(),
+                    data: json!(true),
+                })
+            }),
             _ => return None,
         };
         Some(fut)
@@ -335,6 +460,8 @@ impl EventSink for Recorder {
             ),
             StepEvent::StepFinished(_) => "step".into(),
             StepEvent::PagerRequest(e) => format!("pager {:?}", e.outcome),
+            StepEvent::Resumed(e) => format!("resumed {}", e.steps_replayed),
+            StepEvent::CallInterrupted(e) => format!("interrupted {} {}", e.tool, e.call),
         };
         self.0.lock().unwrap().push(line);
     }
@@ -348,6 +475,7 @@ struct Rig {
     ports: StepPorts,
     backend: FakeBackend,
     prompts: Arc<FakePrompts>,
+    tools: Arc<FakeTools>,
     router: Arc<FakeRouter>,
     events: Arc<Recorder>,
 }
@@ -386,6 +514,7 @@ fn rig(replies: Vec<Reply>, tools: &str, max_steps: u32, prompts: FakePrompts) -
         bus: None,
         spawner: None,
         sandbox: None,
+        call: None,
     };
     let setup = AgentSetup::new(
         spec,
@@ -393,16 +522,18 @@ fn rig(replies: Vec<Reply>, tools: &str, max_steps: u32, prompts: FakePrompts) -
         tool_ctx,
         Default::default(),
         Duration::from_secs(5),
+        Durability::Sync,
     );
     let backend = FakeBackend::new(replies);
     let prompts = Arc::new(prompts);
     let router = Arc::new(FakeRouter::default());
+    let tools = Arc::new(FakeTools::default());
     let events = Arc::new(Recorder::default());
     let ports = StepPorts {
         prompts: prompts.clone(),
         router: Some(router.clone()),
         backend: Arc::new(backend.clone()),
-        tools: Arc::new(FakeTools),
+        tools: tools.clone(),
         events: events.clone(),
     };
     Rig {
@@ -410,6 +541,7 @@ fn rig(replies: Vec<Reply>, tools: &str, max_steps: u32, prompts: FakePrompts) -
         ports,
         backend,
         prompts,
+        tools,
         router,
         events,
     }
@@ -502,7 +634,20 @@ async fn a_tool_step_then_an_answer_succeeds_and_shares_the_output() {
     );
     assert_eq!(result.usage.completion_tokens, 10);
     let exchanges = r.prompts.exchanges();
-    assert_eq!(exchanges.len(), 2, "assistant message + tool result");
+    assert_eq!(
+        exchanges.len(),
+        3,
+        "assistant message + tool result, then the final answer"
+    );
+    assert_eq!(
+        r.prompts.records(),
+        ["reply s0", "result s0 c0 ok", "reply s1"]
+    );
+    assert_eq!(
+        r.tools.ran(),
+        [("calculator".to_owned(), Some("w/t#1/s0/c0".to_owned()))],
+        "the call ran once, with its identity"
+    );
     assert_eq!(exchanges[1].content, "4");
     assert_eq!(exchanges[1].tool_call_id.as_deref(), Some("call_0"));
     assert_eq!(r.prompts.shared.lock().unwrap()[0].text, "4");
@@ -894,3 +1039,5 @@ async fn a_cancel_stops_an_attempt_blocked_in_a_call_at_once() {
     assert_eq!(r.events.count("llm abandoned"), 1);
     r.assert_released();
 }
+
+mod resume;

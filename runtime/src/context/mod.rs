@@ -10,6 +10,7 @@
 //! - [`policy`]: pluggable eviction policies (`lru`, `lru_importance`) and their score.
 //! - [`compress`]: the deterministic, extractive summary that stands in for evicted runs.
 //! - [`shared`]: workflow-level shared pages (reference-counted, read-only to readers).
+//! - [`journal`]: the step journal over the pages: what a resumed attempt replays.
 //! - [`swap`]: the swap device trait, backed by the store or by memory (tests, benches).
 //! - [`pager`]: [`Pager`], every agent's contexts, isolation between agents, and statistics.
 //!
@@ -25,12 +26,15 @@
 //! whose pinned pages alone do not fit is refused with [`PagerError::BudgetTooSmall`].
 
 pub mod compress;
+pub mod journal;
 pub mod pager;
 pub mod policy;
 pub mod shared;
 pub mod swap;
 pub mod table;
 
+#[cfg(test)]
+mod journal_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
@@ -39,6 +43,7 @@ mod tests;
 use crate::llm::ChatMessage;
 use crate::store::StoreError;
 
+pub use journal::{JournalMeta, JournaledStep, Opened, ReplyDetail, ToolDetail};
 pub use pager::{AgentStats, Pager, SharedStats};
 pub use policy::PolicyKind;
 pub use swap::{MemSwap, StoreSwap, SwapDevice};
@@ -205,6 +210,17 @@ pub enum PagerError {
         /// The page.
         page: PageId,
     },
+    /// A tool result was recorded while the context's last group is not the reply that
+    /// called it (a record out of order, or the reply's record failed).
+    #[error("context {context}: step {step} call {call}: the last page group is not the reply calling this tool, so its result cannot join it")]
+    NotAReply {
+        /// The context.
+        context: String,
+        /// The step.
+        step: u32,
+        /// The call index.
+        call: u32,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -219,6 +235,7 @@ impl PagerError {
                 | PagerError::NoSuchContext { .. }
                 | PagerError::AlreadyOpen { .. }
                 | PagerError::Lost { .. }
+                | PagerError::NotAReply { .. }
         )
     }
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
+use super::journal::Opened;
 use super::shared::{shared_message, SharedPage, SharedSpace};
 use super::swap::SwapDevice;
 use super::table::{Moves, NewPage, PageTable};
@@ -18,6 +19,8 @@ use crate::events::{PagerResidency, PagesSwapped, PromptCounted};
 use crate::llm::{ChatMessage, Role};
 use crate::store::SharedRow;
 use crate::tokenize::REPLY_PRIMING_TOKENS;
+
+mod records;
 
 /// Paging statistics of one agent over the run (all its contexts).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -123,6 +126,11 @@ impl<S: SwapDevice> Pager<S> {
     /// Opens a context: the pinned system prompt and task input, then the shared pages named
     /// by `shared_keys` that have been published (others are skipped). Refuses a context whose
     /// pinned pages alone exceed the budget.
+    ///
+    /// A context the store already holds (a resumed attempt, after a restart) is not opened
+    /// again: its table is rebuilt from the store and its journal comes back in
+    /// [`Opened::journal`]; conversation pages written after the last journaled record (a
+    /// record whose journal row never reached the store) are left out of the table.
     pub fn open(
         &mut self,
         agent: &str,
@@ -130,13 +138,17 @@ impl<S: SwapDevice> Pager<S> {
         system: &str,
         task: &str,
         shared_keys: &[String],
-    ) -> Result<u64, PagerError> {
+    ) -> Result<Opened, PagerError> {
         let settings = self.settings_of(agent)?;
         if self.tables.contains_key(context) {
             return Err(PagerError::AlreadyOpen {
                 agent: agent.to_owned(),
                 context: context.to_owned(),
             });
+        }
+        let stored = self.swap.load(context)?;
+        if !stored.is_empty() {
+            return self.reopen(agent, context, settings, stored);
         }
         let mut t = PageTable::new(agent, context, settings);
         let pinned = |message, kind| NewPage {
@@ -157,19 +169,7 @@ impl<S: SwapDevice> Pager<S> {
         }
         let mut attached = Vec::new();
         for key in shared_keys {
-            if self.shared.get(key).is_none() {
-                if let Some(row) = self.swap.read_shared(key)? {
-                    if let Ok(msg) = serde_json::from_str::<ChatMessage>(&row.message) {
-                        self.shared.insert_loaded(SharedPage {
-                            key: row.key,
-                            workflow: row.workflow,
-                            owner: row.owner,
-                            message: Arc::new(msg),
-                            readers: 0,
-                        });
-                    }
-                }
-            }
+            self.load_shared(key)?;
             if let Some(p) = self.shared.get(key) {
                 rows.extend(t.push_group(vec![NewPage {
                     message: ChatMessage::clone(&p.message),
@@ -187,7 +187,28 @@ impl<S: SwapDevice> Pager<S> {
         let pinned_tokens = t.pinned_tokens();
         self.tables.insert(context.to_owned(), t);
         self.refresh_gauges(agent, context);
-        Ok(pinned_tokens)
+        Ok(Opened {
+            pinned_tokens,
+            journal: Vec::new(),
+        })
+    }
+
+    /// Brings a shared page into memory from the store if it is published there.
+    fn load_shared(&mut self, key: &str) -> Result<(), PagerError> {
+        if self.shared.get(key).is_none() {
+            if let Some(row) = self.swap.read_shared(key)? {
+                if let Ok(msg) = serde_json::from_str::<ChatMessage>(&row.message) {
+                    self.shared.insert_loaded(SharedPage {
+                        key: row.key,
+                        workflow: row.workflow,
+                        owner: row.owner,
+                        message: Arc::new(msg),
+                        readers: 0,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The table of `context`, checked against `agent`, rebuilt from the store if needed.

@@ -1,11 +1,16 @@
-//! Model-based property tests: random sequences of append / access / build / evict / swap-in /
-//! pin against a plain list of everything each context was told.
+//! Model-based property tests: random sequences of append / record a reply / record a tool
+//! result (extending the reply's group) / access / build / evict / swap-in / pin / restart
+//! against a plain list of everything each context was told, and the journal it recorded.
 
 use proptest::prelude::*;
 
-use super::tests::{exchange, exchanges_consistent, pager};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use super::tests::{exchange, exchanges_consistent, pager, settings};
 use super::*;
-use crate::llm::ChatMessage;
+use crate::durable::SideEffect;
+use crate::llm::{ChatMessage, Role, ToolCall, Usage};
 use crate::tokenize::Encoding;
 
 #[derive(Debug, Clone)]
@@ -43,6 +48,19 @@ enum Op {
     CrossRead {
         agent: usize,
     },
+    /// Records an LLM reply calling `calls` tools (a final answer with none).
+    Reply {
+        agent: usize,
+        words: usize,
+        calls: usize,
+    },
+    /// Records the result of the next call of the last reply (extends its group).
+    Result {
+        agent: usize,
+        words: usize,
+    },
+    /// A fresh pager over the same store; every context is opened again.
+    Restart,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -55,6 +73,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..2usize, 0..64usize, any::<bool>()).prop_map(|(agent, page, pinned)| Op::Pin { agent, page, pinned }),
         1 => (0..2usize, 0..64usize, 0.0..1.0f64).prop_map(|(agent, page, value)| Op::Importance { agent, page, value }),
         1 => (0..2usize).prop_map(|agent| Op::CrossRead { agent }),
+        3 => (0..2usize, 1..200usize, 0..3usize).prop_map(|(agent, words, calls)| Op::Reply { agent, words, calls }),
+        4 => (0..2usize, 1..300usize).prop_map(|(agent, words)| Op::Result { agent, words }),
+        1 => Just(Op::Restart),
     ]
 }
 
@@ -67,18 +88,151 @@ fn is_subsequence(sub: &[&ChatMessage], all: &[ChatMessage]) -> bool {
     sub.iter().all(|m| it.any(|x| x == *m))
 }
 
+/// What one context journaled: each step's reply and its recorded results.
+#[derive(Debug, Default)]
+struct JournalModel {
+    steps: Vec<(ChatMessage, Vec<(String, String)>)>,
+    /// Messages up to the last one journaled (or pinned): what a restart keeps.
+    kept: usize,
+    /// Call ids of the last reply still to answer, while it is the last group.
+    open_calls: Vec<String>,
+}
+
+fn meta(step: usize) -> JournalMeta {
+    JournalMeta {
+        step: step as u32,
+        instance: "x#0".into(),
+        task: "wf/t".into(),
+        attempt: 1,
+        at_ms: 0,
+        duration_ms: 0,
+    }
+}
+
 fn check(policy: PolicyKind, budget: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut p = pager(budget, policy);
     let mut model: Vec<Vec<ChatMessage>> = Vec::new();
+    let mut journals: Vec<JournalModel> = Vec::new();
     for (i, agent) in AGENTS.iter().enumerate() {
         let system = format!("system of {agent}");
         let task = format!("task of {agent}");
         p.open(agent, CONTEXTS[i], &system, &task, &[]).unwrap();
         model.push(vec![ChatMessage::system(system), ChatMessage::user(task)]);
+        journals.push(JournalModel {
+            kept: 2,
+            ..JournalModel::default()
+        });
     }
     let mut step = 0;
     for op in ops {
         match op {
+            Op::Reply {
+                agent,
+                words,
+                calls,
+            } => {
+                let j = &mut journals[agent];
+                let n = j.steps.len();
+                let reply = ChatMessage {
+                    role: Role::Assistant,
+                    content: format!("secret-of-{} {}", AGENTS[agent], "reply ".repeat(words)),
+                    tool_calls: (0..calls)
+                        .map(|c| ToolCall::new(format!("r{n}c{c}"), "grep", serde_json::json!({})))
+                        .collect(),
+                    tool_call_id: None,
+                };
+                p.record_reply(
+                    AGENTS[agent],
+                    CONTEXTS[agent],
+                    &meta(n),
+                    reply.clone(),
+                    Usage::default(),
+                    "stop",
+                )
+                .unwrap();
+                j.open_calls = reply
+                    .tool_calls
+                    .iter()
+                    .rev()
+                    .map(|c| c.id.clone())
+                    .collect();
+                j.steps.push((reply.clone(), Vec::new()));
+                model[agent].push(reply);
+                j.kept = model[agent].len();
+            }
+            Op::Result { agent, words } => {
+                let j = &mut journals[agent];
+                let n = j.steps.len().saturating_sub(1);
+                let id = j
+                    .open_calls
+                    .last()
+                    .cloned()
+                    .unwrap_or_else(|| "none".into());
+                let content = format!("secret-of-{} {}", AGENTS[agent], "found ".repeat(words));
+                let msg = ChatMessage::tool(id.clone(), content.clone());
+                let detail = ToolDetail {
+                    tool: "grep".into(),
+                    class: SideEffect::Pure,
+                    outcome: None,
+                };
+                let call = j.steps.last().map_or(0, |s| s.1.len() as u32);
+                let done = p.record_tool_result(
+                    AGENTS[agent],
+                    CONTEXTS[agent],
+                    &meta(n),
+                    call,
+                    msg.clone(),
+                    &detail,
+                );
+                if j.open_calls.pop().is_some() {
+                    prop_assert!(done.is_ok(), "result refused: {:?}", done.err());
+                    if let Some(s) = j.steps.last_mut() {
+                        s.1.push((id, content));
+                    }
+                    model[agent].push(msg);
+                    j.kept = model[agent].len();
+                } else {
+                    prop_assert!(
+                        matches!(done, Err(PagerError::NotAReply { .. })),
+                        "{:?}",
+                        done
+                    );
+                }
+            }
+            Op::Restart => {
+                let mut s = HashMap::new();
+                s.insert("a".to_owned(), settings(budget, policy));
+                s.insert("b".to_owned(), settings(budget, policy));
+                p = Pager::new(p.into_swap(), s, Arc::new(Mutex::new(BTreeMap::new())));
+                for (i, agent) in AGENTS.iter().enumerate() {
+                    let opened = p
+                        .open(agent, CONTEXTS[i], "ignored", "ignored", &[])
+                        .unwrap();
+                    let j = &mut journals[i];
+                    model[i].truncate(j.kept);
+                    prop_assert_eq!(opened.journal.len(), j.steps.len());
+                    for (got, (reply, results)) in opened.journal.iter().zip(&j.steps) {
+                        prop_assert_eq!(&got.reply, reply);
+                        prop_assert_eq!(&got.results, results);
+                    }
+                    // The last group is the last reply's again: its unanswered calls are open.
+                    j.open_calls = j.steps.last().map_or_else(Vec::new, |(reply, results)| {
+                        reply.tool_calls[results.len()..]
+                            .iter()
+                            .rev()
+                            .map(|c| c.id.clone())
+                            .collect()
+                    });
+                    let t = p.loaded(CONTEXTS[i]).unwrap();
+                    prop_assert_eq!(
+                        t.pages().len(),
+                        model[i].len(),
+                        "restored table of {}",
+                        agent
+                    );
+                    prop_assert_eq!(opened.pinned_tokens, t.pinned_tokens());
+                }
+            }
             Op::Append { agent, words } => {
                 step += 1;
                 let mut ex = exchange(step, words);
@@ -87,6 +241,7 @@ fn check(policy: PolicyKind, budget: u64, ops: Vec<Op>) -> Result<(), TestCaseEr
                 p.append(AGENTS[agent], CONTEXTS[agent], ex.clone())
                     .unwrap();
                 model[agent].extend(ex);
+                journals[agent].open_calls.clear();
             }
             Op::Access { agent, page } => {
                 let _ = p.access(AGENTS[agent], CONTEXTS[agent], &[page as u64]);

@@ -3,11 +3,11 @@
 //! [`StoreSwap`] is the real one, a [`Store`] scoped to one run id; [`MemSwap`] keeps pages
 //! in a map for property tests and benchmarks of the pure paging logic.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use crate::events::{StoreOp, StoreOpFinished};
-use crate::store::{PageRow, SharedRow, Store, StoreError};
+use crate::store::{JournalRow, PageRow, SharedRow, Store, StoreError};
 
 /// Persistent page storage for one run.
 pub trait SwapDevice {
@@ -21,15 +21,26 @@ pub trait SwapDevice {
     fn write_shared(&mut self, row: &SharedRow) -> Result<(), StoreError>;
     /// Reads a shared page.
     fn read_shared(&mut self, key: &str) -> Result<Option<SharedRow>, StoreError>;
+    /// Writes step journal rows (one transaction: all or nothing). A row written again (same
+    /// context, step, call and kind) is replaced.
+    fn write_journal(&mut self, rows: &[JournalRow]) -> Result<(), StoreError>;
+    /// Every journal row of `context`, in step, call and kind order.
+    fn load_journal(&mut self, context: &str) -> Result<Vec<JournalRow>, StoreError>;
 }
+
+/// Key of a journal row within a run: context, step, call, kind.
+type JournalKey = (String, u32, u32, String);
 
 /// Pages in memory (tests and benchmarks).
 #[derive(Debug, Default)]
 pub struct MemSwap {
     pages: HashMap<(String, u64), PageRow>,
     shared: HashMap<String, SharedRow>,
+    journal: BTreeMap<JournalKey, JournalRow>,
     /// Reads served, for tests.
     pub reads: u64,
+    /// While set, every write fails (tests of failed records).
+    pub fail_writes: bool,
 }
 
 impl MemSwap {
@@ -37,10 +48,21 @@ impl MemSwap {
     pub fn contains(&self, context: &str, id: u64) -> bool {
         self.pages.contains_key(&(context.to_owned(), id))
     }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        if self.fail_writes {
+            return Err(StoreError::Corrupt {
+                what: "memory swap".into(),
+                detail: "writes are failing (test)".into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 impl SwapDevice for MemSwap {
     fn write(&mut self, pages: &[PageRow]) -> Result<(), StoreError> {
+        self.check_writable()?;
         for p in pages {
             self.pages.insert((p.context.clone(), p.page_id), p.clone());
         }
@@ -70,6 +92,22 @@ impl SwapDevice for MemSwap {
     fn read_shared(&mut self, key: &str) -> Result<Option<SharedRow>, StoreError> {
         Ok(self.shared.get(key).cloned())
     }
+    fn write_journal(&mut self, rows: &[JournalRow]) -> Result<(), StoreError> {
+        self.check_writable()?;
+        for r in rows {
+            let key = (r.context.clone(), r.step, r.call, r.kind.clone());
+            self.journal.insert(key, r.clone());
+        }
+        Ok(())
+    }
+    fn load_journal(&mut self, context: &str) -> Result<Vec<JournalRow>, StoreError> {
+        Ok(self
+            .journal
+            .values()
+            .filter(|r| r.context == context)
+            .cloned()
+            .collect())
+    }
 }
 
 /// The store, scoped to one run; records store latencies as metrics.
@@ -77,6 +115,8 @@ impl SwapDevice for MemSwap {
 pub struct StoreSwap {
     store: Store,
     run_id: String,
+    /// Rows written since the last [`StoreSwap::take_rows_written`].
+    rows_written: usize,
 }
 
 impl StoreSwap {
@@ -88,7 +128,11 @@ impl StoreSwap {
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
         store.begin_run(&run_id, started_ms)?;
-        Ok(Self { store, run_id })
+        Ok(Self {
+            store,
+            run_id,
+            rows_written: 0,
+        })
     }
 
     /// The run id.
@@ -104,6 +148,12 @@ impl StoreSwap {
     /// The underlying store, to open and commit write batches.
     pub fn store_mut(&mut self) -> &mut Store {
         &mut self.store
+    }
+
+    /// Rows (pages, shared pages, journal rows) written since the last call, reset: what the
+    /// next commit makes durable.
+    pub fn take_rows_written(&mut self) -> usize {
+        std::mem::take(&mut self.rows_written)
     }
 }
 
@@ -121,7 +171,9 @@ fn timed<T>(op: StoreOp, f: impl FnOnce() -> T) -> T {
 impl SwapDevice for StoreSwap {
     fn write(&mut self, pages: &[PageRow]) -> Result<(), StoreError> {
         let run = self.run_id.clone();
-        timed(StoreOp::Write, || self.store.put_pages(&run, pages))
+        timed(StoreOp::Write, || self.store.put_pages(&run, pages))?;
+        self.rows_written += pages.len();
+        Ok(())
     }
     fn read(&mut self, context: &str, ids: &[u64]) -> Result<Vec<PageRow>, StoreError> {
         timed(StoreOp::Read, || {
@@ -135,9 +187,22 @@ impl SwapDevice for StoreSwap {
     }
     fn write_shared(&mut self, row: &SharedRow) -> Result<(), StoreError> {
         let run = self.run_id.clone();
-        timed(StoreOp::Write, || self.store.put_shared(&run, row))
+        timed(StoreOp::Write, || self.store.put_shared(&run, row))?;
+        self.rows_written += 1;
+        Ok(())
     }
     fn read_shared(&mut self, key: &str) -> Result<Option<SharedRow>, StoreError> {
         timed(StoreOp::Read, || self.store.get_shared(&self.run_id, key))
+    }
+    fn write_journal(&mut self, rows: &[JournalRow]) -> Result<(), StoreError> {
+        let run = self.run_id.clone();
+        timed(StoreOp::Write, || self.store.put_journal(&run, rows))?;
+        self.rows_written += rows.len();
+        Ok(())
+    }
+    fn load_journal(&mut self, context: &str) -> Result<Vec<JournalRow>, StoreError> {
+        timed(StoreOp::Read, || {
+            self.store.load_journal(&self.run_id, context)
+        })
     }
 }

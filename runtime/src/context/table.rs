@@ -29,6 +29,7 @@ use crate::store::PageRow;
 use crate::tokenize::REPLY_PRIMING_TOKENS;
 
 mod build;
+mod extend;
 mod runs;
 
 /// Extra room kept when faulting a group back in, for the summary header a split run gains.
@@ -205,33 +206,7 @@ impl PageTable {
         let first = self.pages.len();
         let mut rows = Vec::with_capacity(new.len());
         for n in new {
-            let tokens = self.settings.encoding.count_message(&n.message) as u64;
-            let id = self.pages.len() as PageId;
-            let importance = n.kind.default_importance();
-            rows.push(PageRow {
-                context: self.context.clone(),
-                page_id: id,
-                agent: self.agent.clone(),
-                group: g as u64,
-                kind: n.kind.label().to_owned(),
-                pinned: n.pinned,
-                importance,
-                tokens,
-                shared_key: n.shared_key.clone(),
-                message: serde_json::to_string(&n.message).unwrap_or_default(),
-            });
-            self.pages.push(Page {
-                id,
-                kind: n.kind,
-                group: g,
-                tokens,
-                importance,
-                pinned: n.pinned,
-                accesses: 0,
-                last_access: now,
-                message: Some(Arc::new(n.message)),
-                shared_key: n.shared_key,
-            });
+            rows.push(self.push_page(n, g, now));
         }
         self.finish_group(g, first, true);
         rows
@@ -269,6 +244,37 @@ impl PageTable {
                 self.recency.put(g, ());
             }
         }
+    }
+
+    fn push_page(&mut self, n: NewPage, g: usize, now: u64) -> PageRow {
+        let tokens = self.settings.encoding.count_message(&n.message) as u64;
+        let id = self.pages.len() as PageId;
+        let importance = n.kind.default_importance();
+        let row = PageRow {
+            context: self.context.clone(),
+            page_id: id,
+            agent: self.agent.clone(),
+            group: g as u64,
+            kind: n.kind.label().to_owned(),
+            pinned: n.pinned,
+            importance,
+            tokens,
+            shared_key: n.shared_key.clone(),
+            message: serde_json::to_string(&n.message).unwrap_or_default(),
+        };
+        self.pages.push(Page {
+            id,
+            kind: n.kind,
+            group: g,
+            tokens,
+            importance,
+            pinned: n.pinned,
+            accesses: 0,
+            last_access: now,
+            message: Some(Arc::new(n.message)),
+            shared_key: n.shared_key,
+        });
+        row
     }
 
     /// Undoes the last [`PageTable::push_group`].

@@ -13,6 +13,8 @@
 //! - [`system`]: supervisors, the message bus, the resource monitor, build info, run start
 //!   and stop.
 //! - [`kvcache`]: routing decisions, per-replica cache statistics, cache configuration.
+//! - [`durability`]: store commits by writer, attempts resumed from their journal,
+//!   interrupted at-most-once calls, resumed runs.
 //! - [`pager`]: resident and swapped pages, page moves, built prompts, store timings.
 //! - [`sandbox`]: what the command sandbox enforces, and the commands it stopped.
 //! - [`api`]: requests answered by the control plane's HTTP API.
@@ -53,6 +55,10 @@ pub use agent::{
 pub use api::{ApiMethod, ApiRequestFinished};
 pub use control::{
     AgentControlled, AttemptCancelled, TaskSpawned, WorkflowAccepted, WorkflowFinished,
+};
+pub use durability::{
+    AtMostOnceInterrupted, AttemptResumed, RunResumed, StoreCommitFailed, StoreCommitted,
+    StoreWriter,
 };
 pub use kvcache::{KvCacheConfigured, KvReplicaPublished, KvSeriesRegistered, RouteDecided};
 pub use labels::{

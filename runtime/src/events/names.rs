@@ -157,11 +157,14 @@ pub const HISTOGRAM_BUCKETS: &[(&str, &[f64])] = &[
     (STORE_READ_DURATION, STORE_BUCKETS),
     (PAGER_BUDGET_UTILISATION, RATIO_BUCKETS),
     (API_REQUEST_DURATION, API_BUCKETS),
+    (STORE_COMMIT_BATCH_ROWS, COMMIT_ROWS_BUCKETS),
+    (STORE_COMMIT_DURATION, COMMIT_DURATION_BUCKETS),
 ];
 
 /// Registers help texts and units with the installed recorder.
 pub fn describe_all() {
     describe_sandbox();
+    describe_durability();
     describe_gauge!(SCHED_TASKS, "Tasks in each state.");
     describe_counter!(
         SCHED_TASK_ATTEMPTS,
@@ -326,6 +329,66 @@ pub fn register_zeroes() {
     }
     metrics::counter!(SCHED_LEASE_EXPIRED).increment(0);
     metrics::counter!(SCHED_STALE_REPORTS).increment(0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Durable execution (`crate::events::durability`): store commits, resumed attempts and runs.
+// ---------------------------------------------------------------------------------------------
+
+/// Counter, label `writer` (`pager`, `scheduler`, `bus`): store transactions committed.
+pub const STORE_COMMITS: &str = "agentos_store_commits_total";
+/// Histogram, label `writer`: rows made durable by one commit.
+pub const STORE_COMMIT_BATCH_ROWS: &str = "agentos_store_commit_batch_rows";
+/// Histogram, label `writer`: one commit, from the batch's first write to its commit.
+pub const STORE_COMMIT_DURATION: &str = "agentos_store_commit_duration_seconds";
+/// Counter, label `writer`: commits that failed (their rows were not stored).
+pub const STORE_COMMIT_FAILURES: &str = "agentos_store_commit_failures_total";
+/// Counter, label `agent`: attempts resumed from their journal.
+pub const JOURNAL_RESUMED_ATTEMPTS: &str = "agentos_journal_resumed_attempts_total";
+/// Counter, label `agent`: journaled steps replayed instead of run again.
+pub const JOURNAL_REPLAYED_STEPS: &str = "agentos_journal_replayed_steps_total";
+/// Counter, labels `agent`, `tool`: at-most-once calls started before a restart whose outcome
+/// is unknown; not run again, the model was told.
+pub const JOURNAL_INTERRUPTED_CALLS: &str = "agentos_journal_interrupted_calls_total";
+/// Counter: runs resumed after a restart.
+pub const RUNS_RESUMED: &str = "agentos_runs_resumed_total";
+
+const COMMIT_ROWS_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+const COMMIT_DURATION_BUCKETS: &[f64] = &[
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// Describes the durability metrics (called by [`describe_all`]).
+pub fn describe_durability() {
+    describe_counter!(STORE_COMMITS, "Store transactions committed, by writer.");
+    describe_histogram!(
+        STORE_COMMIT_BATCH_ROWS,
+        "Rows made durable by one store commit, by writer."
+    );
+    describe_histogram!(
+        STORE_COMMIT_DURATION,
+        Unit::Seconds,
+        "One store commit, from its batch's first write to the commit, by writer."
+    );
+    describe_counter!(
+        STORE_COMMIT_FAILURES,
+        "Store commits that failed (their rows were not stored), by writer."
+    );
+    describe_counter!(
+        JOURNAL_RESUMED_ATTEMPTS,
+        "Attempts resumed from their step journal after a restart."
+    );
+    describe_counter!(
+        JOURNAL_REPLAYED_STEPS,
+        "Journaled steps replayed instead of run again."
+    );
+    describe_counter!(
+        JOURNAL_INTERRUPTED_CALLS,
+        "At-most-once tool calls interrupted by a restart: not run again, the model was told."
+    );
+    describe_counter!(RUNS_RESUMED, "Runs resumed after a restart.");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -58,6 +58,10 @@ fn start_publish(ctx: &ToolContext, args: &serde_json::Value) -> Started<usize> 
 pub struct SendMessage;
 
 impl Tool for SendMessage {
+    fn class(&self) -> crate::durable::SideEffect {
+        crate::durable::SideEffect::AtMostOnce
+    }
+
     fn spec(&self) -> ToolSpec {
         ToolSpec {
             name: "send_message".into(),
@@ -98,6 +102,10 @@ impl Tool for SendMessage {
 pub struct Publish;
 
 impl Tool for Publish {
+    fn class(&self) -> crate::durable::SideEffect {
+        crate::durable::SideEffect::AtMostOnce
+    }
+
     fn spec(&self) -> ToolSpec {
         ToolSpec {
             name: "publish".into(),
@@ -140,6 +148,10 @@ impl Tool for Publish {
 pub struct ReadMessages;
 
 impl Tool for ReadMessages {
+    fn class(&self) -> crate::durable::SideEffect {
+        crate::durable::SideEffect::Idempotent
+    }
+
     fn spec(&self) -> ToolSpec {
         ToolSpec {
             name: "read_messages".into(),
@@ -166,7 +178,9 @@ impl Tool for ReadMessages {
         ctx: &ToolContext,
         args: serde_json::Value,
     ) -> BoxFuture<'static, Result<ToolOutput, ToolError>> {
-        let read = read_max(&args).and_then(|max| Ok(bus(ctx)?.read(&ctx.agent, max)));
+        let read = read_max(&args).and_then(|max| {
+            Ok(bus(ctx)?.read(&ctx.agent, max, ctx.call.as_ref().map(ToString::to_string)))
+        });
         Box::pin(async move {
             let messages = read?.await?;
             Ok(ToolOutput {
@@ -217,6 +231,8 @@ mod tests {
     #[derive(Default)]
     struct FakeBus {
         state: Mutex<FakeState>,
+        /// The call identity of every read.
+        reads: Mutex<Vec<Option<String>>>,
     }
 
     #[derive(Default)]
@@ -299,7 +315,9 @@ mod tests {
             &self,
             agent: &str,
             max: usize,
+            call: Option<String>,
         ) -> BoxFuture<'static, Result<Vec<Envelope>, ToolError>> {
+            self.reads.lock().unwrap().push(call);
             let mut s = self.state.lock().unwrap();
             let inbox = s.inboxes.entry(agent.into()).or_default();
             let n = max.min(inbox.len());
@@ -313,6 +331,23 @@ mod tests {
         ctx.agent = agent.into();
         ctx.bus = Some(bus.clone() as Arc<dyn BusPort>);
         ctx
+    }
+
+    #[tokio::test]
+    async fn read_messages_passes_its_call_identity_to_the_bus() {
+        let bus = FakeBus::new(&["bob"], &[]);
+        let mut bob = ctx_for("bob", &bus);
+        ReadMessages.call(&bob, json!({})).await.unwrap();
+        bob.call = Some(crate::durable::CallId {
+            context: "wf/t#1".into(),
+            step: 0,
+            call: 2,
+        });
+        ReadMessages.call(&bob, json!({})).await.unwrap();
+        assert_eq!(
+            *bus.reads.lock().unwrap(),
+            vec![None, Some("wf/t#1/s0/c2".to_owned())]
+        );
     }
 
     #[tokio::test]

@@ -35,6 +35,10 @@ pub const MAX_DEPTH: usize = 64;
 pub struct Calculator;
 
 impl Tool for Calculator {
+    fn class(&self) -> crate::durable::SideEffect {
+        crate::durable::SideEffect::Pure
+    }
+
     fn spec(&self) -> ToolSpec {
         ToolSpec {
             name: "calculator".into(),

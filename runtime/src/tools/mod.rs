@@ -26,6 +26,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+use crate::durable::{CallId, SideEffect};
 use crate::llm::ToolSpec;
 
 /// Names of every built-in tool, in the order the docs list them.
@@ -103,6 +104,10 @@ pub struct ToolContext {
     /// The sandbox `run_command` applies; `None` runs commands unconfined
     /// (`runtime.sandbox: off`).
     pub sandbox: Option<Arc<crate::sandbox::Sandbox>>,
+    /// The identity of the call being run (`context/step/call`), set by the step core for
+    /// each call; `spawn_task` and `read_messages` pass it on so that a call run again after
+    /// a restart is not done twice.
+    pub call: Option<CallId>,
 }
 
 impl std::fmt::Debug for ToolContext {
@@ -111,6 +116,7 @@ impl std::fmt::Debug for ToolContext {
             .field("agent", &self.agent)
             .field("task", &self.task)
             .field("workspace", &self.workspace)
+            .field("call", &self.call)
             .finish_non_exhaustive()
     }
 }
@@ -165,6 +171,12 @@ impl ToolError {
 pub trait Tool: Send + Sync {
     /// Name, description and argument schema.
     fn spec(&self) -> ToolSpec;
+    /// What a call does outside itself, which decides what a resumed attempt does with a
+    /// call that started but whose result was not recorded. A tool that does not say is
+    /// treated as at-most-once.
+    fn class(&self) -> SideEffect {
+        SideEffect::AtMostOnce
+    }
     /// Runs one call. The future is `'static`; dropping it cancels the call (child processes
     /// are killed on drop).
     fn call(
@@ -199,9 +211,15 @@ pub trait BusPort: Send + Sync {
         topic: &str,
         body: String,
     ) -> BoxFuture<'static, Result<usize, ToolError>>;
-    /// Takes up to `max` messages from `agent`'s inbox, oldest first.
-    fn read(&self, agent: &str, max: usize)
-        -> BoxFuture<'static, Result<Vec<Envelope>, ToolError>>;
+    /// Takes up to `max` messages from `agent`'s inbox, oldest first. `call` is the identity
+    /// of the `read_messages` call (`context/s{step}/c{call}`): a call read again after a
+    /// restart gets the same messages instead of new ones.
+    fn read(
+        &self,
+        agent: &str,
+        max: usize,
+        call: Option<String>,
+    ) -> BoxFuture<'static, Result<Vec<Envelope>, ToolError>>;
 }
 
 /// The scheduler as `spawn_task` sees it. The actor system implements it over the
@@ -250,6 +268,11 @@ impl ToolRegistry {
         self.tools.get(name)
     }
 
+    /// The side-effect class of the tool called `name`, if it exists.
+    pub fn class(&self, name: &str) -> Option<SideEffect> {
+        self.get(name).map(|t| t.class())
+    }
+
     /// Specs of the named tools, in the given order; unknown names are skipped.
     pub fn specs(&self, names: &[String]) -> Vec<ToolSpec> {
         names
@@ -264,6 +287,28 @@ pub fn arg_str<'a>(args: &'a serde_json::Value, key: &str) -> Result<&'a str, To
     args.get(key)
         .and_then(|v| v.as_str())
         .ok_or_else(|| ToolError::InvalidArguments(format!("`{key}` (string) is required")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_tool_has_the_side_effect_class_the_docs_give() {
+        let r = ToolRegistry::builtin();
+        let class = |n| r.class(n).expect("a built-in tool");
+        for n in ["calculator", "read_file", "list_dir", "grep"] {
+            assert_eq!(class(n), SideEffect::Pure, "{n}");
+        }
+        for n in ["write_file", "spawn_task", "read_messages"] {
+            assert_eq!(class(n), SideEffect::Idempotent, "{n}");
+        }
+        for n in ["run_command", "send_message", "publish"] {
+            assert_eq!(class(n), SideEffect::AtMostOnce, "{n}");
+        }
+        assert_eq!(r.class("nope"), None);
+        assert_eq!(BUILTIN_TOOLS.len(), 10, "a new tool needs its class here");
+    }
 }
 
 /// Helpers shared by the tools' unit tests.
@@ -283,6 +328,7 @@ pub(crate) mod test_support {
             bus: None,
             spawner: None,
             sandbox: None,
+            call: None,
         }
     }
 }

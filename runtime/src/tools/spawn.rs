@@ -73,6 +73,10 @@ fn port(ctx: &ToolContext) -> Result<Arc<dyn SpawnPort>, ToolError> {
 }
 
 impl Tool for SpawnTask {
+    fn class(&self) -> crate::durable::SideEffect {
+        crate::durable::SideEffect::Idempotent
+    }
+
     fn spec(&self) -> ToolSpec {
         ToolSpec {
             name: "spawn_task".into(),
@@ -101,7 +105,9 @@ impl Tool for SpawnTask {
         ctx: &ToolContext,
         args: serde_json::Value,
     ) -> BoxFuture<'static, Result<ToolOutput, ToolError>> {
-        let started = request(&args).and_then(|req| Ok(port(ctx)?.spawn(&ctx.task, req)));
+        let call = ctx.call.as_ref().map(ToString::to_string);
+        let started = request(&args)
+            .and_then(|req| Ok(port(ctx)?.spawn(&ctx.task, SpawnRequest { call, ..req })));
         Box::pin(async move {
             let key = started?.await?;
             let id = key
@@ -161,6 +167,28 @@ mod tests {
         let seen = sched.seen.lock().unwrap();
         assert_eq!(seen[0].0, "wf/task");
         assert_eq!(seen[0].1.depends_on, vec!["a".to_string()]);
+        assert_eq!(
+            seen[0].1.call, None,
+            "no call identity outside the step core"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_call_identity_reaches_the_scheduler() {
+        let sched = Arc::new(FakeScheduler::default());
+        let mut ctx = context(None);
+        ctx.spawner = Some(sched.clone());
+        ctx.call = Some(crate::durable::CallId {
+            context: "wf/task#3".into(),
+            step: 2,
+            call: 1,
+        });
+        SpawnTask
+            .call(&ctx, json!({"agent": "w", "input": "part 1"}))
+            .await
+            .unwrap();
+        let seen = sched.seen.lock().unwrap();
+        assert_eq!(seen[0].1.call.as_deref(), Some("wf/task#3/s2/c1"));
     }
 
     #[tokio::test]

@@ -52,6 +52,10 @@ const REAP_GRACE: Duration = Duration::from_secs(5);
 pub struct RunCommand;
 
 impl Tool for RunCommand {
+    fn class(&self) -> crate::durable::SideEffect {
+        crate::durable::SideEffect::AtMostOnce
+    }
+
     fn spec(&self) -> ToolSpec {
         ToolSpec {
             name: "run_command".into(),

@@ -27,6 +27,10 @@ use crate::tools::{arg_str, Tool, ToolContext, ToolError, ToolOutput};
 pub struct Grep;
 
 impl Tool for Grep {
+    fn class(&self) -> crate::durable::SideEffect {
+        crate::durable::SideEffect::Pure
+    }
+
     fn spec(&self) -> ToolSpec {
         ToolSpec {
             name: "grep".into(),

@@ -194,6 +194,10 @@ fn path_property(description: &str) -> serde_json::Value {
 pub struct ReadFile;
 
 impl Tool for ReadFile {
+    fn class(&self) -> crate::durable::SideEffect {
+        crate::durable::SideEffect::Pure
+    }
+
     fn spec(&self) -> ToolSpec {
         ToolSpec {
             name: "read_file".into(),
@@ -267,6 +271,10 @@ fn read_file(root: &Path, rel: &str, max: usize) -> Result<ToolOutput, ToolError
 pub struct WriteFile;
 
 impl Tool for WriteFile {
+    fn class(&self) -> crate::durable::SideEffect {
+        crate::durable::SideEffect::Idempotent
+    }
+
     fn spec(&self) -> ToolSpec {
         ToolSpec {
             name: "write_file".into(),
@@ -330,6 +338,10 @@ fn write_file(root: &Path, rel: &str, content: &str) -> Result<ToolOutput, ToolE
 pub struct ListDir;
 
 impl Tool for ListDir {
+    fn class(&self) -> crate::durable::SideEffect {
+        crate::durable::SideEffect::Pure
+    }
+
     fn spec(&self) -> ToolSpec {
         ToolSpec {
             name: "list_dir".into(),

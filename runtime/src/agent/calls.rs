@@ -1,0 +1,313 @@
+//! One attempt's tool calls and journal records: what the loop and the replay share.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::future::BoxFuture;
+
+use crate::context::{JournalMeta, ToolDetail};
+use crate::durable::{interrupted_result, CallId, SideEffect};
+use crate::llm::{ChatMessage, ToolCall, Usage};
+use crate::sched::{Dispatch, Outcome};
+use crate::tools::{ToolContext, ToolError};
+
+use super::step::failed;
+use super::{
+    AgentSetup, AtMostOnceInterrupted, EventSink, PagerRequestFinished, PromptError, SharedOutput,
+    StepEvent, StepPorts, ToolCalled,
+};
+
+/// What every step of one attempt shares.
+pub(super) struct Attempt<'a> {
+    pub setup: &'a AgentSetup,
+    pub ports: &'a StepPorts,
+    pub d: &'a Dispatch,
+    pub agent: &'a str,
+    /// `workflow/task`.
+    pub task: String,
+    /// `workflow/task#attempt_total`.
+    pub context: String,
+    /// The tool context (task filled in); each call gets its own identity.
+    pub tool_ctx: ToolContext,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A record that was refused or lost while the loop waits for each one (`sync`).
+fn record_failed(sink: &dyn EventSink, agent: &str, what: &str, e: PromptError) -> Outcome {
+    sink.emit(StepEvent::PagerRequest(&PagerRequestFinished {
+        agent,
+        outcome: super::step::pager_outcome(&e),
+    }));
+    failed(
+        format!(
+            "context pager: cannot record {what} in the journal (runtime.durability: sync), so \
+             a restart could not resume from it: {e}"
+        ),
+        true,
+    )
+}
+
+impl Attempt<'_> {
+    pub fn sink(&self) -> &dyn EventSink {
+        self.ports.events.as_ref()
+    }
+
+    fn meta(&self, step: u32, duration: Duration) -> JournalMeta {
+        JournalMeta {
+            step,
+            instance: self.setup.instance_label.clone(),
+            task: self.task.clone(),
+            attempt: self.d.attempt,
+            at_ms: now_ms(),
+            duration_ms: duration.as_millis() as u64,
+        }
+    }
+
+    /// The side-effect class of `tool`: the agent's override, else the tool's own, else
+    /// at-most-once (the safe guess for a tool nobody classified).
+    pub fn class_of(&self, tool: &str) -> SideEffect {
+        self.setup
+            .spec
+            .side_effects
+            .get(tool)
+            .copied()
+            .or_else(|| self.ports.tools.class(tool))
+            .unwrap_or(SideEffect::AtMostOnce)
+    }
+
+    /// Waits for a record under `sync`; otherwise lets it commit in the background (it is
+    /// already queued, in order; the spawned task keeps it from being withdrawn).
+    async fn record(
+        &self,
+        what: String,
+        record: BoxFuture<'static, Result<(), PromptError>>,
+    ) -> Result<(), Outcome> {
+        if self.setup.durability.waits() {
+            return record
+                .await
+                .map_err(|e| record_failed(self.sink(), self.agent, &what, e));
+        }
+        let agent = self.agent.to_owned();
+        tokio::spawn(async move {
+            if let Err(e) = record.await {
+                tracing::warn!(agent, record = %what, error = %e,
+                    "journal record not stored; a resumed attempt would do this step again");
+            }
+        });
+        Ok(())
+    }
+
+    /// Records an LLM reply of `step`.
+    pub async fn record_reply(
+        &self,
+        step: u32,
+        reply: &ChatMessage,
+        usage: Usage,
+        finish_reason: &str,
+        duration: Duration,
+    ) -> Result<(), Outcome> {
+        let record = self.ports.prompts.record_reply(
+            self.agent,
+            &self.context,
+            self.meta(step, duration),
+            reply.clone(),
+            usage,
+            finish_reason,
+        );
+        self.record(format!("the reply of step {step}"), record)
+            .await
+    }
+
+    async fn record_result(
+        &self,
+        step: u32,
+        index: u32,
+        call: &ToolCall,
+        content: String,
+        outcome: &str,
+        duration: Duration,
+    ) -> Result<(), Outcome> {
+        let detail = ToolDetail {
+            tool: call.name.clone(),
+            class: self.class_of(&call.name),
+            outcome: Some(outcome.to_owned()),
+        };
+        let record = self.ports.prompts.record_tool_result(
+            self.agent,
+            &self.context,
+            self.meta(step, duration),
+            index,
+            ChatMessage::tool(call.id.clone(), content),
+            detail,
+        );
+        self.record(
+            format!("the result of {} (step {step}, call {index})", call.name),
+            record,
+        )
+        .await
+    }
+
+    /// Runs call `index` of `step` and records its result. An at-most-once call runs only
+    /// once its start marker is committed (whatever the durability). A tool that is not
+    /// granted, unknown, given bad arguments, failing or hanging yields an error result.
+    pub async fn run_call(&self, step: u32, index: u32, call: &ToolCall) -> Result<(), Outcome> {
+        let t0 = Instant::now();
+        let class = self.class_of(&call.name);
+        let result = if !self.setup.spec.tools.contains(&call.name) {
+            Err(ToolError::NotGranted(call.name.clone()))
+        } else if let Some(why) = &call.invalid_arguments {
+            // Counted as a step the model can correct, never a failed attempt.
+            Err(ToolError::InvalidArguments(why.clone()))
+        } else if self.ports.tools.spec(&call.name).is_none() {
+            Err(ToolError::Unknown(call.name.clone()))
+        } else {
+            match self.start(step, index, call, class).await? {
+                Err(e) => Err(e),
+                Ok(()) => self.call_tool(step, index, call).await,
+            }
+        };
+        sink_tool_called(self, step, call, result.as_ref(), t0.elapsed());
+        let (content, outcome) = match result {
+            Ok(out) => (out.content, "ok"),
+            Err(e) => (format!("error: {e}"), e.outcome_label()),
+        };
+        self.record_result(step, index, call, content, outcome, t0.elapsed())
+            .await
+    }
+
+    /// Commits the start marker of an at-most-once call. `Ok(Err(_))`: the call must not run
+    /// (the marker was not stored and the loop does not wait for records).
+    async fn start(
+        &self,
+        step: u32,
+        index: u32,
+        call: &ToolCall,
+        class: SideEffect,
+    ) -> Result<Result<(), ToolError>, Outcome> {
+        if class != SideEffect::AtMostOnce {
+            return Ok(Ok(()));
+        }
+        let marker = self.ports.prompts.record_tool_start(
+            self.agent,
+            &self.context,
+            self.meta(step, Duration::ZERO),
+            index,
+            &call.name,
+            class,
+        );
+        match marker.await {
+            Ok(()) => Ok(Ok(())),
+            Err(e) if self.setup.durability.waits() => Err(record_failed(
+                self.sink(),
+                self.agent,
+                &format!("the start of {} (step {step}, call {index})", call.name),
+                e,
+            )),
+            Err(e) => Ok(Err(ToolError::Failed(format!(
+                "not run: its start could not be recorded ({e}), and an at-most-once call \
+                 runs only once it is; try again later"
+            )))),
+        }
+    }
+
+    async fn call_tool(
+        &self,
+        step: u32,
+        index: u32,
+        call: &ToolCall,
+    ) -> Result<crate::tools::ToolOutput, ToolError> {
+        let mut ctx = self.tool_ctx.clone();
+        ctx.call = Some(CallId {
+            context: self.context.clone(),
+            step,
+            call: index,
+        });
+        let timeout = self.setup.tool_timeout;
+        match self
+            .ports
+            .tools
+            .call(&call.name, &ctx, call.arguments.clone())
+        {
+            None => Err(ToolError::Unknown(call.name.clone())),
+            Some(running) => tokio::time::timeout(timeout, running)
+                .await
+                .unwrap_or(Err(ToolError::Timeout(timeout))),
+        }
+    }
+
+    /// An at-most-once call that started before a restart and has no recorded result: it is
+    /// not run again; the model is told its outcome is unknown.
+    pub async fn interrupted(&self, step: u32, index: u32, call: &ToolCall) -> Result<(), Outcome> {
+        let id = CallId {
+            context: self.context.clone(),
+            step,
+            call: index,
+        }
+        .to_string();
+        self.sink()
+            .emit(StepEvent::CallInterrupted(&AtMostOnceInterrupted {
+                agent: self.agent,
+                tool: &call.name,
+                task: &self.task,
+                call: &id,
+            }));
+        let content = interrupted_result(&call.name);
+        self.record_result(step, index, call, content, "interrupted", Duration::ZERO)
+            .await
+    }
+
+    /// Ends the attempt with a final answer: refused when it was cut off before it said
+    /// anything, else shared with the workflow and returned.
+    pub async fn final_answer(&self, step: u32, content: String, cut_off: bool) -> Outcome {
+        let (agent, task) = (self.agent, &self.task);
+        if cut_off && content.trim().is_empty() {
+            return failed(
+                format!(
+                    "the reply at step {step} was cut off at max_tokens \
+                     (finish_reason: length) before it said anything"
+                ),
+                true,
+            );
+        }
+        if cut_off {
+            tracing::warn!(agent, task = %task, step,
+                "final answer was cut off at max_tokens (finish_reason: length)");
+        }
+        let share = SharedOutput {
+            workflow: self.d.key.workflow.clone(),
+            key: task.clone(),
+            owner: agent.to_owned(),
+            text: content.clone(),
+        };
+        if let Err(e) = self.ports.prompts.share(share).await {
+            // The output still reaches dependents through their input templates; only the
+            // shared page for unquoted dependents is missing.
+            tracing::warn!(agent, task = %task, error = %e, "task output not shared");
+        }
+        Outcome::Succeeded { output: content }
+    }
+}
+
+fn sink_tool_called(
+    a: &Attempt<'_>,
+    step: u32,
+    call: &ToolCall,
+    result: Result<&crate::tools::ToolOutput, &ToolError>,
+    duration: Duration,
+) {
+    a.sink().emit(StepEvent::ToolCalled(&ToolCalled {
+        agent: a.agent,
+        instance: &a.setup.instance,
+        task: &a.task,
+        attempt: a.d.attempt,
+        step,
+        tool: &call.name,
+        arguments: &call.arguments,
+        result,
+        duration,
+    }));
+}

@@ -167,7 +167,7 @@ fn the_crash_workflow_runs_clean_with_every_side_effect_once() {
     let attempts = |id: &str| row(&out, id)["attempts"].as_u64();
     assert_eq!(attempts("w03"), Some(2), "w03 retried after its error");
     assert_eq!(attempts("w11"), Some(2), "w11 retried after its panic");
-    assert_eq!(attempts("w01"), Some(1));
+    assert_eq!(attempts("w01"), Some(1), "{}", row(&out, "w01"));
     let rescued = row(&out, "rescued");
     assert_eq!(rescued["attempts"], 3, "two on flaky, one on rescue");
     assert_eq!(rescued["finished_by"], "rescue#0", "{rescued}");
@@ -195,6 +195,7 @@ fn twenty_kills_and_resumes_lose_nothing_and_repeat_nothing() {
     let mut rng = SplitMix(seed);
     let mut landed = Vec::new();
     let mut finished = None;
+    let mut stored_finished = false;
     let mut startup_ms = 0;
     for i in 0..KILLS {
         let name = format!("segment-{i:02}");
@@ -217,6 +218,13 @@ fn twenty_kills_and_resumes_lose_nothing_and_repeat_nothing() {
                 .saturating_sub(spawned.elapsed().as_millis() as u64)
         };
         if let Some(status) = proc.exit_within(Duration::from_millis(delay)) {
+            if i > 0 && status.code() == Some(2) && proc.stderr().contains("no unfinished run") {
+                // The kill before landed after the run was stored as finished (while it
+                // printed its summary): nothing is left to resume. The audit log below
+                // still has to show every task succeeded exactly once.
+                stored_finished = true;
+                break;
+            }
             // It finished (or failed) by itself before its kill.
             assert!(
                 status.success(),
@@ -235,7 +243,8 @@ fn twenty_kills_and_resumes_lose_nothing_and_repeat_nothing() {
         assert!(!left().is_zero(), "out of time after {i} kills; {replay}");
     }
     let last = match finished {
-        Some(p) => p,
+        Some(p) => Some(p),
+        None if stored_finished => None,
         None => {
             let mut p = start(&setup, true, "final");
             let status = p.exit_within(RUN_LIMIT.min(left()));
@@ -245,7 +254,7 @@ fn twenty_kills_and_resumes_lose_nothing_and_repeat_nothing() {
                 p.stderr(),
                 p.stdout()
             );
-            p
+            Some(p)
         }
     };
     assert!(
@@ -254,12 +263,14 @@ fn twenty_kills_and_resumes_lose_nothing_and_repeat_nothing() {
          {startup_ms} ms): the run ended too soon for the harness to mean anything; {replay}",
         landed.len()
     );
-    let bad = unsucceeded(&last.stdout(), &replay);
-    assert!(
-        bad.is_empty(),
-        "after {} kills, tasks that did not succeed: {bad:#?}; {replay}",
-        landed.len()
-    );
+    if let Some(last) = &last {
+        let bad = unsucceeded(&last.stdout(), &replay);
+        assert!(
+            bad.is_empty(),
+            "after {} kills, tasks that did not succeed: {bad:#?}; {replay}",
+            landed.len()
+        );
+    }
     let wrong = setup.wrong_files();
     assert!(
         wrong.is_empty(),

@@ -153,8 +153,12 @@ impl Store {
     /// Opens a batch: the writes until [`Store::commit_batch`] commit together, each still all
     /// or nothing on its own (group commit: one WAL commit for many page groups).
     pub fn begin_batch(&mut self) -> Result<(), StoreError> {
+        // IMMEDIATE: take the write lock now, waiting for it under the busy timeout. A
+        // deferred batch that reads first could not upgrade to a writer while another
+        // connection (the scheduler's, the bus's) writes, and SQLite fails such an upgrade at
+        // once ("database is locked") instead of waiting.
         self.conn
-            .execute_batch("BEGIN")
+            .execute_batch("BEGIN IMMEDIATE")
             .map_err(|source| StoreError::Io {
                 op: "begin batch",
                 source,

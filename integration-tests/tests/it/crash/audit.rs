@@ -89,6 +89,8 @@ pub fn read(data_dir: &Path, replay: &str) -> Vec<Entry> {
     cmd.arg("audit")
         .arg("--data-dir")
         .arg(data_dir)
+        // Every entry of the run, not the newest 100 a table shows.
+        .args(["--limit", "10000000"])
         .arg("--json");
     let out_dir = data_dir.parent().unwrap_or(data_dir);
     let mut proc = Proc::spawn(cmd, out_dir, "audit");

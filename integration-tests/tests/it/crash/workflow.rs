@@ -23,7 +23,7 @@
 //! No forced fault lies after a `run_command` step, so on a run without crashes every
 //! `ran <task>` line is written exactly once.
 //!
-//! Every LLM call takes 120 ms on the simulator and at most 4 tasks run at once, so a run
+//! Every LLM call takes 200 ms on the simulator and at most 3 tasks run at once, so a run
 //! without crashes lasts about 3 s: long enough for kills to land mid-run.
 
 use std::path::{Path, PathBuf};
@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use crate::helpers::agentos_bin;
 
 /// Modelled latency of one LLM call, milliseconds.
-pub const CALL_MS: u64 = 120;
+pub const CALL_MS: u64 = 200;
 
 /// The message `announce` sends to `listener`.
 pub const MESSAGE: &str = "hello from announce";
@@ -199,7 +199,7 @@ pub fn config_text() -> String {
 (
     version: 1,
     runtime: (
-        max_concurrency: 4,
+        max_concurrency: 3,
         sandbox: off,
         supervisor: (max_restarts: 50, within_secs: 10, backoff_initial_ms: 5, backoff_max_ms: 50),
     ),

@@ -69,8 +69,21 @@ impl Serve {
 
     fn start_on(listen: &str, config: &str, args: &[&str], env: &[(&str, &str)]) -> Serve {
         let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("serve.ron"), config).unwrap();
+        Self::launch(dir, listen, args, env)
+    }
+
+    /// Kills this server with SIGKILL (a crash: nothing is flushed) and starts `serve` again
+    /// on the same config and data directory.
+    fn crash_and_restart(mut self) -> Serve {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
+        Self::launch(dir, "127.0.0.1:0", &[], &[])
+    }
+
+    fn launch(dir: tempfile::TempDir, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Serve {
         let cfg = dir.path().join("serve.ron");
-        std::fs::write(&cfg, config).unwrap();
         let mut cmd = Command::new(bin());
         cmd.arg("serve")
             .arg(&cfg)
@@ -1034,5 +1047,50 @@ fn serve_runs_config_dynamic_and_the_api_shows_its_spawned_tasks() {
             .contains("agentos_scheduler_tasks_spawned_total{agent=\"worker\"} 4"),
         "{}",
         metrics.body
+    );
+}
+
+#[test]
+fn a_crashed_server_resumes_its_submitted_workflow_on_restart() {
+    let serve = Serve::start(&agents_config(), &[], &[]);
+    let flow = workflow(
+        "durable",
+        &[
+            ("a", "coder", &[]),
+            ("b", "slow", &["a"]),
+            ("c", "coder", &["b"]),
+        ],
+    );
+    let r = serve.submit(&flow, Some("k-durable"));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    wait_until(LIMIT, "b runs (a is done)", || {
+        (task(&serve.view(&id), &format!("{id}/b"))["state"] == "running").then_some(())
+    });
+    let serve = serve.crash_and_restart();
+    let (code, health) = {
+        let r = serve.call("GET", "/healthz", None);
+        (r.status, r.json())
+    };
+    assert_eq!(code, 200);
+    let resumed = &health["run"]["resumed"];
+    assert_eq!(resumed["resumes"], 1, "{health}");
+    assert_eq!(resumed["attempts_continued"], 1, "b continues: {health}");
+    // The submission survived, under its id and its idempotency key.
+    let again = serve.submit(&flow, Some("k-durable"));
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.json()["id"], id.as_str());
+    assert_eq!(again.json()["created"], false);
+    let done = serve.finished(&id);
+    assert_eq!(done["state"], "succeeded", "{done} / {}", serve.stderr());
+    let a = task(&done, &format!("{id}/a"));
+    assert_eq!(
+        a["attempts"], 1,
+        "a succeeded before the crash and did not run again: {a}"
+    );
+    let b = task(&done, &format!("{id}/b"));
+    assert_eq!(
+        b["attempts"], 1,
+        "b's attempt continued, it was not a new one: {b}"
     );
 }

@@ -130,20 +130,7 @@ impl RunningSystem {
     /// Graceful shutdown: stop dispatching, give running attempts up to `grace` to finish, then
     /// cancel whatever is left (with `reason`) so every task ends in a terminal state.
     pub async fn drain(&self, grace: Duration, reason: &str) {
-        let deadline = Instant::now() + grace;
-        loop {
-            let running = self
-                .ports
-                .scheduler
-                .drain
-                .ask(Drain, Duration::from_secs(2))
-                .await
-                .unwrap_or(0);
-            if running == 0 || Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.pause(grace).await;
         let cancel = CancelAll {
             reason: reason.to_owned(),
         };

@@ -402,6 +402,78 @@ mod tests {
         assert_eq!(unknown.body, "hello?");
     }
 
+    fn stored_bus(path: &std::path::Path) -> Addr<MessageBus> {
+        let store = BusStore {
+            worker: StoreWorker::start(
+                "bus-test",
+                path.to_path_buf(),
+                agentos_runtime::events::durability::StoreWriter::Bus,
+            )
+            .unwrap(),
+            run_id: "r".into(),
+            wait: true,
+        };
+        let agents = [("a".to_owned(), vec![]), ("b".to_owned(), vec![])];
+        MessageBus::new(&agents, ExitNotice::detached())
+            .with_store(Some(store))
+            .start()
+    }
+
+    fn read(agent: &str, call: &str) -> ReadInbox {
+        ReadInbox {
+            agent: agent.into(),
+            max: 10,
+            call: Some(call.into()),
+        }
+    }
+
+    #[actix_rt::test]
+    async fn unread_messages_survive_a_new_bus_and_a_repeated_read_gets_the_same_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let bus = stored_bus(&path);
+        for body in ["one", "two"] {
+            bus.send(SendDirect {
+                from: "b".into(),
+                to: "a".into(),
+                body: body.into(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        }
+        let first = bus.send(read("a", "w/t#1/s0/c0")).await.unwrap();
+        assert_eq!(first.len(), 2);
+        bus.send(SendDirect {
+            from: "b".into(),
+            to: "a".into(),
+            body: "three".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        // A crash: a new bus over the same store (the old one is gone with its memory).
+        drop(bus);
+        let bus = stored_bus(&path);
+        let again = bus.send(read("a", "w/t#1/s0/c0")).await.unwrap();
+        assert_eq!(
+            again, first,
+            "the same call gets what it took the first time"
+        );
+        let next = bus.send(read("a", "w/t#1/s1/c0")).await.unwrap();
+        let bodies: Vec<&str> = next.iter().map(|e| e.body.as_str()).collect();
+        assert_eq!(
+            bodies,
+            ["three"],
+            "the unread message is still in the inbox"
+        );
+        assert!(
+            next[0].seq > first[1].seq,
+            "sequence numbers go on after a restart"
+        );
+        assert!(bus.send(read("a", "w/t#1/s2/c0")).await.unwrap().is_empty());
+    }
+
     #[actix_rt::test]
     async fn a_publish_reports_who_did_not_get_it() {
         let agents = [

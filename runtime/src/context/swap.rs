@@ -26,6 +26,16 @@ pub trait SwapDevice {
     fn write_journal(&mut self, rows: &[JournalRow]) -> Result<(), StoreError>;
     /// Every journal row of `context`, in step, call and kind order.
     fn load_journal(&mut self, context: &str) -> Result<Vec<JournalRow>, StoreError>;
+    /// Writes a journaled record: its pages, then its journal rows, all or nothing where the
+    /// device can (the store does it in one savepoint).
+    fn write_record(
+        &mut self,
+        pages: &[PageRow],
+        journal: &[JournalRow],
+    ) -> Result<(), StoreError> {
+        self.write(pages)?;
+        self.write_journal(journal)
+    }
 }
 
 /// Key of a journal row within a run: context, step, call, kind.
@@ -204,5 +214,17 @@ impl SwapDevice for StoreSwap {
         timed(StoreOp::Read, || {
             self.store.load_journal(&self.run_id, context)
         })
+    }
+    fn write_record(
+        &mut self,
+        pages: &[PageRow],
+        journal: &[JournalRow],
+    ) -> Result<(), StoreError> {
+        let run = self.run_id.clone();
+        timed(StoreOp::Write, || {
+            self.store.put_record(&run, pages, journal)
+        })?;
+        self.rows_written += pages.len() + journal.len();
+        Ok(())
     }
 }

@@ -105,6 +105,35 @@ impl Store {
         tx.commit().map_err(io("write journal"))
     }
 
+    /// Writes a record's pages and its journal rows in one savepoint: both or neither, so a
+    /// journal row never lacks its page and a page is never left without its row.
+    pub fn put_record(
+        &mut self,
+        run_id: &str,
+        pages: &[super::PageRow],
+        journal: &[JournalRow],
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch("SAVEPOINT record")
+            .map_err(io("write record"))?;
+        let written = self
+            .put_pages(run_id, pages)
+            .and_then(|()| self.put_journal(run_id, journal));
+        match written {
+            Ok(()) => self
+                .conn
+                .execute_batch("RELEASE record")
+                .map_err(io("write record")),
+            Err(e) => {
+                // Undo both; the error that caused it is the one to report.
+                let _ = self
+                    .conn
+                    .execute_batch("ROLLBACK TO record; RELEASE record");
+                Err(e)
+            }
+        }
+    }
+
     /// Every journal row of one context, in step and call order.
     pub fn load_journal(&self, run_id: &str, context: &str) -> Result<Vec<JournalRow>, StoreError> {
         let mut stmt = self

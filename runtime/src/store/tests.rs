@@ -245,3 +245,36 @@ fn journal_rows_come_back_in_step_order() {
     let back = s.load_journal("r", "w/t#1").unwrap();
     assert_eq!(back, [rows[2].clone(), rows[1].clone(), rows[0].clone()]);
 }
+
+#[test]
+fn a_record_is_its_pages_and_its_journal_rows_or_neither() {
+    let mut s = Store::open_in_memory().unwrap();
+    let j = JournalRow {
+        context: "c".into(),
+        step: 0,
+        call: 0,
+        kind: journal::kind::REPLY.into(),
+        agent: "a".into(),
+        instance: "a#0".into(),
+        task: "w/t".into(),
+        attempt: 1,
+        at_ms: 1,
+        duration_ms: 0,
+        page_id: Some(0),
+        detail: "{}".into(),
+    };
+    s.put_record("r", &[row("c", 0)], std::slice::from_ref(&j))
+        .unwrap();
+    assert_eq!(s.count_pages("r").unwrap(), 1);
+    assert_eq!(s.load_journal("r", "c").unwrap().len(), 1);
+    // A journal write that fails (a trigger refuses it) takes the record's pages with it.
+    s.conn
+        .execute_batch("CREATE TRIGGER no_journal BEFORE INSERT ON journal BEGIN SELECT RAISE(ABORT, 'refused'); END;")
+        .unwrap();
+    assert!(s.put_record("r2", &[row("c", 0)], &[j]).is_err());
+    assert_eq!(
+        s.count_pages("r2").unwrap(),
+        0,
+        "the page went with its row"
+    );
+}

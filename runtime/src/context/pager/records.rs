@@ -92,12 +92,11 @@ impl<S: SwapDevice> Pager<S> {
         })
         .unwrap_or_default();
         let journal = meta.row(agent, context, 0, kind::REPLY, Some(page), detail);
-        // Pages first: a reply row never points at a page that is not stored. A page left
-        // without its row is dropped when the context is reopened.
+        // Pages and row together (one savepoint in the store). A page left without its row
+        // (a device that cannot do both at once) is dropped when the context is reopened.
         let written = self
             .swap
-            .write(&rows)
-            .and_then(|()| self.swap.write_journal(&[journal]));
+            .write_record(&rows, std::slice::from_ref(&journal));
         if let Err(e) = written {
             if let Some(t) = self.tables.get_mut(context) {
                 t.pop_group();
@@ -189,8 +188,7 @@ impl<S: SwapDevice> Pager<S> {
         let journal = meta.row(agent, context, call, kind::TOOL_RESULT, Some(page), detail);
         let written = self
             .swap
-            .write(&rows)
-            .and_then(|()| self.swap.write_journal(&[journal]));
+            .write_record(&rows, std::slice::from_ref(&journal));
         if let Err(e) = written {
             if let Some(t) = self.tables.get_mut(context) {
                 t.truncate_last_group(len);

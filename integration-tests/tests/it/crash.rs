@@ -183,13 +183,45 @@ fn the_crash_workflow_runs_clean_with_every_side_effect_once() {
 /// task succeeds once, nothing journaled is redone, nothing at-most-once runs twice.
 #[test]
 fn twenty_kills_and_resumes_lose_nothing_and_repeat_nothing() {
+    kills_and_resumes("sync", KILLS, "crash::twenty_kills");
+}
+
+/// The same under `durability: async`, where the last records of a step may be lost in a
+/// crash (and redone on resume): 10 kills.
+#[test]
+fn under_async_ten_kills_and_resumes_lose_nothing_and_repeat_nothing() {
+    kills_and_resumes("async", KILLS / 2, "crash::under_async");
+}
+
+/// A run under `durability: exit` that is killed stored none of its progress: `--resume`
+/// refuses it with a message saying so (exit 2) instead of starting it over silently.
+#[test]
+fn an_exit_mode_run_killed_mid_run_is_refused_on_resume() {
+    let setup = Setup::with_durability("exit");
+    let mut first = start(&setup, false, "exit-first");
+    let files = setup.workspace().join("files");
+    wait_until(Duration::from_secs(20), "the first write", || {
+        (files.exists() || first.exited().is_some()).then_some(())
+    });
+    assert!(first.kill(), "the run ended before its kill");
+    let mut again = start(&setup, true, "exit-resume");
+    let status = again.exit_within(Duration::from_secs(30));
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{}", again.stderr());
+    assert!(
+        again.stderr().contains("durability: exit") && again.stderr().contains("without --resume"),
+        "{}",
+        again.stderr()
+    );
+}
+
+fn kills_and_resumes(durability: &str, kills: usize, test: &str) {
     let seed = seed();
     let replay = format!(
         "replay with AGENTOS_CRASH_SEED={seed} cargo test -p agentos-integration-tests --test it \
-         crash::twenty_kills"
+         {test}"
     );
     let _replay = Replay(replay.clone());
-    let setup = Setup::new();
+    let setup = Setup::with_durability(durability);
     let deadline = Instant::now() + OVERALL;
     let left = || deadline.saturating_duration_since(Instant::now());
     let mut rng = SplitMix(seed);
@@ -197,7 +229,7 @@ fn twenty_kills_and_resumes_lose_nothing_and_repeat_nothing() {
     let mut finished = None;
     let mut stored_finished = false;
     let mut startup_ms = 0;
-    for i in 0..KILLS {
+    for i in 0..kills {
         let name = format!("segment-{i:02}");
         let spawned = Instant::now();
         let mut proc = start(&setup, i > 0, &name);
@@ -258,7 +290,7 @@ fn twenty_kills_and_resumes_lose_nothing_and_repeat_nothing() {
         }
     };
     assert!(
-        landed.len() >= KILLS / 2,
+        landed.len() >= kills / 2,
         "only {} kills landed mid-run (at {landed:?} ms after their start; start-up \
          {startup_ms} ms): the run ended too soon for the harness to mean anything; {replay}",
         landed.len()

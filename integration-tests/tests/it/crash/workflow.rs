@@ -70,11 +70,20 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// Writes the config and creates the empty workspace.
+    /// Writes the config (`runtime.durability: sync`) and creates the empty workspace.
     pub fn new() -> Setup {
+        Self::with_durability("sync")
+    }
+
+    /// The same under `runtime.durability: mode`.
+    pub fn with_durability(mode: &str) -> Setup {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir(dir.path().join("ws")).expect("workspace");
-        std::fs::write(dir.path().join("crash.ron"), config_text()).expect("config");
+        let text = config_text().replace(
+            "sandbox: off,",
+            &format!("sandbox: off,\n        durability: {mode},"),
+        );
+        std::fs::write(dir.path().join("crash.ron"), text).expect("config");
         Setup { dir }
     }
 

@@ -284,7 +284,8 @@ impl Store {
     }
 
     /// Adds `tool` and `arguments` to a tool entry's detail when the journal's detail lacks
-    /// them, from the call of the step's reply that `call_id` names.
+    /// them, from the call of the step's reply that `call_id` names (or, without one, the
+    /// call at the journal row's index: a start marker has no tool message yet).
     fn fill_tool(
         &self,
         j: &Journaled,
@@ -302,9 +303,6 @@ impl Store {
         if detail.contains_key("tool") && !want_args {
             return Ok(());
         }
-        let Some(call_id) = call_id else {
-            return Ok(());
-        };
         let reply: Option<String> = self
             .conn
             .query_row(
@@ -317,14 +315,16 @@ impl Store {
             .optional()
             .map_err(io("read audit log"))?;
         let reply = reply.map(|m| parse_detail(&m)).unwrap_or(Value::Null);
-        let call = reply
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .and_then(|calls| {
-                calls
-                    .iter()
-                    .find(|c| c.get("id").and_then(Value::as_str) == Some(call_id))
-            });
+        let call =
+            reply
+                .get("tool_calls")
+                .and_then(Value::as_array)
+                .and_then(|calls| match call_id {
+                    Some(id) => calls
+                        .iter()
+                        .find(|c| c.get("id").and_then(Value::as_str) == Some(id)),
+                    None => calls.get(j.call as usize),
+                });
         if let Some(call) = call {
             if let (false, Some(name)) = (detail.contains_key("tool"), call.get("name")) {
                 detail.insert("tool".into(), name.clone());
@@ -800,6 +800,31 @@ mod tests {
         let text = got[1].detail["result"].as_str().unwrap();
         assert!(text.ends_with("… (10 more bytes)"), "{text}");
         assert!(got[1].detail.get("tool").is_none(), "no call of that id");
+    }
+
+    #[test]
+    fn a_start_marker_names_the_arguments_of_its_call() {
+        let mut s = store();
+        let ctx = "w/t#1";
+        s.put_pages(
+            "r",
+            &[page(
+                ctx,
+                3,
+                json!({"role": "assistant", "content": "",
+                       "tool_calls": [{"id": "c1", "name": "run_command",
+                                       "arguments": {"argv": ["make"]}}]}),
+            )],
+        )
+        .unwrap();
+        let mut reply = journal(ctx, 1, 0, jkind::REPLY, 1_000);
+        reply.page_id = Some(3);
+        let mut start = journal(ctx, 1, 0, jkind::TOOL_START, 1_001);
+        start.detail = json!({"tool": "run_command", "class": "at_most_once"}).to_string();
+        s.put_journal("r", &[reply, start]).unwrap();
+        let got = s.audit(&AuditQuery::default()).unwrap();
+        let started = got.iter().find(|e| e.kind == "tool_started").unwrap();
+        assert_eq!(started.detail["arguments"], json!({"argv": ["make"]}));
     }
 
     #[test]

@@ -120,3 +120,67 @@ pub fn interrupted_result(tool: &str) -> String {
          effect before you repeat it."
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn config(runtime: &str, agent: &str) -> Result<Config, String> {
+        let text = format!(
+            "(version: 1, runtime: ({runtime}), backends: [(name: \"b\", kind: Sim(()))],\n\
+             agents: [(name: \"a\", role: \"r\", backend: \"b\", {agent})])"
+        );
+        Config::parse(&text, "test.ron", Path::new("/")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_mode_and_the_overrides_are_read_and_sync_is_the_default() {
+        assert_eq!(config("", "").unwrap().runtime.durability, Durability::Sync);
+        let cfg = config(
+            "durability: async",
+            r#"tools: ["write_file"], workspace: (root: "/tmp"),
+               side_effects: {"write_file": at_most_once}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.runtime.durability, Durability::Async);
+        assert_eq!(
+            cfg.agents[0].side_effects.get("write_file"),
+            Some(&SideEffect::AtMostOnce)
+        );
+    }
+
+    #[test]
+    fn an_unknown_mode_and_an_override_of_an_ungranted_tool_name_their_line() {
+        let err = config("durability: fast", "").unwrap_err();
+        assert!(
+            err.contains("test.ron:1:") && err.contains("`fast`"),
+            "{err}"
+        );
+        let err = config("", r#"side_effects: {"run_command": idempotent}"#).unwrap_err();
+        assert!(
+            err.contains("test.ron:2:")
+                && err.contains("agent \"a\"")
+                && err.contains("not granted"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn labels_round_trip() {
+        for m in [Durability::Sync, Durability::Async, Durability::Exit] {
+            assert_eq!(Durability::from_label(m.label()), Some(m));
+        }
+        for c in SideEffect::ALL {
+            assert_eq!(SideEffect::from_label(c.label()), Some(c));
+        }
+        let id = CallId {
+            context: "w/t#2".into(),
+            step: 3,
+            call: 1,
+        };
+        assert_eq!(id.to_string(), "w/t#2/s3/c1");
+    }
+}

@@ -21,6 +21,7 @@ use agentos_runtime::llm::sim::SimBackend;
 use agentos_runtime::llm::LlmBackend;
 use agentos_runtime::model::InstanceId;
 use agentos_runtime::sandbox::{self, Sandbox};
+use agentos_runtime::sched::AgentStatus;
 use agentos_runtime::tools::{BusPort, ToolContext, ToolRegistry};
 use agentos_runtime::trace::Trace;
 use anyhow::Context as _;
@@ -145,6 +146,14 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
     let sandboxes = sandboxes(&cfg, &workspaces, &run_dir, &trace)?;
 
     let board = Arc::new(Board::new(cfg.agents.iter().map(|a| a.name.as_str())));
+    // A resumed run's suspended agents stay suspended: their attempts pause at a step boundary.
+    for a in &cfg.agents {
+        if prepared.core.agent_status(&a.name) == Some(AgentStatus::Suspended) {
+            if let Some(switch) = board.suspended.get(&a.name) {
+                switch.send_replace(true);
+            }
+        }
+    }
     let ports = SystemPorts::default();
     let arbiters: Vec<Arbiter> = (0..cfg.runtime.worker_threads.max(1))
         .map(|_| Arbiter::new())

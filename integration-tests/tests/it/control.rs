@@ -1094,3 +1094,33 @@ fn a_crashed_server_resumes_its_submitted_workflow_on_restart() {
         "b's attempt continued, it was not a new one: {b}"
     );
 }
+
+#[test]
+fn a_suspend_survives_a_crash_and_holds_the_agents_tasks_until_resumed() {
+    let serve = Serve::start(&agents_config(), &[], &[]);
+    let r = serve.call("POST", "/api/agents/slow/suspend", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let id = serve.submit_ok(&workflow("held", &[("a", "slow", &[])]));
+    let serve = serve.crash_and_restart();
+    let ps = serve.cli(&["ps"], &[]);
+    assert_eq!(ps.code, Some(0), "{}", ps.stderr);
+    assert!(
+        ps.stdout
+            .lines()
+            .any(|l| l.starts_with("slow#0 ") && l.contains("suspended")),
+        "{}",
+        ps.stdout
+    );
+    holds_for(
+        Duration::from_millis(1000),
+        "no dispatch while suspended",
+        || match task(&serve.view(&id), &format!("{id}/a"))["state"].as_str() {
+            Some("pending" | "ready") => Ok(()),
+            other => Err(format!("a is {other:?}")),
+        },
+    );
+    let r = serve.call("POST", "/api/agents/slow/resume", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let done = serve.finished(&id);
+    assert_eq!(done["state"], "succeeded", "{done}");
+}

@@ -10,56 +10,25 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{agentos_bin, http, repo, wait_until};
+use crate::helpers::{agentos_bin, http, output_within, repo, wait_until, Output};
 
 /// The longest one command may take.
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// What a finished command left.
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
 /// Runs `agentos ARGS` to its end; kills it (by pid) and fails the test after [`LIMIT`].
-fn agentos(args: &[&str]) -> Ran {
-    let child = Command::new(agentos_bin())
-        .args(args)
+fn agentos(args: &[&str]) -> Output {
+    let mut cmd = Command::new(agentos_bin());
+    cmd.args(args)
         .env_remove("AGENTOS_TOKEN")
         // The demo's run_command needs the sandbox launcher: this very binary.
-        .env(agentos_runtime::sandbox::LAUNCHER_ENV, agentos_bin())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start agentos");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel::<std::io::Result<Output>>();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(LIMIT) {
-        Ok(out) => {
-            let out = out.expect("wait for agentos");
-            Ran {
-                code: out.status.code(),
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            }
-        }
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("agentos {args:?} did not finish within {LIMIT:?}");
-        }
-    }
+        .env(agentos_runtime::sandbox::LAUNCHER_ENV, agentos_bin());
+    output_within(cmd, LIMIT, &format!("agentos {args:?}"))
 }
 
 /// `agentos run config/demo.ron --data-dir DATA`, which must succeed.

@@ -66,7 +66,7 @@ pub(super) fn prepare(
     mode: ResumeMode,
 ) -> anyhow::Result<Prepared> {
     let at = || format!("store {}", store_path.display());
-    let store = Store::open(store_path).with_context(at)?;
+    let mut store = Store::open(store_path).with_context(at)?;
     let key = config_key(cfg);
     let prior = match mode {
         ResumeMode::Fresh => None,
@@ -91,12 +91,12 @@ pub(super) fn prepare(
                 return Err(ResumeRefused(why).into());
             }
             tracing::warn!(run = %run.run_id, "{why}; starting a new run");
+            // Left behind for good: no later start picks it up again.
             store
-                .set_run_status(&run.run_id, RunStatus::Interrupted, unix_ms())
+                .set_run_status(&run.run_id, RunStatus::Abandoned, unix_ms())
                 .with_context(at)?;
-            store.set_checkpointed(&run.run_id, true).with_context(at)?;
         } else {
-            return resume(cfg, &store, run).with_context(at);
+            return resume(cfg, &mut store, run).with_context(at);
         }
     }
     let run_dir = new_run_dir(data_dir)?;
@@ -137,7 +137,7 @@ pub(super) fn prepare(
     })
 }
 
-fn resume(cfg: &Arc<Config>, store: &Store, run: RunRow) -> anyhow::Result<Prepared> {
+fn resume(cfg: &Arc<Config>, store: &mut Store, run: RunRow) -> anyhow::Result<Prepared> {
     let run_dir = PathBuf::from(&run.run_dir);
     if !run_dir.is_dir() {
         anyhow::bail!(
@@ -159,11 +159,6 @@ fn resume(cfg: &Arc<Config>, store: &Store, run: RunRow) -> anyhow::Result<Prepa
         attempts_continued: found.continued,
         tasks_waiting: found.waiting,
     };
-    let mut store = Store::open(
-        store
-            .path()
-            .context("the store of a resumed run is a file")?,
-    )?;
     store.append_audit(
         &run.run_id,
         &[system_entry(
@@ -192,5 +187,65 @@ fn system_entry(kind: &str, detail: serde_json::Value) -> AuditRow {
         attempt: None,
         step: None,
         detail: detail.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exit_config(dir: &Path) -> Arc<Config> {
+        let text = r#"(version: 1, runtime: (durability: exit),
+            backends: [(name: "b", kind: Sim(()))],
+            agents: [(name: "a", role: "r", backend: "b")],
+            workflows: [(name: "w", tasks: [(id: "t", agent: "a", input: "x")])])"#;
+        let file = dir.join("c.ron");
+        std::fs::write(&file, text).unwrap();
+        Arc::new(Config::load(&file).unwrap())
+    }
+
+    #[test]
+    fn a_crashed_exit_run_is_refused_by_resume_and_abandoned_by_serve() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = exit_config(dir.path());
+        let data = dir.path().join("data");
+        let path = Store::path_in(&data);
+        let first = prepare(&cfg, &data, &path, ResumeMode::Fresh).unwrap();
+        // It dies before its end: nothing of it is checkpointed.
+        let refused = prepare(&cfg, &data, &path, ResumeMode::Required)
+            .err()
+            .expect("refused");
+        let why = refused.downcast_ref::<ResumeRefused>().expect("a refusal");
+        assert!(why.0.contains("durability: exit"), "{why}");
+        // serve starts afresh and leaves the dead run behind for good.
+        let second = prepare(&cfg, &data, &path, ResumeMode::Auto).unwrap();
+        assert!(second.resume.is_none());
+        assert_ne!(second.run_id, first.run_id);
+        let store = Store::open(&path).unwrap();
+        let old = store.run(&first.run_id).unwrap().unwrap();
+        assert_eq!(old.status, RunStatus::Abandoned);
+        assert!(!old.status.resumable());
+    }
+
+    #[test]
+    fn resume_continues_the_newest_unfinished_run_of_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = r#"(version: 1, backends: [(name: "b", kind: Sim(()))],
+            agents: [(name: "a", role: "r", backend: "b")],
+            workflows: [(name: "w", tasks: [(id: "t", agent: "a", input: "x")])])"#;
+        let file = dir.path().join("c.ron");
+        std::fs::write(&file, text).unwrap();
+        let cfg = Arc::new(Config::load(&file).unwrap());
+        let data = dir.path().join("data");
+        let path = Store::path_in(&data);
+        let none = prepare(&cfg, &data, &path, ResumeMode::Required)
+            .err()
+            .unwrap();
+        assert!(none.to_string().contains("no unfinished run"), "{none}");
+        let first = prepare(&cfg, &data, &path, ResumeMode::Fresh).unwrap();
+        let again = prepare(&cfg, &data, &path, ResumeMode::Required).unwrap();
+        assert_eq!(again.run_id, first.run_id);
+        assert_eq!(again.run_dir, first.run_dir);
+        assert_eq!(again.resume.as_ref().map(|r| r.resumes), Some(1));
     }
 }

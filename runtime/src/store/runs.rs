@@ -13,6 +13,9 @@ pub enum RunStatus {
     Finished,
     /// Stopped by a signal before every task ended; `--resume` continues it.
     Interrupted,
+    /// Died under `durability: exit` before its end: none of its progress was stored, so it
+    /// cannot be continued; a later start left it behind.
+    Abandoned,
 }
 
 impl RunStatus {
@@ -22,6 +25,7 @@ impl RunStatus {
             RunStatus::Running => "running",
             RunStatus::Finished => "finished",
             RunStatus::Interrupted => "interrupted",
+            RunStatus::Abandoned => "abandoned",
         }
     }
 
@@ -29,13 +33,14 @@ impl RunStatus {
         match s {
             "running" => RunStatus::Running,
             "interrupted" => RunStatus::Interrupted,
+            "abandoned" => RunStatus::Abandoned,
             _ => RunStatus::Finished,
         }
     }
 
     /// Whether a resume may continue a run in this status.
     pub fn resumable(self) -> bool {
-        self != RunStatus::Finished
+        matches!(self, RunStatus::Running | RunStatus::Interrupted)
     }
 }
 

@@ -21,6 +21,7 @@ use crate::protocol::{
     StartChild, SubmitWorkflow, Submitted, TerminateChild,
 };
 use crate::store_worker::Ack;
+use agentos_runtime::store::AuditRow;
 
 /// Longest a control reply waits for the board to show the new state.
 const SETTLE_LIMIT: Duration = Duration::from_secs(2);
@@ -87,6 +88,18 @@ impl Handler<CancelWorkflow> for Scheduler {
             Ok(e) => e,
             Err(refused) => return Box::pin(async move { Err(refused) }),
         };
+        // Who cancelled it, as its own audit entry (the tasks' entries carry it in a reason).
+        self.audit(AuditRow {
+            at_ms: super::unix_ms(),
+            kind: "workflow_cancelled".into(),
+            actor: m.by.clone(),
+            agent: None,
+            instance: None,
+            task: None,
+            attempt: None,
+            step: None,
+            detail: serde_json::json!({"workflow": m.id}).to_string(),
+        });
         self.record(events);
         self.pump(ctx);
         let view = self.state().core.view(&m.id, true, Instant::now());

@@ -176,6 +176,14 @@ impl Scheduler {
         )
     }
 
+    /// Adds an audit entry the scheduler's events do not carry; written with the next batch.
+    pub(crate) fn audit(&self, row: AuditRow) {
+        let mut s = self.state();
+        if s.store.is_some() {
+            s.audit.push(row);
+        }
+    }
+
     /// The commit of this handler's changes, to wait for before replying.
     pub(crate) fn take_ack(&mut self) -> Option<Ack<()>> {
         self.last_ack.take()

@@ -803,6 +803,24 @@ fn cancel_leaves_nothing_running() {
     let ran = serve.cli(&["cancel", "no_such"], &[]);
     assert_eq!(ran.code, Some(2));
     assert!(ran.stderr.contains("(404)"), "{}", ran.stderr);
+
+    // The audit log says who cancelled what.
+    let audit = serve.call("GET", "/api/audit?limit=10000", None);
+    assert_eq!(audit.status, 200, "{}", audit.body);
+    let entries = audit.json()["entries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for wf in [&id, &other] {
+        let e = entries
+            .iter()
+            .find(|e| e["kind"] == "workflow_cancelled" && e["detail"]["workflow"] == wf.as_str())
+            .unwrap_or_else(|| panic!("no workflow_cancelled entry for {wf}: {}", audit.body));
+        assert!(
+            e["actor"].as_str().is_some_and(|a| a.starts_with("api ")),
+            "{e}"
+        );
+    }
 }
 
 #[test]

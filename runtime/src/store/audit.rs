@@ -77,7 +77,7 @@ pub struct AuditEntry {
     /// The same time, RFC 3339 in UTC with milliseconds.
     pub at: String,
     /// `llm_call`, `tool_call`, `tool_started`, or a kind of the `audit` table (`task_state`,
-    /// `api`, `agent_control`, `run_started`, `run_resumed`, ...).
+    /// `workflow_accepted`, `workflow_cancelled`, `agent_control`, `run_started`, `run_resumed`, ...).
     pub kind: String,
     /// Who did it: an agent instance, an API caller, `scheduler`, `system`.
     pub actor: String,

@@ -103,7 +103,7 @@ pub struct ControlRow {
 pub struct AuditRow {
     /// Unix milliseconds.
     pub at_ms: i64,
-    /// Kind (`task_state`, `api`, `agent_control`, `run_started`, `run_resumed`, ...).
+    /// Kind (`task_state`, `workflow_accepted`, `workflow_cancelled`, `agent_control`, `run_started`, `run_resumed`, ...).
     pub kind: String,
     /// Who did it: an agent instance, an API caller, `scheduler`, `system`.
     pub actor: String,

@@ -28,7 +28,7 @@ use agentos_runtime::events::sched::{
 };
 use agentos_runtime::model::InstanceId;
 use agentos_runtime::policy::supervision::RestartType;
-use agentos_runtime::sched::{audit_rows, AgentStatus, Outcome, SchedEvent, SchedulerCore};
+use agentos_runtime::sched::{AgentStatus, Outcome, SchedEvent, SchedulerCore};
 use agentos_runtime::store::AuditRow;
 use agentos_runtime::trace::Trace;
 
@@ -262,7 +262,7 @@ impl Scheduler {
         {
             let mut s = self.state();
             if s.store.is_some() && !events.is_empty() {
-                let rows = audit_rows(&events, unix_ms());
+                let rows = s.core.audit_rows(&events, unix_ms());
                 s.audit.extend(rows);
             }
         }

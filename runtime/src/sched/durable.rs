@@ -170,6 +170,29 @@ impl SchedulerCore {
         }
     }
 
+    /// The audit entries of `events` ([`audit_rows`]), with the instance of a transition out
+    /// of Running filled in from the attempt it ended.
+    pub fn audit_rows(&self, events: &[SchedEvent], wall_ms: i64) -> Vec<AuditRow> {
+        let mut rows = audit_rows(events, wall_ms);
+        for (row, ev) in rows.iter_mut().zip(events) {
+            if let SchedEvent::TaskState {
+                task,
+                from: TaskState::Running,
+                attempt,
+                ..
+            } = ev
+            {
+                // The attempt's record, if this transition ended it (a cancel records none).
+                row.instance = self
+                    .task(task)
+                    .filter(|t| t.attempts.len() == *attempt as usize)
+                    .and_then(|t| t.attempts.last())
+                    .map(|a| a.instance.clone());
+            }
+        }
+        rows
+    }
+
     fn control_row(&self, agent: &str) -> ControlRow {
         let (status, why) = match self.killed.get(agent) {
             Some(why) => ("killed", Some(why.clone())),

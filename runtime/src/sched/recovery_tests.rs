@@ -461,3 +461,27 @@ fn a_task_running_on_an_agent_killed_before_the_crash_moves_to_its_fallback_fres
         "as a new attempt, not agent a's journal"
     );
 }
+
+#[test]
+fn a_transition_out_of_running_names_the_instance_in_the_audit() {
+    let now = Instant::now();
+    let mut core = SchedulerCore::new(config(), now);
+    idle_all(&mut core);
+    let (d, _) = core.dispatch(now);
+    let events = core.report(ok(d[0].lease, "ONE"), now).unwrap();
+    let rows = core.audit_rows(&events, 7);
+    let done = rows
+        .iter()
+        .find(|r| r.kind == "task_state" && r.task.as_deref() == Some("w/t1"))
+        .unwrap();
+    assert_eq!(
+        done.instance.as_deref(),
+        Some(d[0].instance.to_string().as_str())
+    );
+    assert!(
+        done.detail.contains("\"to\":\"succeeded\""),
+        "{}",
+        done.detail
+    );
+    assert_eq!(done.at_ms, 7);
+}

@@ -5,7 +5,9 @@
 //! One extra subcommand serves the tests as a `run_command` program with a visible side
 //! effect: `agentos-it append-line FILE LINE` appends `LINE` and a newline to `FILE` (created
 //! if missing) in a single `write` on a file opened with `O_APPEND`, so concurrent appends
-//! never interleave and a line that appears twice was really written twice.
+//! never interleave and a line that appears twice was really written twice. With
+//! `--then-sleep-ms N` it then sleeps N ms before it exits: a call that is still running when
+//! the runtime is killed, after its effect happened.
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -19,9 +21,19 @@ fn main() -> ExitCode {
 }
 
 fn append_line(args: &[String]) -> ExitCode {
-    let [file, line] = args else {
-        eprintln!("usage: agentos-it append-line FILE LINE");
-        return ExitCode::from(2);
+    let (file, line, sleep_ms) = match args {
+        [file, line] => (file, line, 0),
+        [file, line, flag, ms] if flag == "--then-sleep-ms" => match ms.parse::<u64>() {
+            Ok(ms) => (file, line, ms),
+            Err(_) => {
+                eprintln!("--then-sleep-ms needs a number of milliseconds, got {ms:?}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => {
+            eprintln!("usage: agentos-it append-line FILE LINE [--then-sleep-ms N]");
+            return ExitCode::from(2);
+        }
     };
     let written = std::fs::OpenOptions::new()
         .create(true)
@@ -31,6 +43,7 @@ fn append_line(args: &[String]) -> ExitCode {
     match written {
         Ok(()) => {
             println!("appended to {file}");
+            std::thread::sleep(std::time::Duration::from_millis(sleep_ms));
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -325,3 +325,83 @@ fn kills_and_resumes(durability: &str, kills: usize, test: &str) {
         problems.join("\n")
     );
 }
+
+/// A deterministic crash inside an at-most-once call: the command has appended its line and
+/// still runs when the runtime is killed. The resumed attempt does not run it again; the model
+/// reads that the call was interrupted by a restart, and the task still completes.
+#[test]
+fn a_command_cut_off_by_a_crash_is_not_run_again_and_the_model_is_told() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("ws")).expect("workspace");
+    let bin = agentos_bin();
+    let bin = bin.display();
+    let config = format!(
+        r##"(
+    version: 1,
+    runtime: (sandbox: off),
+    tools: (call_timeout_secs: 30),
+    backends: [(name: "sim", kind: Sim((latency: (base_ms: 1, per_prompt_token_us: 0, per_output_token_ms: 0))))],
+    agents: [(name: "ops", role: "You run one command.", backend: "sim",
+        tools: ["run_command"], workspace: (root: "ws"), commands: [["{bin}", "append-line"]],
+        sim: (script: [
+            Call(tool: "run_command", args: r#"{{"argv": ["{bin}", "append-line", "log.txt", "once", "--then-sleep-ms", "1500"]}}"#),
+            Answer("after the command: {{{{last_tool_result}}}}"),
+        ]))],
+    workflows: [(name: "w", tasks: [(id: "t", agent: "ops", input: "go")])],
+)
+"##
+    );
+    let cfg = dir.path().join("cut.ron");
+    std::fs::write(&cfg, config).expect("config");
+    let data = dir.path().join("data");
+    let log = dir.path().join("ws/log.txt");
+    let run = |resume: bool, name: &str| {
+        let mut cmd = Command::new(agentos_bin());
+        cmd.arg("run")
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--json");
+        if resume {
+            cmd.arg("--resume");
+        }
+        Proc::spawn(cmd, dir.path(), name)
+    };
+    let mut first = run(false, "first");
+    wait_until(Duration::from_secs(20), "the command's line", || {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|l| l.contains("once"))
+    });
+    assert!(
+        first.kill(),
+        "the run ended before the kill: {}",
+        first.stderr()
+    );
+    let mut second = run(true, "second");
+    let status = second.exit_within(RUN_LIMIT);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        second.stderr()
+    );
+    let summary: Value = serde_json::from_str(&second.stdout()).expect("JSON summary");
+    let task = summary["tasks"]
+        .as_array()
+        .and_then(|t| t.first())
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(task["state"], "succeeded", "{task}");
+    let output = task["output"].as_str().unwrap_or_default();
+    assert!(
+        output.contains("interrupted by a restart"),
+        "the model was told: {output}"
+    );
+    // The orphaned command only sleeps after its write, and ends by itself.
+    let lines = std::fs::read_to_string(&log).expect("log");
+    assert_eq!(
+        lines.lines().collect::<Vec<_>>(),
+        ["once"],
+        "the command ran once"
+    );
+}

@@ -64,14 +64,30 @@ impl StoreWorker {
         T: Send + 'static,
         F: FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
     {
+        self.run_or(rows, f, || {})
+    }
+
+    /// [`StoreWorker::run`], calling `lost` on the store thread when the job's writes did not
+    /// make it to the file (the job failed, or its batch did not commit), whether or not
+    /// anyone waits for the answer.
+    pub fn run_or<T, F, L>(&self, rows: usize, f: F, lost: L) -> Ack<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+        L: FnOnce() + Send + 'static,
+    {
         let (reply, rx) = oneshot::channel();
         let job: Job = Box::new(move |store: &mut Store| {
             let out = f(store).map_err(|e| e.to_string());
-            let reply: Reply = Box::new(move |lost: Option<String>| {
-                let _ = reply.send(match lost {
+            let reply: Reply = Box::new(move |failed: Option<String>| {
+                let out = match failed {
                     Some(why) => Err(why),
                     None => out,
-                });
+                };
+                if out.is_err() {
+                    lost();
+                }
+                let _ = reply.send(out);
             });
             (rows, reply)
         });
@@ -115,5 +131,66 @@ fn run_batch(store: &mut Store, batch: Vec<Job>, writer: StoreWriter) {
     }
     for reply in replies {
         reply(lost.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use agentos_runtime::store::{AuditRow, StateBatch};
+
+    use super::*;
+
+    fn audit(kind: &str) -> StateBatch {
+        StateBatch {
+            audit: vec![AuditRow {
+                at_ms: 1,
+                kind: kind.into(),
+                actor: "test".into(),
+                agent: None,
+                instance: None,
+                task: None,
+                attempt: None,
+                step: None,
+                detail: "{}".into(),
+            }],
+            ..StateBatch::default()
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_lost_write_calls_its_hook_and_a_stored_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let worker = StoreWorker::start("test", path.clone(), StoreWriter::Scheduler).unwrap();
+        let lost = Arc::new(AtomicUsize::new(0));
+        let hook = |lost: &Arc<AtomicUsize>| {
+            let lost = lost.clone();
+            move || {
+                lost.fetch_add(1, Ordering::SeqCst);
+            }
+        };
+        let ok = audit("fine");
+        let done = worker
+            .run_or(1, move |db| db.write_state("r", &ok), hook(&lost))
+            .await
+            .unwrap();
+        assert!(done.is_ok());
+        assert_eq!(lost.load(Ordering::SeqCst), 0);
+        // The disk refuses audit rows from now on.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'full'); END;",
+        )
+        .unwrap();
+        let bad = audit("refused");
+        let failed = worker
+            .run_or(1, move |db| db.write_state("r", &bad), hook(&lost))
+            .await
+            .unwrap();
+        assert!(failed.unwrap_err().contains("full"));
+        assert_eq!(lost.load(Ordering::SeqCst), 1);
     }
 }

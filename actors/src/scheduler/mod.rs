@@ -58,6 +58,37 @@ pub struct StateStore {
     pub run_id: String,
     /// When rows are written: as they change (`sync`, `async`) or at the end (`exit`).
     pub durability: Durability,
+    /// Set by the store thread when a batch was lost (its commit failed), with the batch's
+    /// audit entries: the next batch rewrites every row and carries them again.
+    pub lost: Arc<Mutex<Option<Vec<AuditRow>>>>,
+}
+
+impl StateStore {
+    /// A store for run `run_id` through `worker`.
+    pub fn new(worker: StoreWorker, run_id: String, durability: Durability) -> Self {
+        Self {
+            worker,
+            run_id,
+            durability,
+            lost: Arc::default(),
+        }
+    }
+
+    /// Writes `batch`; if it is lost, the next batch makes up for it.
+    fn write(&self, batch: agentos_runtime::store::StateBatch) -> Ack<()> {
+        let run = self.run_id.clone();
+        let lost = self.lost.clone();
+        let audit = batch.audit.clone();
+        self.worker.run_or(
+            batch.len(),
+            move |db| db.write_state(&run, &batch),
+            move || {
+                // std Mutex, held only to swap a Vec; a poisoned one still holds the entries.
+                let mut slot = lost.lock().unwrap_or_else(|e| e.into_inner());
+                slot.get_or_insert_with(Vec::new).extend(audit);
+            },
+        )
+    }
 }
 
 /// What outlives a scheduler incarnation: the task table and the agents it knows.
@@ -163,17 +194,18 @@ impl Scheduler {
         if store.durability == Durability::Exit {
             return None;
         }
+        let lost = store.lost.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(audit) = lost {
+            // A batch did not commit: what it had is the current state again, written whole.
+            s.core.mark_all_dirty();
+            s.audit.splice(0..0, audit);
+        }
         let mut batch = s.core.take_changes(Instant::now(), unix_ms());
         batch.audit = std::mem::take(&mut s.audit);
         if batch.is_empty() {
             return None;
         }
-        let run = store.run_id;
-        Some(
-            store
-                .worker
-                .run(batch.len(), move |db| db.write_state(&run, &batch)),
-        )
+        Some(store.write(batch))
     }
 
     /// Adds an audit entry the scheduler's events do not carry; written with the next batch.
@@ -532,14 +564,17 @@ impl Handler<FlushState> for Scheduler {
                     } else {
                         s.core.take_changes(now, unix_ms())
                     };
+                    if let Some(audit) = store.lost.lock().unwrap_or_else(|e| e.into_inner()).take()
+                    {
+                        if store.durability != Durability::Exit {
+                            s.core.mark_all_dirty();
+                            batch.extend(s.core.take_changes(now, unix_ms()));
+                        }
+                        s.audit.splice(0..0, audit);
+                    }
                     batch.audit = std::mem::take(&mut s.audit);
-                    let run = store.run_id;
                     // Sent even when empty: its commit comes after every earlier batch's.
-                    Some(
-                        store
-                            .worker
-                            .run(batch.len(), move |db| db.write_state(&run, &batch)),
-                    )
+                    Some(store.write(batch))
                 }
             }
         };

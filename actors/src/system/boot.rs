@@ -111,12 +111,12 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
         agentos_runtime::context::StoreSwap::new(store, run_id.clone()).with_context(at)?;
     }
     let durability = cfg.runtime.durability;
-    let state_store = crate::scheduler::StateStore {
-        worker: StoreWorker::start("state", store_path.clone(), StoreWriter::Scheduler)
+    let state_store = crate::scheduler::StateStore::new(
+        StoreWorker::start("state", store_path.clone(), StoreWriter::Scheduler)
             .map_err(|e| anyhow::anyhow!("cannot open the store {}: {e}", store_path.display()))?,
-        run_id: run_id.clone(),
+        run_id.clone(),
         durability,
-    };
+    );
     let bus_store = crate::bus::BusStore {
         worker: StoreWorker::start("bus-store", store_path.clone(), StoreWriter::Bus)
             .map_err(|e| anyhow::anyhow!("cannot open the store {}: {e}", store_path.display()))?,

@@ -95,6 +95,26 @@ impl SchedulerCore {
         }
     }
 
+    /// Marks everything changed: the next [`SchedulerCore::take_changes`] rewrites every row
+    /// (after a batch was lost to a failed commit: the rows it had are the current ones again).
+    pub fn mark_all_dirty(&mut self) {
+        for w in 0..self.workflows.len() {
+            self.dirty.workflow(w);
+        }
+        for i in 0..self.tasks.len() {
+            self.dirty.task(i);
+        }
+        let agents: Vec<String> = self
+            .suspended
+            .iter()
+            .chain(self.killed.keys())
+            .cloned()
+            .collect();
+        for a in agents {
+            self.dirty.control(&a);
+        }
+    }
+
     /// Rows for everything (a whole checkpoint: `durability: exit` writes one at the end).
     pub fn all_rows(&mut self, now: Instant, wall_ms: i64) -> StateBatch {
         self.dirty = Dirty::default();

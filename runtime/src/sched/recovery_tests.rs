@@ -485,3 +485,19 @@ fn a_transition_out_of_running_names_the_instance_in_the_audit() {
     );
     assert_eq!(done.at_ms, 7);
 }
+
+#[test]
+fn after_a_lost_batch_every_row_is_written_again() {
+    let now = Instant::now();
+    let mut core = SchedulerCore::new(config(), now);
+    let all = core.take_changes(now, 0);
+    assert_eq!(all.tasks.len(), 4);
+    assert!(core.take_changes(now, 0).is_empty());
+    core.kill("b", "ops", now).unwrap();
+    let _lost = core.take_changes(now, 0);
+    core.mark_all_dirty();
+    let again = core.take_changes(now, 0);
+    assert_eq!((again.workflows.len(), again.tasks.len()), (1, 4));
+    assert_eq!(again.controls.len(), 1, "the kill is written again");
+    assert_eq!(again.controls[0].status, "killed");
+}

@@ -104,7 +104,12 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
     let store_path = agentos_runtime::store::Store::path_in(&data_dir);
     // Open, migrate and write once now: a bad store fails the start, not a later prompt.
     let prepared = super::resume::prepare(&cfg, &data_dir, &store_path, opts.resume)?;
-    let (run_id, run_dir, resume) = (prepared.run_id, prepared.run_dir, prepared.resume);
+    let (run_id, run_dir, resume, run_lock) = (
+        prepared.run_id,
+        prepared.run_dir,
+        prepared.resume,
+        prepared.lock,
+    );
     {
         let at = || format!("store {}", store_path.display());
         let store = agentos_runtime::store::Store::open(&store_path).with_context(at)?;
@@ -220,6 +225,7 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
         run_id,
         arbiters,
         resume,
+        _run_lock: run_lock,
     })
 }
 

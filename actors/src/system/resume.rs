@@ -47,6 +47,50 @@ pub(super) struct Prepared {
     pub run_dir: PathBuf,
     pub core: SchedulerCore,
     pub resume: Option<ResumeInfo>,
+    /// Held while this process runs the run (see [`lock_run`]).
+    pub lock: std::fs::File,
+}
+
+/// Takes the run's lock file, `<run_dir>/lock`, for as long as the returned file is open: a
+/// second process that tries to resume a run that is still alive (a `serve` that is up, a
+/// `run` that is still going) is refused instead of running its tasks twice. The kernel drops
+/// the lock when the process dies, SIGKILL included, so a crashed run is free to resume.
+fn lock_run(run_id: &str, run_dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    let path = run_dir.join("lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open the run's lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(ResumeRefused(format!(
+                "run {run_id} is still running in another process{}; stop it first, or start \
+                 a new run without --resume",
+                if holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {holder})")
+                }
+            ))
+            .into());
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+        }
+    }
+    // The holder's pid, for the message above; the lock is what counts.
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = write!(file, "{}", std::process::id());
+    Ok(file)
 }
 
 /// The config file as runs record it (canonical, so `./c.ron` and `c.ron` are one config).
@@ -96,7 +140,7 @@ pub(super) fn prepare(
                 .set_run_status(&run.run_id, RunStatus::Abandoned, unix_ms())
                 .with_context(at)?;
         } else {
-            return resume(cfg, &mut store, run).with_context(at);
+            return resume(cfg, &mut store, store_path, run);
         }
     }
     let run_dir = new_run_dir(data_dir)?;
@@ -104,6 +148,7 @@ pub(super) fn prepare(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "run".into());
+    let lock = lock_run(&run_id, &run_dir)?;
     let durability = cfg.runtime.durability;
     store
         .record_run(&RunRow {
@@ -134,10 +179,17 @@ pub(super) fn prepare(
         run_dir,
         core: SchedulerCore::new(cfg.clone(), Instant::now()),
         resume: None,
+        lock,
     })
 }
 
-fn resume(cfg: &Arc<Config>, store: &mut Store, run: RunRow) -> anyhow::Result<Prepared> {
+fn resume(
+    cfg: &Arc<Config>,
+    store: &mut Store,
+    store_path: &Path,
+    run: RunRow,
+) -> anyhow::Result<Prepared> {
+    let at = || format!("store {}", store_path.display());
     let run_dir = PathBuf::from(&run.run_dir);
     if !run_dir.is_dir() {
         anyhow::bail!(
@@ -146,12 +198,14 @@ fn resume(cfg: &Arc<Config>, store: &mut Store, run: RunRow) -> anyhow::Result<P
             run_dir.display()
         );
     }
-    let state = store.load_state(&run.run_id)?;
-    let journaled = store.journaled_contexts(&run.run_id)?;
+    // Before anything is read: the run may still be alive elsewhere.
+    let lock = lock_run(&run.run_id, &run_dir)?;
+    let state = store.load_state(&run.run_id).with_context(at)?;
+    let journaled = store.journaled_contexts(&run.run_id).with_context(at)?;
     let (core, found) =
         SchedulerCore::recover(cfg.clone(), &state, &journaled, Instant::now(), unix_ms())
             .map_err(|e| ResumeRefused(format!("cannot resume run {}: {e}", run.run_id)))?;
-    let resumes = store.count_resume(&run.run_id)?;
+    let resumes = store.count_resume(&run.run_id).with_context(at)?;
     let info = ResumeInfo {
         run_id: run.run_id.clone(),
         resumes,
@@ -159,20 +213,23 @@ fn resume(cfg: &Arc<Config>, store: &mut Store, run: RunRow) -> anyhow::Result<P
         attempts_continued: found.continued,
         tasks_waiting: found.waiting,
     };
-    store.append_audit(
-        &run.run_id,
-        &[system_entry(
-            "run_resumed",
-            serde_json::json!({"pid": std::process::id(), "resumes": resumes,
+    store
+        .append_audit(
+            &run.run_id,
+            &[system_entry(
+                "run_resumed",
+                serde_json::json!({"pid": std::process::id(), "resumes": resumes,
                 "tasks_succeeded": found.succeeded, "attempts_continued": found.continued,
                 "tasks_waiting": found.waiting, "finished": found.finished}),
-        )],
-    )?;
+            )],
+        )
+        .with_context(at)?;
     Ok(Prepared {
         run_id: run.run_id,
         run_dir,
         core,
         resume: Some(info),
+        lock,
     })
 }
 
@@ -228,6 +285,34 @@ mod tests {
     }
 
     #[test]
+    fn a_run_still_alive_in_another_process_is_not_resumed() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = r#"(version: 1, backends: [(name: "b", kind: Sim(()))],
+            agents: [(name: "a", role: "r", backend: "b")],
+            workflows: [(name: "w", tasks: [(id: "t", agent: "a", input: "x")])])"#;
+        let file = dir.path().join("c.ron");
+        std::fs::write(&file, text).unwrap();
+        let cfg = Arc::new(Config::load(&file).unwrap());
+        let data = dir.path().join("data");
+        let path = Store::path_in(&data);
+        let alive = prepare(&cfg, &data, &path, ResumeMode::Fresh).unwrap();
+        // `alive.lock` is held, as a live process holds it.
+        let refused = prepare(&cfg, &data, &path, ResumeMode::Required)
+            .err()
+            .expect("refused while the run is alive");
+        let why = refused.downcast_ref::<ResumeRefused>().expect("a refusal");
+        assert!(why.0.contains("still running in another process"), "{why}");
+        assert!(
+            why.0.contains(&format!("pid {}", std::process::id())),
+            "{why}"
+        );
+        drop(alive);
+        // The holder is gone (as after a crash): the run resumes.
+        let again = prepare(&cfg, &data, &path, ResumeMode::Required).unwrap();
+        assert_eq!(again.resume.map(|r| r.resumes), Some(1));
+    }
+
+    #[test]
     fn resume_continues_the_newest_unfinished_run_of_the_config() {
         let dir = tempfile::tempdir().unwrap();
         let text = r#"(version: 1, backends: [(name: "b", kind: Sim(()))],
@@ -243,9 +328,11 @@ mod tests {
             .unwrap();
         assert!(none.to_string().contains("no unfinished run"), "{none}");
         let first = prepare(&cfg, &data, &path, ResumeMode::Fresh).unwrap();
+        let (id, folder) = (first.run_id.clone(), first.run_dir.clone());
+        drop(first); // the process that ran it is gone
         let again = prepare(&cfg, &data, &path, ResumeMode::Required).unwrap();
-        assert_eq!(again.run_id, first.run_id);
-        assert_eq!(again.run_dir, first.run_dir);
+        assert_eq!(again.run_id, id);
+        assert_eq!(again.run_dir, folder);
         assert_eq!(again.resume.as_ref().map(|r| r.resumes), Some(1));
     }
 }

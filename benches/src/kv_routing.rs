@@ -204,7 +204,7 @@ fn words(seed: u64, words: usize) -> String {
             out.push(' ');
         }
         out.push_str(VOCAB[(x % VOCAB.len() as u64) as usize]);
-        if x % 11 == 0 {
+        if x.is_multiple_of(11) {
             let _ = write!(out, " {}", x % 997);
         }
     }

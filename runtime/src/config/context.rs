@@ -138,7 +138,7 @@ fn pinned_overflow(a: &RawAgent, raw: &RawConfig, budget: u64) -> Option<String>
             let known = template::render(&t.input, |_| Some(String::new()));
             let input = encoding.count_message(&ChatMessage::user(known)) as u64;
             let needed = REPLY_PRIMING_TOKENS as u64 + system + input;
-            if needed > budget && worst.as_ref().map_or(true, |(n, _)| needed > *n) {
+            if needed > budget && worst.as_ref().is_none_or(|(n, _)| needed > *n) {
                 worst = Some((needed, format!("{}/{}", w.name, t.id)));
             }
         }

@@ -36,7 +36,7 @@ impl<S: SwapDevice> Pager<S> {
         let unjournaled = |r: &PageRow| {
             !r.pinned
                 && r.shared_key.is_none()
-                && !replayed.last_page.is_some_and(|last| r.page_id <= last)
+                && replayed.last_page.is_none_or(|last| r.page_id > last)
         };
         let dropped = stored.iter().filter(|r| unjournaled(r)).count();
         stored.retain(|r| !unjournaled(r));

@@ -110,11 +110,6 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
         prepared.resume,
         prepared.lock,
     );
-    {
-        let at = || format!("store {}", store_path.display());
-        let store = agentos_runtime::store::Store::open(&store_path).with_context(at)?;
-        agentos_runtime::context::StoreSwap::new(store, run_id.clone()).with_context(at)?;
-    }
     let durability = cfg.runtime.durability;
     let state_store = crate::scheduler::StateStore::new(
         StoreWorker::start("state", store_path.clone(), StoreWriter::Scheduler)

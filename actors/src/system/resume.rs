@@ -251,11 +251,14 @@ fn system_entry(kind: &str, detail: serde_json::Value) -> AuditRow {
 mod tests {
     use super::*;
 
-    fn exit_config(dir: &Path) -> Arc<Config> {
-        let text = r#"(version: 1, runtime: (durability: exit),
+    /// A config file of one task in `dir`, with `runtime` as its runtime section.
+    fn config(dir: &Path, runtime: &str) -> Arc<Config> {
+        let text = format!(
+            r#"(version: 1, runtime: ({runtime}),
             backends: [(name: "b", kind: Sim(()))],
             agents: [(name: "a", role: "r", backend: "b")],
-            workflows: [(name: "w", tasks: [(id: "t", agent: "a", input: "x")])])"#;
+            workflows: [(name: "w", tasks: [(id: "t", agent: "a", input: "x")])])"#
+        );
         let file = dir.join("c.ron");
         std::fs::write(&file, text).unwrap();
         Arc::new(Config::load(&file).unwrap())
@@ -264,7 +267,7 @@ mod tests {
     #[test]
     fn a_crashed_exit_run_is_refused_by_resume_and_abandoned_by_serve() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = exit_config(dir.path());
+        let cfg = config(dir.path(), "durability: exit");
         let data = dir.path().join("data");
         let path = Store::path_in(&data);
         let first = prepare(&cfg, &data, &path, ResumeMode::Fresh).unwrap();
@@ -287,12 +290,7 @@ mod tests {
     #[test]
     fn a_run_still_alive_in_another_process_is_not_resumed() {
         let dir = tempfile::tempdir().unwrap();
-        let text = r#"(version: 1, backends: [(name: "b", kind: Sim(()))],
-            agents: [(name: "a", role: "r", backend: "b")],
-            workflows: [(name: "w", tasks: [(id: "t", agent: "a", input: "x")])])"#;
-        let file = dir.path().join("c.ron");
-        std::fs::write(&file, text).unwrap();
-        let cfg = Arc::new(Config::load(&file).unwrap());
+        let cfg = config(dir.path(), "");
         let data = dir.path().join("data");
         let path = Store::path_in(&data);
         let alive = prepare(&cfg, &data, &path, ResumeMode::Fresh).unwrap();
@@ -315,12 +313,7 @@ mod tests {
     #[test]
     fn resume_continues_the_newest_unfinished_run_of_the_config() {
         let dir = tempfile::tempdir().unwrap();
-        let text = r#"(version: 1, backends: [(name: "b", kind: Sim(()))],
-            agents: [(name: "a", role: "r", backend: "b")],
-            workflows: [(name: "w", tasks: [(id: "t", agent: "a", input: "x")])])"#;
-        let file = dir.path().join("c.ron");
-        std::fs::write(&file, text).unwrap();
-        let cfg = Arc::new(Config::load(&file).unwrap());
+        let cfg = config(dir.path(), "");
         let data = dir.path().join("data");
         let path = Store::path_in(&data);
         let none = prepare(&cfg, &data, &path, ResumeMode::Required)

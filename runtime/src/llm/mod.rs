@@ -2,12 +2,17 @@
 //!
 //! - [`openai`]: any OpenAI-compatible `/v1/chat/completions` server.
 //! - [`sim`]: a deterministic, seeded **simulator** for offline runs and load tests.
+//! - [`ratelimit`]: the rate-limit figures servers send (`x-ratelimit-*`, `Retry-After`) and
+//!   the [`RateLimitObserver`] an `openai` backend reports them to.
 //!
 //! Backends return `'static` boxed futures so that actors can drive them without borrowing.
 //! Every failure is a typed [`LlmError`]; nothing a server sends can panic the runtime.
 
 pub mod openai;
+pub mod ratelimit;
 pub mod sim;
+
+pub use ratelimit::{RateLimitInfo, RateLimitObserver};
 
 use std::fmt;
 use std::time::Duration;

@@ -20,6 +20,10 @@
 //! [`invalid_arguments`](ToolCall::invalid_arguments) message for the model, which says when
 //! the reply was cut off at `max_tokens` (`finish_reason: length`).
 //!
+//! Every reply that carries rate-limit figures (`x-ratelimit-*`, `Retry-After`; successes,
+//! 429s and 5xx alike) is reported to the backend's [`RateLimitObserver`], if it has one
+//! ([`OpenAiBackend::with_observer`]), before the call returns; see [`super::ratelimit`].
+//!
 //! The API key is read from the environment variable named in the config at call time, sent
 //! as a sensitive `Authorization: Bearer` header and never logged. Reply bodies are capped at
 //! [`MAX_BODY_BYTES`]; nothing a server sends can panic.
@@ -28,10 +32,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use reqwest::header::{HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::ratelimit::{self, parse_retry_after, RateLimitObserver};
 use super::{
     approx_prompt_tokens, approx_tokens, ChatMessage, ChatRequest, ChatResponse, LlmBackend,
     LlmError, Role, ToolCall, Usage,
@@ -58,6 +63,17 @@ const MAX_RAW_ARGUMENT_CHARS: usize = 200;
 pub struct OpenAiBackend {
     name: String,
     inner: Arc<Inner>,
+    observer: Option<Observer>,
+}
+
+/// The rate-limit observer, shared with every request's future.
+#[derive(Clone)]
+struct Observer(Arc<dyn RateLimitObserver>);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RateLimitObserver")
+    }
 }
 
 #[derive(Debug)]
@@ -93,7 +109,15 @@ impl OpenAiBackend {
                 urls,
                 client,
             }),
+            observer: None,
         })
+    }
+
+    /// Reports the rate-limit figures of every reply that carries any (successes, 429s and
+    /// 5xx alike) to `observer`, before the call returns. Without one, nothing is parsed.
+    pub fn with_observer(mut self, observer: Arc<dyn RateLimitObserver>) -> Self {
+        self.observer = Some(Observer(observer));
+        self
     }
 }
 
@@ -110,9 +134,15 @@ impl LlmBackend for OpenAiBackend {
     fn chat(&self, request: ChatRequest) -> BoxFuture<'static, Result<ChatResponse, LlmError>> {
         let inner = Arc::clone(&self.inner);
         let backend = self.name.clone();
+        let observer = self.observer.clone();
         Box::pin(async move {
             let started = Instant::now();
-            let result = inner.call(&request).await;
+            let observe = |headers: &HeaderMap, status: u16| {
+                if let Some(Observer(observer)) = &observer {
+                    observe_headers(observer.as_ref(), &backend, headers, status);
+                }
+            };
+            let result = inner.call(&request, observe).await;
             match &result {
                 Ok(reply) => tracing::debug!(
                     backend = %backend,
@@ -140,7 +170,13 @@ impl LlmBackend for OpenAiBackend {
 }
 
 impl Inner {
-    async fn call(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
+    /// Sends one request; `observe` sees the reply's headers and status as soon as they
+    /// arrive, whatever the status.
+    async fn call(
+        &self,
+        request: &ChatRequest,
+        observe: impl FnOnce(&HeaderMap, u16),
+    ) -> Result<ChatResponse, LlmError> {
         let auth = match &self.settings.api_key_env {
             Some(var) => Some(auth_header(var, |v| std::env::var(v).ok())?),
             None => None,
@@ -154,6 +190,7 @@ impl Inner {
         }
         let mut response = builder.send().await.map_err(|e| self.transport(&e))?;
         let status = response.status();
+        observe(response.headers(), status.as_u16());
         if status.is_success() {
             if response
                 .content_length()
@@ -326,14 +363,20 @@ fn wire_message(m: &ChatMessage) -> Value {
     wire
 }
 
-/// Parses a `Retry-After` value given in delta-seconds (integer or decimal). HTTP dates and
-/// anything else unparseable are ignored.
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    let secs: f64 = value.trim().parse().ok()?;
-    if !secs.is_finite() || secs < 0.0 {
-        return None;
+/// Tells `observer` the rate-limit figures in `headers`, if there are any.
+fn observe_headers(
+    observer: &dyn RateLimitObserver,
+    backend: &str,
+    headers: &HeaderMap,
+    status: u16,
+) {
+    let info = ratelimit::from_headers(
+        |name| headers.get(name).and_then(|v| v.to_str().ok()),
+        status,
+    );
+    if !info.is_empty() {
+        observer.observe(backend, &info);
     }
-    Duration::try_from_secs_f64(secs).ok()
 }
 
 /// The typed error for a non-2xx status.

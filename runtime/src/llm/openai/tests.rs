@@ -379,18 +379,6 @@ fn missing_usage_is_estimated_and_finish_reason_defaults_to_stop() {
 }
 
 #[test]
-fn retry_after_accepts_delta_seconds_only() {
-    assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
-    assert_eq!(parse_retry_after(" 0.5 "), Some(Duration::from_millis(500)));
-    assert_eq!(parse_retry_after("0"), Some(Duration::ZERO));
-    assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
-    assert_eq!(parse_retry_after("-1"), None);
-    assert_eq!(parse_retry_after("NaN"), None);
-    assert_eq!(parse_retry_after("inf"), None);
-    assert_eq!(parse_retry_after("1e300"), None);
-}
-
-#[test]
 fn status_maps_to_typed_errors() {
     let e = status_error(429, Some(Duration::from_secs(1)), "slow down".into());
     assert!(e.is_retryable());
@@ -447,4 +435,201 @@ fn api_key_is_required_when_configured() {
         Err(LlmError::Transport(m)) => assert!(!m.contains("secret"), "{m}"),
         other => panic!("expected Transport, got {other:?}"),
     }
+}
+
+/// Serves each connection on `127.0.0.1:0` one canned HTTP/1.1 reply (`status`, extra
+/// `headers`, `body`) after reading the request, then closes it. Returns the base URL.
+async fn canned_server(status: u16, headers: &[(&str, &str)], body: Value) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let body = body.to_string();
+    let mut reply = format!(
+        "HTTP/1.1 {status} Canned\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        reply.push_str(&format!("{name}: {value}\r\n"));
+    }
+    reply.push_str("\r\n");
+    reply.push_str(&body);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let reply = reply.clone();
+            tokio::spawn(async move {
+                // Read the head, then as many body bytes as it declares.
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                let wanted = loop {
+                    let Ok(n @ 1..) = stream.read(&mut buf).await else {
+                        return;
+                    };
+                    request.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&request);
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        break end + 4 + length;
+                    }
+                };
+                while request.len() < wanted {
+                    let Ok(n @ 1..) = stream.read(&mut buf).await else {
+                        return;
+                    };
+                    request.extend_from_slice(&buf[..n]);
+                }
+                let _ = stream.write_all(reply.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    format!("http://{addr}/v1")
+}
+
+/// Remembers every report it is given.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<(String, crate::llm::RateLimitInfo)>>);
+
+impl RateLimitObserver for Recorder {
+    fn observe(&self, backend: &str, info: &crate::llm::RateLimitInfo) {
+        self.0.lock().unwrap().push((backend.to_string(), *info));
+    }
+}
+
+fn backend_at(base_url: String, observer: &Arc<Recorder>) -> OpenAiBackend {
+    let mut s = settings();
+    s.base_url = base_url;
+    s.request_timeout = Duration::from_secs(20);
+    OpenAiBackend::new("edge", s)
+        .unwrap()
+        .with_observer(Arc::clone(observer) as Arc<dyn RateLimitObserver>)
+}
+
+#[tokio::test]
+async fn a_success_with_rate_limit_headers_reaches_the_observer() {
+    let url = canned_server(
+        200,
+        &[
+            ("X-RateLimit-Limit-Requests", "500"),
+            ("x-ratelimit-limit-tokens", "30000"),
+            ("x-ratelimit-remaining-requests", "499"),
+            ("x-ratelimit-remaining-tokens", "29750"),
+            ("x-ratelimit-reset-requests", "120ms"),
+            ("x-ratelimit-reset-tokens", "1s"),
+        ],
+        json!({"choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}],
+               "usage": {"prompt_tokens": 3, "completion_tokens": 1}}),
+    )
+    .await;
+    let recorder = Arc::new(Recorder::default());
+    let backend = backend_at(url, &recorder);
+    let reply = backend
+        .chat(request(vec![ChatMessage::user("hi")]))
+        .await
+        .unwrap();
+    assert_eq!(reply.message.content, "hi");
+    let seen = recorder.0.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![(
+            "edge".to_string(),
+            crate::llm::RateLimitInfo {
+                limit_requests: Some(500),
+                limit_tokens: Some(30_000),
+                remaining_requests: Some(499),
+                remaining_tokens: Some(29_750),
+                reset_requests: Some(Duration::from_millis(120)),
+                reset_tokens: Some(Duration::from_secs(1)),
+                retry_after: None,
+                status: 200,
+            }
+        )]
+    );
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_and_a_reset_reaches_the_observer() {
+    let url = canned_server(
+        429,
+        &[
+            ("retry-after", "7"),
+            ("x-ratelimit-remaining-tokens", "0"),
+            ("x-ratelimit-reset-tokens", "6m0s"),
+        ],
+        json!({"error": {"message": "Rate limit reached for tokens", "type": "tokens",
+                         "code": "rate_limit_exceeded"}}),
+    )
+    .await;
+    let recorder = Arc::new(Recorder::default());
+    let backend = backend_at(url, &recorder);
+    let err = backend
+        .chat(request(vec![ChatMessage::user("hi")]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        LlmError::RateLimited {
+            retry_after: Some(Duration::from_secs(7)),
+            message: "Rate limit reached for tokens".into(),
+        }
+    );
+    let seen = recorder.0.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![(
+            "edge".to_string(),
+            crate::llm::RateLimitInfo {
+                remaining_tokens: Some(0),
+                reset_tokens: Some(Duration::from_secs(360)),
+                retry_after: Some(Duration::from_secs(7)),
+                status: 429,
+                ..Default::default()
+            }
+        )]
+    );
+}
+
+#[tokio::test]
+async fn a_5xx_with_headers_is_observed_and_a_reply_without_any_is_not() {
+    let url = canned_server(
+        503,
+        &[("retry-after", "2")],
+        json!({"error": {"message": "overloaded"}}),
+    )
+    .await;
+    let recorder = Arc::new(Recorder::default());
+    let err = backend_at(url, &recorder)
+        .chat(request(vec![ChatMessage::user("hi")]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(2)));
+    let seen = recorder.0.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].1.status, 503);
+    assert_eq!(seen[0].1.retry_after, Some(Duration::from_secs(2)));
+
+    let url = canned_server(
+        200,
+        &[],
+        json!({"choices": [{"message": {"content": "plain"}}]}),
+    )
+    .await;
+    let recorder = Arc::new(Recorder::default());
+    let reply = backend_at(url, &recorder)
+        .chat(request(vec![ChatMessage::user("hi")]))
+        .await
+        .unwrap();
+    assert_eq!(reply.message.content, "plain");
+    assert!(
+        recorder.0.lock().unwrap().is_empty(),
+        "no figures, no report"
+    );
 }

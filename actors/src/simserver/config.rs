@@ -13,6 +13,11 @@
 //!     // Per replica: batch slots, and requests waiting for one.
 //!     max_concurrent: 16,
 //!     max_queue: 1000,
+//!     // OpenAI-style limits, all replicas together: at most 200,000 tokens and 500
+//!     // requests per 60-second window (token buckets; see below).
+//!     tokens_per_window: 200000,
+//!     requests_per_window: 500,
+//!     limit_window_secs: 60,
 //! )
 //! ```
 //!
@@ -21,6 +26,21 @@
 //! config. `cache: None` turns the prefix caches off (every prompt token is then prefilled and
 //! counted with the simulator's approximation instead of the tokenizer). Unknown fields are
 //! errors, like everywhere else in AgentOS configs.
+//!
+//! # Rate limits
+//! `tokens_per_window` and `requests_per_window` (each optional; left out means no such
+//! limit) make the server enforce limits the way OpenAI does, over the whole server (every
+//! replica together): each is a token bucket holding at most the limit and refilled
+//! continuously at `limit / limit_window_secs`. A request is charged when it arrives: one
+//! request, and its prompt tokens plus its `max_tokens` (or `max_completion_tokens`; without
+//! either, [`DEFAULT_COMPLETION_ESTIMATE`](super::limits::DEFAULT_COMPLETION_ESTIMATE)
+//! tokens). If a bucket lacks the amount, the reply is HTTP 429 (error `type` `requests` or
+//! `tokens`, code `rate_limit_exceeded`) with a `Retry-After` in whole seconds, and nothing is
+//! generated. When the reply is done, the part of the charge it did not use is given back.
+//! Every chat-completion reply carries `x-ratelimit-limit-*`, `x-ratelimit-remaining-*` and
+//! `x-ratelimit-reset-*` for the limits configured. `limit_window_secs` defaults to 60 (OpenAI's
+//! per-minute limits); benchmarks use short windows such as 2 s so a run sees many of them. It
+//! has millisecond precision and is at most a day. Limits of 0, or a window of 0, are errors.
 
 use std::path::Path;
 use std::time::Duration;
@@ -63,6 +83,15 @@ pub struct SimServerConfig {
     pub hang_timeout: Duration,
     /// Largest request body accepted; larger ones get HTTP 413.
     pub max_body_bytes: usize,
+    /// Tokens (prompt + `max_tokens` at arrival, settled to the real usage) allowed per
+    /// `limit_window`, all replicas together; `None` means no token limit.
+    pub tokens_per_window: Option<u64>,
+    /// Requests allowed per `limit_window`, all replicas together; `None` means no request
+    /// limit.
+    pub requests_per_window: Option<u64>,
+    /// The window the limits refill over (and `/healthz` measures the busiest window with):
+    /// whole milliseconds, at most [`MAX_LIMIT_WINDOW`].
+    pub limit_window: Duration,
 }
 
 /// Default model name.
@@ -70,6 +99,9 @@ pub const DEFAULT_MODEL: &str = "agentos-simulator";
 
 /// Most replicas one sim-server simulates (the same bound as a `sim` backend's `replicas`).
 pub const MAX_REPLICAS: usize = 1024;
+
+/// Longest `limit_window_secs` accepted: a day.
+pub const MAX_LIMIT_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl Default for SimServerConfig {
     fn default() -> Self {
@@ -167,6 +199,17 @@ impl SimServerConfig {
             Encoding::default()
         });
         let cache = raw.cache.map(|c| cache_settings(c, &mut errors));
+        for (name, limit, what) in [
+            ("tokens_per_window", raw.tokens_per_window, "token"),
+            ("requests_per_window", raw.requests_per_window, "request"),
+        ] {
+            if limit == Some(0) {
+                errors.push(format!(
+                    "{name} must be at least 1, got 0 (leave it out for no {what} limit)"
+                ));
+            }
+        }
+        let limit_window = limit_window(raw.limit_window_secs, &mut errors);
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -192,9 +235,30 @@ impl SimServerConfig {
             max_queue: raw.max_queue,
             hang_timeout,
             max_body_bytes: raw.max_body_bytes,
+            tokens_per_window: raw.tokens_per_window,
+            requests_per_window: raw.requests_per_window,
+            limit_window,
         })
     }
 }
+
+/// `limit_window_secs` as a whole number of milliseconds, within 1 ms ..= a day.
+fn limit_window(secs: f64, errors: &mut Vec<String>) -> Duration {
+    let max = MAX_LIMIT_WINDOW.as_secs();
+    let millis = (secs * 1e3).round();
+    if !secs.is_finite() || !(1.0..=max as f64 * 1e3).contains(&millis) {
+        errors.push(format!(
+            "limit_window_secs must be a number of seconds within 0.001..={max} \
+             (millisecond precision), got {secs}"
+        ));
+        return Duration::from_secs(DEFAULT_LIMIT_WINDOW_SECS);
+    }
+    // Within 1..=86_400_000, so the cast is exact.
+    Duration::from_millis(millis as u64)
+}
+
+/// Default `limit_window_secs`: OpenAI's per-minute limits.
+const DEFAULT_LIMIT_WINDOW_SECS: u64 = 60;
 
 /// Checks the `cache` section against the bounds an AgentOS config enforces.
 fn cache_settings(c: RawCache, errors: &mut Vec<String>) -> KvCacheSettings {
@@ -238,6 +302,9 @@ struct RawSimServer {
     max_queue: usize,
     hang_timeout_secs: f64,
     max_body_bytes: usize,
+    tokens_per_window: Option<u64>,
+    requests_per_window: Option<u64>,
+    limit_window_secs: f64,
 }
 
 impl Default for RawSimServer {
@@ -255,6 +322,9 @@ impl Default for RawSimServer {
             max_queue: 0,
             hang_timeout_secs: 60.0,
             max_body_bytes: 4 * 1024 * 1024,
+            tokens_per_window: None,
+            requests_per_window: None,
+            limit_window_secs: DEFAULT_LIMIT_WINDOW_SECS as f64,
         }
     }
 }
@@ -322,7 +392,54 @@ mod tests {
         assert_eq!(cache.block_size, DEFAULT_BLOCK_SIZE);
         assert_eq!(cache.capacity_blocks, DEFAULT_CAPACITY_BLOCKS);
         assert_eq!(cache.salt, None);
+        assert_eq!((c.tokens_per_window, c.requests_per_window), (None, None));
+        assert_eq!(c.limit_window, Duration::from_secs(60));
         assert_eq!(SimServerConfig::parse("()").unwrap(), c);
+    }
+
+    #[test]
+    fn parses_rate_limits() {
+        let c = SimServerConfig::parse(
+            "(tokens_per_window: 30000, requests_per_window: 50, limit_window_secs: 2)",
+        )
+        .unwrap();
+        assert_eq!(c.tokens_per_window, Some(30_000));
+        assert_eq!(c.requests_per_window, Some(50));
+        assert_eq!(c.limit_window, Duration::from_secs(2));
+        let c =
+            SimServerConfig::parse("(requests_per_window: 3, limit_window_secs: 0.25)").unwrap();
+        assert_eq!(
+            (c.tokens_per_window, c.requests_per_window),
+            (None, Some(3))
+        );
+        assert_eq!(c.limit_window, Duration::from_millis(250));
+        let c = SimServerConfig::parse("(limit_window_secs: 86400)").unwrap();
+        assert_eq!(c.limit_window, MAX_LIMIT_WINDOW);
+    }
+
+    #[test]
+    fn zero_limits_and_bad_windows_are_refused_with_clear_messages() {
+        let e = SimServerConfig::parse(
+            "(tokens_per_window: 0, requests_per_window: 0, limit_window_secs: 0)",
+        )
+        .unwrap_err();
+        for needle in [
+            "tokens_per_window must be at least 1, got 0 (leave it out for no token limit)",
+            "requests_per_window must be at least 1, got 0 (leave it out for no request limit)",
+            "limit_window_secs must be a number of seconds within 0.001..=86400 \
+             (millisecond precision), got 0",
+        ] {
+            assert!(e.contains(needle), "{needle} missing from: {e}");
+        }
+        for bad in ["-1", "0.0004", "86400.001", "1e300", "inf", "NaN"] {
+            let e = SimServerConfig::parse(&format!("(limit_window_secs: {bad})")).unwrap_err();
+            assert!(e.contains("limit_window_secs must be"), "{bad}: {e}");
+        }
+        // Negative counts fail in the parser, as for every other count in the file.
+        let e = SimServerConfig::parse("(tokens_per_window: -5)").unwrap_err();
+        assert!(e.contains("1:22") && e.contains("out of bounds"), "{e}");
+        let e = SimServerConfig::parse("(limit_window: 2)").unwrap_err();
+        assert!(e.contains("limit_window"), "{e}");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! meaning would be lost (wrong types, unknown roles, tool results without `tool_call_id`):
 //! those are HTTP 400 with a message naming the field.
 
-use agentos_runtime::llm::{ChatMessage, ChatResponse, Role, ToolCall, ToolSpec};
+use agentos_runtime::llm::{approx_tokens, ChatMessage, ChatResponse, Role, ToolCall, ToolSpec};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -189,10 +189,15 @@ pub fn reply_body(id: &str, model: &str, created: u64, reply: &ChatResponse) -> 
             .tool_calls
             .iter()
             .map(|c| {
+                // Arguments cut off at max_tokens go out as the raw text they were cut to.
+                let arguments = match (&c.invalid_arguments, &c.arguments) {
+                    (Some(_), Value::String(raw)) => raw.clone(),
+                    _ => c.arguments.to_string(),
+                };
                 json!({
                     "id": c.id,
                     "type": "function",
-                    "function": {"name": c.name, "arguments": c.arguments.to_string()},
+                    "function": {"name": c.name, "arguments": arguments},
                 })
             })
             .collect();
@@ -221,6 +226,91 @@ pub fn reply_body(id: &str, model: &str, created: u64, reply: &ChatResponse) -> 
 /// An OpenAI-style error body.
 pub fn error_body(kind: &str, message: &str) -> Value {
     json!({"error": {"message": message, "type": kind, "param": null, "code": null}})
+}
+
+/// OpenAI's error body for a request refused by a rate limit: `kind` is `requests` or
+/// `tokens`, the code `rate_limit_exceeded`.
+pub fn rate_limit_body(kind: &str, message: &str) -> Value {
+    json!({"error": {"message": message, "type": kind, "param": null,
+                     "code": "rate_limit_exceeded"}})
+}
+
+/// Cuts a reply down to `max_tokens` completion tokens, as a model stops at `max_tokens`:
+/// text is cut (counted with the simulator's approximation, [`approx_tokens`]), a tool call
+/// whose arguments do not fit keeps the raw text they were cut to (sent as is, so the client
+/// sees invalid JSON, as from a real model) and later calls are dropped; the usage then says
+/// `max_tokens` completion tokens and `finish_reason` is `length`. A reply within the limit is
+/// left alone. Returns whether it was cut.
+pub fn cap_completion(reply: &mut ChatResponse, max_tokens: u32) -> bool {
+    let max = u64::from(max_tokens);
+    if reply.usage.completion_tokens <= max {
+        return false;
+    }
+    let mut budget = max;
+    let content = cut_to_tokens(&reply.message.content, budget);
+    budget -= approx_tokens(content).min(budget);
+    reply.message.content = content.to_string();
+    let calls = std::mem::take(&mut reply.message.tool_calls);
+    for call in calls {
+        let name = approx_tokens(&call.name);
+        if name >= budget {
+            break;
+        }
+        budget -= name;
+        let raw = call.arguments.to_string();
+        let cut = cut_to_tokens(&raw, budget);
+        if cut.len() == raw.len() {
+            budget -= approx_tokens(cut).min(budget);
+            reply.message.tool_calls.push(call);
+            continue;
+        }
+        let message =
+            format!("arguments were cut off at max_tokens ({max_tokens}): finish_reason is length");
+        reply
+            .message
+            .tool_calls
+            .push(ToolCall::with_invalid_arguments(
+                call.id, call.name, cut, message,
+            ));
+        break;
+    }
+    reply.usage.completion_tokens = max;
+    reply.finish_reason = "length".into();
+    true
+}
+
+/// The longest prefix of `text` (at a character boundary) that [`approx_tokens`] counts as
+/// at most `max` tokens.
+fn cut_to_tokens(text: &str, max: u64) -> &str {
+    if approx_tokens(text) <= max {
+        return text;
+    }
+    // At most 4 bytes a token ...
+    let mut end = usize::try_from(max.saturating_mul(4))
+        .unwrap_or(usize::MAX)
+        .min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut cut = &text[..end];
+    // ... and at most one word a token.
+    let words = cut.split_whitespace().count() as u64;
+    if words > max {
+        let mut seen = 0u64;
+        let mut in_word = false;
+        for (i, c) in cut.char_indices() {
+            let space = c.is_whitespace();
+            if !space && !in_word {
+                if seen == max {
+                    cut = &cut[..i];
+                    break;
+                }
+                seen += 1;
+            }
+            in_word = !space;
+        }
+    }
+    cut
 }
 
 /// Deterministic arguments for `tool`, derived from `prompt` (the latest user message):

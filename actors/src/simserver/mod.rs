@@ -45,11 +45,27 @@
 //! simulated rate limits HTTP 429 with `Retry-After`, simulated hangs HTTP 504 after
 //! `hang_timeout_secs`.
 //!
+//! # Rate limits
+//! With `tokens_per_window` and/or `requests_per_window` the server enforces OpenAI-style
+//! limits over all replicas together ([`limits`]): a request is charged at arrival (one
+//! request; prompt tokens, counted as the reply's `usage.prompt_tokens` will count them, plus
+//! `max_tokens`), refused with HTTP 429 (`type` `requests` or `tokens`, code
+//! `rate_limit_exceeded`, `Retry-After` in whole seconds) when a bucket lacks it, and settled
+//! against the real usage once the reply is generated. Replies honour `max_tokens`
+//! ([`wire::cap_completion`]). Every chat-completion reply carries the `x-ratelimit-*` headers
+//! of the configured limits: the buckets right after the request was charged (or, for a
+//! refused one, as they stand). `/healthz` reports the accounting under `rate_limits`:
+//! accepted and limited requests (these 429s only, not the simulated ones of
+//! `rate_limit_rate`), accepted tokens, and the busiest window of requests and of tokens.
+//! Simulated 429s (`rate_limit_rate`) are drawn before the limits and charge nothing.
+//!
 //! Nothing a client sends can panic the server: bad JSON and wrong types are HTTP 400, bodies
 //! over `max_body_bytes` are 413, unknown paths 404, wrong methods 405, all with an OpenAI-style
 //! JSON error body.
 
 pub mod config;
+mod generate;
+pub mod limits;
 pub mod replica;
 mod run;
 pub mod wire;
@@ -57,13 +73,15 @@ pub mod wire;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use agentos_runtime::config::{SimBehaviour, SimStep};
+use agentos_runtime::kvcache::PromptEncoder;
 use agentos_runtime::llm::sim::{draw_unit, SimBackend};
-use agentos_runtime::llm::{ChatRequest, LlmBackend, LlmError, RequestMeta, Role};
+use agentos_runtime::llm::{
+    approx_prompt_tokens, approx_tokens, ChatMessage, RequestMeta, Role, ToolSpec,
+};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderName, HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
@@ -74,6 +92,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use config::SimServerConfig;
+use limits::{RateLimits, Refusal, DEFAULT_COMPLETION_ESTIMATE};
 use replica::{Endpoint, Replica};
 pub use run::{bind, main};
 
@@ -120,6 +139,10 @@ pub struct SimServer {
     replicas: Vec<Replica>,
     seen: Mutex<HashMap<(u64, usize), u32>>,
     started: Instant,
+    limits: RateLimits,
+    /// Counts prompts at arrival for the token limit, as the replicas' caches encode them;
+    /// `None` without a token limit or without caches (then the simulator's approximation).
+    encoder: Option<PromptEncoder>,
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -135,12 +158,18 @@ impl SimServer {
         let replicas = (0..count)
             .map(|_| Replica::new(cfg.max_concurrent))
             .collect();
+        let started = Instant::now();
+        let limits = RateLimits::new(&cfg, started);
+        let encoder = (limits.limits_tokens() && cfg.cache.is_some())
+            .then(|| PromptEncoder::new(cfg.tokenizer));
         Arc::new(Self {
             cfg,
             backend,
             replicas,
             seen: Mutex::new(HashMap::new()),
-            started: Instant::now(),
+            started,
+            limits,
+            encoder,
         })
     }
 
@@ -267,6 +296,7 @@ impl SimServer {
                 "max_concurrent": self.cfg.max_concurrent,
                 "served_total": self.served(),
                 "prefix_cache": prefix_cache,
+                "rate_limits": self.limits.health(),
                 "replicas": replicas,
             }),
         )
@@ -347,92 +377,50 @@ impl SimServer {
             RATE_LIMIT_SALT,
         );
         if draw < self.cfg.rate_limit_rate {
-            return self.too_many(&format!(
+            let mut resp = self.too_many(&format!(
                 "simulated rate limit (rate {})",
                 self.cfg.rate_limit_rate
             ));
+            self.limits.peek(Instant::now()).write(resp.headers_mut());
+            return resp;
         }
 
-        let _slot = match &state.slots {
-            None => None,
-            Some(slots) => match slots.try_acquire() {
-                Ok(permit) => Some(permit),
-                Err(_) => {
-                    if self.cfg.max_queue > 0
-                        && state.queued.load(Ordering::Relaxed) >= self.cfg.max_queue
-                    {
-                        return self.too_many(&format!(
-                            "the queue of replica {replica} is full ({} requests waiting for {} slots)",
-                            self.cfg.max_queue, self.cfg.max_concurrent
-                        ));
-                    }
-                    let _queued = Counted::new(&state.queued);
-                    // The semaphore is never closed, so acquire cannot fail.
-                    slots.acquire().await.ok()
-                }
-            },
+        let asked = if self.limits.limits_tokens() {
+            let completion = req
+                .max_tokens
+                .map_or(DEFAULT_COMPLETION_ESTIMATE, u64::from);
+            self.prompt_tokens(&req.messages, &req.tools)
+                .saturating_add(completion)
+        } else {
+            0
         };
-        let _in_flight = Counted::new(&state.in_flight);
+        let charge = match self.limits.admit(Instant::now(), asked) {
+            Ok(charge) => charge,
+            Err(refusal) => return self.limited(&refusal),
+        };
+        let snapshot = charge.snapshot();
+        let (mut resp, real) = self.generate(replica, state, req, meta, &id).await;
+        match real {
+            Some(real) => charge.settle(real, Instant::now()),
+            // Nothing generated: the charge gives its tokens back when dropped.
+            None => drop(charge),
+        }
+        snapshot.write(resp.headers_mut());
+        resp
+    }
 
-        let mut behaviours = HashMap::new();
-        let has_tool_result = req.messages.iter().any(|m| m.role == Role::Tool);
-        if let (Some(tool), false) = (req.tools.first(), has_tool_result) {
-            let prompt = req
-                .messages
-                .iter()
-                .rev()
-                .find(|m| m.role == Role::User)
-                .map_or("", |m| m.content.as_str());
-            let call = SimStep::Call {
-                tool: tool.name.clone(),
-                args: wire::derive_arguments(tool, prompt),
-            };
-            behaviours.insert(
-                meta.agent.clone(),
-                SimBehaviour {
-                    script: vec![call; step + 1],
-                    faults: Vec::new(),
-                },
-            );
+    /// Prompt tokens of a request, counted as its reply's `usage.prompt_tokens` will be: with
+    /// the tokenizer the replicas' caches encode with, else the simulator's approximation.
+    fn prompt_tokens(&self, messages: &[ChatMessage], tools: &[ToolSpec]) -> u64 {
+        if let Some(encoder) = &self.encoder {
+            return encoder.encode(messages, tools).len() as u64;
         }
-        // Same caches as every other request; only the default script is this request's.
-        let backend = self.backend.with_behaviours(behaviours);
-        let call = backend.chat(ChatRequest {
-            messages: req.messages,
-            tools: req.tools,
-            max_tokens: req.max_tokens,
-            meta,
-        });
-        match tokio::time::timeout(self.cfg.hang_timeout, call).await {
-            Ok(Ok(reply)) => {
-                state.served.fetch_add(1, Ordering::Relaxed);
-                let mut resp = json_reply(
-                    StatusCode::OK,
-                    &wire::reply_body(&id, &self.cfg.model, unix_now(), &reply),
-                );
-                resp.headers_mut()
-                    .insert(HeaderName::from_static(REPLICA_HEADER), replica.into());
-                resp
-            }
-            Ok(Err(LlmError::Injected(msg))) => error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                &format!("simulated server error: {msg}"),
-            ),
-            Ok(Err(e)) => error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                &e.to_string(),
-            ),
-            Err(_) => error(
-                StatusCode::GATEWAY_TIMEOUT,
-                "server_error",
-                &format!(
-                    "simulated hang: no reply within {:?}",
-                    self.cfg.hang_timeout
-                ),
-            ),
-        }
+        let tools = if tools.is_empty() {
+            0
+        } else {
+            serde_json::to_string(tools).map_or(0, |json| approx_tokens(&json))
+        };
+        approx_prompt_tokens(messages) + tools
     }
 
     /// Attempt number (1-based) of this point of the conversation.
@@ -446,6 +434,21 @@ impl SimServer {
         *n
     }
 
+    /// HTTP 429 for a request refused by the rate limits.
+    fn limited(&self, refusal: &Refusal) -> Reply {
+        let mut resp = json_reply(
+            StatusCode::TOO_MANY_REQUESTS,
+            &wire::rate_limit_body(
+                refusal.kind.name(),
+                &refusal.message(&self.cfg.model, self.cfg.limit_window),
+            ),
+        );
+        let headers = resp.headers_mut();
+        headers.insert(RETRY_AFTER, refusal.retry_after_secs().into());
+        refusal.snapshot.write(headers);
+        resp
+    }
+
     fn too_many(&self, message: &str) -> Reply {
         let mut resp = error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message);
         let secs = format!("{}", self.cfg.retry_after.as_secs_f64());
@@ -453,23 +456,6 @@ impl SimServer {
             resp.headers_mut().insert(RETRY_AFTER, v);
         }
         resp
-    }
-}
-
-/// Increments a gauge for as long as it lives (decrements on drop, also when a client goes
-/// away and the request future is dropped).
-struct Counted<'a>(&'a AtomicUsize);
-
-impl<'a> Counted<'a> {
-    fn new(gauge: &'a AtomicUsize) -> Self {
-        gauge.fetch_add(1, Ordering::Relaxed);
-        Self(gauge)
-    }
-}
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

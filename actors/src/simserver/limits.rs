@@ -41,6 +41,7 @@ use agentos_runtime::llm::ratelimit::{
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{json, Value};
 
+use super::config::MAX_LIMIT_WINDOW;
 use super::SimServerConfig;
 
 /// Completion tokens charged at arrival for a request that sets neither `max_tokens` nor
@@ -273,9 +274,13 @@ struct State {
 }
 
 impl RateLimits {
-    /// The limits of `cfg`, with full buckets as of `now`.
+    /// The limits of `cfg`, with full buckets as of `now`. A window outside what the config
+    /// accepts (1 ms ..= [`MAX_LIMIT_WINDOW`]; possible only for a config built by hand) is
+    /// clamped into it.
     pub fn new(cfg: &SimServerConfig, now: Instant) -> Self {
-        let window = cfg.limit_window;
+        let window = cfg
+            .limit_window
+            .clamp(Duration::from_millis(1), MAX_LIMIT_WINDOW);
         Self {
             window,
             tokens_per_window: cfg.tokens_per_window,

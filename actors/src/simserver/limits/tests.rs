@@ -177,6 +177,24 @@ fn without_limits_everything_passes_and_is_accounted() {
 }
 
 #[test]
+fn a_hand_built_config_cannot_make_the_limits_panic() {
+    let t0 = Instant::now();
+    for window in [Duration::ZERO, Duration::MAX] {
+        let l = limits(Some(0), Some(u64::MAX), window, t0);
+        let refusal = l.admit(t0, 5).unwrap_err();
+        assert!(refusal.too_large, "{refusal:?}");
+        let later = t0 + Duration::from_secs(3_600);
+        assert!(l.admit(later, 1).is_err());
+        let _ = (l.peek(later), l.health());
+    }
+    let l = limits(Some(u64::MAX), None, Duration::MAX, t0);
+    l.admit(t0, u64::MAX)
+        .unwrap()
+        .settle(u64::MAX, t0 + MAX_LIMIT_WINDOW);
+    assert_eq!(l.health()["accepted_tokens"], u64::MAX);
+}
+
+#[test]
 fn snapshots_write_openai_headers_for_configured_limits_only() {
     let t0 = Instant::now();
     let l = limits(Some(1_000), None, MINUTE, t0);

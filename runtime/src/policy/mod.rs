@@ -1,7 +1,9 @@
 //! Policies as plain structs, owned and driven by actors: backoff, the ready queue and
 //! supervision (restart types, strategies, intensity); rate limits and budgets (token buckets
-//! and the quota book that reserves and reconciles every call).
+//! and the quota book that reserves and reconciles every call); adaptive concurrency (AIMD on
+//! backend signals).
 
+pub mod aimd;
 pub mod backoff;
 pub mod bucket;
 pub mod quota;

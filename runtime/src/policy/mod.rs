@@ -1,11 +1,12 @@
 //! Policies as plain structs, owned and driven by actors: backoff, the ready queue and
 //! supervision (restart types, strategies, intensity); rate limits and budgets (token buckets
 //! and the quota book that reserves and reconciles every call); adaptive concurrency (AIMD on
-//! backend signals).
+//! backend signals); weighted fair share of tokens between flows.
 
 pub mod aimd;
 pub mod backoff;
 pub mod bucket;
+pub mod fair;
 pub mod quota;
 pub mod ready_queue;
 pub mod supervision;

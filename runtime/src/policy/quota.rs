@@ -967,7 +967,7 @@ impl QuotaBook {
                     return Some(Admission::Exhausted {
                         scope: scope.clone(),
                         reason,
-                        resets_at_ms: b.window.reset_ms(wall_ms),
+                        resets_at_ms: b.window.reset_ms(b.window_start_ms),
                         on_exhausted: b.spec.on_exhausted,
                     })
                 }

@@ -9,6 +9,7 @@
 //! The schema is documented for users in `config/README.md`.
 
 mod context;
+pub mod quota;
 pub mod raw;
 pub mod span;
 pub mod validate;
@@ -116,6 +117,10 @@ pub struct RuntimeSettings {
     pub sandbox: crate::sandbox::SandboxMode,
     /// When the journal and the scheduler's state reach the store (`runtime.durability`).
     pub durability: crate::durable::Durability,
+    /// Ordering policy, preemption and resource-aware concurrency (`runtime.scheduling`).
+    pub scheduling: quota::SchedulingSpec,
+    /// Global rate limits and budget (`runtime.quotas`).
+    pub quotas: quota::QuotaSpec,
 }
 
 /// Settings of the control-plane API (`serve`).
@@ -192,6 +197,8 @@ pub struct BackendSpec {
     pub replicas: usize,
     /// The KV-cache model and routing policy of the replicas.
     pub cache: crate::kvcache::KvCacheSettings,
+    /// Price, rate limits and calls in flight (`price`, `limits`).
+    pub limits: quota::BackendLimits,
 }
 
 /// The backend implementations.
@@ -392,6 +399,10 @@ pub struct AgentSpec {
     pub sandbox: crate::sandbox::AgentSandbox,
     /// Side-effect classes that override the tools' own, by tool name.
     pub side_effects: std::collections::BTreeMap<String, crate::durable::SideEffect>,
+    /// Fair-share weight (`scheduling.policy: fair_share`).
+    pub weight: f64,
+    /// This agent's rate limits and budget.
+    pub quotas: quota::QuotaSpec,
 }
 
 /// How an agent's context window is managed by the context pager.
@@ -420,6 +431,16 @@ pub struct WorkflowSpec {
     pub name: String,
     /// Tasks in declaration order.
     pub tasks: Vec<TaskSpec>,
+    /// Fair-share weight (`scheduling.fair_share_by: workflow`).
+    #[serde(default = "one")]
+    pub weight: f64,
+    /// This workflow's rate limits and budget.
+    #[serde(default, skip_serializing_if = "quota::QuotaSpec::is_empty")]
+    pub quotas: quota::QuotaSpec,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// One task of a workflow.

@@ -66,6 +66,12 @@ pub struct RawRuntime {
     /// `sync` (default), `async` or `exit`: see [`crate::durable::Durability`].
     #[serde(default)]
     pub durability: crate::durable::Durability,
+    /// Ordering policy, preemption and resource-aware concurrency.
+    #[serde(default)]
+    pub scheduling: RawScheduling,
+    /// Global rate limits and budget.
+    #[serde(default)]
+    pub quotas: RawQuotas,
 }
 
 /// `api: (...)` in `runtime`.
@@ -156,6 +162,8 @@ impl Default for RawRuntime {
             spawn: RawSpawn::default(),
             sandbox: crate::sandbox::SandboxMode::default(),
             durability: crate::durable::Durability::default(),
+            scheduling: RawScheduling::default(),
+            quotas: RawQuotas::default(),
         }
     }
 }
@@ -232,6 +240,12 @@ pub struct RawBackend {
     /// KV-cache model and routing across the backend's replicas.
     #[serde(default)]
     pub cache: RawCache,
+    /// US dollars per million tokens, for budgets.
+    #[serde(default)]
+    pub price: Option<RawPrice>,
+    /// The server's rate limits and the calls in flight.
+    #[serde(default)]
+    pub limits: RawBackendLimits,
 }
 
 /// `cache: (...)` of a backend.
@@ -553,6 +567,16 @@ pub struct RawAgent {
     /// Side-effect class per tool, overriding the tool's own (`{"run_command": idempotent}`).
     #[serde(default)]
     pub side_effects: std::collections::BTreeMap<String, crate::durable::SideEffect>,
+    /// Fair-share weight.
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+    /// Rate limits and budget of this agent.
+    #[serde(default)]
+    pub quotas: RawQuotas,
+}
+
+fn default_weight() -> f64 {
+    1.0
 }
 
 fn default_priority() -> i64 {
@@ -735,6 +759,12 @@ pub struct RawWorkflow {
     /// Tasks.
     #[serde(default)]
     pub tasks: Vec<RawTask>,
+    /// Fair-share weight (with `fair_share_by: workflow`).
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+    /// Rate limits and budget of this workflow.
+    #[serde(default)]
+    pub quotas: RawQuotas,
 }
 
 /// One task.
@@ -811,4 +841,261 @@ fn default_sandbox_max_file_bytes() -> u64 {
 }
 fn default_sandbox_max_open_files() -> u64 {
     crate::sandbox::SandboxLimits::default().max_open_files
+}
+
+/// `rate: (...)`: token and request buckets over a window (a minute by default: TPM and RPM).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRate {
+    /// Tokens (prompt + `max_tokens` reserved, real usage reconciled) per window.
+    #[serde(default)]
+    pub tokens: Option<u64>,
+    /// Requests per window.
+    #[serde(default)]
+    pub requests: Option<u64>,
+    /// The window, seconds.
+    #[serde(default = "default_rate_window_secs")]
+    pub window_secs: f64,
+    /// Most tokens taken at once (default: a tenth of `tokens`).
+    #[serde(default)]
+    pub burst_tokens: Option<u64>,
+    /// Most requests started at once (default: a tenth of `requests`).
+    #[serde(default)]
+    pub burst_requests: Option<u64>,
+}
+
+fn default_rate_window_secs() -> f64 {
+    60.0
+}
+
+/// `budget: (...)`: a spending limit over a window.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    /// US dollars per window, priced by each backend's `price`.
+    #[serde(default)]
+    pub usd: Option<f64>,
+    /// Tokens (prompt + completion) per window.
+    #[serde(default)]
+    pub tokens: Option<u64>,
+    /// `hour`, `day` (fixed UTC windows) or `run` (the run's whole life).
+    #[serde(default = "default_budget_window")]
+    pub window: RawBudgetWindow,
+    /// Fraction of the limit at which a warning, an event and a metric fire.
+    #[serde(default = "default_soft_fraction")]
+    pub soft: f64,
+    /// `wait` (for the window to reset) or `fail` (the task fails, "budget exhausted").
+    #[serde(default = "default_on_exhausted")]
+    pub on_exhausted: RawOnExhausted,
+}
+
+fn default_budget_window() -> RawBudgetWindow {
+    RawBudgetWindow::Day
+}
+fn default_soft_fraction() -> f64 {
+    0.8
+}
+fn default_on_exhausted() -> RawOnExhausted {
+    RawOnExhausted::Fail
+}
+
+/// A budget's window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawBudgetWindow {
+    /// Fixed UTC hours.
+    Hour,
+    /// Fixed UTC days.
+    Day,
+    /// The run's whole life.
+    Run,
+}
+
+/// What a hard budget limit does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawOnExhausted {
+    /// The task waits for the window to reset.
+    Wait,
+    /// The task fails with "budget exhausted".
+    Fail,
+}
+
+/// `quotas: (...)` of the runtime (global), an agent or a workflow.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuotas {
+    /// Token and request buckets.
+    #[serde(default)]
+    pub rate: Option<RawRate>,
+    /// Spending limit.
+    #[serde(default)]
+    pub budget: Option<RawBudget>,
+}
+
+/// `price: (...)` of a backend: US dollars per million tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrice {
+    /// Prompt tokens not served from the cache.
+    pub input: f64,
+    /// Completion tokens.
+    pub output: f64,
+    /// Prompt tokens served from the cache (default: `input`).
+    #[serde(default)]
+    pub cached_input: Option<f64>,
+}
+
+/// `limits: (...)` of a backend: what its server allows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackendLimits {
+    /// Token and request buckets of the whole backend (its server's TPM/RPM).
+    #[serde(default)]
+    pub rate: Option<RawRate>,
+    /// Most calls in flight.
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
+    /// Adapt the calls in flight to 429s and latency (AIMD), under `max_concurrency`.
+    #[serde(default = "default_true")]
+    pub adaptive: bool,
+    /// The adaptive limit's floor.
+    #[serde(default = "default_min_concurrency")]
+    pub min_concurrency: u32,
+}
+
+impl Default for RawBackendLimits {
+    fn default() -> Self {
+        Self {
+            rate: None,
+            max_concurrency: None,
+            adaptive: true,
+            min_concurrency: default_min_concurrency(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_min_concurrency() -> u32 {
+    1
+}
+
+/// How ready tasks are ordered across agents and workflows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawSchedPolicy {
+    /// Effective priority (priority + boost + aging), FIFO among equals.
+    Priority,
+    /// Weighted fair share of tokens across agents or workflows.
+    FairShare,
+    /// Workflows that used the fewest tokens first.
+    LeastAttainedService,
+}
+
+/// What fair share divides between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawShareBy {
+    /// Agents, weighted by `agents[].weight`.
+    Agent,
+    /// Workflows, weighted by `workflows[].weight`.
+    Workflow,
+}
+
+/// `scheduling: (...)` in `runtime`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScheduling {
+    /// The ordering policy.
+    #[serde(default = "default_sched_policy")]
+    pub policy: RawSchedPolicy,
+    /// What `fair_share` divides between.
+    #[serde(default = "default_share_by")]
+    pub fair_share_by: RawShareBy,
+    /// Tokens of the first service level of `least_attained_service` (levels double).
+    #[serde(default = "default_las_quantum")]
+    pub las_quantum_tokens: u64,
+    /// Time slices and preemption.
+    #[serde(default)]
+    pub preemption: Option<RawPreemption>,
+    /// Concurrency lowered under CPU and memory pressure.
+    #[serde(default)]
+    pub adaptive_concurrency: Option<RawAdaptive>,
+}
+
+impl Default for RawScheduling {
+    fn default() -> Self {
+        Self {
+            policy: default_sched_policy(),
+            fair_share_by: default_share_by(),
+            las_quantum_tokens: default_las_quantum(),
+            preemption: None,
+            adaptive_concurrency: None,
+        }
+    }
+}
+
+fn default_sched_policy() -> RawSchedPolicy {
+    RawSchedPolicy::Priority
+}
+fn default_share_by() -> RawShareBy {
+    RawShareBy::Agent
+}
+fn default_las_quantum() -> u64 {
+    2000
+}
+
+/// `preemption: (...)` of `scheduling`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPreemption {
+    /// Steps an attempt runs before it may be preempted.
+    #[serde(default)]
+    pub slice_steps: Option<u32>,
+    /// Seconds an attempt runs before it may be preempted.
+    #[serde(default)]
+    pub slice_secs: Option<f64>,
+    /// How many priority points better the waiting task must be.
+    #[serde(default = "default_priority_gap")]
+    pub priority_gap: u32,
+}
+
+fn default_priority_gap() -> u32 {
+    10
+}
+
+/// `adaptive_concurrency: (...)` of `scheduling`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdaptive {
+    /// The floor of the effective concurrency.
+    #[serde(default = "default_min_concurrency")]
+    pub min_concurrency: u32,
+    /// CPU use (0..1) above which concurrency is lowered.
+    #[serde(default = "default_cpu_high")]
+    pub cpu_high: f64,
+    /// CPU use below which it is raised back.
+    #[serde(default = "default_cpu_low")]
+    pub cpu_low: f64,
+    /// Memory use (0..1) above which concurrency is lowered.
+    #[serde(default = "default_memory_high")]
+    pub memory_high: f64,
+    /// Memory use below which it is raised back.
+    #[serde(default = "default_memory_low")]
+    pub memory_low: f64,
+}
+
+fn default_cpu_high() -> f64 {
+    0.9
+}
+fn default_cpu_low() -> f64 {
+    0.6
+}
+fn default_memory_high() -> f64 {
+    0.9
+}
+fn default_memory_low() -> f64 {
+    0.75
 }

@@ -145,6 +145,22 @@ impl SpanIndex {
             .map(|f| self.position(f.offset))
     }
 
+    /// Position of the first `key:` in the file (a runtime-wide section such as `scheduling`).
+    pub fn locate_key(&self, key: &str) -> Option<Position> {
+        let needle = format!("{key}:");
+        let mut from = 0;
+        while let Some(i) = self.text.get(from..)?.find(&needle) {
+            let at = from + i;
+            // A whole word: not the tail of `other_key:`.
+            let before = self.text[..at].chars().next_back();
+            if !before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                return Some(self.position(at));
+            }
+            from = at + needle.len();
+        }
+        None
+    }
+
     /// Position of `key:` inside the entity, falling back to the entity itself.
     pub fn locate_field(
         &self,

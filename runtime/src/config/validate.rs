@@ -16,6 +16,7 @@ use super::*;
 use crate::model::dag::find_cycle;
 
 mod backend;
+mod quota;
 mod sandbox;
 use crate::tools::{CommandSettings, FileSettings, BUILTIN_TOOLS};
 
@@ -237,6 +238,8 @@ fn json_position(text: &str, raw: &raw::RawWorkflow, entity: &str) -> Option<Pos
 #[derive(Clone, Copy)]
 enum At<'a> {
     File,
+    /// The first `key:` of the file (a runtime-wide section).
+    Key(&'a str),
     Entity(EntityKind, &'a str, Option<&'a str>),
     Field(EntityKind, &'a str, Option<&'a str>, &'a str),
 }
@@ -287,6 +290,7 @@ impl Validator<'_> {
     fn err(&mut self, at: At<'_>, message: impl Into<String>) {
         let (position, entity) = match at {
             At::File => (None, String::new()),
+            At::Key(k) => (self.spans.locate_key(k), String::new()),
             At::Entity(k, n, s) => (self.spans.locate(k, n, s), entity_label(k, n, s)),
             At::Field(k, n, s, f) => (self.spans.locate_field(k, n, s, f), entity_label(k, n, s)),
         };
@@ -378,6 +382,7 @@ impl Validator<'_> {
         );
         let agents: Vec<AgentSpec> = raw.agents.iter().map(|a| self.agent(a, &raw)).collect();
         self.fallback_cycles(&raw.agents);
+        self.unpriced_budgets(&runtime, &backends, &agents);
 
         for w in &raw.workflows {
             self.check_name(EntityKind::Workflow, &w.name, None);
@@ -400,6 +405,42 @@ impl Validator<'_> {
             tools,
             agents,
             workflows,
+        }
+    }
+
+    /// A budget in US dollars over backends with no `price` could never be spent: refused.
+    fn unpriced_budgets(
+        &mut self,
+        runtime: &RuntimeSettings,
+        backends: &[BackendSpec],
+        agents: &[AgentSpec],
+    ) {
+        let priced = |name: &str| {
+            backends
+                .iter()
+                .any(|b| b.name == name && b.limits.price.is_some())
+        };
+        let usd = |q: &crate::config::quota::QuotaSpec| {
+            q.budget.as_ref().is_some_and(|b| b.usd.is_some())
+        };
+        for a in agents.iter().filter(|a| usd(&a.quotas)) {
+            if !priced(&a.backend) {
+                self.err(
+                    At::Field(EntityKind::Agent, &a.name, None, "quotas"),
+                    format!(
+                        "quotas.budget.usd is set but backend \"{}\" has no price: give the \
+                         backend a price (USD per million tokens) or budget in tokens",
+                        a.backend
+                    ),
+                );
+            }
+        }
+        if usd(&runtime.quotas) && !backends.iter().any(|b| b.limits.price.is_some()) {
+            self.err(
+                At::Key("quotas"),
+                "runtime.quotas.budget.usd is set but no backend has a price: give the \
+                 backends a price (USD per million tokens) or budget in tokens",
+            );
         }
     }
 
@@ -534,6 +575,8 @@ impl Validator<'_> {
             worker_threads,
             sandbox: r.sandbox,
             durability: r.durability,
+            scheduling: self.scheduling(&r.scheduling, r.max_concurrency.max(1) as usize),
+            quotas: self.quotas(At::Key("quotas"), &r.quotas, "runtime.quotas"),
             max_concurrency: r.max_concurrency.max(1) as usize,
             data_dir: self.resolve(&r.data_dir),
             supervisor: SupervisorSettings {
@@ -804,7 +847,11 @@ impl Validator<'_> {
             .map(|s| self.sim_behaviour(a, s))
             .unwrap_or_default();
         let sandbox = self.agent_sandbox(a);
+        let weight = self.weight(at("weight"), a.weight);
+        let quotas = self.quotas(at("quotas"), &a.quotas, "quotas");
         AgentSpec {
+            weight,
+            quotas,
             name: a.name.clone(),
             role: a.role.clone(),
             backend: a.backend.clone(),
@@ -990,6 +1037,15 @@ impl Validator<'_> {
                     priority_boost: t.priority_boost,
                 })
                 .collect(),
+            weight: self.weight(
+                At::Field(EntityKind::Workflow, wf, None, "weight"),
+                w.weight,
+            ),
+            quotas: self.quotas(
+                At::Field(EntityKind::Workflow, wf, None, "quotas"),
+                &w.quotas,
+                "quotas",
+            ),
         }
     }
 }

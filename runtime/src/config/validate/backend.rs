@@ -173,7 +173,9 @@ impl Validator<'_> {
             }),
         };
         let cache = self.cache(b, agents);
+        let limits = self.backend_limits(b);
         BackendSpec {
+            limits,
             name: b.name.clone(),
             kind,
             tokenizer,

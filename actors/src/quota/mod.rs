@@ -1,0 +1,479 @@
+//! The quota gate: every LLM call passes it before it is sent.
+//!
+//! One [`QuotaBook`] (rate buckets, budgets, prices, calls in flight) for the whole process,
+//! behind a mutex held for a few microseconds per call: no actor round trip on the hot path.
+//! A call asks for admission with its exact prompt tokens and `max_tokens`:
+//! - granted: the reservation (prompt + `max_tokens`, and the estimated USD) is taken from
+//!   every scope that applies (global, backend, agent, workflow); when the call returns, it
+//!   is reconciled with the real `usage` (the unused part given back), or given back whole if
+//!   the call never reached the server;
+//! - held back by a rate bucket or a concurrency limit: the call waits (time not counted
+//!   against the attempt), woken when the bucket refills or a call ends;
+//! - a budget exhausted: refused; the step core fails the attempt ("budget exhausted") or
+//!   yields it until the window resets, as the budget's `on_exhausted` says.
+//!
+//! The gate also learns from the server: the `openai` backend hands it every reply's
+//! `x-ratelimit-*` and `Retry-After` headers ([`RateLimitObserver`]), which lower the
+//! backend's buckets before the server starts refusing; and each backend with
+//! `limits.max_concurrency` has an adaptive limit ([`AimdLimit`]) that halves on 429/503 and
+//! grows back additively.
+//!
+//! Budget counters are durable: the scheduler writes the changed ones with its state batches
+//! ([`QuotaGate::take_dirty_rows`]) and boot restores them ([`QuotaGate::restore`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use agentos_runtime::agent::{CallGate, CallPermit, GateRefusal, GateRequest};
+use agentos_runtime::config::quota::{
+    BudgetLimitSpec, BudgetWindowSpec, OnExhaustedSpec, PriceSpec, QuotaSpec, RateLimitSpec,
+};
+use agentos_runtime::config::{Config, WorkflowSpec};
+use agentos_runtime::events::quota::{
+    BudgetLimitReached, CallCharged, CallThrottled, ConcurrencyChanged, QuotaRemaining,
+    ServerLimitLearned, ThrottleLimit,
+};
+use agentos_runtime::llm::ratelimit::{RateLimitInfo, RateLimitObserver};
+use agentos_runtime::llm::Usage;
+use agentos_runtime::policy::aimd::AimdLimit;
+use agentos_runtime::policy::quota::{
+    Admission, BudgetCounter, BudgetSpec, BudgetWindow, CallRequest, OnExhausted, Price,
+    QuotaBook, QuotaNotice, RateSpec, ReservationId, Scope, ScopeStatus,
+};
+use agentos_runtime::store::QuotaRow;
+use agentos_runtime::trace::Trace;
+use futures::future::BoxFuture;
+use tokio::sync::Notify;
+
+/// Longest a held-back call sleeps before it looks again (a missed wake-up costs this much).
+const RECHECK: Duration = Duration::from_millis(250);
+
+/// The gate shared by every agent.
+pub struct QuotaGate {
+    book: Mutex<QuotaBook>,
+    /// Woken whenever a reservation is released.
+    released: Notify,
+    /// Adaptive concurrency per backend (those with `limits.max_concurrency` and `adaptive`).
+    aimd: Mutex<HashMap<String, AimdLimit>>,
+    prices: HashMap<String, Price>,
+    trace: Trace,
+}
+
+impl std::fmt::Debug for QuotaGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuotaGate").finish_non_exhaustive()
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The policy form of a configured rate limit.
+pub fn rate_spec(r: &RateLimitSpec) -> RateSpec {
+    RateSpec {
+        tokens: r.tokens,
+        requests: r.requests,
+        per: r.window,
+        burst_tokens: r.burst_tokens,
+        burst_requests: r.burst_requests,
+    }
+}
+
+/// The policy form of a configured budget.
+pub fn budget_spec(b: &BudgetLimitSpec) -> BudgetSpec {
+    BudgetSpec {
+        usd: b.usd,
+        tokens: b.tokens,
+        window: match b.window {
+            BudgetWindowSpec::Hour => BudgetWindow::Hour,
+            BudgetWindowSpec::Day => BudgetWindow::Day,
+            BudgetWindowSpec::Run => BudgetWindow::Run,
+        },
+        soft_fraction: b.soft,
+        on_exhausted: match b.on_exhausted {
+            OnExhaustedSpec::Wait => OnExhausted::Wait,
+            OnExhaustedSpec::Fail => OnExhausted::Fail,
+        },
+    }
+}
+
+fn price(p: &PriceSpec) -> Price {
+    Price {
+        input: p.input,
+        output: p.output,
+        cached_input: p.cached_input,
+    }
+}
+
+fn window_of(label: &str) -> Option<BudgetWindow> {
+    match label {
+        "hour" => Some(BudgetWindow::Hour),
+        "day" => Some(BudgetWindow::Day),
+        "run" => Some(BudgetWindow::Run),
+        _ => None,
+    }
+}
+
+impl QuotaGate {
+    /// The gate of `cfg`, or `None` when nothing in it limits, prices or counts calls (then
+    /// the step core skips the gate altogether).
+    pub fn from_config(cfg: &Config, trace: Trace) -> Option<Arc<QuotaGate>> {
+        let any = !cfg.runtime.quotas.is_empty()
+            || cfg.agents.iter().any(|a| !a.quotas.is_empty())
+            || cfg.workflows.iter().any(|w| !w.quotas.is_empty())
+            || cfg.backends.iter().any(|b| {
+                b.limits.price.is_some()
+                    || b.limits.rate.is_some()
+                    || b.limits.max_concurrency.is_some()
+            });
+        if !any {
+            return None;
+        }
+        let now = Instant::now();
+        let mut book = QuotaBook::new(now);
+        let mut aimd = HashMap::new();
+        let mut prices = HashMap::new();
+        apply(&mut book, Scope::Global, &cfg.runtime.quotas, now);
+        for b in &cfg.backends {
+            let scope = Scope::Backend(b.name.clone());
+            if let Some(r) = &b.limits.rate {
+                book.set_rate(scope.clone(), rate_spec(r), now);
+            }
+            if let Some(p) = &b.limits.price {
+                book.set_price(&b.name, price(p));
+                prices.insert(b.name.clone(), price(p));
+            }
+            if let Some(max) = b.limits.max_concurrency {
+                book.set_concurrency(&b.name, max);
+                if b.limits.adaptive {
+                    aimd.insert(
+                        b.name.clone(),
+                        AimdLimit::new(b.limits.min_concurrency.min(max), max),
+                    );
+                }
+            }
+        }
+        for a in &cfg.agents {
+            apply(&mut book, Scope::Agent(a.name.clone()), &a.quotas, now);
+        }
+        for w in &cfg.workflows {
+            apply(&mut book, Scope::Workflow(w.name.clone()), &w.quotas, now);
+        }
+        Some(Arc::new(QuotaGate {
+            book: Mutex::new(book),
+            released: Notify::new(),
+            aimd: Mutex::new(aimd),
+            prices,
+            trace,
+        }))
+    }
+
+    /// A workflow accepted at run time brings its own quotas (under its id).
+    pub fn add_workflow(&self, id: &str, spec: &WorkflowSpec) {
+        if !spec.quotas.is_empty() {
+            apply(
+                &mut self.book(),
+                Scope::Workflow(id.to_owned()),
+                &spec.quotas,
+                Instant::now(),
+            );
+        }
+    }
+
+    fn book(&self) -> MutexGuard<'_, QuotaBook> {
+        // Held for a few instructions, never across an await; a poisoned book still holds
+        // the last figures.
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every scope's limits and usage now (`GET /api/quotas`), and the gauges refreshed.
+    pub fn status(&self) -> Vec<ScopeStatus> {
+        let rows = self.book().status(Instant::now(), wall_ms());
+        for s in &rows {
+            publish_remaining(s);
+        }
+        rows
+    }
+
+    /// Restores budget counters read from the store (rows of a window that has passed are
+    /// ignored: that window reset while the process was down).
+    pub fn restore(&self, rows: &[QuotaRow]) {
+        let counters: Vec<BudgetCounter> = rows
+            .iter()
+            .filter_map(|r| {
+                Some(BudgetCounter {
+                    scope: r.scope.clone(),
+                    window: window_of(&r.window)?,
+                    window_start_ms: r.window_start_ms.max(0) as u64,
+                    spent_usd: r.spent_usd,
+                    spent_tokens: r.spent_tokens,
+                })
+            })
+            .collect();
+        self.book().restore(&counters, wall_ms());
+    }
+
+    /// Budget counters changed since the last call, as store rows.
+    pub fn take_dirty_rows(&self) -> Vec<QuotaRow> {
+        self.book()
+            .take_dirty_counters()
+            .into_iter()
+            .map(|c| QuotaRow {
+                scope: c.scope,
+                window: c.window.label().to_owned(),
+                window_start_ms: c.window_start_ms.min(i64::MAX as u64) as i64,
+                spent_usd: c.spent_usd,
+                spent_tokens: c.spent_tokens,
+            })
+            .collect()
+    }
+
+    /// All-time USD and tokens settled by this process.
+    pub fn spent_total(&self) -> (f64, u64) {
+        self.book().spent_total()
+    }
+
+    fn settle(&self, p: &Permit, usage: Option<Usage>, latency: Duration, overloaded: bool) {
+        let notices = self
+            .book()
+            .settle(p.id, usage, Instant::now(), wall_ms());
+        self.released.notify_waiters();
+        let usd = usage
+            .as_ref()
+            .and_then(|u| self.prices.get(&p.backend).map(|pr| pr.cost(u)))
+            .unwrap_or(0.0);
+        CallCharged {
+            agent: &p.agent,
+            backend: &p.backend,
+            tokens: usage.map_or(0, |u| u.total()),
+            usd,
+            overloaded,
+        }
+        .emit();
+        for n in notices {
+            let (scope, window, soft, spent_usd, spent_tokens) = match n {
+                QuotaNotice::SoftLimit {
+                    scope,
+                    window,
+                    spent_usd,
+                    spent_tokens,
+                    ..
+                } => (scope, window, true, spent_usd, spent_tokens),
+                QuotaNotice::Exhausted { scope, window } => (scope, window, false, 0.0, 0),
+            };
+            BudgetLimitReached {
+                scope: &scope.key(),
+                window: window.label(),
+                soft,
+                spent_usd,
+                spent_tokens,
+            }
+            .emit(&self.trace);
+        }
+        self.adapt(&p.backend, latency, overloaded, usage.is_some());
+    }
+
+    /// Feeds the backend's adaptive concurrency limit and applies a change to the book.
+    fn adapt(&self, backend: &str, latency: Duration, overloaded: bool, answered: bool) {
+        let change = {
+            let mut aimd = self.aimd.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(limit) = aimd.get_mut(backend) else {
+                return;
+            };
+            let before = limit.limit();
+            if overloaded {
+                limit.on_overload();
+            } else if answered {
+                limit.on_success(latency);
+            }
+            let after = limit.limit();
+            (before != after).then(|| (before, after, limit.last_change_reason().to_owned()))
+        };
+        if let Some((from, to, reason)) = change {
+            self.book().set_concurrency(backend, to);
+            if to > from {
+                self.released.notify_waiters();
+            }
+            ConcurrencyChanged {
+                scope: &format!("backend:{backend}"),
+                from,
+                to,
+                reason: &reason,
+            }
+            .emit(&self.trace);
+        }
+    }
+
+    async fn admit_call(self: Arc<Self>, req: GateRequest) -> Result<Box<dyn CallPermit>, GateRefusal> {
+        let started = Instant::now();
+        let mut held: Option<(Scope, ThrottleLimit)> = None;
+        loop {
+            // Registered before looking, so a release between the look and the wait wakes us.
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            let admission = {
+                let call = CallRequest {
+                    agent: &req.agent,
+                    backend: &req.backend,
+                    workflow: &req.workflow,
+                    prompt_tokens: req.prompt_tokens,
+                    max_tokens: req.max_tokens,
+                };
+                self.book().admit(&call, Instant::now(), wall_ms())
+            };
+            match admission {
+                Admission::Granted(id) => {
+                    if let Some((scope, limit)) = held {
+                        CallThrottled {
+                            scope: &scope.key(),
+                            limit,
+                            backend: &req.backend,
+                            waited: started.elapsed(),
+                        }
+                        .emit();
+                    }
+                    return Ok(Box::new(Permit {
+                        gate: self.clone(),
+                        id,
+                        agent: req.agent,
+                        backend: req.backend,
+                        settled: false,
+                    }));
+                }
+                Admission::Wait { until, scope, .. } => {
+                    let limit = if until.is_some() {
+                        ThrottleLimit::Rate
+                    } else {
+                        ThrottleLimit::Concurrency
+                    };
+                    held = Some((scope, limit));
+                    let wake = until
+                        .map_or(RECHECK, |t| t.saturating_duration_since(Instant::now()))
+                        .min(RECHECK);
+                    tokio::select! {
+                        _ = &mut released => {}
+                        _ = tokio::time::sleep(wake) => {}
+                    }
+                }
+                Admission::Exhausted {
+                    reason,
+                    resets_at_ms,
+                    on_exhausted,
+                    ..
+                } => {
+                    let resets_in = resets_at_ms
+                        .map(|at| Duration::from_millis(at.saturating_sub(wall_ms())));
+                    return Err(GateRefusal {
+                        reason,
+                        wait: on_exhausted == OnExhausted::Wait && resets_in.is_some(),
+                        resets_in,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Sets a scope's limits from its config.
+fn apply(book: &mut QuotaBook, scope: Scope, q: &QuotaSpec, now: Instant) {
+    if let Some(r) = &q.rate {
+        book.set_rate(scope.clone(), rate_spec(r), now);
+    }
+    if let Some(b) = &q.budget {
+        book.set_budget(scope, budget_spec(b));
+    }
+}
+
+/// Sets the remaining-quota gauges of one scope.
+fn publish_remaining(s: &ScopeStatus) {
+    let scope = s.scope.key();
+    let set = |kind: &'static str, value: Option<f64>| {
+        if let Some(value) = value {
+            QuotaRemaining {
+                scope: &scope,
+                kind,
+                value,
+            }
+            .emit();
+        }
+    };
+    set("tokens", s.tokens_available.map(|v| v as f64));
+    set("requests", s.requests_available.map(|v| v as f64));
+    if let Some(b) = &s.budget {
+        set("budget_usd", b.remaining_usd);
+        set("budget_tokens", b.remaining_tokens.map(|v| v as f64));
+    }
+}
+
+/// The step core's port over the shared gate.
+#[derive(Debug, Clone)]
+pub struct GatePort(pub Arc<QuotaGate>);
+
+impl CallGate for GatePort {
+    fn admit(
+        &self,
+        request: GateRequest,
+    ) -> BoxFuture<'static, Result<Box<dyn CallPermit>, GateRefusal>> {
+        Box::pin(self.0.clone().admit_call(request))
+    }
+}
+
+impl RateLimitObserver for QuotaGate {
+    fn observe(&self, backend: &str, info: &RateLimitInfo) {
+        let learned = {
+            let mut book = self.book();
+            let before = book.server_corrections();
+            book.observe_server(
+                backend,
+                info.remaining_requests,
+                info.remaining_tokens,
+                info.reset_requests,
+                info.reset_tokens,
+                info.retry_after,
+                Instant::now(),
+            );
+            book.server_corrections() > before
+        };
+        if learned {
+            ServerLimitLearned { backend }.emit();
+        }
+    }
+}
+
+/// An admitted call's reservation.
+struct Permit {
+    gate: Arc<QuotaGate>,
+    id: ReservationId,
+    agent: String,
+    backend: String,
+    settled: bool,
+}
+
+impl CallPermit for Permit {
+    fn settle(mut self: Box<Self>, usage: Option<Usage>, latency: Duration, overloaded: bool) {
+        self.settled = true;
+        self.gate.settle(&self, usage, latency, overloaded);
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if !self.settled {
+            // The call was dropped before it returned (timeout, cancel): nothing is known of
+            // what the server counted; give the reservation back.
+            self.gate
+                .book()
+                .settle(self.id, None, Instant::now(), wall_ms());
+            self.gate.released.notify_waiters();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,116 @@
+use super::*;
+
+fn config(text: &str) -> Config {
+    Config::parse(text, "test.ron", std::path::Path::new(".")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn request(agent: &str, prompt: u64, max: u64) -> GateRequest {
+    GateRequest {
+        agent: agent.into(),
+        backend: "sim".into(),
+        workflow: "w".into(),
+        prompt_tokens: prompt,
+        max_tokens: max,
+    }
+}
+
+const BASE: &str = r#"
+(
+    version: 1,
+    backends: [(name: "sim", kind: sim(()), price: (input: 1000000.0, output: 1000000.0))],
+    agents: [
+        (name: "a", role: "r", backend: "sim",
+         quotas: (budget: (usd: 100.0, window: day, on_exhausted: fail))),
+        (name: "b", role: "r", backend: "sim",
+         quotas: (rate: (tokens: 100, window_secs: 1.0, burst_tokens: 50))),
+    ],
+    workflows: [(name: "w", tasks: [(id: "t", agent: "a")])],
+)
+"#;
+
+#[test]
+fn no_quota_anywhere_means_no_gate() {
+    let cfg = config(
+        r#"(version: 1, backends: [(name: "sim", kind: sim(()))],
+            agents: [(name: "a", role: "r", backend: "sim")],
+            workflows: [(name: "w", tasks: [(id: "t", agent: "a")])])"#,
+    );
+    assert!(QuotaGate::from_config(&cfg, Trace::disabled()).is_none());
+}
+
+#[tokio::test]
+async fn a_budget_refuses_the_call_that_would_pass_it_and_names_the_scope() {
+    let gate = QuotaGate::from_config(&config(BASE), Trace::disabled()).unwrap();
+    // $1 per token: 60 prompt + 30 max = $90 fits in $100.
+    let p = GatePort(gate.clone()).admit(request("a", 60, 30)).await.unwrap();
+    p.settle(
+        Some(Usage {
+            prompt_tokens: 60,
+            completion_tokens: 20,
+            cached_tokens: 0,
+        }),
+        Duration::from_millis(1),
+        false,
+    );
+    // $80 spent: a call that may cost $30 more is refused, and the task is told to fail.
+    let refused = match GatePort(gate.clone()).admit(request("a", 10, 20)).await {
+        Err(r) => r,
+        Ok(_) => panic!("a call past the budget was admitted"),
+    };
+    assert!(!refused.wait);
+    assert!(refused.reason.contains("agent:a"), "{}", refused.reason);
+    let rows = gate.take_dirty_rows();
+    let row = rows.iter().find(|r| r.scope == "agent:a").unwrap();
+    assert_eq!(row.spent_tokens, 80);
+    assert!((row.spent_usd - 80.0).abs() < 1e-6);
+}
+
+#[tokio::test]
+async fn restored_counters_of_this_window_count_and_older_ones_do_not() {
+    let gate = QuotaGate::from_config(&config(BASE), Trace::disabled()).unwrap();
+    let day = 86_400_000u64;
+    let today = wall_ms() / day * day;
+    gate.restore(&[QuotaRow {
+        scope: "agent:a".into(),
+        window: "day".into(),
+        window_start_ms: today as i64,
+        spent_usd: 95.0,
+        spent_tokens: 95,
+    }]);
+    assert!(GatePort(gate.clone()).admit(request("a", 10, 0)).await.is_err());
+
+    let fresh = QuotaGate::from_config(&config(BASE), Trace::disabled()).unwrap();
+    fresh.restore(&[QuotaRow {
+        scope: "agent:a".into(),
+        window: "day".into(),
+        window_start_ms: (today - day) as i64,
+        spent_usd: 95.0,
+        spent_tokens: 95,
+    }]);
+    assert!(GatePort(fresh.clone()).admit(request("a", 10, 0)).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_rate_limit_holds_the_call_until_the_bucket_refills() {
+    let gate = QuotaGate::from_config(&config(BASE), Trace::disabled()).unwrap();
+    // Burst 50: the first call takes 40, the next needs 40 and waits for a refill at 100/s.
+    let first = GatePort(gate.clone()).admit(request("b", 30, 10)).await.unwrap();
+    first.settle(
+        Some(Usage {
+            prompt_tokens: 30,
+            completion_tokens: 10,
+            cached_tokens: 0,
+        }),
+        Duration::ZERO,
+        false,
+    );
+    let t0 = tokio::time::Instant::now();
+    let second = GatePort(gate.clone()).admit(request("b", 30, 10)).await.unwrap();
+    assert!(
+        t0.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t0.elapsed()
+    );
+    drop(second);
+    assert_eq!(gate.book().outstanding(), 0);
+}

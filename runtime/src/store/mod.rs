@@ -30,6 +30,7 @@ pub mod gc;
 mod inbox;
 pub mod journal;
 mod pages;
+mod quota;
 mod runs;
 pub mod schema;
 mod state;
@@ -44,6 +45,7 @@ pub use gc::{GcPolicy, GcReport, SizeReport};
 pub use inbox::InboxRow;
 pub use journal::JournalRow;
 pub use pages::{PageRow, SharedRow};
+pub use quota::QuotaRow;
 pub use runs::{RunRow, RunStatus};
 pub use state::{AuditRow, ControlRow, StateBatch, TaskRow, WorkflowRow};
 

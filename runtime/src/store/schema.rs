@@ -8,6 +8,8 @@
 //!   workflows, tasks and agent controls; the step journal's identities; bus inboxes; the
 //!   audit log. Runs written by version 1 count as finished (they cannot be resumed: their
 //!   task state was never stored).
+//! - 3: quota counters: what each budgeted scope spent in its current window, across runs
+//!   (a restart, or a fresh run on the same data folder, does not reset a day's budget).
 
 use std::path::Path;
 
@@ -145,6 +147,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
         detail    TEXT    NOT NULL
     );
     CREATE INDEX audit_by_run ON audit (run_id, at_ms);",
+    // 3: quota counters.
+    "CREATE TABLE quota_counters (
+        scope           TEXT    PRIMARY KEY,
+        window          TEXT    NOT NULL,
+        window_start_ms INTEGER NOT NULL,
+        spent_usd       REAL    NOT NULL,
+        spent_tokens    INTEGER NOT NULL,
+        updated_ms      INTEGER NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// The newest schema version this program knows.

@@ -132,6 +132,8 @@ pub struct StateBatch {
     pub controls: Vec<ControlRow>,
     /// New audit entries.
     pub audit: Vec<AuditRow>,
+    /// Quota counters that changed (not tied to the run: they span runs).
+    pub quotas: Vec<super::QuotaRow>,
 }
 
 impl StateBatch {
@@ -141,11 +143,16 @@ impl StateBatch {
             && self.tasks.is_empty()
             && self.controls.is_empty()
             && self.audit.is_empty()
+            && self.quotas.is_empty()
     }
 
     /// Number of rows.
     pub fn len(&self) -> usize {
-        self.workflows.len() + self.tasks.len() + self.controls.len() + self.audit.len()
+        self.workflows.len()
+            + self.tasks.len()
+            + self.controls.len()
+            + self.audit.len()
+            + self.quotas.len()
     }
 
     /// Adds `other`'s rows after this batch's.
@@ -154,7 +161,18 @@ impl StateBatch {
         self.tasks.extend(other.tasks);
         self.controls.extend(other.controls);
         self.audit.extend(other.audit);
+        // Counters are whole rows: a later one of the same scope supersedes.
+        for q in other.quotas {
+            self.quotas.retain(|r| r.scope != q.scope);
+            self.quotas.push(q);
+        }
     }
+}
+
+fn unix_ms_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn io(op: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
@@ -290,6 +308,7 @@ impl Store {
             }
         }
         insert_audit(&tx, run_id, &batch.audit)?;
+        super::quota::put(&tx, &batch.quotas, unix_ms_now())?;
         tx.commit().map_err(io(op))
     }
 

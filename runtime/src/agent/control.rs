@@ -6,7 +6,13 @@
 //! - **Cancel**: the attempt stops at once, even while it waits on an LLM call or a tool: the
 //!   step loop is dropped, and its drop guards release the KV lease and close the context.
 //!
-//! Both are `tokio::sync::watch` receivers; a dropped sender means "never": an attempt whose
+//! - **Preempt**: a better task waits for this one's capacity. At its next step boundary
+//!   after its time slice is used ([`AgentSetup::slice`](super::AgentSetup)), the attempt
+//!   gives way: it ends as [`Outcome::Yielded`](crate::sched::Outcome), context and journal
+//!   kept, and the same attempt continues later. Never inside a tool call or an LLM call. The
+//!   request can be withdrawn (`None`) when the better task found capacity elsewhere.
+//!
+//! All are `tokio::sync::watch` receivers; a dropped sender means "never": an attempt whose
 //! controller went away runs on as if nobody steered it.
 
 use std::sync::Mutex;
@@ -20,6 +26,7 @@ use tokio::time::Instant;
 pub struct AttemptControl {
     suspended: Option<watch::Receiver<bool>>,
     cancel: Option<watch::Receiver<Option<String>>>,
+    preempt: Option<watch::Receiver<Option<String>>>,
 }
 
 impl AttemptControl {
@@ -34,7 +41,19 @@ impl AttemptControl {
         Self {
             suspended: Some(suspended),
             cancel: Some(cancel),
+            preempt: None,
         }
+    }
+
+    /// Also steered by a preemption request (`Some(reason)`: a better task waits).
+    pub fn with_preempt(mut self, preempt: watch::Receiver<Option<String>>) -> Self {
+        self.preempt = Some(preempt);
+        self
+    }
+
+    /// Why the attempt should give way, if a preemption is requested now.
+    pub fn preempt_requested(&self) -> Option<String> {
+        self.preempt.as_ref().and_then(|rx| rx.borrow().clone())
     }
 
     /// Whether the agent is suspended now.
@@ -83,11 +102,11 @@ pub(super) struct PauseClock {
 }
 
 impl PauseClock {
-    fn begin(&self, at: Instant) {
+    pub(super) fn begin(&self, at: Instant) {
         self.lock().1 = Some(at);
     }
 
-    fn end(&self, at: Instant) {
+    pub(super) fn end(&self, at: Instant) {
         let mut g = self.lock();
         if let Some(since) = g.1.take() {
             g.0 += at.saturating_duration_since(since);

@@ -56,7 +56,8 @@ pub use crate::events::{
 };
 pub use control::AttemptControl;
 pub use ports::{
-    OpenRequest, PromptError, PromptSource, RouteLease, Router, SharedOutput, ToolBox,
+    CallGate, CallPermit, GateRefusal, GateRequest, OpenRequest, PromptError, PromptSource,
+    RouteLease, Router, SharedOutput, ToolBox,
 };
 pub use step::{run_attempt, AttemptResult};
 
@@ -84,6 +85,20 @@ pub struct AgentSetup {
     pub tool_timeout: Duration,
     /// Whether the loop waits for each journal record's commit (`runtime.durability`).
     pub durability: Durability,
+    /// Most completion tokens one call may produce: what the quota gate reserves beside the
+    /// prompt (the backend's `max_tokens`, else the agent's `context.reserve_output_tokens`).
+    pub call_max_tokens: u64,
+    /// The time slice after which a preemption request is honoured (`None`: never).
+    pub slice: Option<Slice>,
+}
+
+/// How long an attempt runs before it may be preempted: either bound used up is enough.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slice {
+    /// Steps run since the attempt (re)started.
+    pub steps: Option<u32>,
+    /// Time run since the attempt (re)started, suspended time left out.
+    pub time: Option<Duration>,
 }
 
 impl AgentSetup {
@@ -98,6 +113,8 @@ impl AgentSetup {
     ) -> Self {
         Self {
             durability,
+            call_max_tokens: spec.context.reserve_output_tokens.max(1),
+            slice: None,
             instance_label: instance.to_string(),
             spec,
             instance,
@@ -121,6 +138,8 @@ pub struct StepPorts {
     pub tools: Arc<dyn ToolBox>,
     /// Where events go.
     pub events: Arc<dyn EventSink>,
+    /// The quota gate; `None`: no quota applies.
+    pub gate: Option<Arc<dyn CallGate>>,
 }
 
 impl std::fmt::Debug for StepPorts {

@@ -6,6 +6,8 @@ use futures::future::BoxFuture;
 
 use crate::context::{BuiltPrompt, JournalMeta, Opened, PagerError, ToolDetail};
 use crate::durable::SideEffect;
+use std::time::Duration;
+
 use crate::llm::{ChatMessage, ToolSpec, Usage};
 use crate::tools::{Tool, ToolContext, ToolError, ToolOutput, ToolRegistry};
 
@@ -123,6 +125,50 @@ pub trait PromptSource: Send + Sync {
     /// Closes a context (its pages stay in the store). Fire and forget: it is called from a
     /// drop guard and must not be lost.
     fn close(&self, agent: &str, context: &str);
+}
+
+/// One LLM call asking the quota gate for admission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateRequest {
+    /// The agent.
+    pub agent: String,
+    /// The backend.
+    pub backend: String,
+    /// The task's workflow.
+    pub workflow: String,
+    /// Exact prompt tokens (the backend's tokenizer).
+    pub prompt_tokens: u64,
+    /// Most completion tokens the call may produce.
+    pub max_tokens: u64,
+}
+
+/// Why the gate refused a call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GateRefusal {
+    /// Readable reason (names the scope and the figures).
+    pub reason: String,
+    /// `true`: the task waits for the window to reset; `false`: it fails.
+    pub wait: bool,
+    /// When the window resets, if it does.
+    pub resets_in: Option<Duration>,
+}
+
+/// An admitted call. Settle it with the call's real usage; dropped unsettled, everything
+/// reserved is given back (the call never reached the server).
+pub trait CallPermit: Send {
+    /// The call ended: `usage` is what the server counted (`None`: nothing, it failed before);
+    /// `overloaded`: the server answered 429 or 503.
+    fn settle(self: Box<Self>, usage: Option<Usage>, latency: Duration, overloaded: bool);
+}
+
+/// The quota gate: rate limits, budgets and calls in flight, checked before each LLM call.
+pub trait CallGate: Send + Sync {
+    /// Waits while a rate limit or the concurrency limit holds the call back, then admits it
+    /// (with its reservation) or refuses it (a budget is exhausted).
+    fn admit(
+        &self,
+        request: GateRequest,
+    ) -> BoxFuture<'static, Result<Box<dyn CallPermit>, GateRefusal>>;
 }
 
 /// A held route: where one LLM call goes. Dropping it releases the route (the replica's load

@@ -14,9 +14,9 @@ use crate::model::AgentState;
 use crate::sched::{Dispatch, Outcome};
 
 use super::{
-    AgentSetup, AgentStepFinished, EventSink, LlmCallAbandoned, LlmCallFailed, LlmCallFinished,
-    OpenRequest, PagerOutcome, PagerRequestFinished, PromptError, PromptSource, StepEvent,
-    StepPorts,
+    AgentSetup, AgentStepFinished, EventSink, GateRefusal, GateRequest, LlmCallAbandoned,
+    LlmCallFailed, LlmCallFinished, OpenRequest, PagerOutcome, PagerRequestFinished, PromptError,
+    PromptSource, StepEvent, StepPorts,
 };
 
 /// How an attempt ended, with the tokens it used.
@@ -60,6 +60,40 @@ pub async fn run_attempt(
         }
     };
     AttemptResult { outcome, usage }
+}
+
+/// Whether the attempt should give way now: a preemption is requested and the slice is used.
+fn preempt_due(
+    setup: &AgentSetup,
+    control: &AttemptControl,
+    clock: &PauseClock,
+    steps_run: u32,
+    run_started: tokio::time::Instant,
+) -> Option<String> {
+    let slice = setup.slice?;
+    if steps_run == 0 {
+        return None;
+    }
+    let reason = control.preempt_requested()?;
+    let now = tokio::time::Instant::now();
+    let ran = now
+        .saturating_duration_since(run_started)
+        .saturating_sub(clock.paused(now).0);
+    let used = slice.steps.is_some_and(|s| steps_run >= s) || slice.time.is_some_and(|t| ran >= t);
+    used.then_some(reason)
+}
+
+/// The outcome of a call the quota gate refused.
+fn refused(refusal: GateRefusal, step: u32) -> Outcome {
+    if refusal.wait {
+        Outcome::Yielded {
+            reason: format!("waiting for quota at step {step}: {}", refusal.reason),
+            resume_after: refusal.resets_in,
+            preempted: false,
+        }
+    } else {
+        failed(format!("budget exhausted: {}", refusal.reason), false)
+    }
 }
 
 pub(super) fn failed(reason: String, retryable: bool) -> Outcome {
@@ -150,12 +184,22 @@ async fn steps(
         serde_json::to_string(&tools).map_or(0, |j| setup.tokenizer.count(&j) as u64)
     };
 
+    let run_started = tokio::time::Instant::now();
     for step in first_step..spec.max_steps {
         // The step boundary: a suspended agent's attempt waits here, context kept.
         if control.is_suspended() {
             sink.emit(StepEvent::State(AgentState::Suspended));
             control.gate(clock).await;
             sink.emit(StepEvent::State(AgentState::Running));
+        }
+        // A preempted attempt gives way here, once its slice is used (and it ran a step, so
+        // that every run makes progress).
+        if let Some(reason) = preempt_due(setup, control, clock, step - first_step, run_started) {
+            return Outcome::Yielded {
+                reason: format!("preempted at step {step}: {reason}"),
+                resume_after: None,
+                preempted: true,
+            };
         }
         let step_started = Instant::now();
         let built = match ports.prompts.build(agent, &context, overhead_tokens).await {
@@ -166,10 +210,34 @@ async fn steps(
             agent,
             outcome: PagerOutcome::Ok,
         }));
+        let permit = match &ports.gate {
+            Some(gate) => {
+                let request = GateRequest {
+                    agent: agent.to_owned(),
+                    backend: backend.to_owned(),
+                    workflow: d.key.workflow.clone(),
+                    prompt_tokens: built.tokens,
+                    max_tokens: setup.call_max_tokens,
+                };
+                // Time held back by a rate limit is not the attempt's: it does not count
+                // against its timeout.
+                clock.begin(tokio::time::Instant::now());
+                let admitted = gate.admit(request).await;
+                clock.end(tokio::time::Instant::now());
+                match admitted {
+                    Ok(p) => Some(p),
+                    Err(refusal) => return refused(refusal, step),
+                }
+            }
+            None => None,
+        };
         let mut request = ChatRequest {
             messages: built.messages,
             tools: tools.clone(),
-            max_tokens: None,
+            // With a gate, every call carries the cap it reserved, so the reservation bounds it.
+            max_tokens: permit
+                .as_ref()
+                .map(|_| u32::try_from(setup.call_max_tokens).unwrap_or(u32::MAX)),
             meta: RequestMeta {
                 agent: agent.to_owned(),
                 task: task.clone(),
@@ -196,6 +264,13 @@ async fn steps(
         guard.disarm();
         drop(lease);
         let duration = t0.elapsed();
+        if let Some(permit) = permit {
+            let (usage, overloaded) = match &reply {
+                Ok(r) => (Some(r.usage), false),
+                Err(e) => (None, e.is_overload()),
+            };
+            permit.settle(usage, duration, overloaded);
+        }
         sink.emit(StepEvent::State(AgentState::Running));
         let reply = match reply {
             Ok(r) => r,

@@ -535,6 +535,7 @@ fn rig(replies: Vec<Reply>, tools: &str, max_steps: u32, prompts: FakePrompts) -
         backend: Arc::new(backend.clone()),
         tools: tools.clone(),
         events: events.clone(),
+        gate: None,
     };
     Rig {
         setup,

@@ -44,6 +44,7 @@ pub mod kvcache;
 pub mod labels;
 pub mod names;
 pub mod pager;
+pub mod quota;
 pub mod sandbox;
 pub mod sched;
 pub mod system;

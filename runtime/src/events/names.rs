@@ -165,6 +165,7 @@ pub const HISTOGRAM_BUCKETS: &[(&str, &[f64])] = &[
 pub fn describe_all() {
     describe_sandbox();
     describe_durability();
+    describe_quotas();
     describe_gauge!(SCHED_TASKS, "Tasks in each state.");
     describe_counter!(
         SCHED_TASK_ATTEMPTS,
@@ -480,4 +481,88 @@ mod tests {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quotas, rate limits, fairness and preemption
+// ---------------------------------------------------------------------------------------------
+
+/// Counter, labels `agent`, `backend`: tokens (prompt + completion) the servers counted.
+pub const QUOTA_TOKENS: &str = "agentos_quota_tokens_total";
+/// Gauge (only rises), labels `agent`, `backend`: US dollars spent, by the backends' price
+/// tables (a gauge because dollars are fractional).
+pub const QUOTA_USD: &str = "agentos_quota_usd_spent";
+/// Gauge, labels `scope`, `kind` (`tokens`, `requests`, `budget_usd`, `budget_tokens`): what
+/// is left of each limit now.
+pub const QUOTA_REMAINING: &str = "agentos_quota_remaining";
+/// Counter, labels `scope`, `limit` (`rate`, `concurrency`): LLM calls held back before they
+/// were sent.
+pub const QUOTA_THROTTLED: &str = "agentos_quota_throttled_total";
+/// Counter, label `scope`: seconds LLM calls waited for a rate or concurrency limit.
+pub const QUOTA_THROTTLE_SECONDS: &str = "agentos_quota_throttle_seconds_total";
+/// Counter, labels `scope`, `level` (`soft`, `hard`): budget limits reached.
+pub const QUOTA_BUDGET_LIMITS: &str = "agentos_quota_budget_limits_total";
+/// Counter, label `backend`: calls held back by the backend's own rate limit (configured or
+/// learned from its headers): each a 429 the server did not have to send.
+pub const RATELIMIT_AVOIDED: &str = "agentos_ratelimit_429_avoided_total";
+/// Counter, label `backend`: 429 replies received.
+pub const RATELIMIT_RECEIVED: &str = "agentos_ratelimit_429_received_total";
+/// Counter, label `backend`: times the server's `x-ratelimit-remaining-*` lowered a bucket.
+pub const RATELIMIT_LEARNED: &str = "agentos_ratelimit_server_corrections_total";
+/// Gauge, label `scope` (`global`, `backend:NAME`): the concurrency limit in force.
+pub const CONCURRENCY_LIMIT: &str = "agentos_concurrency_limit";
+/// Gauge, label `scope`: tasks (global) or LLM calls (backend) running now.
+pub const CONCURRENCY_CURRENT: &str = "agentos_concurrency_current";
+/// Counter, labels `agent`, `kind` (`preempted`, `budget_wait`): attempts that gave way at a
+/// step boundary (not failures).
+pub const SCHED_PREEMPTIONS: &str = "agentos_sched_preemptions_total";
+/// Gauge, label `flow`: tokens served to each fair-share flow.
+pub const FAIR_SHARE_TOKENS: &str = "agentos_fair_share_tokens";
+
+/// Registers the help texts of the quota metrics.
+pub fn describe_quotas() {
+    describe_counter!(
+        QUOTA_TOKENS,
+        "Tokens (prompt + completion) the servers counted, by agent and backend."
+    );
+    describe_gauge!(
+        QUOTA_USD,
+        "US dollars spent by the backends' price tables, by agent and backend (only rises)."
+    );
+    describe_gauge!(
+        QUOTA_REMAINING,
+        "What is left of each limit, by scope and kind."
+    );
+    describe_counter!(
+        QUOTA_THROTTLED,
+        "LLM calls held back by a rate or concurrency limit before they were sent."
+    );
+    describe_counter!(
+        QUOTA_THROTTLE_SECONDS,
+        Unit::Seconds,
+        "Seconds LLM calls waited for a rate or concurrency limit."
+    );
+    describe_counter!(QUOTA_BUDGET_LIMITS, "Budget limits reached (soft or hard).");
+    describe_counter!(
+        RATELIMIT_AVOIDED,
+        "Calls held back by a backend's own rate limit: 429s the server did not send."
+    );
+    describe_counter!(RATELIMIT_RECEIVED, "HTTP 429 replies received, by backend.");
+    describe_counter!(
+        RATELIMIT_LEARNED,
+        "Times a server's x-ratelimit-remaining headers lowered a bucket."
+    );
+    describe_gauge!(
+        CONCURRENCY_LIMIT,
+        "The concurrency limit in force, by scope."
+    );
+    describe_gauge!(
+        CONCURRENCY_CURRENT,
+        "Tasks (global) or LLM calls (backend) running now."
+    );
+    describe_counter!(
+        SCHED_PREEMPTIONS,
+        "Attempts that gave way at a step boundary (preempted or waiting for a budget)."
+    );
+    describe_gauge!(FAIR_SHARE_TOKENS, "Tokens served to each fair-share flow.");
 }

@@ -184,6 +184,24 @@ pub struct Usage {
     pub cached_tokens: u64,
 }
 
+impl Usage {
+    /// Prompt plus completion tokens.
+    pub fn total(&self) -> u64 {
+        self.prompt_tokens.saturating_add(self.completion_tokens)
+    }
+
+    /// Each figure minus `other`'s, never below zero.
+    pub fn saturating_sub(self, other: Usage) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens.saturating_sub(other.prompt_tokens),
+            completion_tokens: self
+                .completion_tokens
+                .saturating_sub(other.completion_tokens),
+            cached_tokens: self.cached_tokens.saturating_sub(other.cached_tokens),
+        }
+    }
+}
+
 impl std::ops::AddAssign for Usage {
     fn add_assign(&mut self, rhs: Self) {
         self.prompt_tokens += rhs.prompt_tokens;
@@ -260,6 +278,15 @@ impl LlmError {
                 | LlmError::Transport(_)
                 | LlmError::Injected(_)
                 | LlmError::Malformed(_)
+        )
+    }
+
+    /// Whether the server said it is overloaded (HTTP 429 or 503): an adaptive concurrency
+    /// limit backs off.
+    pub fn is_overload(&self) -> bool {
+        matches!(
+            self,
+            LlmError::RateLimited { .. } | LlmError::Server { status: 503, .. }
         )
     }
 

@@ -53,6 +53,29 @@ impl ReadyQueue {
             .map(|&(k, seq, idx)| ((k, seq), idx))
     }
 
+    /// Every task queued for `agent`, best first: `(order key, task index)`.
+    pub fn iter<'a>(&'a self, agent: &str) -> impl Iterator<Item = ((i64, u64), usize)> + 'a {
+        self.by_agent
+            .get(agent)
+            .into_iter()
+            .flat_map(|s| s.iter().map(|&(k, seq, idx)| ((k, seq), idx)))
+    }
+
+    /// Agents with at least one queued task.
+    pub fn agents(&self) -> impl Iterator<Item = &str> {
+        self.by_agent
+            .iter()
+            .filter(|(_, s)| !s.is_empty())
+            .map(|(a, _)| a.as_str())
+    }
+
+    /// The effective priority at `now` (base + aging), in whole points, of a task queued
+    /// with order key `key` (the first part of [`ReadyQueue::peek`]'s key).
+    pub fn effective(&self, key: i64, now: Instant) -> i64 {
+        let since = now.saturating_duration_since(self.epoch).as_secs_f64();
+        (-(key as f64) / 1000.0 + self.aging_per_sec * since).round() as i64
+    }
+
     /// Removes and returns the best queued task for `agent`.
     pub fn pop(&mut self, agent: &str) -> Option<usize> {
         let set = self.by_agent.get_mut(agent)?;

@@ -101,6 +101,7 @@ impl SchedulerCore {
         self.counts[state_slot(TaskState::Pending)] += n;
         self.wf_index.insert(id.clone(), w);
         self.workflows.push(WorkflowRecord {
+            attained: 0,
             id,
             name: spec.name.clone(),
             origin,
@@ -115,6 +116,7 @@ impl SchedulerCore {
             idempotency_key: None,
         });
         self.dirty.workflow(w);
+        self.register_flow(w);
         for i in base..self.tasks.len() {
             self.dirty.task(i);
             if self.tasks[i].deps.is_empty() {

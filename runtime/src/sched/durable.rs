@@ -92,6 +92,7 @@ impl SchedulerCore {
                 .collect(),
             controls: dirty.controls.iter().map(|a| self.control_row(a)).collect(),
             audit: Vec::new(),
+            quotas: Vec::new(),
         }
     }
 
@@ -133,6 +134,7 @@ impl SchedulerCore {
                 .collect(),
             controls: agents.iter().map(|a| self.control_row(a)).collect(),
             audit: Vec::new(),
+            quotas: Vec::new(),
         }
     }
 
@@ -656,7 +658,8 @@ pub fn audit_rows(events: &[SchedEvent], wall_ms: i64) -> Vec<AuditRow> {
     };
     events
         .iter()
-        .map(|ev| match ev {
+        .filter_map(|ev| {
+            Some(match ev {
             SchedEvent::TaskState {
                 task,
                 agent,
@@ -758,6 +761,26 @@ pub fn audit_rows(events: &[SchedEvent], wall_ms: i64) -> Vec<AuditRow> {
                     Some(task.to_string()),
                 )
             },
+            SchedEvent::Yielded {
+                task,
+                instance,
+                attempt,
+                reason,
+                preempted,
+            } => AuditRow {
+                instance: Some(instance.to_string()),
+                attempt: Some(*attempt),
+                detail: serde_json::json!({"reason": reason, "preempted": preempted}).to_string(),
+                ..row(
+                    "task_yielded",
+                    "scheduler",
+                    Some(&instance.agent),
+                    Some(task.to_string()),
+                )
+            },
+            // A request, not a change: the yield it leads to is recorded.
+            SchedEvent::PreemptRequested { .. } => return None,
+        })
         })
         .collect()
 }

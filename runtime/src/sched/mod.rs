@@ -20,6 +20,7 @@
 mod control;
 mod durable;
 mod idle;
+mod share;
 mod types;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -69,12 +70,15 @@ pub struct SchedulerCore {
     retry_due: HashMap<usize, Instant>,
     /// Tasks spawned by each `spawn_task` call identity.
     spawn_calls: HashMap<String, usize>,
+    /// Ordering policy, effective concurrency, preemption requests.
+    share: share::Share,
 }
 
 impl SchedulerCore {
     /// Builds the DAGs of every workflow in `cfg`; tasks without upstream are Ready at once.
     pub fn new(cfg: Arc<Config>, now: Instant) -> Self {
         let mut core = Self {
+            share: share::Share::new(&cfg),
             ready: ReadyQueue::new(now, cfg.runtime.aging_per_sec),
             cfg: cfg.clone(),
             tasks: Vec::new(),
@@ -203,37 +207,32 @@ impl SchedulerCore {
         let mut events = Vec::new();
         self.promote_delayed(now, &mut events);
         let mut out = Vec::new();
-        if self.draining {
-            return (out, events);
+        if !self.draining {
+            while self.leases.len() < self.share.limit {
+                let Some((agent, idx)) = self.choose() else {
+                    break;
+                };
+                if !self.ready.remove(&agent, idx) {
+                    break;
+                }
+                let Some(instance) = self.idle.get_mut(&agent).and_then(IdleQueue::pop_front)
+                else {
+                    break;
+                };
+                out.push(self.lease(idx, instance, now, &mut events));
+            }
         }
-        while self.leases.len() < self.cfg.runtime.max_concurrency {
-            let best = self
-                .idle
-                .iter()
-                .filter(|(agent, q)| {
-                    // Most of the time nothing is suspended: skip hashing every agent's name.
-                    !q.is_empty()
-                        && (self.suspended.is_empty() || !self.suspended.contains(agent.as_str()))
-                })
-                .filter_map(|(agent, _)| self.ready.peek(agent).map(|(k, _)| (k, agent.clone())))
-                .min();
-            let Some((_, agent)) = best else { break };
-            let Some(idx) = self.ready.pop(&agent) else {
-                break;
-            };
-            let Some(instance) = self.idle.get_mut(&agent).and_then(IdleQueue::pop_front) else {
-                break;
-            };
-            out.push(self.lease(idx, instance, now, &mut events));
-        }
+        self.preempt(now, &mut events);
         (out, events)
     }
 
     /// Settles a lease with the agent's report. Refused if the lease is no longer live.
     pub fn report(&mut self, report: Report, now: Instant) -> Result<Vec<SchedEvent>, StaleLease> {
         if let Some(idx) = self.cancelled.remove(&report.lease) {
-            // The task is Cancelled already; the stopped attempt's tokens still count.
-            self.tasks[idx].usage += report.usage;
+            // The task is Cancelled already; the stopped attempt's tokens still count (what
+            // a yielded run of it reported is counted already).
+            let t = &mut self.tasks[idx];
+            t.usage += report.usage.saturating_sub(t.yielded_usage);
             self.dirty.task(idx);
             return Ok(Vec::new());
         }
@@ -297,6 +296,7 @@ impl SchedulerCore {
         let mut events = Vec::new();
         self.leases.clear();
         self.by_instance.clear();
+        self.share.flagged.clear();
         self.cancelled.clear();
         self.delayed.clear();
         self.retry_due.clear();
@@ -360,6 +360,9 @@ impl SchedulerCore {
             }
         }
         t.started.get_or_insert(now);
+        let priority = self.base_priority(idx);
+        let charged = self.charge_dispatch(idx);
+        let t = &self.tasks[idx];
         let dispatch = Dispatch {
             lease: id,
             key: t.key.clone(),
@@ -379,6 +382,8 @@ impl SchedulerCore {
                 started: now,
                 deadline,
                 paused: self.suspended.contains(&instance.agent),
+                priority,
+                charged,
             },
         );
         self.by_instance.insert(instance, id);
@@ -398,12 +403,46 @@ impl SchedulerCore {
             return;
         };
         self.by_instance.remove(&lease.instance);
+        self.share.flagged.remove(&lease.id);
         let idx = lease.task;
         self.dirty.task(idx);
+        // A run that continues a yielded attempt reports the journaled usage again.
+        let fresh = usage.saturating_sub(self.tasks[idx].yielded_usage);
+        self.credit_service(idx, lease.charged, fresh);
         let t = &mut self.tasks[idx];
-        t.usage += usage;
+        if matches!(outcome, Outcome::Yielded { .. }) {
+            t.yielded_usage += fresh;
+        } else {
+            t.usage += std::mem::take(&mut t.yielded_usage);
+            t.usage += fresh;
+        }
         let agent = t.current_agent.clone();
         match outcome {
+            Outcome::Yielded {
+                reason,
+                resume_after,
+                preempted,
+            } => {
+                // Not a failure: the same attempt continues later, on any instance.
+                t.resume = Some(t.attempts_total);
+                events.push(SchedEvent::Yielded {
+                    task: t.key.clone(),
+                    instance: lease.instance.clone(),
+                    attempt: t.attempts_total,
+                    reason: reason.clone(),
+                    preempted,
+                });
+                self.transition(idx, TaskState::Ready, Some(reason), events);
+                match resume_after {
+                    Some(delay) => {
+                        self.seq += 1;
+                        let due = later(now, delay);
+                        self.delayed.insert((due, self.seq, idx));
+                        self.retry_due.insert(idx, due);
+                    }
+                    None => self.make_ready(idx, now, events),
+                }
+            }
             Outcome::Succeeded { output } => {
                 t.output = Some(output);
                 t.finished_by = Some(lease.instance.to_string());
@@ -533,14 +572,8 @@ impl SchedulerCore {
             self.fall_back_or_fail(idx, now, events);
             return;
         }
-        let t = &self.tasks[idx];
-        let base = self
-            .cfg
-            .agent(&t.current_agent)
-            .map(|a| a.priority as i32)
-            .unwrap_or(50);
-        let priority = base + t.priority_boost as i32;
-        let agent = t.current_agent.clone();
+        let priority = self.base_priority(idx);
+        let agent = self.tasks[idx].current_agent.clone();
         self.ready.push(&agent, idx, priority, now);
         if self.tasks[idx].state != TaskState::Ready {
             self.transition(idx, TaskState::Ready, None, events);
@@ -569,6 +602,10 @@ impl SchedulerCore {
         let t = &mut self.tasks[idx];
         t.reason = Some(reason.clone());
         t.finished = Some(now);
+        // A yielded attempt that never continued: what it used still counts. (Kept, so that
+        // a late report of a cancelled run does not count it twice.)
+        let yielded = t.yielded_usage;
+        t.usage += yielded;
         self.transition(idx, state, Some(reason), events);
     }
 

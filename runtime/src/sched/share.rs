@@ -94,7 +94,10 @@ impl SchedulerCore {
 
     /// The fair-share flows: (flow, weight, tokens served), when fair share is on.
     pub fn shares(&self) -> Vec<(String, f64, u64)> {
-        self.share.fair.as_ref().map_or_else(Vec::new, FairShare::shares)
+        self.share
+            .fair
+            .as_ref()
+            .map_or_else(Vec::new, FairShare::shares)
     }
 
     /// A workflow's weight (submitted workflows carry their own).

@@ -249,6 +249,8 @@ mod control {
                 depends_on: vec![],
                 priority_boost: 0,
             }],
+            weight: 1.0,
+            quotas: Default::default(),
         }
     }
 

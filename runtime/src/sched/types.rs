@@ -27,6 +27,10 @@ pub struct Lease {
     pub deadline: Instant,
     /// Its agent is suspended: the deadline does not run until it is resumed.
     pub paused: bool,
+    /// The task's base priority (agent priority + boost), for preemption.
+    pub priority: i32,
+    /// Tokens charged to its fair-share flow at dispatch (an estimate, corrected at report).
+    pub charged: u64,
 }
 
 /// One attempt handed to an agent instance.
@@ -67,6 +71,16 @@ pub enum Outcome {
         retryable: bool,
         /// Delay the backend asked for, if any.
         retry_after: Option<Duration>,
+    },
+    /// The attempt gave way at a step boundary (preempted, or waiting for a budget window):
+    /// not a failure. The same attempt continues later from its journal, on any instance.
+    Yielded {
+        /// Readable reason.
+        reason: String,
+        /// Not before this long (a budget window's reset); `None`: as soon as it is its turn.
+        resume_after: Option<Duration>,
+        /// Preempted by a better task (rather than waiting for a budget).
+        preempted: bool,
     },
 }
 
@@ -153,6 +167,10 @@ pub struct TaskRecord {
     /// An attempt that was running when the process died: the next dispatch continues it
     /// (same attempt number, so the same journal) instead of starting a new one.
     pub resume: Option<u32>,
+    /// Usage reported by runs of the current attempt that gave way (preempted, waiting for a
+    /// budget): not in `usage` yet, because the run that continues the attempt reports the
+    /// journaled usage again.
+    pub yielded_usage: Usage,
 }
 
 impl TaskRecord {
@@ -184,6 +202,7 @@ impl TaskRecord {
             spawn_call: None,
             declared_deps: deps_len,
             resume: None,
+            yielded_usage: Usage::default(),
         }
     }
 
@@ -282,6 +301,8 @@ pub struct WorkflowRecord {
     pub submitted_at: f64,
     /// The idempotency key it was submitted with.
     pub idempotency_key: Option<String>,
+    /// Tokens its tasks' attempts used so far (least attained service orders by it).
+    pub attained: u64,
 }
 
 impl WorkflowRecord {
@@ -545,6 +566,31 @@ pub enum SchedEvent {
         action: AgentAction,
         /// Who asked.
         by: String,
+    },
+    /// A running attempt gave way at a step boundary; the same attempt continues later.
+    Yielded {
+        /// The task.
+        task: TaskKey,
+        /// The instance that ran it.
+        instance: InstanceId,
+        /// The attempt (it keeps its number).
+        attempt: u32,
+        /// Why.
+        reason: String,
+        /// Preempted by a better task (`false`: waiting for a budget window).
+        preempted: bool,
+    },
+    /// A running attempt is asked to give way at its next step boundary once its slice is
+    /// used (`reason: Some`), or the request is withdrawn (`None`).
+    PreemptRequested {
+        /// The task.
+        task: TaskKey,
+        /// The instance running it.
+        instance: InstanceId,
+        /// The lease it holds.
+        lease: LeaseId,
+        /// Why (the waiting task and the priorities), or `None` to withdraw.
+        reason: Option<String>,
     },
     /// A running attempt must stop now: its task was cancelled. The agent instance holding it
     /// is told; its late report is absorbed (usage kept), never applied.

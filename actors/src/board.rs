@@ -31,6 +31,36 @@ pub struct Board {
     /// Each declared agent's suspend switch, written by the scheduler only; the agent's
     /// instances watch it.
     pub suspended: HashMap<String, watch::Sender<bool>>,
+    /// The scheduler's concurrency and fair-share figures (written by it once a second).
+    pub sched: std::sync::Mutex<SchedView>,
+}
+
+/// The scheduler's concurrency and fair-share figures, for `GET /api/quotas` and `ps`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SchedView {
+    /// The ordering policy.
+    pub policy: String,
+    /// The concurrency limit in force.
+    pub limit: usize,
+    /// The configured `max_concurrency`.
+    pub max: usize,
+    /// Why the limit is what it is.
+    pub reason: String,
+    /// Tasks running now.
+    pub running: usize,
+    /// Fair-share flows: tokens served and weight.
+    pub shares: Vec<FlowShare>,
+}
+
+/// One fair-share flow.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FlowShare {
+    /// Agent or workflow.
+    pub flow: String,
+    /// Its weight.
+    pub weight: f64,
+    /// Tokens served so far.
+    pub tokens: u64,
 }
 
 impl Default for Board {
@@ -46,6 +76,7 @@ impl Board {
             agents: DashMap::new(),
             pager: SharedStats::default(),
             done: watch::channel(false).0,
+            sched: std::sync::Mutex::default(),
             fatal: watch::channel(None).0,
             suspended: agents
                 .into_iter()

@@ -41,6 +41,7 @@ pub mod kvpool;
 pub mod monitor;
 pub mod pager;
 pub mod protocol;
+pub mod quota;
 pub mod sandbox_exec;
 pub mod scheduler;
 pub mod simserver;

@@ -38,8 +38,8 @@ use tokio::sync::watch;
 use crate::board::Board;
 use crate::child::{ChildHandle, ChildSpec, ExitNotice, HardStop};
 use crate::protocol::{
-    agent_child_id, AgentDown, AgentIdle, Announce, CancelAttempt, Port, RunTask, SchedulerPorts,
-    TaskReport,
+    agent_child_id, AgentDown, AgentIdle, Announce, CancelAttempt, Port, PreemptAttempt, RunTask,
+    SchedulerPorts, TaskReport,
 };
 use sink::AgentSink;
 
@@ -97,6 +97,8 @@ pub struct Agent {
     busy: bool,
     /// The cancel signal of the attempt running now.
     cancel: Option<(LeaseId, watch::Sender<Option<String>>)>,
+    /// The preemption request of the attempt running now.
+    preempt: Option<(LeaseId, watch::Sender<Option<String>>)>,
 }
 
 impl Agent {
@@ -108,6 +110,7 @@ impl Agent {
             notice,
             busy: false,
             cancel: None,
+            preempt: None,
         }
     }
 
@@ -120,6 +123,7 @@ impl Agent {
             run: ctx.address().recipient(),
             announce: ctx.address().recipient(),
             cancel: ctx.address().recipient(),
+            preempt: ctx.address().recipient(),
         };
         if self.env.scheduler.idle.try_tell(msg).is_err() {
             // The scheduler is busy or restarting: try again shortly.
@@ -246,6 +250,18 @@ impl Handler<CancelAttempt> for Agent {
     }
 }
 
+impl Handler<PreemptAttempt> for Agent {
+    type Result = ();
+
+    fn handle(&mut self, msg: PreemptAttempt, _: &mut Self::Context) {
+        if let Some((lease, tx)) = &self.preempt {
+            if *lease == msg.lease {
+                tx.send_replace(msg.reason);
+            }
+        }
+    }
+}
+
 impl Handler<StopAgent> for Agent {
     type Result = ();
 
@@ -294,7 +310,10 @@ impl Handler<RunTask> for Agent {
         let lease = dispatch.lease;
         let (cancel, cancelled) = watch::channel(None);
         self.cancel = Some((lease, cancel));
-        let control = AttemptControl::new(self.env.sink.suspend_switch(), cancelled);
+        let (preempt, preempted) = watch::channel(None);
+        self.preempt = Some((lease, preempt));
+        let control =
+            AttemptControl::new(self.env.sink.suspend_switch(), cancelled).with_preempt(preempted);
         let started = Instant::now();
         let attempt = async move {
             let step = async { run_attempt(&env.setup, &env.ports, &dispatch, &control).await };
@@ -306,6 +325,7 @@ impl Handler<RunTask> for Agent {
         ctx.spawn(attempt.into_actor(self).map(move |result, act, ctx| {
             let instance = act.env.setup.instance.clone();
             act.cancel = None;
+            act.preempt = None;
             act.env.board.update(&instance, |cb| {
                 cb.busy += started.elapsed();
                 cb.tasks_done += 1;

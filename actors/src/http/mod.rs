@@ -30,6 +30,7 @@ mod audit;
 mod auth;
 mod handlers;
 pub mod openapi;
+mod quotas;
 mod reply;
 pub mod routes;
 pub mod sse;
@@ -103,6 +104,8 @@ pub struct HttpState {
     pub run_id: String,
     /// Which run this system resumed and from where (shown by `/healthz`).
     pub resume: Option<ResumeInfo>,
+    /// The quota gate (`GET /api/quotas`), when the config has quotas.
+    pub quotas: Option<std::sync::Arc<crate::quota::QuotaGate>>,
 }
 
 impl HttpState {
@@ -131,6 +134,7 @@ impl HttpState {
             store_path: sys.store_path.clone(),
             run_id: sys.run_id.clone(),
             resume: sys.resume.clone(),
+            quotas: sys.quotas.clone(),
         }
     }
 }

@@ -261,6 +261,21 @@ fn describe(endpoint: Endpoint) -> Operation {
                 (503, "The store could not be read.", Body::Error),
             ],
         },
+        Endpoint::Quotas => Operation {
+            params: vec![],
+            body: None,
+            responses: vec![(
+                200,
+                "Every scope's remaining rate limits and budget, the spending so far, and the \
+                 scheduler's concurrency limit (with its reason) and fair shares.",
+                Body::Json(json!({"type": "object",
+                    "required": ["scopes", "spent", "scheduling"],
+                    "properties": {
+                        "scopes": {"type": "array", "items": {"type": "object"}},
+                        "spent": {"type": "object"},
+                        "scheduling": {"type": "object"}}})),
+            )],
+        },
     }
 }
 

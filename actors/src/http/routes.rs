@@ -13,7 +13,7 @@ use percent_encoding::percent_decode_str;
 use serde_json::json;
 
 use super::reply::{self, ApiResponse};
-use super::{audit, auth, handlers, sse, ApiRequest, HttpState};
+use super::{audit, auth, handlers, quotas, sse, ApiRequest, HttpState};
 use agentos_runtime::events::api::UNMATCHED_ROUTE;
 use agentos_runtime::sched::AgentAction;
 
@@ -81,6 +81,8 @@ pub enum Endpoint {
     Events,
     /// The audit log of a run, from the store.
     Audit,
+    /// Remaining quotas and budgets, concurrency and fair share.
+    Quotas,
 }
 
 /// One route: a method and a path template.
@@ -195,6 +197,12 @@ pub const ROUTES: &[Route] = &[
         "/api/audit",
         Endpoint::Audit,
         "The audit log of a run: state changes, API actions, LLM and tool calls, oldest first.",
+    ),
+    route(
+        Verb::Get,
+        "/api/quotas",
+        Endpoint::Quotas,
+        "Remaining rate limits and budgets per scope, the concurrency limit and fair shares.",
     ),
 ];
 
@@ -315,6 +323,7 @@ pub async fn handle(req: ApiRequest, state: &HttpState) -> ApiResponse {
         Endpoint::CancelWorkflow => handlers::cancel_workflow(&req, state, param).await,
         Endpoint::Events => sse::events(&req, state),
         Endpoint::Audit => audit::audit(&req, state).await,
+        Endpoint::Quotas => quotas::quotas(state).await,
     }
 }
 

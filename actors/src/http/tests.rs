@@ -81,6 +81,7 @@ pub(super) fn bare(token: Option<&str>, trace: Trace) -> Fixture {
             store_path: std::path::PathBuf::from("/nonexistent/agentos-test/store.db"),
             run_id: "test-run".into(),
             resume: None,
+            quotas: None,
         },
         stop,
     }

@@ -1,6 +1,13 @@
 //! The `ResourceMonitor` actor: samples the process's resident memory and CPU use with
 //! `sysinfo` every [`SAMPLE_EVERY`] and exports them as gauges. It also runs the Prometheus
 //! handle's upkeep so histogram buffers stay small between scrapes.
+//!
+//! With `runtime.scheduling.adaptive_concurrency`, each sample also goes to the scheduler as a
+//! [`PressureSample`]: this process's CPU use as a fraction of every core, and the machine's
+//! memory in use as a fraction of its total. The scheduler's governor lowers the concurrency
+//! under pressure and raises it back. For drills and tests, `AGENTOS_PRESSURE_FILE` names a
+//! file holding `cpu=0.95 memory=0.40`: while it exists and parses, its figures replace the
+//! sampled ones (and are marked injected).
 
 use std::time::Duration;
 
@@ -12,6 +19,7 @@ use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 use agentos_runtime::policy::supervision::RestartType;
 
 use crate::child::{ChildHandle, ChildSpec, ExitNotice, HardStop};
+use crate::protocol::{Port, PressureSample};
 
 /// Sampling period.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
@@ -27,6 +35,7 @@ pub struct ResourceMonitor {
     pid: Option<Pid>,
     prometheus: Option<PrometheusHandle>,
     notice: ExitNotice,
+    pressure: Option<Port<PressureSample>>,
 }
 
 impl ResourceMonitor {
@@ -37,7 +46,46 @@ impl ResourceMonitor {
             pid: sysinfo::get_current_pid().ok(),
             prometheus,
             notice,
+            pressure: None,
         }
+    }
+
+    /// Also sends every sample's pressure to `port` (the scheduler's governor).
+    pub fn with_pressure(mut self, port: Option<Port<PressureSample>>) -> Self {
+        self.pressure = port;
+        self
+    }
+
+    fn send_pressure(&mut self, cpu_ratio: f64) {
+        let Some(port) = &self.pressure else {
+            return;
+        };
+        let sample = match injected_pressure() {
+            Some((cpu, memory)) => PressureSample {
+                cpu,
+                memory,
+                injected: true,
+            },
+            None => {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let memory = self.sys.as_mut().map_or(0.0, |sys| {
+                    sys.refresh_memory();
+                    let total = sys.total_memory();
+                    if total == 0 {
+                        0.0
+                    } else {
+                        sys.used_memory() as f64 / total as f64
+                    }
+                });
+                PressureSample {
+                    cpu: (cpu_ratio / cores as f64).clamp(0.0, 1.0),
+                    memory: memory.clamp(0.0, 1.0),
+                    injected: false,
+                }
+            }
+        };
+        // Dropped when the scheduler is busy: the next sample comes soon.
+        let _ = port.try_tell(sample);
     }
 
     fn sample(&mut self) {
@@ -52,14 +100,40 @@ impl ResourceMonitor {
             true,
             ProcessRefreshKind::nothing().with_memory().with_cpu(),
         );
+        let mut cpu_ratio = None;
         if let Some(p) = sys.process(pid) {
+            let ratio = f64::from(p.cpu_usage()) / 100.0;
+            cpu_ratio = Some(ratio);
             ResourceSampled {
                 resident_bytes: p.memory(),
-                cpu_ratio: f64::from(p.cpu_usage()) / 100.0,
+                cpu_ratio: ratio,
             }
             .emit();
         }
+        self.send_pressure(cpu_ratio.unwrap_or(0.0));
     }
+}
+
+/// Figures from `AGENTOS_PRESSURE_FILE` (`cpu=F memory=F`, fractions), if it names a file that
+/// exists and parses.
+fn injected_pressure() -> Option<(f64, f64)> {
+    let path = std::env::var_os("AGENTOS_PRESSURE_FILE")?;
+    let text = std::fs::read_to_string(path).ok()?;
+    parse_pressure(&text)
+}
+
+fn parse_pressure(text: &str) -> Option<(f64, f64)> {
+    let (mut cpu, mut memory) = (None, None);
+    for word in text.split_whitespace() {
+        let (key, value) = word.split_once('=')?;
+        let v: f64 = value.parse().ok().filter(|v: &f64| v.is_finite())?;
+        match key {
+            "cpu" => cpu = Some(v.clamp(0.0, 1.0)),
+            "memory" => memory = Some(v.clamp(0.0, 1.0)),
+            _ => return None,
+        }
+    }
+    Some((cpu.unwrap_or(0.0), memory.unwrap_or(0.0)))
 }
 
 impl Actor for ResourceMonitor {
@@ -83,19 +157,38 @@ impl Handler<StopMonitor> for ResourceMonitor {
     }
 }
 
-/// The monitor's child spec: permanent.
-pub fn child_spec(prometheus: Option<PrometheusHandle>) -> ChildSpec {
+/// The monitor's child spec: permanent. With `pressure`, every sample also goes there.
+pub fn child_spec(
+    prometheus: Option<PrometheusHandle>,
+    pressure: Option<Port<PressureSample>>,
+) -> ChildSpec {
     ChildSpec::new(
         "monitor",
         "monitor",
         RestartType::Permanent,
         move |notice| {
             ChildHandle::stop_or_hard_stop(
-                ResourceMonitor::new(prometheus.clone(), notice).start(),
+                ResourceMonitor::new(prometheus.clone(), notice)
+                    .with_pressure(pressure.clone())
+                    .start(),
                 || StopMonitor,
             )
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_pressure;
+
+    #[test]
+    fn pressure_files_parse_or_are_ignored() {
+        assert_eq!(parse_pressure("cpu=0.95 memory=0.4"), Some((0.95, 0.4)));
+        assert_eq!(parse_pressure("memory=2"), Some((0.0, 1.0)));
+        assert_eq!(parse_pressure("cpu=lots"), None);
+        assert_eq!(parse_pressure("disk=0.5"), None);
+        assert_eq!(parse_pressure("cpu=NaN"), None);
+    }
 }
 
 impl Handler<HardStop> for ResourceMonitor {

@@ -30,6 +30,18 @@ pub struct CancelAttempt {
     pub reason: String,
 }
 
+/// Asks the attempt running under `lease` to give way at its next step boundary once its
+/// time slice is used (`reason: Some`), or withdraws the request (`None`). Ignored when the
+/// agent no longer runs that lease.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct PreemptAttempt {
+    /// The lease the attempt runs under.
+    pub lease: LeaseId,
+    /// Why (a better task waits), or `None` to withdraw.
+    pub reason: Option<String>,
+}
+
 /// Stops one child of a supervisor by id and parks it: it is not restarted until a
 /// [`StartChild`] (an operator killed the agent). Answers whether a running child was found.
 #[derive(Debug, Message)]

@@ -23,6 +23,8 @@ pub struct AgentIdle {
     pub announce: Recipient<Announce>,
     /// Where to stop its running attempt (its task was cancelled).
     pub cancel: Recipient<CancelAttempt>,
+    /// Where to ask its running attempt to give way (preemption).
+    pub preempt: Recipient<super::PreemptAttempt>,
 }
 
 /// A running task adds a task to its workflow (`spawn_task`). Answers the new task's key
@@ -81,6 +83,19 @@ pub struct CancelAll {
 #[rtype(result = "Result<(), String>")]
 pub struct FlushState;
 
+/// The resource monitor's latest sample: CPU and memory use as fractions of the machine.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct PressureSample {
+    /// CPU use of this process over the sampling period, as a fraction of every core.
+    pub cpu: f64,
+    /// Memory in use on the machine, as a fraction of the total.
+    pub memory: f64,
+    /// Where the figures came from: `false` sampled, `true` read from the pressure file
+    /// (`AGENTOS_PRESSURE_FILE`, for drills and tests).
+    pub injected: bool,
+}
+
 ports! {
     /// Ports of the scheduler.
     SchedulerPorts {
@@ -110,6 +125,8 @@ ports! {
         spawn: SpawnTask,
         /// The end of a run: store what is not stored yet.
         flush: FlushState,
+        /// Resource pressure from the monitor.
+        pressure: PressureSample,
     }
 }
 

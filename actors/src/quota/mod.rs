@@ -38,8 +38,8 @@ use agentos_runtime::llm::ratelimit::{RateLimitInfo, RateLimitObserver};
 use agentos_runtime::llm::Usage;
 use agentos_runtime::policy::aimd::AimdLimit;
 use agentos_runtime::policy::quota::{
-    Admission, BudgetCounter, BudgetSpec, BudgetWindow, CallRequest, OnExhausted, Price,
-    QuotaBook, QuotaNotice, RateSpec, ReservationId, Scope, ScopeStatus,
+    Admission, BudgetCounter, BudgetSpec, BudgetWindow, CallRequest, OnExhausted, Price, QuotaBook,
+    QuotaNotice, RateSpec, ReservationId, Scope, ScopeStatus,
 };
 use agentos_runtime::store::QuotaRow;
 use agentos_runtime::trace::Trace;
@@ -239,9 +239,7 @@ impl QuotaGate {
     }
 
     fn settle(&self, p: &Permit, usage: Option<Usage>, latency: Duration, overloaded: bool) {
-        let notices = self
-            .book()
-            .settle(p.id, usage, Instant::now(), wall_ms());
+        let notices = self.book().settle(p.id, usage, Instant::now(), wall_ms());
         self.released.notify_waiters();
         let usd = usage
             .as_ref()
@@ -309,7 +307,10 @@ impl QuotaGate {
         }
     }
 
-    async fn admit_call(self: Arc<Self>, req: GateRequest) -> Result<Box<dyn CallPermit>, GateRefusal> {
+    async fn admit_call(
+        self: Arc<Self>,
+        req: GateRequest,
+    ) -> Result<Box<dyn CallPermit>, GateRefusal> {
         let started = Instant::now();
         let mut held: Option<(Scope, ThrottleLimit)> = None;
         loop {
@@ -367,8 +368,8 @@ impl QuotaGate {
                     on_exhausted,
                     ..
                 } => {
-                    let resets_in = resets_at_ms
-                        .map(|at| Duration::from_millis(at.saturating_sub(wall_ms())));
+                    let resets_in =
+                        resets_at_ms.map(|at| Duration::from_millis(at.saturating_sub(wall_ms())));
                     return Err(GateRefusal {
                         reason,
                         wait: on_exhausted == OnExhausted::Wait && resets_in.is_some(),

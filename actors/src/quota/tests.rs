@@ -17,7 +17,7 @@ fn request(agent: &str, prompt: u64, max: u64) -> GateRequest {
 const BASE: &str = r#"
 (
     version: 1,
-    backends: [(name: "sim", kind: sim(()), price: (input: 1000000.0, output: 1000000.0))],
+    backends: [(name: "sim", kind: Sim(()), price: (input: 1000000.0, output: 1000000.0))],
     agents: [
         (name: "a", role: "r", backend: "sim",
          quotas: (budget: (usd: 100.0, window: day, on_exhausted: fail))),
@@ -31,7 +31,7 @@ const BASE: &str = r#"
 #[test]
 fn no_quota_anywhere_means_no_gate() {
     let cfg = config(
-        r#"(version: 1, backends: [(name: "sim", kind: sim(()))],
+        r#"(version: 1, backends: [(name: "sim", kind: Sim(()))],
             agents: [(name: "a", role: "r", backend: "sim")],
             workflows: [(name: "w", tasks: [(id: "t", agent: "a")])])"#,
     );
@@ -42,7 +42,10 @@ fn no_quota_anywhere_means_no_gate() {
 async fn a_budget_refuses_the_call_that_would_pass_it_and_names_the_scope() {
     let gate = QuotaGate::from_config(&config(BASE), Trace::disabled()).unwrap();
     // $1 per token: 60 prompt + 30 max = $90 fits in $100.
-    let p = GatePort(gate.clone()).admit(request("a", 60, 30)).await.unwrap();
+    let p = GatePort(gate.clone())
+        .admit(request("a", 60, 30))
+        .await
+        .unwrap();
     p.settle(
         Some(Usage {
             prompt_tokens: 60,
@@ -77,7 +80,10 @@ async fn restored_counters_of_this_window_count_and_older_ones_do_not() {
         spent_usd: 95.0,
         spent_tokens: 95,
     }]);
-    assert!(GatePort(gate.clone()).admit(request("a", 10, 0)).await.is_err());
+    assert!(GatePort(gate.clone())
+        .admit(request("a", 10, 0))
+        .await
+        .is_err());
 
     let fresh = QuotaGate::from_config(&config(BASE), Trace::disabled()).unwrap();
     fresh.restore(&[QuotaRow {
@@ -87,14 +93,20 @@ async fn restored_counters_of_this_window_count_and_older_ones_do_not() {
         spent_usd: 95.0,
         spent_tokens: 95,
     }]);
-    assert!(GatePort(fresh.clone()).admit(request("a", 10, 0)).await.is_ok());
+    assert!(GatePort(fresh.clone())
+        .admit(request("a", 10, 0))
+        .await
+        .is_ok());
 }
 
 #[tokio::test]
 async fn a_rate_limit_holds_the_call_until_the_bucket_refills() {
     let gate = QuotaGate::from_config(&config(BASE), Trace::disabled()).unwrap();
     // Burst 50: the first call takes 40, the next needs 40 and waits for a refill at 100/s.
-    let first = GatePort(gate.clone()).admit(request("b", 30, 10)).await.unwrap();
+    let first = GatePort(gate.clone())
+        .admit(request("b", 30, 10))
+        .await
+        .unwrap();
     first.settle(
         Some(Usage {
             prompt_tokens: 30,
@@ -105,7 +117,10 @@ async fn a_rate_limit_holds_the_call_until_the_bucket_refills() {
         false,
     );
     let t0 = tokio::time::Instant::now();
-    let second = GatePort(gate.clone()).admit(request("b", 30, 10)).await.unwrap();
+    let second = GatePort(gate.clone())
+        .admit(request("b", 30, 10))
+        .await
+        .unwrap();
     assert!(
         t0.elapsed() >= Duration::from_millis(250),
         "{:?}",

@@ -48,6 +48,8 @@ impl Handler<SubmitWorkflow> for Scheduler {
     type Result = ResponseFuture<Result<Submitted, Refused>>;
 
     fn handle(&mut self, m: SubmitWorkflow, ctx: &mut Self::Context) -> Self::Result {
+        // Its quotas apply before its first task can make a call (before the pump below).
+        let spec = (!m.spec.quotas.is_empty()).then(|| m.spec.clone());
         let submitted = self
             .state()
             .core
@@ -56,6 +58,9 @@ impl Handler<SubmitWorkflow> for Scheduler {
             Ok(x) => x,
             Err(refused) => return Box::pin(async move { Err(refused) }),
         };
+        if let (Some(spec), true) = (spec, created) {
+            self.add_workflow_quotas(&id, &spec);
+        }
         self.record(events);
         self.pump(ctx);
         // A submission is acknowledged once it is stored: a crash after the reply keeps it.

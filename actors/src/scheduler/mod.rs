@@ -36,10 +36,14 @@ use crate::board::Board;
 use crate::child::{ChildHandle, ChildSpec, ExitNotice, HardStop};
 use crate::protocol::{
     agent_child_id, AgentDown, AgentIdle, AgentSupervisorPorts, Announce, CancelAll, CancelAttempt,
-    Drain, FlushState, GetSnapshot, RestartChild, RunSnapshot, RunTask, SchedulerPorts, TaskReport,
-    TerminateChild,
+    Drain, FlushState, GetSnapshot, PreemptAttempt, PressureSample, RestartChild, RunSnapshot,
+    RunTask, SchedulerPorts, TaskReport, TerminateChild,
 };
 use crate::store_worker::{Ack, StoreWorker};
+use agentos_runtime::events::quota::{
+    ConcurrencyChanged, ConcurrencySampled, FairShareServed, PreemptionRequested, TaskYielded,
+};
+use agentos_runtime::policy::governor::{Pressure, PressureGovernor};
 
 /// How the scheduler reaches one agent instance (from its last [`AgentIdle`]).
 #[derive(Debug, Clone)]
@@ -47,6 +51,7 @@ struct AgentLink {
     run: Recipient<RunTask>,
     announce: Recipient<Announce>,
     cancel: Recipient<CancelAttempt>,
+    preempt: Recipient<PreemptAttempt>,
 }
 
 /// Where the scheduler stores its state.
@@ -99,6 +104,10 @@ pub struct SchedulerState {
     store: Option<StateStore>,
     /// Audit entries not written yet.
     audit: Vec<AuditRow>,
+    /// The quota gate, whose budget counters are written with the state.
+    quotas: Option<Arc<crate::quota::QuotaGate>>,
+    /// Lowers the concurrency under CPU and memory pressure (`adaptive_concurrency`).
+    governor: Option<PressureGovernor>,
 }
 
 impl SchedulerState {
@@ -109,7 +118,21 @@ impl SchedulerState {
             agents: HashMap::new(),
             store: None,
             audit: Vec::new(),
+            quotas: None,
+            governor: None,
         }
+    }
+
+    /// With the quota gate whose counters are stored with the state.
+    pub fn with_quotas(mut self, quotas: Option<Arc<crate::quota::QuotaGate>>) -> Self {
+        self.quotas = quotas;
+        self
+    }
+
+    /// With a governor that lowers the concurrency under resource pressure.
+    pub fn with_governor(mut self, governor: Option<PressureGovernor>) -> Self {
+        self.governor = governor;
+        self
     }
 
     /// The state of a run over `core` whose changes go to `store`.
@@ -202,6 +225,9 @@ impl Scheduler {
         }
         let mut batch = s.core.take_changes(Instant::now(), unix_ms());
         batch.audit = std::mem::take(&mut s.audit);
+        if let Some(q) = &s.quotas {
+            batch.quotas = q.take_dirty_rows();
+        }
         if batch.is_empty() {
             return None;
         }
@@ -387,6 +413,37 @@ impl Scheduler {
                     by: &by,
                 }
                 .emit(trace),
+                SchedEvent::Yielded {
+                    task,
+                    instance,
+                    attempt,
+                    reason,
+                    preempted,
+                } => TaskYielded {
+                    task: &task,
+                    instance: &instance,
+                    attempt,
+                    reason: &reason,
+                    preempted,
+                }
+                .emit(trace),
+                SchedEvent::PreemptRequested {
+                    task,
+                    instance,
+                    lease,
+                    reason,
+                } => {
+                    PreemptionRequested {
+                        task: &task,
+                        instance: &instance,
+                        reason: reason.as_deref(),
+                    }
+                    .emit(trace);
+                    let link = self.state().agents.get(&instance).cloned();
+                    if let Some(link) = link {
+                        link.preempt.do_send(PreemptAttempt { lease, reason });
+                    }
+                }
                 SchedEvent::AttemptCancelled {
                     task,
                     instance,
@@ -431,11 +488,119 @@ impl Actor for Scheduler {
         for a in announce {
             a.do_send(Announce);
         }
+        ctx.run_interval(TICK, |act, _| act.tick());
         self.pump(ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.notice.exited();
+    }
+}
+
+/// How often quota counters reach the store (when they changed) and the gauges are refreshed.
+const TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Scheduler {
+    /// Once a second: stores changed quota counters, refreshes the quota, concurrency and
+    /// fair-share gauges.
+    fn tick(&mut self) {
+        if let Some(ack) = self.persist() {
+            // Nobody waits for it; a lost batch is made up for by the next one.
+            drop(ack);
+        }
+        let s = self.state();
+        if let Some(q) = &s.quotas {
+            q.status();
+        }
+        let (limit, reason) = s.core.concurrency();
+        ConcurrencySampled {
+            scope: "global",
+            limit,
+            current: s.core.running(),
+        }
+        .emit();
+        let shares = s.core.shares();
+        for (flow, _, tokens) in &shares {
+            FairShareServed {
+                flow,
+                tokens: *tokens,
+            }
+            .emit();
+        }
+        let view = crate::board::SchedView {
+            policy: s.core.config().runtime.scheduling.policy.label().to_owned(),
+            limit,
+            max: s.core.config().runtime.max_concurrency,
+            reason: reason.to_owned(),
+            running: s.core.running(),
+            shares: shares
+                .into_iter()
+                .map(|(flow, weight, tokens)| crate::board::FlowShare {
+                    flow,
+                    weight,
+                    tokens,
+                })
+                .collect(),
+        };
+        drop(s);
+        *self
+            .links
+            .board
+            .sched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = view;
+    }
+}
+
+impl Scheduler {
+    /// A workflow submitted at run time brings its own quotas.
+    pub(crate) fn add_workflow_quotas(
+        &self,
+        id: &str,
+        spec: &agentos_runtime::config::WorkflowSpec,
+    ) {
+        if let Some(q) = &self.state().quotas {
+            q.add_workflow(id, spec);
+        }
+    }
+}
+
+impl Handler<PressureSample> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: PressureSample, ctx: &mut Self::Context) {
+        let change = {
+            let mut s = self.state();
+            let Some(g) = s.governor.as_mut() else {
+                return;
+            };
+            let change = g.observe(
+                Pressure {
+                    cpu: msg.cpu,
+                    memory: msg.memory,
+                },
+                Instant::now(),
+            );
+            if let Some(c) = &change {
+                let reason = if msg.injected {
+                    format!("{} (injected)", c.reason)
+                } else {
+                    c.reason.clone()
+                };
+                s.core.set_concurrency(c.to, reason);
+            }
+            change
+        };
+        if let Some(c) = change {
+            ConcurrencyChanged {
+                scope: "global",
+                from: c.from,
+                to: c.to,
+                reason: &c.reason,
+            }
+            .emit(&self.links.trace);
+            self.pump(ctx);
+        }
     }
 }
 
@@ -462,6 +627,7 @@ impl Handler<AgentIdle> for Scheduler {
                     run: msg.run,
                     announce: msg.announce,
                     cancel: msg.cancel,
+                    preempt: msg.preempt,
                 },
             );
             s.core.agent_idle(msg.instance);
@@ -498,17 +664,21 @@ impl Handler<TaskReport> for Scheduler {
 
     fn handle(&mut self, msg: TaskReport, ctx: &mut Self::Context) {
         let outcome = match &msg.report.outcome {
-            Outcome::Succeeded { .. } => AttemptOutcome::Succeeded,
-            Outcome::Failed { .. } => AttemptOutcome::Failed,
+            Outcome::Succeeded { .. } => Some(AttemptOutcome::Succeeded),
+            Outcome::Failed { .. } => Some(AttemptOutcome::Failed),
+            // Not an ended attempt: it continues later (counted as a preemption).
+            Outcome::Yielded { .. } => None,
         };
         let result = self.state().core.report(msg.report, Instant::now());
         match result {
             Ok(events) => {
-                AttemptFinished {
-                    agent: &msg.instance.agent,
-                    outcome,
+                if let Some(outcome) = outcome {
+                    AttemptFinished {
+                        agent: &msg.instance.agent,
+                        outcome,
+                    }
+                    .emit();
                 }
-                .emit();
                 self.record(events);
             }
             Err(stale) => StaleReport {

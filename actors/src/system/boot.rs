@@ -12,11 +12,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
-use agentos_runtime::agent::{AgentSetup, StepPorts};
+use agentos_runtime::agent::{AgentSetup, CallGate, Slice, StepPorts};
 use agentos_runtime::config::{BackendKind, Config};
 use agentos_runtime::events::sandbox::SandboxConfigured;
 use agentos_runtime::events::system::RunStarted;
 use agentos_runtime::llm::openai::OpenAiBackend;
+use agentos_runtime::llm::ratelimit::RateLimitObserver;
 use agentos_runtime::llm::sim::SimBackend;
 use agentos_runtime::llm::LlmBackend;
 use agentos_runtime::model::InstanceId;
@@ -38,6 +39,7 @@ use crate::agent::spawn::SpawnLink;
 use crate::agent::AgentEnv;
 use crate::board::Board;
 use crate::pager::WorkerConfig;
+use crate::quota::QuotaGate;
 use crate::scheduler::SchedulerState;
 use crate::store_worker::StoreWorker;
 use agentos_runtime::events::durability::StoreWriter;
@@ -60,13 +62,26 @@ pub struct BootOptions {
 
 /// Builds every backend named in the config.
 pub fn build_backends(cfg: &Config) -> anyhow::Result<HashMap<String, Arc<dyn LlmBackend>>> {
+    build_backends_observed(cfg, None)
+}
+
+/// Builds every backend; the `openai` ones hand every reply's rate-limit headers to
+/// `observer` (the quota gate).
+pub fn build_backends_observed(
+    cfg: &Config,
+    observer: Option<Arc<dyn RateLimitObserver>>,
+) -> anyhow::Result<HashMap<String, Arc<dyn LlmBackend>>> {
     let mut out: HashMap<String, Arc<dyn LlmBackend>> = HashMap::new();
     for b in &cfg.backends {
         let backend: Arc<dyn LlmBackend> = match &b.kind {
-            BackendKind::OpenAi(s) => Arc::new(
-                OpenAiBackend::new(&b.name, s.clone())
-                    .with_context(|| format!("backend \"{}\"", b.name))?,
-            ),
+            BackendKind::OpenAi(s) => {
+                let built = OpenAiBackend::new(&b.name, s.clone())
+                    .with_context(|| format!("backend \"{}\"", b.name))?;
+                Arc::new(match &observer {
+                    Some(o) => built.with_observer(o.clone()),
+                    None => built,
+                })
+            }
             BackendKind::Sim(s) => {
                 let behaviours = cfg
                     .agents
@@ -90,7 +105,9 @@ pub fn build_backends(cfg: &Config) -> anyhow::Result<HashMap<String, Arc<dyn Ll
 
 /// Boots the actor tree. Must be called from inside a running actix `System`.
 pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem> {
-    let backends = build_backends(&cfg)?;
+    // Built first so that a bad backend fails the start before the store is touched; built
+    // again below, observed by the quota gate, once the trace exists.
+    build_backends(&cfg)?;
     let simulated_backends: Vec<String> = cfg
         .backends
         .iter()
@@ -144,6 +161,21 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
         .emit(&trace);
     }
     let sandboxes = sandboxes(&cfg, &workspaces, &run_dir, &trace)?;
+    let gate = QuotaGate::from_config(&cfg, trace.clone());
+    if let Some(g) = &gate {
+        // Budget counters span runs: a restart does not reset a day's spending.
+        let rows = agentos_runtime::store::Store::open(&store_path)
+            .and_then(|s| s.quota_counters())
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read quota counters from {}: {e}",
+                    store_path.display()
+                )
+            })?;
+        g.restore(&rows);
+    }
+    let backends =
+        build_backends_observed(&cfg, gate.clone().map(|g| g as Arc<dyn RateLimitObserver>))?;
 
     let board = Arc::new(Board::new(cfg.agents.iter().map(|a| a.name.as_str())));
     // A resumed run's suspended agents stay suspended: their attempts pause at a step boundary.
@@ -167,6 +199,7 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
         &board,
         &trace,
         &arbiters,
+        gate.as_ref(),
     )?;
     let pager = WorkerConfig {
         store_path: store_path.clone(),
@@ -195,10 +228,11 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
         ports: ports.clone(),
         board: board.clone(),
         trace: trace.clone(),
-        scheduler: Arc::new(Mutex::new(SchedulerState::stored(
-            prepared.core,
-            state_store,
-        ))),
+        scheduler: Arc::new(Mutex::new(
+            SchedulerState::stored(prepared.core, state_store)
+                .with_quotas(gate.clone())
+                .with_governor(governor(&cfg)),
+        )),
         pager,
         agents,
         prometheus: opts.prometheus.clone(),
@@ -220,8 +254,23 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
         run_id,
         arbiters,
         resume,
+        quotas: gate,
         _run_lock: run_lock,
     })
+}
+
+/// The resource-pressure governor of `runtime.scheduling.adaptive_concurrency`, if set.
+fn governor(cfg: &Config) -> Option<agentos_runtime::policy::governor::PressureGovernor> {
+    use agentos_runtime::policy::governor::{GovernorSpec, PressureGovernor};
+    let a = cfg.runtime.scheduling.adaptive.as_ref()?;
+    Some(PressureGovernor::new(GovernorSpec {
+        min: a.min_concurrency,
+        max: cfg.runtime.max_concurrency,
+        cpu_high: a.cpu_high,
+        memory_high: a.memory_high,
+        cpu_low: a.cpu_low,
+        memory_low: a.memory_low,
+    }))
 }
 
 /// The sandbox of every agent granted `run_command` (none under `runtime.sandbox: off`),
@@ -268,7 +317,14 @@ fn agent_envs(
     board: &Arc<Board>,
     trace: &Trace,
     arbiters: &[Arbiter],
+    gate: Option<&Arc<QuotaGate>>,
 ) -> anyhow::Result<Vec<(Arc<AgentEnv>, ArbiterHandle)>> {
+    let gate: Option<Arc<dyn CallGate>> =
+        gate.map(|g| Arc::new(crate::quota::GatePort(g.clone())) as Arc<dyn CallGate>);
+    let slice = cfg.runtime.scheduling.preemption.as_ref().map(|p| Slice {
+        steps: p.slice_steps,
+        time: p.slice,
+    });
     let tools = Arc::new(ToolRegistry::builtin());
     let bus: Arc<dyn BusPort> = Arc::new(BusLink::new(ports.bus.clone()));
     let spawner: Arc<dyn agentos_runtime::tools::SpawnPort> =
@@ -304,6 +360,10 @@ fn agent_envs(
             .map(|b| b.tokenizer)
             .unwrap_or_default();
         let allowlist = Arc::new(a.commands.clone());
+        let backend_max_tokens = cfg.backend(&a.backend).and_then(|b| match &b.kind {
+            BackendKind::OpenAi(s) => s.max_tokens,
+            BackendKind::Sim(_) => None,
+        });
         for replica in 0..a.replicas {
             let instance = InstanceId {
                 agent: a.name.clone(),
@@ -335,16 +395,22 @@ fn agent_envs(
                 backend: backend.clone(),
                 tools: tools.clone(),
                 events: Arc::new(sink.clone()),
+                gate: gate.clone(),
             };
+            let mut setup = AgentSetup::new(
+                spec.clone(),
+                instance,
+                tool_ctx,
+                tokenizer,
+                cfg.tools.call_timeout,
+                cfg.runtime.durability,
+            );
+            setup.slice = slice;
+            if let Some(max) = backend_max_tokens {
+                setup.call_max_tokens = u64::from(max);
+            }
             let env = AgentEnv {
-                setup: AgentSetup::new(
-                    spec.clone(),
-                    instance,
-                    tool_ctx,
-                    tokenizer,
-                    cfg.tools.call_timeout,
-                    cfg.runtime.durability,
-                ),
+                setup,
                 ports: step_ports,
                 sink,
                 scheduler: ports.scheduler.clone(),

@@ -26,6 +26,6 @@ pub mod running;
 pub mod tree;
 pub mod workspace;
 
-pub use boot::{boot, build_backends, BootOptions};
+pub use boot::{boot, build_backends, build_backends_observed, BootOptions};
 pub use resume::{ResumeMode, ResumeRefused};
 pub use running::{ResumeInfo, RunEnd, RunningSystem};

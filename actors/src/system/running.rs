@@ -51,6 +51,8 @@ pub struct RunningSystem {
     /// Set when this system continues a run that did not finish (`--resume`, or `serve` on a
     /// data directory with an unfinished run of the same config).
     pub resume: Option<ResumeInfo>,
+    /// The quota gate, when the config limits, prices or counts LLM calls.
+    pub quotas: Option<Arc<crate::quota::QuotaGate>>,
     /// The run's lock file, held for as long as this system runs the run.
     pub(super) _run_lock: std::fs::File,
 }

@@ -89,7 +89,14 @@ pub fn start(parts: TreeParts) -> Addr<Supervisor> {
         crate::bus::child_spec(bus_agents, ports.bus.clone(), bus_store),
         crate::kvpool::child_spec(cfg.clone(), ports.kv.clone(), kv_upper_bound),
         crate::pager::child_spec(pager, trace.clone(), ports.pager.clone()),
-        crate::monitor::child_spec(prometheus),
+        crate::monitor::child_spec(
+            prometheus,
+            cfg.runtime
+                .scheduling
+                .adaptive
+                .is_some()
+                .then(|| ports.scheduler.pressure.clone()),
+        ),
         crate::scheduler::child_spec(scheduler, links),
         agent_supervisor(settings, agents, ports.clone(), agent_restarts),
     ];

@@ -1041,4 +1041,5 @@ async fn a_cancel_stops_an_attempt_blocked_in_a_call_at_once() {
     r.assert_released();
 }
 
+mod quota;
 mod resume;

@@ -652,4 +652,6 @@ fn state_slot(s: TaskState) -> usize {
 #[cfg(test)]
 mod recovery_tests;
 #[cfg(test)]
+mod share_tests;
+#[cfg(test)]
 mod tests;

@@ -12,6 +12,7 @@ mod openai;
 mod pager;
 mod prometheus;
 mod provision;
+mod quotas;
 mod sandbox;
 mod simserver;
 mod store_errors;

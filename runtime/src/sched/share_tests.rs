@@ -87,18 +87,30 @@ fn a_yielded_attempt_keeps_its_number_and_its_usage_counts_once() {
             now,
         )
         .unwrap();
-    assert!(events
-        .iter()
-        .any(|e| matches!(e, SchedEvent::Yielded { preempted: true, attempt: 1, .. })));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        SchedEvent::Yielded {
+            preempted: true,
+            attempt: 1,
+            ..
+        }
+    )));
     let key = TaskKey {
         workflow: "w".into(),
         task: "t".into(),
     };
     assert_eq!(core.task(&key).unwrap().state, TaskState::Ready);
-    assert!(core.task(&key).unwrap().attempts.is_empty(), "a yield is no failed attempt");
+    assert!(
+        core.task(&key).unwrap().attempts.is_empty(),
+        "a yield is no failed attempt"
+    );
     core.agent_idle(inst("a", 0));
     let (d, _) = core.dispatch(now);
-    assert_eq!((d[0].attempt, d[0].attempt_total), (1, 1), "the same attempt goes on");
+    assert_eq!(
+        (d[0].attempt, d[0].attempt_total),
+        (1, 1),
+        "the same attempt goes on"
+    );
     // The run that continues it reports the journaled usage again, plus its own.
     let mut report = done(d[0].lease, 0);
     report.usage = Usage {
@@ -137,7 +149,10 @@ fn a_budget_wait_puts_the_task_back_after_the_reset() {
     )
     .unwrap();
     core.agent_idle(inst("a", 0));
-    assert!(core.dispatch(now).0.is_empty(), "not before the window resets");
+    assert!(
+        core.dispatch(now).0.is_empty(),
+        "not before the window resets"
+    );
     assert_eq!(core.next_deadline(), Some(now + Duration::from_secs(30)));
     let (d, _) = core.dispatch(now + Duration::from_secs(31));
     assert_eq!(d.len(), 1);
@@ -162,7 +177,8 @@ fn a_better_task_waiting_for_a_full_slot_preempts_the_worst_running_one() {
     let (d, ev) = core.dispatch(now);
     assert_eq!(d.len(), 2);
     assert!(
-        !ev.iter().any(|e| matches!(e, SchedEvent::PreemptRequested { .. })),
+        !ev.iter()
+            .any(|e| matches!(e, SchedEvent::PreemptRequested { .. })),
         "mid is only 5 points better: under the gap"
     );
     // A high-priority workflow arrives; every slot is taken.
@@ -200,9 +216,13 @@ fn a_better_task_waiting_for_a_full_slot_preempts_the_worst_running_one() {
     let (d, ev) = core.dispatch(now);
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].key.task, "h");
-    assert!(!ev
-        .iter()
-        .any(|e| matches!(e, SchedEvent::PreemptRequested { reason: Some(_), .. })));
+    assert!(!ev.iter().any(|e| matches!(
+        e,
+        SchedEvent::PreemptRequested {
+            reason: Some(_),
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -220,9 +240,13 @@ fn a_request_no_longer_needed_is_withdrawn() {
     core.agent_idle(inst("high", 0));
     let (id, _, _) = core.submit(spec, None, "test", now).unwrap();
     let (_, ev) = core.dispatch(now);
-    assert!(ev
-        .iter()
-        .any(|e| matches!(e, SchedEvent::PreemptRequested { reason: Some(_), .. })));
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        SchedEvent::PreemptRequested {
+            reason: Some(_),
+            ..
+        }
+    )));
     // The urgent workflow is cancelled before the low task yields: the request goes away.
     core.cancel_workflow(&id, "test", now).unwrap();
     let (_, ev) = core.dispatch(now);
@@ -254,7 +278,11 @@ fn fair_share_gives_a_chatty_agent_no_more_tokens_than_the_others() {
         for _ in 0..20 {
             let (d, _) = core.dispatch(now);
             let d = &d[0];
-            let cost = if d.key.task.starts_with("chatty") { 500 } else { 100 };
+            let cost = if d.key.task.starts_with("chatty") {
+                500
+            } else {
+                100
+            };
             *tokens.entry(d.instance.agent.clone()).or_default() += cost;
             core.report(done(d.lease, cost), now).unwrap();
             core.agent_idle(d.instance.clone());
@@ -263,9 +291,15 @@ fn fair_share_gives_a_chatty_agent_no_more_tokens_than_the_others() {
     };
     let (chatty, quiet) = served("fair_share");
     let ratio = chatty as f64 / quiet as f64;
-    assert!((0.6..1.7).contains(&ratio), "fair share: {chatty} vs {quiet}");
+    assert!(
+        (0.6..1.7).contains(&ratio),
+        "fair share: {chatty} vs {quiet}"
+    );
     let (chatty, quiet) = served("priority");
-    assert!(chatty > 3 * quiet, "without fair share: {chatty} vs {quiet}");
+    assert!(
+        chatty > 3 * quiet,
+        "without fair share: {chatty} vs {quiet}"
+    );
 }
 
 #[test]
@@ -285,7 +319,10 @@ fn least_attained_service_lets_a_fresh_workflow_overtake_a_long_one() {
     core.report(done(d[0].lease, 1000), now).unwrap();
     core.agent_idle(inst("a", 0));
     let (d, _) = core.dispatch(now);
-    assert_eq!(d[0].key.workflow, "short", "the long one attained 1000 tokens");
+    assert_eq!(
+        d[0].key.workflow, "short",
+        "the long one attained 1000 tokens"
+    );
 }
 
 #[test]

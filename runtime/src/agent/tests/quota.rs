@@ -73,7 +73,9 @@ async fn every_call_is_admitted_with_its_prompt_and_cap_then_settled_with_its_us
     );
     let settled = gate.settled.lock().unwrap().clone();
     assert_eq!(settled.len(), 2);
-    assert!(settled.iter().all(|u| u.is_some_and(|u| u.prompt_tokens == 10)));
+    assert!(settled
+        .iter()
+        .all(|u| u.is_some_and(|u| u.prompt_tokens == 10)));
     r.assert_released();
 }
 
@@ -93,7 +95,10 @@ async fn an_exhausted_budget_fails_the_attempt_for_good_or_yields_it_until_the_r
     );
     let result = r.run().await;
     let (reason, retryable, _) = failure(&result);
-    assert!(reason.starts_with("budget exhausted: agent:a daily budget"), "{reason}");
+    assert!(
+        reason.starts_with("budget exhausted: agent:a daily budget"),
+        "{reason}"
+    );
     assert!(!retryable);
     assert_eq!(r.backend.calls(), 0, "no call reached the backend");
     r.assert_released();
@@ -140,17 +145,30 @@ async fn a_preempted_attempt_gives_way_only_at_a_step_boundary_after_its_slice()
     // Requested before the first step: the attempt still runs its slice of two steps.
     let (_preempt_tx, preempt) = tokio::sync::watch::channel(Some("urgent/h waits".to_owned()));
     let control = AttemptControl::new(suspended, cancelled).with_preempt(preempt);
-    let result = run_attempt(&r.setup, &r.ports, &dispatch(Duration::from_secs(60)), &control).await;
+    let result = run_attempt(
+        &r.setup,
+        &r.ports,
+        &dispatch(Duration::from_secs(60)),
+        &control,
+    )
+    .await;
     match result.outcome {
         Outcome::Yielded {
             reason, preempted, ..
         } => {
             assert!(preempted);
-            assert!(reason.contains("at step 2") && reason.contains("urgent/h"), "{reason}");
+            assert!(
+                reason.contains("at step 2") && reason.contains("urgent/h"),
+                "{reason}"
+            );
         }
         other => panic!("expected a preemption, got {other:?}"),
     }
-    assert_eq!(r.backend.calls(), 2, "two steps ran, both with their tool results");
+    assert_eq!(
+        r.backend.calls(),
+        2,
+        "two steps ran, both with their tool results"
+    );
     assert_eq!(r.tools.ran().len(), 2);
     assert_eq!(result.usage.prompt_tokens, 20);
     r.assert_released();

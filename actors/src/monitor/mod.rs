@@ -177,6 +177,15 @@ pub fn child_spec(
     )
 }
 
+impl Handler<HardStop> for ResourceMonitor {
+    type Result = ();
+
+    fn handle(&mut self, _: HardStop, ctx: &mut Self::Context) {
+        // Sent only when the stop message was not obeyed within the shutdown timeout.
+        ctx.terminate();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_pressure;
@@ -188,14 +197,5 @@ mod tests {
         assert_eq!(parse_pressure("cpu=lots"), None);
         assert_eq!(parse_pressure("disk=0.5"), None);
         assert_eq!(parse_pressure("cpu=NaN"), None);
-    }
-}
-
-impl Handler<HardStop> for ResourceMonitor {
-    type Result = ();
-
-    fn handle(&mut self, _: HardStop, ctx: &mut Self::Context) {
-        // Sent only when the stop message was not obeyed within the shutdown timeout.
-        ctx.terminate();
     }
 }

@@ -445,44 +445,6 @@ pub fn describe_api() {
     );
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::events::testing::metrics_of;
-
-    #[test]
-    fn zero_series_cover_every_fixed_label() {
-        let got = metrics_of(register_zeroes);
-        for state in ["succeeded", "failed", "skipped", "cancelled"] {
-            assert_eq!(
-                got.counter(SCHED_TASKS_FINISHED, &[("state", state)]),
-                Some(0)
-            );
-        }
-        assert_eq!(
-            got.counter(SUPERVISOR_RESTARTS, &[("kind", "agent_supervisor")]),
-            Some(0)
-        );
-        assert_eq!(
-            got.counter(BUS_DROPPED, &[("reason", "inbox_full")]),
-            Some(0)
-        );
-        assert_eq!(got.counter(SCHED_LEASE_EXPIRED, &[]), Some(0));
-        // 4 terminal states + 7 kinds + 3 reasons + 2 unlabelled.
-        assert_eq!(got.len(), 4 + 7 + 3 + 2);
-    }
-
-    #[test]
-    fn every_histogram_has_sorted_buckets() {
-        for (name, buckets) in HISTOGRAM_BUCKETS {
-            assert!(
-                buckets.windows(2).all(|w| w[0] < w[1]),
-                "{name}: buckets not increasing"
-            );
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Quotas, rate limits, fairness and preemption
 // ---------------------------------------------------------------------------------------------
@@ -565,4 +527,42 @@ pub fn describe_quotas() {
         "Attempts that gave way at a step boundary (preempted or waiting for a budget)."
     );
     describe_gauge!(FAIR_SHARE_TOKENS, "Tokens served to each fair-share flow.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::testing::metrics_of;
+
+    #[test]
+    fn zero_series_cover_every_fixed_label() {
+        let got = metrics_of(register_zeroes);
+        for state in ["succeeded", "failed", "skipped", "cancelled"] {
+            assert_eq!(
+                got.counter(SCHED_TASKS_FINISHED, &[("state", state)]),
+                Some(0)
+            );
+        }
+        assert_eq!(
+            got.counter(SUPERVISOR_RESTARTS, &[("kind", "agent_supervisor")]),
+            Some(0)
+        );
+        assert_eq!(
+            got.counter(BUS_DROPPED, &[("reason", "inbox_full")]),
+            Some(0)
+        );
+        assert_eq!(got.counter(SCHED_LEASE_EXPIRED, &[]), Some(0));
+        // 4 terminal states + 7 kinds + 3 reasons + 2 unlabelled.
+        assert_eq!(got.len(), 4 + 7 + 3 + 2);
+    }
+
+    #[test]
+    fn every_histogram_has_sorted_buckets() {
+        for (name, buckets) in HISTOGRAM_BUCKETS {
+            assert!(
+                buckets.windows(2).all(|w| w[0] < w[1]),
+                "{name}: buckets not increasing"
+            );
+        }
+    }
 }

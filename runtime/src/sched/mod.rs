@@ -212,7 +212,13 @@ impl SchedulerCore {
                 let Some((agent, idx)) = self.choose() else {
                     break;
                 };
-                if !self.ready.remove(&agent, idx) {
+                // Usually the head of its agent's queue: popped, not searched for.
+                let taken = if self.ready.peek(&agent).is_some_and(|(_, head)| head == idx) {
+                    self.ready.pop(&agent).is_some()
+                } else {
+                    self.ready.remove(&agent, idx)
+                };
+                if !taken {
                     break;
                 }
                 let Some(instance) = self.idle.get_mut(&agent).and_then(IdleQueue::pop_front)

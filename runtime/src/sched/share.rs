@@ -224,7 +224,7 @@ impl SchedulerCore {
                     Some((self.ready.effective(key, now), a, idx))
                 })
                 .collect();
-            waiting.sort_by(|x, y| y.0.cmp(&x.0));
+            waiting.sort_by_key(|w| std::cmp::Reverse(w.0));
             let mut taken: HashSet<LeaseId> = HashSet::new();
             for (prio, agent, idx) in waiting {
                 // Worst running attempt that holds capacity this task could use.

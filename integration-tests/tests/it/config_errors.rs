@@ -205,3 +205,68 @@ fn kv_cache_defaults_keep_one_replica_and_replica_lists_parse() {
             .all(|b| b.replicas == 1 && b.cache.routing.name() == "prefix_aware"));
     }
 }
+
+/// A config whose quota and scheduling sections are all wrong.
+const BAD_QUOTAS: &str = r#"(
+    version: 1,
+    runtime: (
+        max_concurrency: 4,
+        scheduling: (preemption: (slice_secs: 0.0)),
+        quotas: (rate: (tokens: 1000, window_secs: 0.0)),
+    ),
+    backends: [(name: "sim", kind: Sim(()),
+                price: (input: -1.0, output: 2.0))],
+    agents: [
+        (name: "planner", role: "plans", backend: "sim", weight: 0.0,
+         quotas: (budget: (usd: -5.0))),
+    ],
+    workflows: [(name: "w", weight: 2.0, tasks: [(id: "a", agent: "planner")])],
+)"#;
+
+#[test]
+fn quota_and_scheduling_errors_name_the_entity_and_the_line() {
+    let e = errors(BAD_QUOTAS);
+    for (expected, line) in [
+        (
+            "backend \"sim\": price.input must be a number >= 0",
+            "bad.ron:9:",
+        ),
+        ("agent \"planner\": weight must be > 0", "bad.ron:11:"),
+        (
+            "agent \"planner\": quotas.budget.usd must be a number >= 0",
+            "bad.ron:12:",
+        ),
+        ("runtime.quotas.rate.window_secs must be > 0", "bad.ron:6:"),
+        (
+            "runtime.scheduling.preemption.slice_secs must be > 0",
+            "bad.ron:5:",
+        ),
+    ] {
+        let line_of = e
+            .lines()
+            .find(|l| l.contains(expected))
+            .unwrap_or_else(|| panic!("no error {expected:?} in:\n{e}"));
+        assert!(
+            line_of.contains(line),
+            "{expected:?} should be at {line}: {line_of}"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_policy_is_named_with_its_line() {
+    let text = BASE
+        .replace("BACKEND", "\"sim\"")
+        .replace("DEPS", "[]")
+        .replace(
+            "version: 1,",
+            "version: 1,\n    runtime: (scheduling: (policy: round_robin)),",
+        );
+    let e = errors(&text);
+    assert!(e.contains("round_robin"), "{e}");
+    assert!(
+        e.contains("least_attained_service"),
+        "the choices are listed: {e}"
+    );
+    assert!(e.contains("bad.ron:3:"), "position missing: {e}");
+}

@@ -21,7 +21,7 @@
 //! Budget counters are durable: the scheduler writes the changed ones with its state batches
 //! ([`QuotaGate::take_dirty_rows`]) and boot restores them ([`QuotaGate::restore`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -29,7 +29,7 @@ use agentos_runtime::agent::{CallGate, CallPermit, GateRefusal, GateRequest};
 use agentos_runtime::config::quota::{
     BudgetLimitSpec, BudgetWindowSpec, OnExhaustedSpec, PriceSpec, QuotaSpec, RateLimitSpec,
 };
-use agentos_runtime::config::{Config, WorkflowSpec};
+use agentos_runtime::config::{BackendKind, Config, WorkflowSpec};
 use agentos_runtime::events::quota::{
     BudgetLimitReached, CallCharged, CallThrottled, ConcurrencyChanged, QuotaRemaining,
     ServerLimitLearned, ThrottleLimit,
@@ -57,6 +57,10 @@ pub struct QuotaGate {
     /// Adaptive concurrency per backend (those with `limits.max_concurrency` and `adaptive`).
     aimd: Mutex<HashMap<String, AimdLimit>>,
     prices: HashMap<String, Price>,
+    /// Backends whose buckets are learned from their headers (no `rate` configured).
+    learnable: HashSet<String>,
+    /// What was learned so far, per backend.
+    learned: Mutex<HashMap<String, RateSpec>>,
     trace: Trace,
 }
 
@@ -123,7 +127,18 @@ impl QuotaGate {
     /// The gate of `cfg`, or `None` when nothing in it limits, prices or counts calls (then
     /// the step core skips the gate altogether).
     pub fn from_config(cfg: &Config, trace: Trace) -> Option<Arc<QuotaGate>> {
+        let learnable: HashSet<String> = cfg
+            .backends
+            .iter()
+            .filter(|b| {
+                matches!(b.kind, BackendKind::OpenAi(_))
+                    && b.limits.rate.is_none()
+                    && b.limits.learn_from_headers
+            })
+            .map(|b| b.name.clone())
+            .collect();
         let any = !cfg.runtime.quotas.is_empty()
+            || !learnable.is_empty()
             || cfg.agents.iter().any(|a| !a.quotas.is_empty())
             || cfg.workflows.iter().any(|w| !w.quotas.is_empty())
             || cfg.backends.iter().any(|b| {
@@ -169,6 +184,8 @@ impl QuotaGate {
             released: Notify::new(),
             aimd: Mutex::new(aimd),
             prices,
+            learnable,
+            learned: Mutex::default(),
             trace,
         }))
     }
@@ -425,8 +442,70 @@ impl CallGate for GatePort {
     }
 }
 
+impl QuotaGate {
+    /// A backend with no configured `rate` gets buckets learned from its headers: its limit
+    /// (`x-ratelimit-limit-*`), and its window from how long the server says it takes to
+    /// refill what is used (`(limit - remaining)` in `x-ratelimit-reset-*`). Each kind is
+    /// learned once; later headers only lower the buckets. Answers the spec when it changed.
+    fn learn(&self, backend: &str, info: &RateLimitInfo) -> Option<RateSpec> {
+        if !self.learnable.contains(backend) {
+            return None;
+        }
+        let mut learned = self.learned.lock().unwrap_or_else(|e| e.into_inner());
+        let spec = learned.entry(backend.to_owned()).or_insert(RateSpec {
+            tokens: None,
+            requests: None,
+            per: Duration::from_secs(60),
+            burst_tokens: None,
+            burst_requests: None,
+        });
+        let first = spec.tokens.is_none() && spec.requests.is_none();
+        let mut changed = false;
+        for (limit, remaining, reset, slot) in [
+            (
+                info.limit_tokens,
+                info.remaining_tokens,
+                info.reset_tokens,
+                &mut spec.tokens,
+            ),
+            (
+                info.limit_requests,
+                info.remaining_requests,
+                info.reset_requests,
+                &mut spec.requests,
+            ),
+        ] {
+            let (Some(limit), Some(remaining), Some(reset)) = (limit, remaining, reset) else {
+                continue;
+            };
+            if slot.is_some() || remaining >= limit || limit == 0 || reset.is_zero() {
+                continue;
+            }
+            // The server refills `limit - remaining` in `reset`: its window holds `limit`.
+            let window = reset
+                .mul_f64(limit as f64 / (limit - remaining) as f64)
+                .clamp(Duration::from_millis(1), Duration::from_secs(86_400));
+            if first && !changed {
+                spec.per = window;
+                *slot = Some(limit);
+            } else {
+                // Both kinds share one window: scale this limit to it, keeping its rate.
+                let scaled = limit as f64 * spec.per.as_secs_f64() / window.as_secs_f64();
+                *slot = Some((scaled.round() as u64).max(1));
+            }
+            changed = true;
+        }
+        changed.then(|| spec.clone())
+    }
+}
+
 impl RateLimitObserver for QuotaGate {
     fn observe(&self, backend: &str, info: &RateLimitInfo) {
+        if let Some(spec) = self.learn(backend, info) {
+            self.book()
+                .set_rate(Scope::Backend(backend.to_owned()), spec, Instant::now());
+            ServerLimitLearned { backend }.emit();
+        }
         let learned = {
             let mut book = self.book();
             let before = book.server_corrections();

@@ -129,3 +129,91 @@ async fn a_rate_limit_holds_the_call_until_the_bucket_refills() {
     drop(second);
     assert_eq!(gate.book().outstanding(), 0);
 }
+
+#[tokio::test]
+async fn a_backend_without_a_configured_rate_learns_its_buckets_from_the_headers() {
+    let cfg = config(
+        r#"(version: 1,
+            backends: [(name: "api", kind: OpenAi((base_url: "http://127.0.0.1:9/v1", model: "m")))],
+            agents: [(name: "a", role: "r", backend: "api")],
+            workflows: [(name: "w", tasks: [(id: "t", agent: "a")])])"#,
+    );
+    let gate = QuotaGate::from_config(&cfg, Trace::disabled()).expect("openai backends learn");
+    let port = GatePort(gate.clone());
+    let ask = || GateRequest {
+        backend: "api".into(),
+        ..request("a", 10, 10)
+    };
+    // Nothing learned yet: calls go straight through.
+    for _ in 0..3 {
+        drop(port.admit(ask()).await.unwrap());
+    }
+    // 10 requests per window; 5 used refill in 500 ms: the window is 1 s (10 per second).
+    gate.observe(
+        "api",
+        &RateLimitInfo {
+            limit_requests: Some(10),
+            remaining_requests: Some(5),
+            reset_requests: Some(Duration::from_millis(500)),
+            ..RateLimitInfo::default()
+        },
+    );
+    let status = gate.status();
+    let api = status
+        .iter()
+        .find(|s| s.scope == Scope::Backend("api".into()))
+        .expect("a learned scope");
+    assert_eq!(
+        api.requests_capacity,
+        Some(1),
+        "burst: a tenth of the limit"
+    );
+    // Paced at 10 per second from now on.
+    let t0 = Instant::now();
+    for _ in 0..4 {
+        let p = port.admit(ask()).await.unwrap();
+        p.settle(
+            Some(Usage {
+                prompt_tokens: 10,
+                completion_tokens: 1,
+                cached_tokens: 0,
+            }),
+            Duration::ZERO,
+            false,
+        );
+    }
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_millis(250), "{took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+}
+
+#[test]
+fn a_configured_rate_is_not_overridden_by_learning() {
+    let cfg = config(
+        r#"(version: 1,
+            backends: [(name: "api", kind: OpenAi((base_url: "http://127.0.0.1:9/v1", model: "m")),
+                        limits: (rate: (requests: 100)))],
+            agents: [(name: "a", role: "r", backend: "api")],
+            workflows: [(name: "w", tasks: [(id: "t", agent: "a")])])"#,
+    );
+    let gate = QuotaGate::from_config(&cfg, Trace::disabled()).unwrap();
+    gate.observe(
+        "api",
+        &RateLimitInfo {
+            limit_requests: Some(10),
+            remaining_requests: Some(5),
+            reset_requests: Some(Duration::from_millis(500)),
+            ..RateLimitInfo::default()
+        },
+    );
+    let status = gate.status();
+    let api = status
+        .iter()
+        .find(|s| s.scope == Scope::Backend("api".into()))
+        .unwrap();
+    assert_eq!(
+        api.requests_capacity,
+        Some(10),
+        "the configured burst (100 / 10)"
+    );
+}

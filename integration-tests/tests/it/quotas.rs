@@ -227,3 +227,81 @@ fn injected_pressure_lowers_the_concurrency_and_its_end_raises_it_back() {
     });
     std::env::remove_var("AGENTOS_PRESSURE_FILE");
 }
+
+/// Starts a sim-server on loopback that allows 10 requests per second (OpenAI-style buckets,
+/// 429s with `retry-after`); answers its address.
+fn limited_server() -> std::net::SocketAddr {
+    use agentos_actors::simserver::{SimServer, SimServerConfig};
+    let cfg = SimServerConfig::parse(
+        "(seed: 4, latency: (base_ms: 5, per_output_token_ms: 0), \
+          requests_per_window: 10, limit_window_secs: 1)",
+    )
+    .expect("sim-server config");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let (listener, addr) = agentos_actors::simserver::bind("127.0.0.1:0".parse().unwrap())
+                .await
+                .expect("bind");
+            let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+            tx.send(addr).unwrap();
+            SimServer::new(cfg).serve(listener, stop_rx).await;
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(10)).expect("server up")
+}
+
+/// 429s the server sent so far.
+fn limited(addr: std::net::SocketAddr) -> u64 {
+    let (status, body) = crate::helpers::http(addr, "GET", "/healthz");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["rate_limits"]["limited_requests"]
+        .as_u64()
+        .expect("limited_requests")
+}
+
+/// Twelve two-call tasks on twelve instances against the limited server.
+fn fleet(addr: std::net::SocketAddr, limits: &str) -> Config {
+    let tasks: Vec<String> = (0..12)
+        .map(|i| format!(r#"(id: "t{i}", agent: "calc", input: "{i} + 1")"#))
+        .collect();
+    parse(&format!(
+        r#"(version: 1, runtime: (max_concurrency: 12),
+          backends: [(name: "api", kind: OpenAi((base_url: "http://{addr}/v1", model: "m",
+                      timeout_secs: 10)), limits: ({limits}))],
+          agents: [(name: "calc", role: "Use the calculator.", backend: "api",
+                    tools: ["calculator"], max_steps: 4, replicas: 12, timeout_secs: 60,
+                    retry: (max_attempts: 30, initial_backoff_ms: 50, max_backoff_ms: 200))],
+          workflows: [(name: "w", tasks: [{}])])"#,
+        tasks.join(", ")
+    ))
+}
+
+#[test]
+fn the_fleet_slows_down_before_the_server_refuses() {
+    let run_against = |limits: &str| {
+        let addr = limited_server();
+        let data = tempfile::tempdir().unwrap();
+        let done = run(fleet(addr, limits), data.path());
+        for i in 0..12 {
+            let t = task(&done.snapshot, &format!("w/t{i}"));
+            assert_eq!(t.state, TaskState::Succeeded, "{limits}: {t:?}");
+        }
+        limited(addr)
+    };
+    // Today's behaviour: no limiter, a 429 fails the attempt, which retries after Retry-After.
+    let naive = run_against("learn_from_headers: false");
+    // The server's limits configured: the fleet never goes past them.
+    let configured = run_against("rate: (requests: 10, window_secs: 1.0, burst_requests: 2)");
+    // Nothing configured: the limits are learned from the first replies' headers.
+    let learned = run_against("");
+    eprintln!("429s received: naive {naive}, configured {configured}, learned {learned}");
+    assert!(naive > 0, "the naive fleet should meet 429s");
+    assert_eq!(configured, 0, "naive {naive}, learned {learned}");
+    assert!(learned < naive, "naive {naive}, learned {learned}");
+}

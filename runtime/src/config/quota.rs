@@ -102,6 +102,8 @@ pub struct BackendLimits {
     pub adaptive: bool,
     /// The adaptive limit's floor.
     pub min_concurrency: usize,
+    /// With no `rate`, learn the server's buckets from its rate-limit headers.
+    pub learn_from_headers: bool,
 }
 
 /// How ready tasks are ordered across agents (and workflows).

@@ -962,6 +962,10 @@ pub struct RawBackendLimits {
     /// The adaptive limit's floor.
     #[serde(default = "default_min_concurrency")]
     pub min_concurrency: u32,
+    /// With no `rate` configured, learn the server's buckets from its `x-ratelimit-*` headers
+    /// (`openai` backends).
+    #[serde(default = "default_true")]
+    pub learn_from_headers: bool,
 }
 
 impl Default for RawBackendLimits {
@@ -971,6 +975,7 @@ impl Default for RawBackendLimits {
             max_concurrency: None,
             adaptive: true,
             min_concurrency: default_min_concurrency(),
+            learn_from_headers: true,
         }
     }
 }

@@ -246,6 +246,7 @@ impl Validator<'_> {
             max_concurrency: l.max_concurrency.filter(|&m| m > 0).map(|m| m as usize),
             adaptive: l.adaptive,
             min_concurrency: (l.min_concurrency.max(1)) as usize,
+            learn_from_headers: l.learn_from_headers,
         }
     }
 

@@ -13,7 +13,7 @@ use agentos_runtime::model::TaskState;
 use agentos_runtime::sched::WorkflowView;
 use agentos_runtime::store::Store;
 
-use crate::helpers::{parse, run, task};
+use crate::helpers::{parse, run, run_with, task};
 
 /// One agent on the simulator whose budget is counted in tokens over the day.
 fn budget_config(tokens: u64) -> Config {
@@ -33,7 +33,14 @@ fn budget_config(tokens: u64) -> Config {
 #[test]
 fn a_budget_hard_stop_fails_the_task_with_the_reason_and_the_count_outlives_the_run() {
     let data = tempfile::tempdir().unwrap();
-    let first = run(budget_config(100_000), data.path());
+    let probe: Box<dyn FnOnce(std::net::SocketAddr) -> String + Send> =
+        Box::new(|addr| crate::helpers::http(addr, "GET", "/api/quotas").1);
+    let first = run_with(
+        budget_config(100_000),
+        data.path(),
+        Duration::from_secs(60),
+        Some(probe),
+    );
     let t = task(&first.snapshot, "w/t");
     assert_eq!(t.state, TaskState::Succeeded, "{t:?}");
     let used = t.prompt_tokens + t.completion_tokens;
@@ -47,6 +54,18 @@ fn a_budget_hard_stop_fails_the_task_with_the_reason_and_the_count_outlives_the_
         .expect("counter row");
     assert_eq!(row.spent_tokens, used, "{rows:?}");
     drop(store);
+    // The API shows the same figures, and what is left.
+    let quotas: serde_json::Value = serde_json::from_str(first.probe.as_deref().unwrap()).unwrap();
+    let scope = quotas["scopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["scope"] == "agent:a")
+        .unwrap_or_else(|| panic!("{quotas:#}"));
+    assert_eq!(scope["budget"]["spent_tokens"], used);
+    assert_eq!(scope["budget"]["remaining_tokens"], 100_000 - used);
+    assert_eq!(scope["budget"]["window"], "day");
+    assert_eq!(quotas["spent"]["tokens"], used);
 
     // A new run on the same data folder, with a budget that leaves less than one call's
     // reservation (prompt + 100): the day is not reset, the call is refused, the task fails

@@ -321,6 +321,20 @@ fn agent_envs(
 ) -> anyhow::Result<Vec<(Arc<AgentEnv>, ArbiterHandle)>> {
     let gate: Option<Arc<dyn CallGate>> =
         gate.map(|g| Arc::new(crate::quota::GatePort(g.clone())) as Arc<dyn CallGate>);
+    // Token quotas anywhere: every call carries the completion cap it reserves.
+    let token_limits = {
+        use agentos_runtime::config::quota::QuotaSpec;
+        let counts_tokens = |q: &QuotaSpec| {
+            q.rate.as_ref().is_some_and(|r| r.tokens.is_some()) || q.budget.is_some()
+        };
+        counts_tokens(&cfg.runtime.quotas)
+            || cfg.agents.iter().any(|a| counts_tokens(&a.quotas))
+            || cfg.workflows.iter().any(|w| counts_tokens(&w.quotas))
+            || cfg
+                .backends
+                .iter()
+                .any(|b| b.limits.rate.as_ref().is_some_and(|r| r.tokens.is_some()))
+    };
     let slice = cfg.runtime.scheduling.preemption.as_ref().map(|p| Slice {
         steps: p.slice_steps,
         time: p.slice,
@@ -406,6 +420,7 @@ fn agent_envs(
                 cfg.runtime.durability,
             );
             setup.slice = slice;
+            setup.cap_calls = token_limits;
             if let Some(max) = backend_max_tokens {
                 setup.call_max_tokens = u64::from(max);
             }

@@ -86,11 +86,18 @@ pub struct AgentSetup {
     /// Whether the loop waits for each journal record's commit (`runtime.durability`).
     pub durability: Durability,
     /// Most completion tokens one call may produce: what the quota gate reserves beside the
-    /// prompt (the backend's `max_tokens`, else the agent's `context.reserve_output_tokens`).
+    /// prompt (the backend's `max_tokens`, else the agent's `context.reserve_output_tokens`,
+    /// else [`DEFAULT_COMPLETION_RESERVE`]).
     pub call_max_tokens: u64,
+    /// Whether each call carries `call_max_tokens` as its `max_tokens` (set when token quotas
+    /// apply, so that every reservation bounds its call; otherwise the backend decides).
+    pub cap_calls: bool,
     /// The time slice after which a preemption request is honoured (`None`: never).
     pub slice: Option<Slice>,
 }
+
+/// Completion tokens reserved per call when neither the backend nor the agent's context says.
+pub const DEFAULT_COMPLETION_RESERVE: u64 = 1024;
 
 /// How long an attempt runs before it may be preempted: either bound used up is enough.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +120,11 @@ impl AgentSetup {
     ) -> Self {
         Self {
             durability,
-            call_max_tokens: spec.context.reserve_output_tokens.max(1),
+            call_max_tokens: match spec.context.reserve_output_tokens {
+                0 => DEFAULT_COMPLETION_RESERVE,
+                n => n,
+            },
+            cap_calls: false,
             slice: None,
             instance_label: instance.to_string(),
             spec,

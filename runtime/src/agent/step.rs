@@ -234,10 +234,10 @@ async fn steps(
         let mut request = ChatRequest {
             messages: built.messages,
             tools: tools.clone(),
-            // With a gate, every call carries the cap it reserved, so the reservation bounds it.
-            max_tokens: permit
-                .as_ref()
-                .map(|_| u32::try_from(setup.call_max_tokens).unwrap_or(u32::MAX)),
+            // Under token quotas every call carries the cap it reserved: the reservation bounds it.
+            max_tokens: setup
+                .cap_calls
+                .then(|| u32::try_from(setup.call_max_tokens).unwrap_or(u32::MAX)),
             meta: RequestMeta {
                 agent: agent.to_owned(),
                 task: task.clone(),

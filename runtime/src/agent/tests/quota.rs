@@ -40,6 +40,7 @@ impl CallGate for FakeGate {
 
 fn gated(replies: Vec<Reply>, gate: FakeGate) -> (Rig, Arc<FakeGate>) {
     let mut r = rig(replies, r#""calculator""#, 5, FakePrompts::default());
+    r.setup.cap_calls = true;
     let gate = Arc::new(gate);
     r.ports.gate = Some(gate.clone());
     (r, gate)

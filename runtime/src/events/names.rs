@@ -159,6 +159,7 @@ pub const HISTOGRAM_BUCKETS: &[(&str, &[f64])] = &[
     (API_REQUEST_DURATION, API_BUCKETS),
     (STORE_COMMIT_BATCH_ROWS, COMMIT_ROWS_BUCKETS),
     (STORE_COMMIT_DURATION, COMMIT_DURATION_BUCKETS),
+    (QUOTA_THROTTLE_WAIT, LATENCY_BUCKETS),
 ];
 
 /// Registers help texts and units with the installed recorder.
@@ -460,8 +461,8 @@ pub const QUOTA_REMAINING: &str = "agentos_quota_remaining";
 /// Counter, labels `scope`, `limit` (`rate`, `concurrency`): LLM calls held back before they
 /// were sent.
 pub const QUOTA_THROTTLED: &str = "agentos_quota_throttled_total";
-/// Counter, label `scope`: seconds LLM calls waited for a rate or concurrency limit.
-pub const QUOTA_THROTTLE_SECONDS: &str = "agentos_quota_throttle_seconds_total";
+/// Histogram, label `scope`: how long a held-back LLM call waited for its limit.
+pub const QUOTA_THROTTLE_WAIT: &str = "agentos_quota_throttle_wait_seconds";
 /// Counter, labels `scope`, `level` (`soft`, `hard`): budget limits reached.
 pub const QUOTA_BUDGET_LIMITS: &str = "agentos_quota_budget_limits_total";
 /// Counter, label `backend`: calls held back by the backend's own rate limit (configured or
@@ -499,10 +500,10 @@ pub fn describe_quotas() {
         QUOTA_THROTTLED,
         "LLM calls held back by a rate or concurrency limit before they were sent."
     );
-    describe_counter!(
-        QUOTA_THROTTLE_SECONDS,
+    describe_histogram!(
+        QUOTA_THROTTLE_WAIT,
         Unit::Seconds,
-        "Seconds LLM calls waited for a rate or concurrency limit."
+        "How long a held-back LLM call waited for its rate or concurrency limit."
     );
     describe_counter!(QUOTA_BUDGET_LIMITS, "Budget limits reached (soft or hard).");
     describe_counter!(

@@ -112,8 +112,8 @@ impl CallThrottled<'_> {
     pub fn emit(&self) {
         metrics::counter!(m::QUOTA_THROTTLED, "scope" => self.scope.to_owned(), "limit" => self.limit.label())
             .increment(1);
-        metrics::counter!(m::QUOTA_THROTTLE_SECONDS, "scope" => self.scope.to_owned())
-            .increment(self.waited.as_millis() as u64 / 1000);
+        metrics::histogram!(m::QUOTA_THROTTLE_WAIT, "scope" => self.scope.to_owned())
+            .record(self.waited.as_secs_f64());
         if self.limit == ThrottleLimit::Rate && self.scope.starts_with("backend:") {
             metrics::counter!(m::RATELIMIT_AVOIDED, "backend" => self.backend.to_owned())
                 .increment(1);

@@ -166,6 +166,7 @@ impl SchedulerCore {
             id: rec.id.clone(),
             state,
         });
+        self.forget_flow(w);
     }
 
     /// Accepts a workflow (validated against the config by the caller). Answers its id and

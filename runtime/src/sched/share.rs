@@ -114,6 +114,17 @@ impl SchedulerCore {
         }
     }
 
+    /// A finished workflow is no fair-share flow any more (their number stays bounded).
+    pub(super) fn forget_flow(&mut self, workflow: usize) {
+        if self.share.by != ShareBy::Workflow {
+            return;
+        }
+        let id = self.workflows[workflow].id.clone();
+        if let Some(f) = &mut self.share.fair {
+            f.remove(&id);
+        }
+    }
+
     /// The next task to dispatch and its agent, by the configured policy, among agents with
     /// an idle instance (and not suspended).
     pub(super) fn choose(&mut self) -> Option<Choice> {

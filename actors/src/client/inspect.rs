@@ -3,9 +3,10 @@
 
 use std::process::ExitCode;
 
+use reqwest::StatusCode;
 use serde_json::Value;
 
-use super::{print, print_json, table, Client, ClientError};
+use super::{print, print_json, quotas, table, Client, ClientError};
 
 /// `GET /api/workflows`: one row per workflow.
 pub(super) async fn workflows(client: &Client, json: bool) -> Result<ExitCode, ClientError> {
@@ -42,14 +43,27 @@ pub(super) async fn tasks(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `GET /api/agents`: one row per agent instance.
+/// `GET /api/agents`: one row per agent instance; with `GET /api/quotas`, its agent's rate
+/// limit and budget, then the concurrency limit, the other scopes and the fair shares.
+/// `--json` prints the agent list only, as before (the quotas are `GET /api/quotas`).
 pub(super) async fn ps(client: &Client, json: bool) -> Result<ExitCode, ClientError> {
     let list = client.get(&["api", "agents"]).await?;
     if json {
         print_json(&list)?;
-    } else {
-        print(&table::agents(array(client, &list, "the agent list")?))?;
+        return Ok(ExitCode::SUCCESS);
     }
+    let blocks = array(client, &list, "the agent list")?;
+    let quotas = match client.get(&["api", "quotas"]).await {
+        Ok(q) => Some(q),
+        // A server from before quotas: the agent table alone.
+        Err(ClientError::Refused { status, .. }) if status == StatusCode::NOT_FOUND => None,
+        Err(e) => {
+            // The agents are what `ps` is for; the quotas are extra.
+            eprintln!("ps: no quota figures: {e}");
+            None
+        }
+    };
+    print(&quotas::ps(blocks, quotas.as_ref(), quotas::now_ms()))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -7,6 +7,7 @@
 //! - [`table`]: aligned tables for people, and the workflow, task and agent tables.
 //! - `submit`: reading workflow and config files, `POST /api/workflows`, `--wait`.
 //! - `inspect`: `workflows`, `tasks`, `ps`.
+//! - [`quotas`]: the quota columns and lines `ps` adds from `GET /api/quotas`.
 //! - `control`: `suspend`, `resume`, `kill`, `cancel`.
 //! - [`events`]: the Server-Sent Events reader behind `events`.
 //! - [`progress`]: the progress bar of `run` and `submit --wait`.
@@ -29,6 +30,7 @@
 
 pub mod events;
 pub mod progress;
+pub mod quotas;
 pub mod table;
 
 mod control;

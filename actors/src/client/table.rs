@@ -232,7 +232,17 @@ pub fn workflows(views: &[Value]) -> String {
 
 /// Agent instances (control blocks), one row each.
 pub fn agents(blocks: &[Value]) -> String {
-    let mut t = Table::new(&[
+    agents_with(blocks, &[], |_| Vec::new()).render()
+}
+
+/// The agent table with `extra` columns after the control block's, filled per block by
+/// `cells` (`agentos ps` adds quota columns this way).
+pub fn agents_with(
+    blocks: &[Value],
+    extra: &[(&'static str, Align)],
+    cells: impl Fn(&Value) -> Vec<String>,
+) -> Table {
+    let mut columns = vec![
         ("INSTANCE", Align::Left),
         ("PID", Align::Right),
         ("STATE", Align::Left),
@@ -243,9 +253,11 @@ pub fn agents(blocks: &[Value]) -> String {
         ("TOKENS IN/OUT", Align::Right),
         ("TASKS DONE", Align::Right),
         ("BUSY", Align::Right),
-    ]);
+    ];
+    columns.extend_from_slice(extra);
+    let mut t = Table::new(&columns);
     for b in blocks {
-        t.row(vec![
+        let mut row = vec![
             instance(b),
             text(b, "pid"),
             text(b, "state"),
@@ -256,9 +268,11 @@ pub fn agents(blocks: &[Value]) -> String {
             format!("{}/{}", count(b, "tokens_in"), count(b, "tokens_out")),
             count(b, "tasks_done").to_string(),
             secs(b, "busy"),
-        ]);
+        ];
+        row.extend(cells(b));
+        t.row(row);
     }
-    t.render()
+    t
 }
 
 /// `agent#replica` of a control block.

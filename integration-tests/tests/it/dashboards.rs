@@ -81,6 +81,37 @@ const ALL_METRICS: &[&str] = &[
     m::JOURNAL_REPLAYED_STEPS,
     m::JOURNAL_INTERRUPTED_CALLS,
     m::RUNS_RESUMED,
+    m::QUOTA_TOKENS,
+    m::QUOTA_USD,
+    m::QUOTA_REMAINING,
+    m::QUOTA_THROTTLED,
+    m::QUOTA_THROTTLE_SECONDS,
+    m::QUOTA_BUDGET_LIMITS,
+    m::RATELIMIT_AVOIDED,
+    m::RATELIMIT_RECEIVED,
+    m::RATELIMIT_LEARNED,
+    m::CONCURRENCY_LIMIT,
+    m::CONCURRENCY_CURRENT,
+    m::SCHED_PREEMPTIONS,
+    m::FAIR_SHARE_TOKENS,
+];
+
+/// Metrics of quotas, rate limits, fairness and preemption that the board's "Quotas &
+/// fairness" row must chart (none is a histogram). They are in [`ALL_METRICS`] too.
+const QUOTA_METRICS: &[&str] = &[
+    m::QUOTA_TOKENS,
+    m::QUOTA_USD,
+    m::QUOTA_REMAINING,
+    m::QUOTA_THROTTLED,
+    m::QUOTA_THROTTLE_SECONDS,
+    m::QUOTA_BUDGET_LIMITS,
+    m::RATELIMIT_AVOIDED,
+    m::RATELIMIT_RECEIVED,
+    m::RATELIMIT_LEARNED,
+    m::CONCURRENCY_LIMIT,
+    m::CONCURRENCY_CURRENT,
+    m::SCHED_PREEMPTIONS,
+    m::FAIR_SHARE_TOKENS,
 ];
 
 /// Metrics of durable execution that the board's Durability row queries. Their constants and
@@ -482,5 +513,44 @@ fn the_durability_row_charts_every_durability_metric() {
                 title(p)
             );
         }
+    }
+}
+
+#[test]
+fn the_quotas_row_charts_every_quota_metric() {
+    let (_, board) = dashboards()
+        .into_iter()
+        .find(|(file, _)| file == "agentos-overview.json")
+        .expect("the overview board");
+    let top = board["panels"].as_array().cloned().unwrap_or_default();
+    let row = top
+        .iter()
+        .find(|p| p["type"] == "row" && p["title"] == "Quotas & fairness")
+        .expect("a Quotas & fairness row");
+    let row_y = row["gridPos"]["y"].as_u64().unwrap_or_default();
+    // The row's panels: below it, above the next row (if any).
+    let next_row_y = top
+        .iter()
+        .filter(|p| p["type"] == "row")
+        .filter_map(|p| p["gridPos"]["y"].as_u64())
+        .filter(|&y| y > row_y)
+        .min()
+        .unwrap_or(u64::MAX);
+    let mut charted = BTreeSet::new();
+    for p in panels(&board) {
+        let y = p["gridPos"]["y"].as_u64().unwrap_or_default();
+        if p["type"] == "row" || y <= row_y || y >= next_row_y {
+            continue;
+        }
+        for t in p["targets"].as_array().into_iter().flatten() {
+            charted.extend(metric_names(t["expr"].as_str().unwrap_or_default()));
+        }
+    }
+    for name in QUOTA_METRICS {
+        assert!(
+            charted.contains(*name),
+            "no panel of the Quotas & fairness row charts {name}"
+        );
+        assert!(ALL_METRICS.contains(name), "{name} is not in ALL_METRICS");
     }
 }

@@ -36,6 +36,7 @@ use agentos_runtime::events::quota::{
 };
 use agentos_runtime::llm::ratelimit::{RateLimitInfo, RateLimitObserver};
 use agentos_runtime::llm::Usage;
+use agentos_runtime::model::InstanceId;
 use agentos_runtime::policy::aimd::AimdLimit;
 use agentos_runtime::policy::quota::{
     Admission, BudgetCounter, BudgetSpec, BudgetWindow, CallRequest, OnExhausted, Price, QuotaBook,
@@ -61,6 +62,10 @@ pub struct QuotaGate {
     learnable: HashSet<String>,
     /// What was learned so far, per backend.
     learned: Mutex<HashMap<String, RateSpec>>,
+    /// Instances whose call waits here now (their leases must not run out meanwhile).
+    held: Mutex<HashSet<InstanceId>>,
+    /// The run whose `run`-window budgets this gate counts.
+    run_id: String,
     trace: Trace,
 }
 
@@ -114,12 +119,21 @@ fn price(p: &PriceSpec) -> Price {
     }
 }
 
-fn window_of(label: &str) -> Option<BudgetWindow> {
+/// The stored window of a counter: `hour`, `day`, or `run:<run id>` (a run's budget belongs
+/// to that run, and comes back only when the same run is resumed).
+fn window_label(window: BudgetWindow, run_id: &str) -> String {
+    match window {
+        BudgetWindow::Run => format!("run:{run_id}"),
+        w => w.label().to_owned(),
+    }
+}
+
+/// The window of a stored counter, if it counts for run `run_id`.
+fn window_of(label: &str, run_id: &str) -> Option<BudgetWindow> {
     match label {
         "hour" => Some(BudgetWindow::Hour),
         "day" => Some(BudgetWindow::Day),
-        "run" => Some(BudgetWindow::Run),
-        _ => None,
+        other => (other.strip_prefix("run:") == Some(run_id)).then_some(BudgetWindow::Run),
     }
 }
 
@@ -186,6 +200,8 @@ impl QuotaGate {
             prices,
             learnable,
             learned: Mutex::default(),
+            held: Mutex::default(),
+            run_id: run_id.to_owned(),
             trace,
         }))
     }
@@ -225,7 +241,7 @@ impl QuotaGate {
             .filter_map(|r| {
                 Some(BudgetCounter {
                     scope: r.scope.clone(),
-                    window: window_of(&r.window)?,
+                    window: window_of(&r.window, &self.run_id)?,
                     window_start_ms: r.window_start_ms.max(0) as u64,
                     spent_usd: r.spent_usd,
                     spent_tokens: r.spent_tokens,
@@ -242,7 +258,7 @@ impl QuotaGate {
             .into_iter()
             .map(|c| QuotaRow {
                 scope: c.scope,
-                window: c.window.label().to_owned(),
+                window: window_label(c.window, &self.run_id),
                 window_start_ms: c.window_start_ms.min(i64::MAX as u64) as i64,
                 spent_usd: c.spent_usd,
                 spent_tokens: c.spent_tokens,
@@ -324,12 +340,21 @@ impl QuotaGate {
         }
     }
 
+    /// Instances whose call waits at the gate now.
+    pub fn held(&self) -> HashSet<InstanceId> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     async fn admit_call(
         self: Arc<Self>,
         req: GateRequest,
     ) -> Result<Box<dyn CallPermit>, GateRefusal> {
         let started = Instant::now();
         let mut held: Option<(Scope, ThrottleLimit)> = None;
+        let _registered = Holding {
+            gate: &self,
+            instance: req.instance.clone(),
+        };
         loop {
             // Registered before looking, so a release between the look and the wait wakes us.
             let released = self.released.notified();
@@ -370,6 +395,12 @@ impl QuotaGate {
                     } else {
                         ThrottleLimit::Concurrency
                     };
+                    if held.is_none() {
+                        self.held
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(req.instance.clone());
+                    }
                     held = Some((scope, limit));
                     let wake = until
                         .map_or(RECHECK, |t| t.saturating_duration_since(Instant::now()))
@@ -395,6 +426,22 @@ impl QuotaGate {
                 }
             }
         }
+    }
+}
+
+/// Takes an instance off the held list however its wait ends (admitted, refused, dropped).
+struct Holding<'a> {
+    gate: &'a QuotaGate,
+    instance: InstanceId,
+}
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        self.gate
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.instance);
     }
 }
 

@@ -7,6 +7,10 @@ fn config(text: &str) -> Config {
 fn request(agent: &str, prompt: u64, max: u64) -> GateRequest {
     GateRequest {
         agent: agent.into(),
+        instance: InstanceId {
+            agent: agent.into(),
+            replica: 0,
+        },
         backend: "sim".into(),
         workflow: "w".into(),
         prompt_tokens: prompt,

@@ -256,6 +256,7 @@ impl Scheduler {
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
+        self.hold_leases(now);
         let (expired, mut events) = self.state().core.expire(now);
         for instance in &expired {
             LeaseExpired {
@@ -488,7 +489,7 @@ impl Actor for Scheduler {
         for a in announce {
             a.do_send(Announce);
         }
-        ctx.run_interval(TICK, |act, _| act.tick());
+        ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
         self.pump(ctx);
     }
 
@@ -501,9 +502,28 @@ impl Actor for Scheduler {
 const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Scheduler {
+    /// Leases whose holder waits at the quota gate do not run out meanwhile.
+    fn hold_leases(&self, now: Instant) {
+        let mut s = self.state();
+        let Some(gate) = s.quotas.clone() else {
+            return;
+        };
+        if s.core.running() > 0 {
+            s.core.hold_leases(&gate.held(), now);
+        }
+    }
+
     /// Once a second: stores changed quota counters, refreshes the quota, concurrency and
-    /// fair-share gauges.
-    fn tick(&mut self) {
+    /// fair-share gauges, and follows the leases the quota gate holds.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let gated = {
+            let s = self.state();
+            s.quotas.is_some() && s.core.running() > 0
+        };
+        if gated {
+            // Re-arms the deadline of a lease the gate has just released.
+            self.pump(ctx);
+        }
         if let Some(ack) = self.persist() {
             // Nobody waits for it; a lost batch is made up for by the next one.
             drop(ack);

@@ -85,7 +85,7 @@ const ALL_METRICS: &[&str] = &[
     m::QUOTA_USD,
     m::QUOTA_REMAINING,
     m::QUOTA_THROTTLED,
-    m::QUOTA_THROTTLE_SECONDS,
+    m::QUOTA_THROTTLE_WAIT,
     m::QUOTA_BUDGET_LIMITS,
     m::RATELIMIT_AVOIDED,
     m::RATELIMIT_RECEIVED,
@@ -97,13 +97,13 @@ const ALL_METRICS: &[&str] = &[
 ];
 
 /// Metrics of quotas, rate limits, fairness and preemption that the board's "Quotas &
-/// fairness" row must chart (none is a histogram). They are in [`ALL_METRICS`] too.
+/// fairness" row must chart (`QUOTA_THROTTLE_WAIT` is a histogram: its `_sum` is charted). They are in [`ALL_METRICS`] too.
 const QUOTA_METRICS: &[&str] = &[
     m::QUOTA_TOKENS,
     m::QUOTA_USD,
     m::QUOTA_REMAINING,
     m::QUOTA_THROTTLED,
-    m::QUOTA_THROTTLE_SECONDS,
+    m::QUOTA_THROTTLE_WAIT,
     m::QUOTA_BUDGET_LIMITS,
     m::RATELIMIT_AVOIDED,
     m::RATELIMIT_RECEIVED,

@@ -132,6 +132,8 @@ pub trait PromptSource: Send + Sync {
 pub struct GateRequest {
     /// The agent.
     pub agent: String,
+    /// The instance making the call (its lease does not run out while the gate holds it).
+    pub instance: crate::model::InstanceId,
     /// The backend.
     pub backend: String,
     /// The task's workflow.

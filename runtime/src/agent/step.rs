@@ -214,6 +214,7 @@ async fn steps(
             Some(gate) => {
                 let request = GateRequest {
                     agent: agent.to_owned(),
+                    instance: instance.clone(),
                     backend: backend.to_owned(),
                     workflow: d.key.workflow.clone(),
                     prompt_tokens: built.tokens,

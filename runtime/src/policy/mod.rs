@@ -13,3 +13,4 @@ pub mod las;
 pub mod quota;
 pub mod ready_queue;
 pub mod supervision;
+pub mod window;

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use serde::{Serialize, Serializer};
 
 use super::bucket::TokenBucket;
+use super::window::WindowLog;
 use crate::llm::Usage;
 
 const HOUR_MS: u64 = 3_600_000;
@@ -407,6 +408,8 @@ struct Rate {
     spec: RateSpec,
     tokens: Option<TokenBucket>,
     requests: Option<TokenBucket>,
+    /// The tokens of the last window (reserved, then real): no window exceeds the limit.
+    window: Option<WindowLog>,
 }
 
 impl Rate {
@@ -419,6 +422,7 @@ impl Rate {
         Self {
             tokens: bucket(spec.tokens, spec.token_burst()),
             requests: bucket(spec.requests, spec.request_burst()),
+            window: spec.tokens.map(|l| WindowLog::new(l, spec.per)),
             spec,
         }
     }
@@ -788,7 +792,7 @@ impl QuotaBook {
                 }
             }
         };
-        Admission::Granted(self.grant(req.backend, scopes, taken, usd, tokens))
+        Admission::Granted(self.grant(req.backend, scopes, taken, usd, tokens, now))
     }
 
     /// Settles a reservation. `None`: the call failed and the server counted nothing, so
@@ -809,7 +813,7 @@ impl QuotaBook {
         if let Some(n) = self.in_flight.get_mut(&r.backend) {
             *n = n.saturating_sub(1);
         }
-        self.reconcile_buckets(&r, actual.as_ref(), now);
+        self.reconcile_buckets(id.0, &r, actual.as_ref(), now);
         let cost = actual.map(|u| (self.price(&r.backend).cost(&u), used_tokens(&u)));
         if let Some((usd, tokens)) = cost {
             self.spent_usd += usd;
@@ -1021,6 +1025,20 @@ impl QuotaBook {
             let Some(rate) = self.rates.get_mut(scope) else {
                 continue;
             };
+            if let Some(wait) = rate.window.as_mut().and_then(|w| w.wait(tokens, now)) {
+                if worst.as_ref().is_none_or(|w| wait > w.wait) {
+                    let limit = rate.spec.tokens.unwrap_or_default();
+                    let used = rate.window.as_mut().map_or(0, |w| w.used(now));
+                    worst = Some(Refusal {
+                        wait,
+                        scope: scope.clone(),
+                        reason: format!(
+                            "{scope} tokens per {:?} window: {used} of {limit} counted, needs {tokens}",
+                            rate.spec.per
+                        ),
+                    });
+                }
+            }
             for (kind, need) in [(Kind::Tokens, tokens), (Kind::Requests, 1)] {
                 let per = rate.spec.per;
                 let Some(bucket) = rate.bucket(kind) else {
@@ -1060,6 +1078,7 @@ impl QuotaBook {
         taken: Vec<(Scope, Kind, u64)>,
         usd: f64,
         tokens: u64,
+        now: Instant,
     ) -> ReservationId {
         let budgets: Vec<Scope> = scopes
             .iter()
@@ -1074,6 +1093,11 @@ impl QuotaBook {
         *self.in_flight.entry(backend.to_owned()).or_insert(0) += 1;
         self.next_id += 1;
         let id = self.next_id;
+        for scope in &scopes {
+            if let Some(w) = self.rates.get_mut(scope).and_then(|r| r.window.as_mut()) {
+                w.record(id, tokens, now);
+            }
+        }
         let reservation = Reservation {
             backend: backend.to_owned(),
             scopes,
@@ -1087,7 +1111,19 @@ impl QuotaBook {
     }
 
     /// Gives back (or charges) the difference between what was taken and what was used.
-    fn reconcile_buckets(&mut self, r: &Reservation, actual: Option<&Usage>, now: Instant) {
+    fn reconcile_buckets(
+        &mut self,
+        id: u64,
+        r: &Reservation,
+        actual: Option<&Usage>,
+        now: Instant,
+    ) {
+        let real = actual.map_or(0, used_tokens);
+        for scope in &r.scopes {
+            if let Some(w) = self.rates.get_mut(scope).and_then(|rt| rt.window.as_mut()) {
+                w.settle(id, real);
+            }
+        }
         for (scope, kind, taken) in &r.taken {
             let Some(bucket) = self.rates.get_mut(scope).and_then(|rt| rt.bucket(*kind)) else {
                 continue;

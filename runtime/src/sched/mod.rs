@@ -256,7 +256,7 @@ impl SchedulerCore {
         let expired: Vec<LeaseId> = self
             .leases
             .values()
-            .filter(|l| !l.paused && l.deadline <= now)
+            .filter(|l| !l.paused && l.held_since.is_none() && l.deadline <= now)
             .map(|l| l.id)
             .collect();
         let mut events = Vec::new();
@@ -287,7 +287,7 @@ impl SchedulerCore {
         let lease = self
             .leases
             .values()
-            .filter(|l| !l.paused)
+            .filter(|l| !l.paused && l.held_since.is_none())
             .map(|l| l.deadline)
             .min();
         match (retry, lease) {
@@ -390,6 +390,7 @@ impl SchedulerCore {
                 paused: self.suspended.contains(&instance.agent),
                 priority,
                 charged,
+                held_since: None,
             },
         );
         self.by_instance.insert(instance, id);

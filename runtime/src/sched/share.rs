@@ -24,6 +24,7 @@ use std::time::Instant;
 use super::{LeaseId, SchedEvent, SchedulerCore};
 use crate::config::quota::{SchedPolicy, ShareBy};
 use crate::llm::Usage;
+use crate::model::InstanceId;
 use crate::policy::fair::FairShare;
 use crate::policy::las;
 
@@ -90,6 +91,21 @@ impl SchedulerCore {
     pub fn set_concurrency(&mut self, limit: usize, reason: impl Into<String>) {
         self.share.limit = limit.clamp(1, self.cfg.runtime.max_concurrency.max(1));
         self.share.limit_reason = reason.into();
+    }
+
+    /// The instances whose LLM call the quota gate holds now: their leases stop running out
+    /// while held, and a lease released is given the time it was held.
+    pub fn hold_leases(&mut self, held: &HashSet<InstanceId>, now: Instant) {
+        for l in self.leases.values_mut() {
+            match (held.contains(&l.instance), l.held_since) {
+                (true, None) => l.held_since = Some(now),
+                (false, Some(since)) => {
+                    l.held_since = None;
+                    l.deadline += now.saturating_duration_since(since);
+                }
+                _ => {}
+            }
+        }
     }
 
     /// The fair-share flows: (flow, weight, tokens served), when fair share is on.

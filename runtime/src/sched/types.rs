@@ -31,6 +31,9 @@ pub struct Lease {
     pub priority: i32,
     /// Tokens charged to its fair-share flow at dispatch (an estimate, corrected at report).
     pub charged: u64,
+    /// Since when its holder's LLM call waits at the quota gate: the deadline does not run
+    /// meanwhile (the attempt's own timeout leaves that time out too).
+    pub held_since: Option<Instant>,
 }
 
 /// One attempt handed to an agent instance.

@@ -6,6 +6,7 @@ pub mod frameworks;
 pub mod kv_routing;
 pub mod llm_bound;
 pub mod overhead;
+pub mod quotas;
 pub mod sandbox_startup;
 
 use std::path::PathBuf;
@@ -152,6 +153,7 @@ pub fn registry() -> Vec<Scenario> {
             sandbox_startup::run,
             sandbox_startup::render,
         ),
+        Scenario::new("quotas", quotas::run, quotas::render),
     ]
 }
 

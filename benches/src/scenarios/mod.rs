@@ -6,6 +6,7 @@ pub mod frameworks;
 pub mod kv_routing;
 pub mod llm_bound;
 pub mod overhead;
+pub mod priority;
 pub mod quotas;
 pub mod sandbox_startup;
 
@@ -154,6 +155,7 @@ pub fn registry() -> Vec<Scenario> {
             sandbox_startup::render,
         ),
         Scenario::new("quotas", quotas::run, quotas::render),
+        Scenario::new("priority", priority::run, priority::render),
     ]
 }
 

@@ -2,6 +2,7 @@
 //! a markdown renderer for it; registering one is a single line in [`registry`].
 
 pub mod durability;
+pub mod fairness;
 pub mod frameworks;
 pub mod kv_routing;
 pub mod llm_bound;
@@ -156,6 +157,7 @@ pub fn registry() -> Vec<Scenario> {
         ),
         Scenario::new("quotas", quotas::run, quotas::render),
         Scenario::new("priority", priority::run, priority::render),
+        Scenario::new("fairness", fairness::run, fairness::render),
     ]
 }
 

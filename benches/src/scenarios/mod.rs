@@ -5,6 +5,7 @@ pub mod durability;
 pub mod fairness;
 pub mod frameworks;
 pub mod kv_routing;
+pub mod las;
 pub mod llm_bound;
 pub mod overhead;
 pub mod priority;
@@ -158,6 +159,7 @@ pub fn registry() -> Vec<Scenario> {
         Scenario::new("quotas", quotas::run, quotas::render),
         Scenario::new("priority", priority::run, priority::render),
         Scenario::new("fairness", fairness::run, fairness::render),
+        Scenario::new("las", las::run, las::render),
     ]
 }
 

@@ -10,12 +10,18 @@
 //! - [`report`]: the JSON reports and their markdown tables.
 //! - [`simhost`]: a sim-server on a thread of the runner, shared by a scenario's variants.
 //! - [`chart`]: the SVG chart.
+//! - [`inproc`]: AgentOS booted in the runner's own process with a trace, for the scheduling
+//!   scenarios, and what the runtime reported (task summaries, workflows, trace events).
+//! - [`goals`]: the report of a scheduling scenario: figures against the baseline, goals met
+//!   or missed.
 //! - [`kv_routing`]: cache-aware routing across simulated replicas (hit rate against the
 //!   upper bound, blocks saved by sharing, makespan per routing policy).
 //! - [`runner`]: the runner's command line and output files.
 
 pub mod chart;
 pub mod child;
+pub mod goals;
+pub mod inproc;
 pub mod kv_routing;
 pub mod measure;
 pub mod report;

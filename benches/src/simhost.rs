@@ -61,6 +61,33 @@ impl SimHost {
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
     }
+
+    /// `GET /healthz`, parsed (a plain HTTP/1.1 request on a blocking socket: the runner has
+    /// no HTTP client of its own, and this is one request after a run).
+    pub fn healthz(&self) -> anyhow::Result<serde_json::Value> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(self.addr)
+            .with_context(|| format!("cannot connect to the sim-server at {}", self.addr))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            stream,
+            "GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.addr
+        )?;
+        let mut reply = String::new();
+        stream
+            .read_to_string(&mut reply)
+            .context("reading /healthz")?;
+        let (head, body) = reply
+            .split_once("\r\n\r\n")
+            .context("/healthz answered no HTTP reply")?;
+        anyhow::ensure!(
+            head.starts_with("HTTP/1.1 200"),
+            "/healthz answered {}",
+            head.lines().next().unwrap_or_default()
+        );
+        serde_json::from_str(body).context("/healthz answered no JSON")
+    }
 }
 
 impl Drop for SimHost {

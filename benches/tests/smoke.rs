@@ -170,6 +170,49 @@ fn every_scenario_runs_at_smoke_size_and_reports_sane_numbers() {
         assert!(v["median_ms"].as_f64().unwrap() > 0.0, "{v}");
     }
 
+    // The scheduling scenarios measure ours and the baseline in the same run, with every
+    // figure's ratio and every goal's verdict (at smoke size the goals need not hold).
+    for (name, variants) in [("quotas", 2), ("priority", 3), ("fairness", 2), ("las", 2)] {
+        let r: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.path().join(format!("results/{name}.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(r["scenario"], name, "{r}");
+        assert_eq!(r["smoke"], true, "{r}");
+        let runs = r["variants"].as_array().unwrap();
+        assert_eq!(runs.len(), variants, "{name}: {r}");
+        assert_eq!(runs[0]["variant"], r["ours"], "{name}");
+        assert_eq!(runs[1]["variant"], r["baseline"], "{name}");
+        for v in runs {
+            assert!(v["wall_secs"].as_f64().unwrap() > 0.0, "{name}: {v}");
+            let failed = v.get("tasks_failed").or_else(|| v.get("failed")).unwrap();
+            assert_eq!(failed, 0, "{name}: {v}");
+        }
+        let figures = r["figures"].as_array().unwrap();
+        assert!(!figures.is_empty(), "{name}");
+        for f in figures {
+            let (ours, base) = (f["ours"].as_f64().unwrap(), f["baseline"].as_f64().unwrap());
+            if base != 0.0 {
+                assert!(
+                    (f["ratio"].as_f64().unwrap() - ours / base).abs() < 1e-9,
+                    "{f}"
+                );
+            }
+        }
+        assert!(!r["goals"].as_array().unwrap().is_empty(), "{name}");
+    }
+    let quotas: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("results/quotas.json")).unwrap(),
+    )
+    .unwrap();
+    let (limited, free) = (&quotas["variants"][0], &quotas["variants"][1]);
+    assert!(
+        limited["accepted_tokens"].as_u64().unwrap() > 0
+            && limited["limited_requests"].as_u64().unwrap()
+                <= free["limited_requests"].as_u64().unwrap(),
+        "{quotas}"
+    );
+
     // The server's latency model shows: an LLM-bound step takes at least its 50 ms base.
     let llm = report(out.path(), "llm_bound");
     assert!(
@@ -185,6 +228,10 @@ fn every_scenario_runs_at_smoke_size_and_reports_sane_numbers() {
         "## `llm_bound`",
         "## `frameworks`",
         "## `sandbox_startup`",
+        "## `quotas`",
+        "## `priority`",
+        "## `fairness`",
+        "## `las`",
         "Smoke run",
         "tokio_direct",
     ] {

@@ -2,10 +2,14 @@
 //! a markdown renderer for it; registering one is a single line in [`registry`].
 
 pub mod durability;
+pub mod fairness;
 pub mod frameworks;
 pub mod kv_routing;
+pub mod las;
 pub mod llm_bound;
 pub mod overhead;
+pub mod priority;
+pub mod quotas;
 pub mod sandbox_startup;
 
 use std::path::PathBuf;
@@ -152,6 +156,10 @@ pub fn registry() -> Vec<Scenario> {
             sandbox_startup::run,
             sandbox_startup::render,
         ),
+        Scenario::new("quotas", quotas::run, quotas::render),
+        Scenario::new("priority", priority::run, priority::render),
+        Scenario::new("fairness", fairness::run, fairness::render),
+        Scenario::new("las", las::run, las::render),
     ]
 }
 

@@ -31,8 +31,8 @@ use agentos_runtime::config::quota::{
 };
 use agentos_runtime::config::{BackendKind, Config, WorkflowSpec};
 use agentos_runtime::events::quota::{
-    BudgetLimitReached, CallCharged, CallThrottled, ConcurrencyChanged, QuotaRemaining,
-    ServerLimitLearned, ThrottleLimit,
+    BudgetLimitReached, CallCharged, CallThrottled, ConcurrencyChanged, ConcurrencySampled,
+    QuotaRemaining, ServerLimitLearned, ThrottleLimit,
 };
 use agentos_runtime::llm::ratelimit::{RateLimitInfo, RateLimitObserver};
 use agentos_runtime::llm::Usage;
@@ -140,7 +140,7 @@ fn window_of(label: &str, run_id: &str) -> Option<BudgetWindow> {
 impl QuotaGate {
     /// The gate of `cfg`, or `None` when nothing in it limits, prices or counts calls (then
     /// the step core skips the gate altogether).
-    pub fn from_config(cfg: &Config, trace: Trace) -> Option<Arc<QuotaGate>> {
+    pub fn from_config(cfg: &Config, run_id: &str, trace: Trace) -> Option<Arc<QuotaGate>> {
         let learnable: HashSet<String> = cfg
             .backends
             .iter()
@@ -151,16 +151,7 @@ impl QuotaGate {
             })
             .map(|b| b.name.clone())
             .collect();
-        let any = !cfg.runtime.quotas.is_empty()
-            || !learnable.is_empty()
-            || cfg.agents.iter().any(|a| !a.quotas.is_empty())
-            || cfg.workflows.iter().any(|w| !w.quotas.is_empty())
-            || cfg.backends.iter().any(|b| {
-                b.limits.price.is_some()
-                    || b.limits.rate.is_some()
-                    || b.limits.max_concurrency.is_some()
-            });
-        if !any {
+        if !cfg.counts_calls() {
             return None;
         }
         let now = Instant::now();
@@ -229,8 +220,28 @@ impl QuotaGate {
         let rows = self.book().status(Instant::now(), wall_ms());
         for s in &rows {
             publish_remaining(s);
+            if let (Scope::Backend(_), Some(limit)) = (&s.scope, s.concurrency_limit) {
+                ConcurrencySampled {
+                    scope: &s.scope.key(),
+                    limit,
+                    current: s.in_flight,
+                }
+                .emit();
+            }
         }
         rows
+    }
+
+    /// A budgeted scope's window and what it spent there.
+    fn spent_in(&self, scope: &Scope) -> (&'static str, f64, u64) {
+        self.book()
+            .status(Instant::now(), wall_ms())
+            .into_iter()
+            .find(|s| &s.scope == scope)
+            .and_then(|s| s.budget)
+            .map_or(("run", 0.0, 0), |b| {
+                (b.window.label(), b.spent_usd, b.spent_tokens)
+            })
     }
 
     /// Restores budget counters read from the store (rows of a window that has passed are
@@ -411,11 +422,21 @@ impl QuotaGate {
                     }
                 }
                 Admission::Exhausted {
+                    scope,
                     reason,
                     resets_at_ms,
                     on_exhausted,
-                    ..
                 } => {
+                    // A call refused in advance is the hard limit met.
+                    let (window, spent_usd, spent_tokens) = self.spent_in(&scope);
+                    BudgetLimitReached {
+                        scope: &scope.key(),
+                        window,
+                        soft: false,
+                        spent_usd,
+                        spent_tokens,
+                    }
+                    .emit(&self.trace);
                     let resets_in =
                         resets_at_ms.map(|at| Duration::from_millis(at.saturating_sub(wall_ms())));
                     return Err(GateRefusal {

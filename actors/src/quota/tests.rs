@@ -39,12 +39,12 @@ fn no_quota_anywhere_means_no_gate() {
             agents: [(name: "a", role: "r", backend: "sim")],
             workflows: [(name: "w", tasks: [(id: "t", agent: "a")])])"#,
     );
-    assert!(QuotaGate::from_config(&cfg, Trace::disabled()).is_none());
+    assert!(QuotaGate::from_config(&cfg, "run-1", Trace::disabled()).is_none());
 }
 
 #[tokio::test]
 async fn a_budget_refuses_the_call_that_would_pass_it_and_names_the_scope() {
-    let gate = QuotaGate::from_config(&config(BASE), Trace::disabled()).unwrap();
+    let gate = QuotaGate::from_config(&config(BASE), "run-1", Trace::disabled()).unwrap();
     // $1 per token: 60 prompt + 30 max = $90 fits in $100.
     let p = GatePort(gate.clone())
         .admit(request("a", 60, 30))
@@ -74,7 +74,7 @@ async fn a_budget_refuses_the_call_that_would_pass_it_and_names_the_scope() {
 
 #[tokio::test]
 async fn restored_counters_of_this_window_count_and_older_ones_do_not() {
-    let gate = QuotaGate::from_config(&config(BASE), Trace::disabled()).unwrap();
+    let gate = QuotaGate::from_config(&config(BASE), "run-1", Trace::disabled()).unwrap();
     let day = 86_400_000u64;
     let today = wall_ms() / day * day;
     gate.restore(&[QuotaRow {
@@ -89,7 +89,7 @@ async fn restored_counters_of_this_window_count_and_older_ones_do_not() {
         .await
         .is_err());
 
-    let fresh = QuotaGate::from_config(&config(BASE), Trace::disabled()).unwrap();
+    let fresh = QuotaGate::from_config(&config(BASE), "run-1", Trace::disabled()).unwrap();
     fresh.restore(&[QuotaRow {
         scope: "agent:a".into(),
         window: "day".into(),
@@ -105,7 +105,7 @@ async fn restored_counters_of_this_window_count_and_older_ones_do_not() {
 
 #[tokio::test]
 async fn a_rate_limit_holds_the_call_until_the_bucket_refills() {
-    let gate = QuotaGate::from_config(&config(BASE), Trace::disabled()).unwrap();
+    let gate = QuotaGate::from_config(&config(BASE), "run-1", Trace::disabled()).unwrap();
     // Burst 50: the first call takes 40, the next needs 40 and waits for a refill at 100/s.
     let first = GatePort(gate.clone())
         .admit(request("b", 30, 10))
@@ -142,7 +142,8 @@ async fn a_backend_without_a_configured_rate_learns_its_buckets_from_the_headers
             agents: [(name: "a", role: "r", backend: "api")],
             workflows: [(name: "w", tasks: [(id: "t", agent: "a")])])"#,
     );
-    let gate = QuotaGate::from_config(&cfg, Trace::disabled()).expect("openai backends learn");
+    let gate =
+        QuotaGate::from_config(&cfg, "run-1", Trace::disabled()).expect("openai backends learn");
     let port = GatePort(gate.clone());
     let ask = || GateRequest {
         backend: "api".into(),
@@ -200,7 +201,7 @@ fn a_configured_rate_is_not_overridden_by_learning() {
             agents: [(name: "a", role: "r", backend: "api")],
             workflows: [(name: "w", tasks: [(id: "t", agent: "a")])])"#,
     );
-    let gate = QuotaGate::from_config(&cfg, Trace::disabled()).unwrap();
+    let gate = QuotaGate::from_config(&cfg, "run-1", Trace::disabled()).unwrap();
     gate.observe(
         "api",
         &RateLimitInfo {
@@ -220,4 +221,52 @@ fn a_configured_rate_is_not_overridden_by_learning() {
         Some(10),
         "the configured burst (100 / 10)"
     );
+}
+
+#[tokio::test]
+async fn a_run_budget_comes_back_only_for_the_same_run() {
+    let cfg = config(
+        r#"(version: 1, backends: [(name: "sim", kind: Sim(()))],
+            agents: [(name: "a", role: "r", backend: "sim",
+                      quotas: (budget: (tokens: 100, window: run)))],
+            workflows: [(name: "w", tasks: [(id: "t", agent: "a")])])"#,
+    );
+    let row = |run: &str| QuotaRow {
+        scope: "agent:a".into(),
+        window: format!("run:{run}"),
+        window_start_ms: 0,
+        spent_usd: 0.0,
+        spent_tokens: 95,
+    };
+    let gate = QuotaGate::from_config(&cfg, "run-1", Trace::disabled()).unwrap();
+    gate.restore(&[row("run-0")]);
+    assert!(
+        GatePort(gate.clone())
+            .admit(request("a", 10, 0))
+            .await
+            .is_ok(),
+        "another run's budget is not this one's"
+    );
+    let resumed = QuotaGate::from_config(&cfg, "run-1", Trace::disabled()).unwrap();
+    resumed.restore(&[row("run-1")]);
+    assert!(GatePort(resumed.clone())
+        .admit(request("a", 10, 0))
+        .await
+        .is_err());
+    // And it is stored under its run.
+    let p = GatePort(gate.clone())
+        .admit(request("a", 1, 0))
+        .await
+        .unwrap();
+    p.settle(
+        Some(Usage {
+            prompt_tokens: 1,
+            completion_tokens: 0,
+            cached_tokens: 0,
+        }),
+        Duration::ZERO,
+        false,
+    );
+    let rows = gate.take_dirty_rows();
+    assert!(rows.iter().any(|r| r.window == "run:run-1"), "{rows:?}");
 }

@@ -594,20 +594,18 @@ impl Handler<PressureSample> for Scheduler {
             let Some(g) = s.governor.as_mut() else {
                 return;
             };
-            let change = g.observe(
+            let mut change = g.observe(
                 Pressure {
                     cpu: msg.cpu,
                     memory: msg.memory,
                 },
                 Instant::now(),
             );
-            if let Some(c) = &change {
-                let reason = if msg.injected {
-                    format!("{} (injected)", c.reason)
-                } else {
-                    c.reason.clone()
-                };
-                s.core.set_concurrency(c.to, reason);
+            if let Some(c) = &mut change {
+                if msg.injected {
+                    c.reason.push_str(" (injected)");
+                }
+                s.core.set_concurrency(c.to, c.reason.clone());
             }
             change
         };
@@ -690,6 +688,14 @@ impl Handler<TaskReport> for Scheduler {
             Outcome::Yielded { .. } => None,
         };
         let result = self.state().core.report(msg.report, Instant::now());
+        if result.is_ok() {
+            // The instance is free now: counted before the pump hands out the slot it freed
+            // (its own AgentIdle follows, and changes nothing).
+            let mut s = self.state();
+            if s.agents.contains_key(&msg.instance) {
+                s.core.agent_idle(msg.instance.clone());
+            }
+        }
         match result {
             Ok(events) => {
                 if let Some(outcome) = outcome {
@@ -763,6 +769,10 @@ impl Handler<FlushState> for Scheduler {
                         s.audit.splice(0..0, audit);
                     }
                     batch.audit = std::mem::take(&mut s.audit);
+                    if let Some(q) = &s.quotas {
+                        // Under `exit` the counters' only write.
+                        batch.quotas = q.take_dirty_rows();
+                    }
                     // Sent even when empty: its commit comes after every earlier batch's.
                     Some(store.write(batch))
                 }

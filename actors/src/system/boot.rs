@@ -161,7 +161,7 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
         .emit(&trace);
     }
     let sandboxes = sandboxes(&cfg, &workspaces, &run_dir, &trace)?;
-    let gate = QuotaGate::from_config(&cfg, trace.clone());
+    let gate = QuotaGate::from_config(&cfg, &run_id, trace.clone());
     if let Some(g) = &gate {
         // Budget counters span runs: a restart does not reset a day's spending.
         let rows = agentos_runtime::store::Store::open(&store_path)

@@ -270,3 +270,36 @@ fn an_unknown_policy_is_named_with_its_line() {
     );
     assert!(e.contains("bad.ron:3:"), "position missing: {e}");
 }
+
+#[test]
+fn workflow_quotas_that_nothing_could_enforce_are_refused() {
+    let cfg = Config::parse(
+        r#"(version: 1, backends: [(name: "sim", kind: Sim(()))],
+            agents: [(name: "a", role: "r", backend: "sim")])"#,
+        "server.ron",
+        &repo().join("config"),
+    )
+    .unwrap();
+    let submitted = cfg.parse_workflow(
+        r#"{"name": "w", "quotas": {"budget": {"tokens": 100}},
+            "tasks": [{"id": "t", "agent": "a"}]}"#,
+        agentos_runtime::config::WorkflowFormat::Json,
+        "request",
+    );
+    let e = submitted.expect_err("no gate: refused").to_string();
+    assert!(
+        e.contains("workflow \"w\"") && e.contains("no quota gate"),
+        "{e}"
+    );
+    // A dollar budget in a declared workflow needs a priced backend.
+    let e = errors(
+        r#"(version: 1, backends: [(name: "sim", kind: Sim(()))],
+            agents: [(name: "a", role: "r", backend: "sim")],
+            workflows: [(name: "w", quotas: (budget: (usd: 5.0)),
+                         tasks: [(id: "t", agent: "a")])])"#,
+    );
+    assert!(
+        e.contains("workflow \"w\"") && e.contains("no backend has a price"),
+        "{e}"
+    );
+}

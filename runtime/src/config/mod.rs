@@ -38,6 +38,21 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether LLM calls pass a quota gate: some quota, price or backend limit is
+    /// configured, or an `openai` backend learns its server's limits from its headers. A
+    /// config without one has no gate (and no cost for it on the hot path).
+    pub fn counts_calls(&self) -> bool {
+        !self.runtime.quotas.is_empty()
+            || self.agents.iter().any(|a| !a.quotas.is_empty())
+            || self.workflows.iter().any(|w| !w.quotas.is_empty())
+            || self.backends.iter().any(|b| {
+                b.limits.price.is_some()
+                    || b.limits.rate.is_some()
+                    || b.limits.max_concurrency.is_some()
+                    || (b.limits.learn_from_headers && matches!(b.kind, BackendKind::OpenAi(_)))
+            })
+    }
+
     /// Reads and validates a config file. Relative paths inside it resolve against its folder.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         validate::load_file(path)

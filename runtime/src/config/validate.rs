@@ -180,6 +180,7 @@ pub(crate) fn parse_workflow(
     };
     v.check_name(EntityKind::Workflow, &raw.name, None);
     let spec = v.workflow(&raw, |name| cfg.agent(name).is_some());
+    v.workflow_quotas(&spec, cfg);
     if v.errors.is_empty() {
         Ok(spec)
     } else {
@@ -382,7 +383,6 @@ impl Validator<'_> {
         );
         let agents: Vec<AgentSpec> = raw.agents.iter().map(|a| self.agent(a, &raw)).collect();
         self.fallback_cycles(&raw.agents);
-        self.unpriced_budgets(&runtime, &backends, &agents);
 
         for w in &raw.workflows {
             self.check_name(EntityKind::Workflow, &w.name, None);
@@ -398,6 +398,8 @@ impl Validator<'_> {
             .map(|w| self.workflow(w, |name| raw.agents.iter().any(|a| a.name == name)))
             .collect();
 
+        let workflows: Vec<WorkflowSpec> = workflows;
+        self.unpriced_budgets(&runtime, &backends, &agents, &workflows);
         Config {
             source: None,
             runtime,
@@ -408,12 +410,38 @@ impl Validator<'_> {
         }
     }
 
+    /// A workflow's quotas need something to enforce them, and a budget in dollars needs a
+    /// price: refused otherwise, rather than silently not applied.
+    fn workflow_quotas(&mut self, w: &WorkflowSpec, cfg: &Config) {
+        if w.quotas.is_empty() {
+            return;
+        }
+        let at = At::Field(EntityKind::Workflow, &w.name, None, "quotas");
+        if !cfg.counts_calls() {
+            self.err(
+                at,
+                "declares quotas, but this server's config has no quota gate (no quota, price \
+                 or backend limit anywhere): give the config a `runtime.quotas` section or a \
+                 backend `price` to enforce workflow quotas",
+            );
+        } else if w.quotas.budget.as_ref().is_some_and(|b| b.usd.is_some())
+            && !cfg.backends.iter().any(|b| b.limits.price.is_some())
+        {
+            self.err(
+                at,
+                "quotas.budget.usd is set but no backend has a price: budget in tokens, or \
+                 give the backends a price (USD per million tokens)",
+            );
+        }
+    }
+
     /// A budget in US dollars over backends with no `price` could never be spent: refused.
     fn unpriced_budgets(
         &mut self,
         runtime: &RuntimeSettings,
         backends: &[BackendSpec],
         agents: &[AgentSpec],
+        workflows: &[WorkflowSpec],
     ) {
         let priced = |name: &str| {
             backends
@@ -435,7 +463,17 @@ impl Validator<'_> {
                 );
             }
         }
-        if usd(&runtime.quotas) && !backends.iter().any(|b| b.limits.price.is_some()) {
+        let any_price = backends.iter().any(|b| b.limits.price.is_some());
+        if !any_price {
+            for w in workflows.iter().filter(|w| usd(&w.quotas)) {
+                self.err(
+                    At::Field(EntityKind::Workflow, &w.name, None, "quotas"),
+                    "quotas.budget.usd is set but no backend has a price: budget in tokens, or \
+                     give the backends a price (USD per million tokens)",
+                );
+            }
+        }
+        if usd(&runtime.quotas) && !any_price {
             self.err(
                 At::Key("quotas"),
                 "runtime.quotas.budget.usd is set but no backend has a price: give the \

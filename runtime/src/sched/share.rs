@@ -261,7 +261,8 @@ impl SchedulerCore {
                     .filter(|l| !l.paused && !taken.contains(&l.id))
                     .filter(|l| global_full || l.instance.agent == agent)
                     .filter(|l| i64::from(l.priority) + gap <= prio)
-                    .min_by_key(|l| (l.priority, std::cmp::Reverse(l.started)))
+                    // The one running longest has most likely used its slice.
+                    .min_by_key(|l| (l.priority, l.started))
                     .map(|l| (l.id, l.priority));
                 let Some((lease, victim_prio)) = victim else {
                     continue;

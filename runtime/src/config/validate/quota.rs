@@ -202,11 +202,12 @@ impl Validator<'_> {
         let at = |f| At::Field(EntityKind::Backend, &b.name, None, f);
         let price = b.price.as_ref().map(|p| {
             let cached = p.cached_input.unwrap_or(p.input);
-            for (name, v) in [
-                ("input", p.input),
-                ("output", p.output),
-                ("cached_input", cached),
-            ] {
+            let given = [
+                Some(("input", p.input)),
+                Some(("output", p.output)),
+                p.cached_input.map(|c| ("cached_input", c)),
+            ];
+            for (name, v) in given.into_iter().flatten() {
                 if !(v.is_finite() && v >= 0.0) {
                     self.err(
                         at("price"),

@@ -100,18 +100,29 @@ pub fn server_config(s: &Sizes) -> String {
     )
 }
 
-/// The AgentOS config of a variant: `limited` gives the backend the server's limits.
-pub fn config_text(s: &Sizes, url: &str, limited: bool) -> String {
-    let limits = if limited {
-        format!(
+/// How a variant's backend knows the server's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limits {
+    /// `limits.rate` equal to the server's.
+    Configured,
+    /// Nothing configured, and learning from the headers turned off: today's behaviour.
+    Naive,
+    /// Nothing configured: learned from the replies' `x-ratelimit-*` headers.
+    Learned,
+}
+
+/// The AgentOS config of a variant.
+pub fn config_text(s: &Sizes, url: &str, limited: Limits) -> String {
+    let limits = match limited {
+        Limits::Configured => format!(
             ", limits: (rate: (tokens: {}, requests: {}, window_secs: {WINDOW_SECS}, \
              burst_tokens: {}))",
             s.tokens_per_window,
             s.requests_per_window,
             PROMPT_TOKENS + MAX_TOKENS
-        )
-    } else {
-        String::new()
+        ),
+        Limits::Naive => ", limits: (learn_from_headers: false)".into(),
+        Limits::Learned => String::new(),
     };
     let mut tasks = String::new();
     for i in 0..s.agents {
@@ -137,7 +148,11 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<GoalReport<QuotaVariant>> {
     let s = sizes(ctx.smoke);
     let server_text = server_config(&s);
     let mut variants = Vec::new();
-    for (name, limited) in [("agentos_limits", true), ("no_limits", false)] {
+    for (name, limited) in [
+        ("agentos_limits", Limits::Configured),
+        ("no_limits", Limits::Naive),
+        ("learned_from_headers", Limits::Learned),
+    ] {
         eprintln!("  {name:>14} × {:<6}", s.agents);
         let server =
             SimHost::start(SimServerConfig::parse(&server_text).map_err(anyhow::Error::msg)?)?;
@@ -236,8 +251,10 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<GoalReport<QuotaVariant>> {
          enforcing {} tokens and {} requests per {WINDOW_SECS} s window (token buckets as \
          OpenAI's, HTTP 429 with `Retry-After`, `x-ratelimit-*` headers). `agentos_limits`: \
          the backend's `limits.rate` equals the server's limits, `burst_tokens: {}` (about one \
-         request: prompt + max_tokens). Baseline `no_limits`: no `limits` (a 429 fails the \
-         attempt, retried after its backoff or `Retry-After`). Both with `retry: (max_attempts: \
+         request: prompt + max_tokens). Baseline `no_limits`: no `limits` and \
+         `learn_from_headers: false` (today's behaviour: a 429 fails the attempt, retried after \
+         its backoff or `Retry-After`). For reference, `learned_from_headers`: no `limits`, \
+         the buckets learned from the server's `x-ratelimit-*` headers. All with `retry: (max_attempts: \
          100)` so that every task finishes; each against a fresh server. Token and request \
          figures are the server's `/healthz` `rate_limits` (real tokens of accepted requests, \
          attributed to their arrival; the busiest window of {WINDOW_SECS} s); share used = \

@@ -172,7 +172,7 @@ fn every_scenario_runs_at_smoke_size_and_reports_sane_numbers() {
 
     // The scheduling scenarios measure ours and the baseline in the same run, with every
     // figure's ratio and every goal's verdict (at smoke size the goals need not hold).
-    for (name, variants) in [("quotas", 2), ("priority", 3), ("fairness", 2), ("las", 2)] {
+    for (name, variants) in [("quotas", 3), ("priority", 3), ("fairness", 2), ("las", 2)] {
         let r: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(out.path().join(format!("results/{name}.json"))).unwrap(),
         )

@@ -1,9 +1,9 @@
 //! `quotas`: a fleet of agents against a sim-server that enforces OpenAI-style limits (tokens
 //! and requests per short window, HTTP 429 with `Retry-After`, `x-ratelimit-*` headers).
 //!
-//! - `agentos_limits`: the `openai` backend has `limits.rate` equal to the server's limits,
-//!   with `burst_tokens` of about one request (prompt + `max_tokens`), so the quota gate paces
-//!   the fleet's calls to the server's refill rate.
+//! - `agentos_limits`: the `openai` backend has `limits.rate` equal to the server's limits
+//!   (default bursts, a tenth of each limit): the quota gate paces the fleet's calls to the
+//!   server's refill rate, and its sliding-window log keeps every window within the limit.
 //! - `no_limits` (the baseline, today's behaviour without `limits`): every agent calls at
 //!   once; a 429 fails the attempt, which is retried after its backoff or the `Retry-After`.
 //!
@@ -26,9 +26,6 @@ pub const WINDOW_SECS: f64 = 2.0;
 /// `max_tokens` of every request.
 pub const MAX_TOKENS: u64 = 64;
 
-/// Prompt tokens of the largest request of a task (its second call, with the tool result:
-/// 126 to 144 tokens in this workload), so that `burst_tokens` is one whole request.
-pub const PROMPT_TOKENS: u64 = 144;
 
 /// The workload's size.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -115,11 +112,8 @@ pub enum Limits {
 pub fn config_text(s: &Sizes, url: &str, limited: Limits) -> String {
     let limits = match limited {
         Limits::Configured => format!(
-            ", limits: (rate: (tokens: {}, requests: {}, window_secs: {WINDOW_SECS}, \
-             burst_tokens: {}))",
-            s.tokens_per_window,
-            s.requests_per_window,
-            PROMPT_TOKENS + MAX_TOKENS
+            ", limits: (rate: (tokens: {}, requests: {}, window_secs: {WINDOW_SECS}))",
+            s.tokens_per_window, s.requests_per_window
         ),
         Limits::Naive => ", limits: (learn_from_headers: false)".into(),
         Limits::Learned => String::new(),
@@ -250,8 +244,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<GoalReport<QuotaVariant>> {
          the `openai` backend (`max_tokens: {MAX_TOKENS}`) against `agentos sim-server` \
          enforcing {} tokens and {} requests per {WINDOW_SECS} s window (token buckets as \
          OpenAI's, HTTP 429 with `Retry-After`, `x-ratelimit-*` headers). `agentos_limits`: \
-         the backend's `limits.rate` equals the server's limits, `burst_tokens: {}` (about one \
-         request: prompt + max_tokens). Baseline `no_limits`: no `limits` and \
+         the backend's `limits.rate` equals the server's limits (default bursts: a tenth of \
+         each limit; the gate's sliding-window log keeps every window within the limit). \
+         Baseline `no_limits`: no `limits` and \
          `learn_from_headers: false` (today's behaviour: a 429 fails the attempt, retried after \
          its backoff or `Retry-After`). For reference, `learned_from_headers`: no `limits`, \
          the buckets learned from the server's `x-ratelimit-*` headers. All with `retry: (max_attempts: \
@@ -262,14 +257,13 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<GoalReport<QuotaVariant>> {
         s.agents,
         s.tokens_per_window,
         s.requests_per_window,
-        PROMPT_TOKENS + MAX_TOKENS
     );
     Ok(GoalReport {
         scenario: "quotas",
         description,
         params: json!({"agents": s.agents, "tokens_per_window": s.tokens_per_window,
                        "requests_per_window": s.requests_per_window, "window_secs": WINDOW_SECS,
-                       "max_tokens": MAX_TOKENS, "burst_tokens": PROMPT_TOKENS + MAX_TOKENS,
+                       "max_tokens": MAX_TOKENS, "burst_tokens": s.tokens_per_window / 10,
                        "server": server_text}),
         machine: ctx.machine.clone(),
         generated_at: now(),

@@ -26,7 +26,6 @@ pub const WINDOW_SECS: f64 = 2.0;
 /// `max_tokens` of every request.
 pub const MAX_TOKENS: u64 = 64;
 
-
 /// The workload's size.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Sizes {

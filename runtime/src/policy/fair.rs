@@ -65,8 +65,27 @@ impl FairShare {
     /// The candidate with the least virtual time (ties: the first); `None` if there is none.
     /// Candidates that were idle rejoin first (see the module documentation).
     pub fn pick<'a, I: IntoIterator<Item = &'a str>>(&mut self, candidates: I) -> Option<&'a str> {
+        self.pick_backlogged(candidates, &[])
+    }
+
+    /// [`FairShare::pick`], where `backlogged` also names flows that have work waiting but
+    /// cannot be picked now (no free instance): they count as active, so they keep their place
+    /// instead of rejoining later at the virtual time of the flows that could run meanwhile.
+    pub fn pick_backlogged<'a, I: IntoIterator<Item = &'a str>>(
+        &mut self,
+        candidates: I,
+        backlogged: &[&str],
+    ) -> Option<&'a str> {
         let candidates: Vec<&'a str> = candidates.into_iter().collect();
-        self.rejoin_idle(&candidates);
+        // Waiting flows rejoin like candidates (no banked credit), then stay active.
+        let mut waiting: Vec<&str> = candidates.clone();
+        waiting.extend(
+            backlogged
+                .iter()
+                .copied()
+                .filter(|b| !candidates.contains(b)),
+        );
+        self.rejoin_idle(&waiting);
         let mut best: Option<(&'a str, f64)> = None;
         for &c in &candidates {
             let v = self.vtime(c);
@@ -74,7 +93,7 @@ impl FairShare {
                 best = Some((c, v));
             }
         }
-        self.remember_active(&candidates);
+        self.remember_active(&waiting);
         let (chosen, v) = best?;
         self.vclock = self.vclock.max(v);
         Some(chosen)
@@ -184,6 +203,35 @@ mod tests {
     use crate::policy::backoff::SplitMix64;
     use proptest::prelude::*;
     use std::collections::VecDeque;
+
+    #[test]
+    fn a_flow_waiting_for_a_free_instance_keeps_its_place() {
+        // Without the hint, `b` (work waiting, no free instance) rejoins at `a`'s virtual
+        // time, charged estimates included, and loses the tie.
+        let mut plain = FairShare::new(1000);
+        assert_eq!(plain.pick(["a"]), Some("a"));
+        plain.begin("a");
+        assert_eq!(plain.pick(["a", "b"]), Some("a"));
+        // With it, `b` keeps its own (zero) virtual time and goes next.
+        let mut hinted = FairShare::new(1000);
+        assert_eq!(hinted.pick_backlogged(["a"], &["a", "b"]), Some("a"));
+        hinted.begin("a");
+        assert_eq!(hinted.pick_backlogged(["a", "b"], &["a", "b"]), Some("b"));
+        // A flow long idle still cannot bank credit: it rejoins at the active flows' level.
+        let mut f = FairShare::new(100);
+        for _ in 0..5 {
+            f.pick(["a"]);
+            let c = f.begin("a");
+            f.end("a", c, 100);
+        }
+        f.pick_backlogged(["a"], &["a", "late"]);
+        assert!(
+            f.vtime("late") >= f.vtime("a") - 1e-9,
+            "{} vs {}",
+            f.vtime("late"),
+            f.vtime("a")
+        );
+    }
 
     #[test]
     fn jain_index_bounds() {

@@ -18,7 +18,7 @@
 //! request at its next step boundary once its slice is used; a request no longer justified is
 //! withdrawn.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 use super::{LeaseId, SchedEvent, SchedulerCore};
@@ -165,8 +165,13 @@ impl SchedulerCore {
                 .map(|(_, a, idx)| (a, idx)),
             (SchedPolicy::FairShare, ShareBy::Agent) => {
                 let names: Vec<String> = candidates.into_iter().cloned().collect();
+                // Agents with work but no free instance keep their place meanwhile.
+                let waiting = self.ready_agents();
+                let waiting: Vec<&str> = waiting.iter().map(String::as_str).collect();
                 let fair = self.share.fair.as_mut()?;
-                let agent = fair.pick(names.iter().map(String::as_str))?.to_owned();
+                let agent = fair
+                    .pick_backlogged(names.iter().map(String::as_str), &waiting)?
+                    .to_owned();
                 let (_, idx) = self.ready.peek(&agent)?;
                 Some((agent, idx))
             }
@@ -180,8 +185,18 @@ impl SchedulerCore {
                 }
                 let mut flows: Vec<String> = flows.into_iter().collect();
                 flows.sort();
+                // Workflows with ready tasks whose agents have no free instance.
+                let mut waiting: BTreeSet<String> = BTreeSet::new();
+                for a in self.ready_agents() {
+                    for (_, idx) in self.ready.iter(&a) {
+                        waiting.insert(self.workflows[self.tasks[idx].workflow].id.clone());
+                    }
+                }
+                let waiting: Vec<&str> = waiting.iter().map(String::as_str).collect();
                 let fair = self.share.fair.as_mut()?;
-                let flow = fair.pick(flows.iter().map(String::as_str))?.to_owned();
+                let flow = fair
+                    .pick_backlogged(flows.iter().map(String::as_str), &waiting)?
+                    .to_owned();
                 names
                     .iter()
                     .flat_map(|a| self.ready.iter(a).map(move |(k, idx)| (k, a, idx)))

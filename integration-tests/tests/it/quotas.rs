@@ -250,28 +250,13 @@ fn injected_pressure_lowers_the_concurrency_and_its_end_raises_it_back() {
 /// Starts a sim-server on loopback that allows 10 requests per second (OpenAI-style buckets,
 /// 429s with `retry-after`); answers its address.
 fn limited_server() -> std::net::SocketAddr {
-    use agentos_actors::simserver::{SimServer, SimServerConfig};
-    let cfg = SimServerConfig::parse(
-        "(seed: 4, latency: (base_ms: 5, per_output_token_ms: 0), \
-          requests_per_window: 10, limit_window_secs: 1)",
+    crate::simserver::start(
+        agentos_actors::simserver::SimServerConfig::parse(
+            "(seed: 4, latency: (base_ms: 5, per_output_token_ms: 0), \
+              requests_per_window: 10, limit_window_secs: 1)",
+        )
+        .expect("sim-server config"),
     )
-    .expect("sim-server config");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let (listener, addr) = agentos_actors::simserver::bind("127.0.0.1:0".parse().unwrap())
-                .await
-                .expect("bind");
-            let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-            tx.send(addr).unwrap();
-            SimServer::new(cfg).serve(listener, stop_rx).await;
-        });
-    });
-    rx.recv_timeout(Duration::from_secs(10)).expect("server up")
 }
 
 /// 429s the server sent so far.

@@ -13,7 +13,7 @@ use crate::helpers::{parse, run, task};
 
 /// Starts a sim-server on `127.0.0.1:0` on its own thread; returns its address. The server
 /// lives until the test process ends.
-fn start(cfg: SimServerConfig) -> SocketAddr {
+pub(crate) fn start(cfg: SimServerConfig) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -50,6 +50,33 @@ fn urgent(core: &SchedulerCore) -> WorkflowSpec {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// One agent `a`, one task `w/t`, one slot.
+fn single() -> SchedulerCore {
+    core_of(
+        "max_concurrency: 1",
+        r#"(name: "a", role: "r", backend: "sim")"#,
+        r#"(name: "w", tasks: [(id: "t", agent: "a")])"#,
+    )
+}
+
+/// The report of an attempt that gave way.
+fn yielded(
+    lease: LeaseId,
+    usage: Usage,
+    resume_after: Option<Duration>,
+    preempted: bool,
+) -> Report {
+    Report {
+        lease,
+        outcome: Outcome::Yielded {
+            reason: if preempted { "preempted" } else { "budget" }.into(),
+            resume_after,
+            preempted,
+        },
+        usage,
+    }
+}
+
 fn tasks(agent: &str, n: usize) -> String {
     (0..n)
         .map(|i| format!(r#"(id: "{agent}{i}", agent: "{agent}")"#))
@@ -60,11 +87,7 @@ fn tasks(agent: &str, n: usize) -> String {
 #[test]
 fn a_yielded_attempt_keeps_its_number_and_its_usage_counts_once() {
     let now = Instant::now();
-    let mut core = core_of(
-        "max_concurrency: 1",
-        r#"(name: "a", role: "r", backend: "sim")"#,
-        r#"(name: "w", tasks: [(id: "t", agent: "a")])"#,
-    );
+    let mut core = single();
     core.agent_idle(inst("a", 0));
     let (d, _) = core.dispatch(now);
     assert_eq!(d[0].attempt_total, 1);
@@ -74,18 +97,7 @@ fn a_yielded_attempt_keeps_its_number_and_its_usage_counts_once() {
         cached_tokens: 0,
     };
     let events = core
-        .report(
-            Report {
-                lease: d[0].lease,
-                outcome: Outcome::Yielded {
-                    reason: "preempted".into(),
-                    resume_after: None,
-                    preempted: true,
-                },
-                usage: used,
-            },
-            now,
-        )
+        .report(yielded(d[0].lease, used, None, true), now)
         .unwrap();
     assert!(events.iter().any(|e| matches!(
         e,
@@ -128,26 +140,12 @@ fn a_yielded_attempt_keeps_its_number_and_its_usage_counts_once() {
 #[test]
 fn a_budget_wait_puts_the_task_back_after_the_reset() {
     let now = Instant::now();
-    let mut core = core_of(
-        "max_concurrency: 1",
-        r#"(name: "a", role: "r", backend: "sim")"#,
-        r#"(name: "w", tasks: [(id: "t", agent: "a")])"#,
-    );
+    let mut core = single();
     core.agent_idle(inst("a", 0));
     let (d, _) = core.dispatch(now);
-    core.report(
-        Report {
-            lease: d[0].lease,
-            outcome: Outcome::Yielded {
-                reason: "budget".into(),
-                resume_after: Some(Duration::from_secs(30)),
-                preempted: false,
-            },
-            usage: Usage::default(),
-        },
-        now,
-    )
-    .unwrap();
+    let wait = Some(Duration::from_secs(30));
+    core.report(yielded(d[0].lease, Usage::default(), wait, false), now)
+        .unwrap();
     core.agent_idle(inst("a", 0));
     assert!(
         core.dispatch(now).0.is_empty(),
@@ -200,19 +198,8 @@ fn a_better_task_waiting_for_a_full_slot_preempts_the_worst_running_one() {
     assert_eq!(asked.len(), 1, "one slot is needed: one attempt is asked");
     assert!(asked[0].1.contains("urgent/h"), "{}", asked[0].1);
     // It yields; the slot goes to the high-priority task, and the request is not repeated.
-    core.report(
-        Report {
-            lease: asked[0].0,
-            outcome: Outcome::Yielded {
-                reason: "preempted".into(),
-                resume_after: None,
-                preempted: true,
-            },
-            usage: Usage::default(),
-        },
-        now,
-    )
-    .unwrap();
+    core.report(yielded(asked[0].0, Usage::default(), None, true), now)
+        .unwrap();
     let (d, ev) = core.dispatch(now);
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].key.task, "h");

@@ -550,9 +550,10 @@ impl QuotaGate {
                 continue;
             }
             // The server refills `limit - remaining` in `reset`: its window holds `limit`.
-            let window = reset
-                .mul_f64(limit as f64 / (limit - remaining) as f64)
-                .clamp(Duration::from_millis(1), Duration::from_secs(86_400));
+            // In floats, clamped: hostile figures must not overflow a Duration.
+            let secs = reset.as_secs_f64() * limit as f64 / (limit - remaining) as f64;
+            let window = Duration::try_from_secs_f64(secs.clamp(0.001, 86_400.0))
+                .unwrap_or(Duration::from_secs(60));
             if first && !changed {
                 spec.per = window;
                 *slot = Some(limit);

@@ -270,3 +270,34 @@ async fn a_run_budget_comes_back_only_for_the_same_run() {
     let rows = gate.take_dirty_rows();
     assert!(rows.iter().any(|r| r.window == "run:run-1"), "{rows:?}");
 }
+
+#[test]
+fn hostile_rate_limit_headers_are_absorbed_not_panicked_on() {
+    let cfg = config(
+        r#"(version: 1,
+            backends: [(name: "api", kind: OpenAi((base_url: "http://127.0.0.1:9/v1", model: "m")))],
+            agents: [(name: "a", role: "r", backend: "api")],
+            workflows: [(name: "w", tasks: [(id: "t", agent: "a")])])"#,
+    );
+    let gate = QuotaGate::from_config(&cfg, "run-1", Trace::disabled()).unwrap();
+    for (limit, remaining, reset) in [
+        (u64::MAX, u64::MAX - 1, Duration::from_secs(86_400)),
+        (u64::MAX, 0, Duration::from_nanos(1)),
+        (1, 0, Duration::MAX),
+        (0, 0, Duration::from_secs(1)),
+    ] {
+        let info = RateLimitInfo {
+            limit_requests: Some(limit),
+            remaining_requests: Some(remaining),
+            reset_requests: Some(reset),
+            limit_tokens: Some(limit),
+            remaining_tokens: Some(remaining),
+            reset_tokens: Some(reset),
+            retry_after: Some(reset),
+            ..RateLimitInfo::default()
+        };
+        gate.observe("api", &info);
+        gate.observe("nobody", &info);
+    }
+    assert!(!gate.status().is_empty());
+}

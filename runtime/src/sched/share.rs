@@ -144,6 +144,19 @@ impl SchedulerCore {
     /// The next task to dispatch and its agent, by the configured policy, among agents with
     /// an idle instance (and not suspended).
     pub(super) fn choose(&mut self) -> Option<Choice> {
+        if self.share.policy == SchedPolicy::Priority {
+            // The hot path: the best queue head, no allocation but the chosen name.
+            return self
+                .idle
+                .iter()
+                .filter(|(agent, q)| {
+                    !q.is_empty()
+                        && (self.suspended.is_empty() || !self.suspended.contains(agent.as_str()))
+                })
+                .filter_map(|(agent, _)| self.ready.peek(agent).map(|(k, idx)| (k, agent, idx)))
+                .min()
+                .map(|(_, agent, idx)| (agent.clone(), idx));
+        }
         let candidates: Vec<&String> = self
             .idle
             .iter()
@@ -158,11 +171,8 @@ impl SchedulerCore {
             return None;
         }
         match (self.share.policy, self.share.by) {
-            (SchedPolicy::Priority, _) => candidates
-                .into_iter()
-                .filter_map(|a| self.ready.peek(a).map(|(k, idx)| (k, a.clone(), idx)))
-                .min()
-                .map(|(_, a, idx)| (a, idx)),
+            // Answered above, without building the candidate list.
+            (SchedPolicy::Priority, _) => None,
             (SchedPolicy::FairShare, ShareBy::Agent) => {
                 let names: Vec<String> = candidates.into_iter().cloned().collect();
                 // Agents with work but no free instance keep their place meanwhile.
@@ -267,18 +277,25 @@ impl SchedulerCore {
                 })
                 .collect();
             waiting.sort_by_key(|w| std::cmp::Reverse(w.0));
+            // Candidates worst first: lowest priority, then running longest (the most likely
+            // to have used its slice). Sorted once; each waiting task takes the first that fits.
+            let mut victims: Vec<(i32, Instant, LeaseId, &str)> = if waiting.is_empty() {
+                Vec::new()
+            } else {
+                self.leases
+                    .values()
+                    .filter(|l| !l.paused)
+                    .map(|l| (l.priority, l.started, l.id, l.instance.agent.as_str()))
+                    .collect()
+            };
+            victims.sort();
             let mut taken: HashSet<LeaseId> = HashSet::new();
             for (prio, agent, idx) in waiting {
-                // Worst running attempt that holds capacity this task could use.
-                let victim = self
-                    .leases
-                    .values()
-                    .filter(|l| !l.paused && !taken.contains(&l.id))
-                    .filter(|l| global_full || l.instance.agent == agent)
-                    .filter(|l| i64::from(l.priority) + gap <= prio)
-                    // The one running longest has most likely used its slice.
-                    .min_by_key(|l| (l.priority, l.started))
-                    .map(|l| (l.id, l.priority));
+                let victim = victims
+                    .iter()
+                    .take_while(|v| i64::from(v.0) + gap <= prio)
+                    .find(|v| !taken.contains(&v.2) && (global_full || v.3 == agent))
+                    .map(|v| (v.2, v.0));
                 let Some((lease, victim_prio)) = victim else {
                     continue;
                 };

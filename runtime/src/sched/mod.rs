@@ -326,6 +326,9 @@ impl SchedulerCore {
         self.next_lease += 1;
         let agent = self.cfg.agent(&instance.agent);
         let timeout = agent.map(|a| a.timeout).unwrap_or(Duration::from_secs(60));
+        // From the spec found above: `cfg.agent` is a walk over every agent.
+        let priority =
+            agent.map_or(50, |a| a.priority as i32) + i32::from(self.tasks[idx].priority_boost);
         let deadline = later(now, timeout + self.cfg.runtime.lease_grace);
         let input = {
             let t = &self.tasks[idx];
@@ -366,7 +369,6 @@ impl SchedulerCore {
             }
         }
         t.started.get_or_insert(now);
-        let priority = self.base_priority(idx);
         let charged = self.charge_dispatch(idx);
         let t = &self.tasks[idx];
         let dispatch = Dispatch {

@@ -510,6 +510,18 @@ async fn run(
         );
         print!("{}", summary::render_pager(&pager));
         print!("{}", summary::render_kv(&kv));
+        if let Some(gate) = &sys.quotas {
+            let sched = sys
+                .board
+                .sched
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            print!(
+                "{}",
+                summary::render_quotas(&gate.status(), gate.spent_total(), &sched)
+            );
+        }
         print!("{}", summary::render_sandbox(&sandbox));
         println!("run folder: {}", sys.run_dir.display());
         println!("store: {} (run {})", sys.store_path.display(), sys.run_id);

@@ -205,6 +205,63 @@ pub fn render_kv(stats: &BTreeMap<String, BackendStats>) -> String {
     out
 }
 
+/// The quota gate's part of the summary: what was spent, the concurrency limit, and each
+/// scope's remaining limits (at most [`MAX_QUOTA_ROWS`] rows; `GET /api/quotas` has all).
+pub fn render_quotas(
+    scopes: &[agentos_runtime::policy::quota::ScopeStatus],
+    spent: (f64, u64),
+    sched: &crate::board::SchedView,
+) -> String {
+    let mut out = String::new();
+    let _ = write!(out, "Quotas: spent ${:.4} and {} tokens", spent.0, spent.1);
+    // The scheduler's view is published once a second: a shorter run has none yet.
+    if sched.max > 0 {
+        let _ = write!(
+            out,
+            "; scheduling {}, concurrency limit {} of {} ({})",
+            sched.policy, sched.limit, sched.max, sched.reason
+        );
+    }
+    out.push('\n');
+    if scopes.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "  {:<24} {:>18} {:>14} {:>26}",
+        "SCOPE", "TOKENS LEFT", "REQUESTS LEFT", "BUDGET SPENT"
+    );
+    let of = |a: Option<u64>, c: Option<u64>| match (a, c) {
+        (Some(a), Some(c)) => format!("{a}/{c}"),
+        _ => "-".into(),
+    };
+    for s in scopes.iter().take(MAX_QUOTA_ROWS) {
+        let budget = s.budget.as_ref().map_or_else(
+            || "-".to_owned(),
+            |b| match (b.limit_usd, b.limit_tokens) {
+                (Some(l), _) => format!("${:.4}/${l:.2} {}", b.spent_usd, b.window.label()),
+                (None, Some(l)) => format!("{}/{l} tok {}", b.spent_tokens, b.window.label()),
+                (None, None) => "-".to_owned(),
+            },
+        );
+        let _ = writeln!(
+            out,
+            "  {:<24} {:>18} {:>14} {:>26}",
+            s.scope.key(),
+            of(s.tokens_available, s.tokens_capacity),
+            of(s.requests_available, s.requests_capacity),
+            budget
+        );
+    }
+    if scopes.len() > MAX_QUOTA_ROWS {
+        let _ = writeln!(out, "  ... {} more scopes", scopes.len() - MAX_QUOTA_ROWS);
+    }
+    out
+}
+
+/// Most scopes the run summary lists.
+pub const MAX_QUOTA_ROWS: usize = 20;
+
 /// The `--json` summary: the task snapshot's fields plus `pager` (statistics by agent) and
 /// `kv` (KV-cache pool statistics by backend).
 #[derive(Debug, Serialize)]
@@ -216,4 +273,64 @@ pub struct JsonSummary<'a> {
     pub pager: &'a BTreeMap<String, AgentStats>,
     /// KV-cache pool statistics by backend.
     pub kv: &'a BTreeMap<String, BackendStats>,
+}
+
+#[cfg(test)]
+mod quota_tests {
+    use super::*;
+    use agentos_runtime::policy::quota::{BudgetStatus, BudgetWindow, Scope, ScopeStatus};
+
+    fn scope(key: Scope, budget: Option<BudgetStatus>) -> ScopeStatus {
+        ScopeStatus {
+            scope: key,
+            tokens_available: Some(335),
+            tokens_capacity: Some(1500),
+            requests_available: None,
+            requests_capacity: None,
+            budget,
+            in_flight: 0,
+            concurrency_limit: None,
+        }
+    }
+
+    #[test]
+    fn the_quota_summary_names_each_scope_and_caps_the_rows() {
+        let budget = BudgetStatus {
+            window: BudgetWindow::Day,
+            window_start_ms: 0,
+            resets_at_ms: None,
+            spent_usd: 0.0187,
+            spent_tokens: 9674,
+            limit_usd: Some(5.0),
+            limit_tokens: None,
+            remaining_usd: Some(4.98),
+            remaining_tokens: None,
+            soft_reached: false,
+            exhausted: false,
+        };
+        let mut scopes = vec![scope(Scope::Global, Some(budget))];
+        for i in 0..30 {
+            scopes.push(scope(Scope::Agent(format!("a{i:02}")), None));
+        }
+        let sched = crate::board::SchedView {
+            policy: "fair_share".into(),
+            limit: 4,
+            max: 6,
+            reason: "cpu 95% above 90%".into(),
+            running: 4,
+            shares: Vec::new(),
+        };
+        let out = render_quotas(&scopes, (0.0187, 9674), &sched);
+        assert!(
+            out.starts_with("Quotas: spent $0.0187 and 9674 tokens; scheduling fair_share, concurrency limit 4 of 6 (cpu 95% above 90%)"),
+            "{out}"
+        );
+        assert!(out.contains("$0.0187/$5.00 day"), "{out}");
+        assert!(out.contains("335/1500"), "{out}");
+        assert!(out.contains("... 11 more scopes"), "{out}");
+        assert_eq!(out.lines().count(), 1 + 1 + MAX_QUOTA_ROWS + 1);
+        // Before the scheduler published its view, only the spending.
+        let early = render_quotas(&[], (0.0, 0), &crate::board::SchedView::default());
+        assert_eq!(early, "Quotas: spent $0.0000 and 0 tokens\n");
+    }
 }

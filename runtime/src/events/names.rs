@@ -468,7 +468,7 @@ pub const QUOTA_BUDGET_LIMITS: &str = "agentos_quota_budget_limits_total";
 /// Counter, label `backend`: calls held back by the backend's own rate limit (configured or
 /// learned from its headers): each a 429 the server did not have to send.
 pub const RATELIMIT_AVOIDED: &str = "agentos_ratelimit_429_avoided_total";
-/// Counter, label `backend`: 429 replies received.
+/// Counter, label `backend`: overload replies received (HTTP 429, and 503).
 pub const RATELIMIT_RECEIVED: &str = "agentos_ratelimit_429_received_total";
 /// Counter, label `backend`: times the server's `x-ratelimit-remaining-*` lowered a bucket.
 pub const RATELIMIT_LEARNED: &str = "agentos_ratelimit_server_corrections_total";
@@ -510,7 +510,10 @@ pub fn describe_quotas() {
         RATELIMIT_AVOIDED,
         "Calls held back by a backend's own rate limit: 429s the server did not send."
     );
-    describe_counter!(RATELIMIT_RECEIVED, "HTTP 429 replies received, by backend.");
+    describe_counter!(
+        RATELIMIT_RECEIVED,
+        "Overload replies received (HTTP 429, and 503), by backend."
+    );
     describe_counter!(
         RATELIMIT_LEARNED,
         "Times a server's x-ratelimit-remaining headers lowered a bucket."

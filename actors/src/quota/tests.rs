@@ -4,6 +4,16 @@ fn config(text: &str) -> Config {
     Config::parse(text, "test.ron", std::path::Path::new(".")).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// A server's headers: 5 of 10 requests left, refilled in 500 ms (so a 1 s window).
+fn half_used() -> RateLimitInfo {
+    RateLimitInfo {
+        limit_requests: Some(10),
+        remaining_requests: Some(5),
+        reset_requests: Some(Duration::from_millis(500)),
+        ..RateLimitInfo::default()
+    }
+}
+
 fn request(agent: &str, prompt: u64, max: u64) -> GateRequest {
     GateRequest {
         agent: agent.into(),
@@ -154,15 +164,7 @@ async fn a_backend_without_a_configured_rate_learns_its_buckets_from_the_headers
         drop(port.admit(ask()).await.unwrap());
     }
     // 10 requests per window; 5 used refill in 500 ms: the window is 1 s (10 per second).
-    gate.observe(
-        "api",
-        &RateLimitInfo {
-            limit_requests: Some(10),
-            remaining_requests: Some(5),
-            reset_requests: Some(Duration::from_millis(500)),
-            ..RateLimitInfo::default()
-        },
-    );
+    gate.observe("api", &half_used());
     let status = gate.status();
     let api = status
         .iter()
@@ -202,15 +204,7 @@ fn a_configured_rate_is_not_overridden_by_learning() {
             workflows: [(name: "w", tasks: [(id: "t", agent: "a")])])"#,
     );
     let gate = QuotaGate::from_config(&cfg, "run-1", Trace::disabled()).unwrap();
-    gate.observe(
-        "api",
-        &RateLimitInfo {
-            limit_requests: Some(10),
-            remaining_requests: Some(5),
-            reset_requests: Some(Duration::from_millis(500)),
-            ..RateLimitInfo::default()
-        },
-    );
+    gate.observe("api", &half_used());
     let status = gate.status();
     let api = status
         .iter()

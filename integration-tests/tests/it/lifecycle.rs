@@ -61,7 +61,7 @@ async fn submit(sys: &RunningSystem, spec: WorkflowSpec) -> String {
     ask.await.expect("scheduler answers").expect("accepted").id
 }
 
-async fn view(sys: &RunningSystem, id: &str) -> WorkflowView {
+pub(crate) async fn view(sys: &RunningSystem, id: &str) -> WorkflowView {
     let ask = sys
         .ports
         .scheduler

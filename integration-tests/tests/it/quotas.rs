@@ -6,14 +6,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentos_actors::protocol::{GetWorkflow, SubmitWorkflow};
+use agentos_actors::protocol::SubmitWorkflow;
 use agentos_actors::system::{boot, BootOptions, RunningSystem};
 use agentos_runtime::config::{Config, WorkflowFormat, WorkflowSpec};
 use agentos_runtime::model::TaskState;
-use agentos_runtime::sched::WorkflowView;
 use agentos_runtime::store::Store;
 
 use crate::helpers::{parse, run, run_with, task};
+use crate::lifecycle::view;
 
 /// One agent on the simulator whose budget is counted in tokens over the day.
 fn budget_config(tokens: u64) -> Config {
@@ -101,17 +101,6 @@ const PREEMPT: &str = r##"(
     workflows: [(name: "bulk", tasks: [(id: "l", agent: "low")])],
 )"##;
 
-async fn workflow(sys: &RunningSystem, id: &str) -> WorkflowView {
-    let ask = sys
-        .ports
-        .scheduler
-        .workflow
-        .ask(GetWorkflow(id.into()), Duration::from_secs(2));
-    ask.await
-        .expect("scheduler answers")
-        .expect("known workflow")
-}
-
 fn with_system<F, Fut>(config: &str, body: F)
 where
     F: FnOnce(RunningSystem, Arc<Config>, std::path::PathBuf) -> Fut,
@@ -177,8 +166,8 @@ fn a_preempted_task_continues_as_the_same_attempt_from_its_journal() {
         let id = ask.await.unwrap().expect("accepted").id;
         let deadline = Instant::now() + Duration::from_secs(15);
         let (urgent_done, bulk_done) = loop {
-            let u = workflow(&sys, &id).await;
-            let b = workflow(&sys, "bulk").await;
+            let u = view(&sys, &id).await;
+            let b = view(&sys, "bulk").await;
             if b.tasks[0].state.is_terminal() {
                 break (u, b);
             }

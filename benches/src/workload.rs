@@ -278,8 +278,9 @@ async fn direct_task(
         let t0 = Instant::now();
         let request = ChatRequest {
             messages: messages.clone(),
-            tools: specs.clone(),
+            tools: specs.clone().into(),
             max_tokens: None,
+            encoded: None,
             meta: RequestMeta {
                 agent: spec.name.clone(),
                 task: key.clone(),

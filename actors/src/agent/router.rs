@@ -12,7 +12,7 @@ use agentos_runtime::agent::{RouteLease, Router};
 use agentos_runtime::config::BackendSpec;
 use agentos_runtime::events::{RouteDecided, RoutedBy};
 use agentos_runtime::kvcache::{PromptEncoder, RouteOutcome};
-use agentos_runtime::llm::{ChatMessage, ToolSpec};
+use agentos_runtime::llm::{ChatMessage, ChatRequest, ToolSpec};
 use futures::future::BoxFuture;
 
 use crate::protocol::{AcquireLease, KvPorts, Port, ReleaseLease};
@@ -85,7 +85,12 @@ impl KvRouter {
         messages: &[ChatMessage],
         tools: &[ToolSpec],
     ) -> BoxFuture<'static, KvLease> {
-        let tokens: Arc<[u32]> = self.encoder.encode(messages, tools).into();
+        self.acquire_tokens(self.encoder.encode(messages, tools).into())
+    }
+
+    /// [`KvRouter::acquire`] for a prompt already encoded (the sequence
+    /// [`PromptEncoder::encode`] lays out).
+    pub fn acquire_tokens(&self, tokens: Arc<[u32]>) -> BoxFuture<'static, KvLease> {
         // The guard exists before the request is sent, so a dropped attempt still releases a
         // lease the pool granted after the caller stopped waiting.
         let mut lease = KvLease {
@@ -127,12 +132,11 @@ impl KvRouter {
 }
 
 impl Router for KvRouter {
-    fn route(
-        &self,
-        messages: &[ChatMessage],
-        tools: &[ToolSpec],
-    ) -> BoxFuture<'static, Box<dyn RouteLease>> {
-        let acquire = self.acquire(messages, tools);
+    fn route(&self, request: &ChatRequest) -> BoxFuture<'static, Box<dyn RouteLease>> {
+        let acquire = match &request.encoded {
+            Some(ids) => self.acquire_tokens(ids.clone()),
+            None => self.acquire(&request.messages, &request.tools),
+        };
         Box::pin(async move { Box::new(acquire.await) as Box<dyn RouteLease> })
     }
 }

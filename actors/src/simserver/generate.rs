@@ -72,9 +72,10 @@ impl SimServer {
         let max_tokens = req.max_tokens;
         let call = backend.chat(ChatRequest {
             messages: req.messages,
-            tools: req.tools,
+            tools: req.tools.into(),
             max_tokens,
             meta,
+            encoded: None,
         });
         let failed = match tokio::time::timeout(self.cfg.hang_timeout, call).await {
             Ok(Ok(mut reply)) => {

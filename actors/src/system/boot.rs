@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
-use agentos_runtime::agent::{AgentSetup, CallGate, Slice, StepPorts};
+use agentos_runtime::agent::{AgentSetup, AgentTools, CallGate, Slice, StepPorts};
 use agentos_runtime::config::{BackendKind, Config};
 use agentos_runtime::events::sandbox::SandboxConfigured;
 use agentos_runtime::events::system::RunStarted;
@@ -378,6 +378,12 @@ fn agent_envs(
             BackendKind::OpenAi(s) => s.max_tokens,
             BackendKind::Sim(_) => None,
         });
+        // Prepared once for every replica (the tools' JSON is encoded once per agent).
+        let agent_tools = Arc::new(std::sync::OnceLock::from(AgentTools::prepare(
+            &a.tools,
+            tools.as_ref(),
+            tokenizer,
+        )));
         for replica in 0..a.replicas {
             let instance = InstanceId {
                 agent: a.name.clone(),
@@ -421,6 +427,7 @@ fn agent_envs(
             );
             setup.slice = slice;
             setup.cap_calls = token_limits;
+            setup.tools = agent_tools.clone();
             if let Some(max) = backend_max_tokens {
                 setup.call_max_tokens = u64::from(max);
             }

@@ -227,8 +227,9 @@ fn calculator() -> ToolSpec {
 fn simple_request() -> ChatRequest {
     ChatRequest {
         messages: vec![ChatMessage::system("be brief"), ChatMessage::user("hi")],
-        tools: Vec::new(),
+        tools: Vec::new().into(),
         max_tokens: None,
+        encoded: None,
         meta: RequestMeta {
             agent: "planner".into(),
             task: "wf/plan".into(),
@@ -304,7 +305,7 @@ async fn reply_with_tool_calls_round_trips() {
         },
         ChatMessage::tool("call_1", "5"),
     ];
-    request.tools = vec![calculator()];
+    request.tools = vec![calculator()].into();
     request.max_tokens = Some(64);
 
     let (result, server) = call_with(Canned::json(200, reply), request, |_| {}).await;

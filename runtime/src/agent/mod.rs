@@ -46,7 +46,7 @@ mod step;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub use crate::context::{JournalMeta, JournaledStep, Opened, ToolDetail};
@@ -63,7 +63,7 @@ pub use step::{run_attempt, AttemptResult};
 
 use crate::config::AgentSpec;
 use crate::durable::Durability;
-use crate::llm::LlmBackend;
+use crate::llm::{LlmBackend, ToolSpec};
 use crate::model::{AgentState, InstanceId};
 use crate::tokenize::Encoding;
 use crate::tools::ToolContext;
@@ -94,6 +94,43 @@ pub struct AgentSetup {
     pub cap_calls: bool,
     /// The time slice after which a preemption request is honoured (`None`: never).
     pub slice: Option<Slice>,
+    /// The agent's tool definitions as every call sends them, prepared on the first attempt
+    /// and shared by every instance of the agent (boot hands them one cell).
+    pub tools: Arc<OnceLock<AgentTools>>,
+}
+
+/// An agent's granted tools as its calls send them, prepared once: the definitions, what they
+/// add to every prompt, and their token ids in the KV-cache layout.
+#[derive(Debug, Clone, Default)]
+pub struct AgentTools {
+    /// The definitions of the granted tools that exist, in grant order.
+    pub specs: Arc<[ToolSpec]>,
+    /// Tokens the definitions add to every prompt (their JSON, with the backend's encoding).
+    pub overhead_tokens: u64,
+    /// The JSON's token ids (what the KV-cache layout puts after the system prompt).
+    pub ids: Arc<[u32]>,
+}
+
+impl AgentTools {
+    /// Prepares the tools `granted` among `tools`, counted with `encoding`. Only granted tools
+    /// are offered; a model that calls another one gets an error result.
+    pub fn prepare(granted: &[String], tools: &dyn ToolBox, encoding: Encoding) -> Self {
+        let specs: Arc<[ToolSpec]> = granted.iter().filter_map(|n| tools.spec(n)).collect();
+        let ids: Arc<[u32]> = if specs.is_empty() {
+            Arc::from([])
+        } else {
+            // Serialising plain structs of strings and JSON values cannot fail.
+            serde_json::to_string(&specs[..])
+                .map(|j| encoding.encode(&j))
+                .unwrap_or_default()
+                .into()
+        };
+        Self {
+            overhead_tokens: ids.len() as u64,
+            specs,
+            ids,
+        }
+    }
 }
 
 /// Completion tokens reserved per call when neither the backend nor the agent's context says.
@@ -126,6 +163,7 @@ impl AgentSetup {
             },
             cap_calls: false,
             slice: None,
+            tools: Arc::default(),
             instance_label: instance.to_string(),
             spec,
             instance,

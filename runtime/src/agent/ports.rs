@@ -8,7 +8,7 @@ use crate::context::{BuiltPrompt, JournalMeta, Opened, PagerError, ToolDetail};
 use crate::durable::SideEffect;
 use std::time::Duration;
 
-use crate::llm::{ChatMessage, ToolSpec, Usage};
+use crate::llm::{ChatMessage, ChatRequest, ToolSpec, Usage};
 use crate::tools::{Tool, ToolContext, ToolError, ToolOutput, ToolRegistry};
 
 /// Why the prompt source failed a request.
@@ -182,13 +182,10 @@ pub trait RouteLease: Send {
 
 /// Where calls are routed: the KV-cache pool.
 pub trait Router: Send + Sync {
-    /// Picks a replica for this prompt and holds it until the lease drops. Never fails: a
-    /// router that cannot decide picks a replica on its own.
-    fn route(
-        &self,
-        messages: &[ChatMessage],
-        tools: &[ToolSpec],
-    ) -> BoxFuture<'static, Box<dyn RouteLease>>;
+    /// Picks a replica for this request's prompt (its `encoded` ids when it has them) and
+    /// holds it until the lease drops. Never fails: a router that cannot decide picks a
+    /// replica on its own.
+    fn route(&self, request: &ChatRequest) -> BoxFuture<'static, Box<dyn RouteLease>>;
 }
 
 /// The tools an agent may call, by name.

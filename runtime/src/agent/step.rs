@@ -9,14 +9,15 @@ use super::replay::resume;
 use super::AttemptControl;
 
 use crate::context::PagerError;
+use crate::kvcache::PromptEncoder;
 use crate::llm::{ChatMessage, ChatRequest, RequestMeta, Role, Usage};
 use crate::model::AgentState;
 use crate::sched::{Dispatch, Outcome};
 
 use super::{
-    AgentSetup, AgentStepFinished, EventSink, GateRefusal, GateRequest, LlmCallAbandoned,
-    LlmCallFailed, LlmCallFinished, OpenRequest, PagerOutcome, PagerRequestFinished, PromptError,
-    PromptSource, StepEvent, StepPorts,
+    AgentSetup, AgentStepFinished, AgentTools, EventSink, GateRefusal, GateRequest,
+    LlmCallAbandoned, LlmCallFailed, LlmCallFinished, OpenRequest, PagerOutcome,
+    PagerRequestFinished, PromptError, PromptSource, StepEvent, StepPorts,
 };
 
 /// How an attempt ended, with the tokens it used.
@@ -137,12 +138,11 @@ async fn steps(
     let sink = ports.events.as_ref();
     let backend = ports.backend.name();
     let task = d.key.to_string();
-    // Only granted tools are offered; a model that calls another one gets an error result.
-    let tools: Vec<_> = spec
+    let tools = setup
         .tools
-        .iter()
-        .filter_map(|name| ports.tools.spec(name))
-        .collect();
+        .get_or_init(|| AgentTools::prepare(&spec.tools, ports.tools.as_ref(), setup.tokenizer));
+    // The prompt's token ids are laid out for whoever models a prefix cache.
+    let wants_ids = ports.router.is_some() || ports.backend.is_simulated();
     let mut tool_ctx = setup.tool_ctx.clone();
     tool_ctx.task.clone_from(&task);
 
@@ -178,11 +178,7 @@ async fn steps(
         Err(outcome) => return outcome,
     };
     // Tool definitions travel with every prompt; the budget must hold them too.
-    let overhead_tokens = if tools.is_empty() {
-        0
-    } else {
-        serde_json::to_string(&tools).map_or(0, |j| setup.tokenizer.count(&j) as u64)
-    };
+    let overhead_tokens = tools.overhead_tokens;
 
     let run_started = tokio::time::Instant::now();
     for step in first_step..spec.max_steps {
@@ -232,9 +228,14 @@ async fn steps(
             }
             None => None,
         };
+        let encoded = wants_ids
+            .then(|| PromptEncoder::layout(&built.messages, &built.ids, &tools.ids))
+            .flatten()
+            .map(Arc::from);
         let mut request = ChatRequest {
             messages: built.messages,
-            tools: tools.clone(),
+            tools: tools.specs.clone(),
+            encoded,
             // Under token quotas every call carries the cap it reserved: the reservation bounds it.
             max_tokens: setup
                 .cap_calls
@@ -251,7 +252,7 @@ async fn steps(
         // The lease picks the replica and lives until the call ends: it is released when it
         // drops, so errors, the attempt timeout, panics and dropped attempts release it too.
         let lease = match &ports.router {
-            Some(router) => Some(router.route(&request.messages, &request.tools).await),
+            Some(router) => Some(router.route(&request).await),
             None => None,
         };
         let replica = lease.as_ref().map_or(0, |l| l.replica());

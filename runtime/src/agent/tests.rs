@@ -308,6 +308,7 @@ impl PromptSource for FakePrompts {
             }
             budget => Ok(BuiltPrompt {
                 messages,
+                ids: Vec::new(),
                 tokens,
                 budget: budget.unwrap_or(u64::MAX),
                 evicted: vec![],
@@ -352,7 +353,7 @@ impl Drop for FakeLease {
 }
 
 impl Router for FakeRouter {
-    fn route(&self, _: &[ChatMessage], _: &[ToolSpec]) -> BoxFuture<'static, Box<dyn RouteLease>> {
+    fn route(&self, _: &ChatRequest) -> BoxFuture<'static, Box<dyn RouteLease>> {
         self.taken.fetch_add(1, Ordering::SeqCst);
         let lease: Box<dyn RouteLease> = Box::new(FakeLease(self.released.clone()));
         Box::pin(async move { lease })

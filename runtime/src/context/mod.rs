@@ -136,6 +136,10 @@ pub struct PageMove {
 pub struct BuiltPrompt {
     /// The messages, pinned pages first, then conversation order.
     pub messages: Vec<ChatMessage>,
+    /// Each message's token ids in the KV-cache layout (its role marker, content and tool
+    /// calls), parallel to `messages`: kept on the pages since they were counted, so the step
+    /// core lays out the prompt's sequence without encoding it again.
+    pub ids: Vec<std::sync::Arc<[u32]>>,
     /// Exact prompt tokens: reply priming + tool definitions + every message.
     pub tokens: u64,
     /// The budget it was built within.

@@ -26,7 +26,7 @@ use super::swap::SwapDevice;
 use super::{ContextSettings, PageId, PageKind, PageMove, PagerError};
 use crate::llm::ChatMessage;
 use crate::store::PageRow;
-use crate::tokenize::REPLY_PRIMING_TOKENS;
+use crate::tokenize::{Encoding, MESSAGE_OVERHEAD_TOKENS, REPLY_PRIMING_TOKENS};
 
 mod build;
 mod extend;
@@ -56,6 +56,9 @@ pub struct Page {
     pub last_access: u64,
     /// The message while resident.
     message: Option<Arc<ChatMessage>>,
+    /// Its token ids in the KV-cache layout while resident, kept from counting it (computed
+    /// again on first use after a fault).
+    ids: Option<Arc<[u32]>>,
     /// For a shared page, the shared key it shows.
     shared_key: Option<String>,
 }
@@ -247,7 +250,7 @@ impl PageTable {
     }
 
     fn push_page(&mut self, n: NewPage, g: usize, now: u64) -> PageRow {
-        let tokens = self.settings.encoding.count_message(&n.message) as u64;
+        let (ids, tokens) = encode_page(self.settings.encoding, &n.message);
         let id = self.pages.len() as PageId;
         let importance = n.kind.default_importance();
         let row = PageRow {
@@ -272,6 +275,7 @@ impl PageTable {
             accesses: 0,
             last_access: now,
             message: Some(Arc::new(n.message)),
+            ids: Some(ids),
             shared_key: n.shared_key,
         });
         row
@@ -331,6 +335,7 @@ impl PageTable {
                 accesses: 0,
                 last_access: 0,
                 message: Some(Arc::new(message)),
+                ids: None,
                 shared_key: r.shared_key,
             });
         }
@@ -347,6 +352,7 @@ impl PageTable {
         if !resident {
             for p in &mut self.pages[first..] {
                 p.message = None;
+                p.ids = None;
             }
             self.enrun(g);
         }
@@ -455,6 +461,7 @@ impl PageTable {
         self.recency.pop(&g);
         for p in &mut self.pages[first..first + len] {
             p.message = None;
+            p.ids = None;
         }
         self.resident_tokens -= tokens;
         self.resident_pages -= len as u64;
@@ -549,4 +556,14 @@ impl PageTable {
     pub fn shared_keys(&self) -> impl Iterator<Item = &str> {
         self.pages.iter().filter_map(|p| p.shared_key.as_deref())
     }
+}
+
+/// A message's token ids in the KV-cache layout (its role marker, content and tool calls, as
+/// [`Encoding::encode_prompt`] lays out one message) and its token count, from one encoding:
+/// the marker stands for the [`MESSAGE_OVERHEAD_TOKENS`] a chat message costs, so the count
+/// equals [`Encoding::count_message`].
+pub(crate) fn encode_page(encoding: Encoding, message: &ChatMessage) -> (Arc<[u32]>, u64) {
+    let ids: Arc<[u32]> = encoding.encode_prompt(std::slice::from_ref(message)).into();
+    let tokens = (ids.len() - 1 + MESSAGE_OVERHEAD_TOKENS) as u64;
+    (ids, tokens)
 }

@@ -72,6 +72,14 @@ fn a_long_conversation_stays_within_budget_and_keeps_pinned_pages_first() {
             b.tokens,
             "the reported count is exact"
         );
+        // The cached ids are each message's own encoding, summaries and faulted pages too.
+        let fresh: Vec<Vec<u32>> = b
+            .messages
+            .iter()
+            .map(|m| Encoding::O200kBase.encode_prompt(std::slice::from_ref(m)))
+            .collect();
+        let cached: Vec<Vec<u32>> = b.ids.iter().map(|i| i.to_vec()).collect();
+        assert_eq!(cached, fresh, "step {step}");
         assert_eq!(b.messages[0].content, "You are careful.");
         assert_eq!(b.messages[1].content, "Fix the bug.");
         // The newest exchange is always there in full.

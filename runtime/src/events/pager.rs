@@ -197,6 +197,7 @@ mod tests {
     fn prompt() -> BuiltPrompt {
         BuiltPrompt {
             messages: Vec::new(),
+            ids: Vec::new(),
             tokens: 300,
             budget: 400,
             evicted: vec![PageMove {

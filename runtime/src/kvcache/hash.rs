@@ -120,6 +120,29 @@ impl PromptEncoder {
         out
     }
 
+    /// The same sequence as [`PromptEncoder::encode`] from ids already at hand, encoding
+    /// nothing: `ids[i]` is message `i` as [`Encoding::encode_prompt`] lays out that message
+    /// alone, `tools` the tools JSON encoded. `None` when `ids` does not cover `messages`.
+    pub fn layout(messages: &[ChatMessage], ids: &[Arc<[u32]>], tools: &[u32]) -> Option<Vec<u32>> {
+        if ids.len() != messages.len() {
+            return None;
+        }
+        let len = ids.iter().map(|i| i.len()).sum::<usize>() + tools.len();
+        let mut out = Vec::with_capacity(len);
+        let rest = match messages.first() {
+            Some(m) if m.role == Role::System => {
+                out.extend_from_slice(&ids[0]);
+                &ids[1..]
+            }
+            _ => ids,
+        };
+        out.extend_from_slice(tools);
+        for m in rest {
+            out.extend_from_slice(m);
+        }
+        Some(out)
+    }
+
     fn message(&self, m: &ChatMessage) -> Arc<[u32]> {
         let calls = if m.tool_calls.is_empty() {
             String::new()
@@ -207,5 +230,39 @@ mod tests {
             &tools,
         );
         assert_eq!(again, a);
+    }
+
+    #[test]
+    fn a_layout_of_cached_ids_is_the_encoded_prompt() {
+        let e = Encoding::default();
+        let enc = PromptEncoder::new(e);
+        let tools = vec![ToolSpec {
+            name: "calculator".into(),
+            description: "evaluates".into(),
+            parameters: json!({"type": "object"}),
+        }];
+        let tools_ids = e.encode(&serde_json::to_string(&tools).unwrap());
+        let call = crate::llm::ToolCall::new("c0", "calculator", json!({"expression": "1 + 1"}));
+        let mut reply = ChatMessage::assistant("");
+        reply.tool_calls.push(call);
+        for messages in [
+            vec![
+                ChatMessage::system("You compute."),
+                ChatMessage::user("(1 * 7) + 0"),
+                reply.clone(),
+                ChatMessage::tool("c0", "2"),
+            ],
+            vec![ChatMessage::user("no system prompt"), reply],
+        ] {
+            let ids: Vec<Arc<[u32]>> = messages
+                .iter()
+                .map(|m| e.encode_prompt(std::slice::from_ref(m)).into())
+                .collect();
+            let laid = PromptEncoder::layout(&messages, &ids, &tools_ids);
+            assert_eq!(laid, Some(enc.encode(&messages, &tools)));
+            let laid = PromptEncoder::layout(&messages, &ids, &[]);
+            assert_eq!(laid, Some(enc.encode(&messages, &[])));
+            assert_eq!(PromptEncoder::layout(&messages, &ids[1..], &[]), None);
+        }
     }
 }

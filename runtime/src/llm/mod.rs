@@ -15,6 +15,7 @@ pub mod sim;
 pub use ratelimit::{RateLimitInfo, RateLimitObserver};
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -163,12 +164,18 @@ pub struct RequestMeta {
 pub struct ChatRequest {
     /// The conversation so far, system prompt first.
     pub messages: Vec<ChatMessage>,
-    /// Tools the model may call.
-    pub tools: Vec<ToolSpec>,
+    /// Tools the model may call (shared: the same definitions go with every call of an agent).
+    pub tools: Arc<[ToolSpec]>,
     /// Cap on completion tokens, if any.
     pub max_tokens: Option<u32>,
     /// Who is asking.
     pub meta: RequestMeta,
+    /// The prompt's token ids in the KV-cache layout (the sequence
+    /// [`PromptEncoder::encode`](crate::kvcache::PromptEncoder::encode) produces), when the
+    /// caller already has them: the step core assembles them from the ids its pages cached
+    /// when they were counted, so routers and simulated prefix caches do not encode the
+    /// prompt again. `None`: whoever needs them encodes the messages.
+    pub encoded: Option<Arc<[u32]>>,
 }
 
 /// Token usage reported for one call.

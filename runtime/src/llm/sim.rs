@@ -171,11 +171,18 @@ impl SimBackend {
     /// it; the simulator charges the full prefill instead).
     fn hold(&self, request: &ChatRequest) -> Option<(Option<CacheHold>, u64, u64)> {
         let cache = self.cache.as_ref()?;
-        let tokens = cache.encoder.encode(&request.messages, &request.tools);
+        let encoded;
+        let tokens: &[u32] = match &request.encoded {
+            Some(ids) => ids,
+            None => {
+                encoded = cache.encoder.encode(&request.messages, &request.tools);
+                &encoded
+            }
+        };
         let mut replicas = cache.replicas.lock().unwrap_or_else(|e| e.into_inner());
         let n = replicas.len();
         let replica = request.meta.replica % n.max(1);
-        let acquired = replicas.get_mut(replica)?.acquire(&tokens).ok();
+        let acquired = replicas.get_mut(replica)?.acquire(tokens).ok();
         drop(replicas);
         let cached = acquired.map_or(0, |a| a.cached_tokens as u64);
         let hold = acquired.map(|a| CacheHold {
@@ -433,7 +440,7 @@ fn prompt_tokens(request: &ChatRequest) -> u64 {
     let tools = if request.tools.is_empty() {
         0
     } else {
-        serde_json::to_string(&request.tools).map_or(0, |json| approx_tokens(&json))
+        serde_json::to_string(&request.tools[..]).map_or(0, |json| approx_tokens(&json))
     };
     approx_prompt_tokens(&request.messages) + tools
 }

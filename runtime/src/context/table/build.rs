@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use super::{PageTable, FAULT_MARGIN_TOKENS};
+use super::{encode_page, PageTable, FAULT_MARGIN_TOKENS};
 use crate::context::policy::Candidate;
 use crate::context::swap::SwapDevice;
 use crate::context::{BuiltPrompt, PageId, PageMove, PagerError};
@@ -168,6 +168,8 @@ impl PageTable {
         faulted: Vec<PageMove>,
     ) -> Result<BuiltPrompt, PagerError> {
         let mut messages = Vec::new();
+        let mut ids = Vec::new();
+        let encoding = self.settings.encoding;
         let mut tokens = fixed;
         let mut tokens_saved = 0;
         let mut summaries = 0;
@@ -178,6 +180,11 @@ impl PageTable {
                 for p in &mut self.pages[grp.first..grp.first + grp.len] {
                     if let Some(m) = &p.message {
                         messages.push(ChatMessage::clone(m));
+                        ids.push(
+                            p.ids
+                                .get_or_insert_with(|| encode_page(encoding, m).0)
+                                .clone(),
+                        );
                         tokens += p.tokens;
                         p.accesses += 1;
                     }
@@ -186,7 +193,8 @@ impl PageTable {
             } else {
                 let end = self.runs.get(&g).map_or(g, |(e, _)| *e);
                 let msg = self.run_message(g, end, compact);
-                let count = self.settings.encoding.count_message(&msg) as u64;
+                let (msg_ids, count) = encode_page(encoding, &msg);
+                ids.push(msg_ids);
                 let stood_for = self.prefix_tokens[end + 1] - self.prefix_tokens[g];
                 tokens_saved += stood_for.saturating_sub(count);
                 tokens += count;
@@ -206,6 +214,7 @@ impl PageTable {
         }
         Ok(BuiltPrompt {
             messages,
+            ids,
             tokens,
             budget,
             evicted,

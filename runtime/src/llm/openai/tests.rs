@@ -20,9 +20,10 @@ fn settings() -> OpenAiSettings {
 fn request(messages: Vec<ChatMessage>) -> ChatRequest {
     ChatRequest {
         messages,
-        tools: Vec::new(),
+        tools: Vec::new().into(),
         max_tokens: None,
         meta: RequestMeta::default(),
+        encoded: None,
     }
 }
 
@@ -83,7 +84,8 @@ fn request_body_carries_messages_tools_and_limits() {
         name: "calculator".into(),
         description: "Evaluates arithmetic.".into(),
         parameters: json!({"type": "object", "properties": {"expr": {"type": "string"}}}),
-    }];
+    }]
+    .into();
     let body = request_body(&settings(), &req);
     assert_eq!(
         body,

@@ -29,9 +29,10 @@ fn meta(agent: &str, task: &str, attempt: u32, step: u32) -> RequestMeta {
 fn request(meta: RequestMeta, messages: Vec<ChatMessage>) -> ChatRequest {
     ChatRequest {
         messages,
-        tools: Vec::new(),
+        tools: Vec::new().into(),
         max_tokens: None,
         meta,
+        encoded: None,
     }
 }
 
@@ -329,12 +330,13 @@ async fn latency_follows_the_model() {
         name: "read_file".into(),
         description: "Reads a file".into(),
         parameters: json!({"type": "object"}),
-    }];
+    }]
+    .into();
     let started = tokio::time::Instant::now();
     let reply = sim.chat(req.clone()).await.unwrap();
     let elapsed = started.elapsed();
     let usage = reply.usage;
-    let tools_json = serde_json::to_string(&req.tools).unwrap();
+    let tools_json = serde_json::to_string(&req.tools[..]).unwrap();
     assert_eq!(
         usage.prompt_tokens,
         approx_prompt_tokens(&req.messages) + approx_tokens(&tools_json)

@@ -11,7 +11,7 @@ use std::future::Future;
 
 use actix::prelude::*;
 use agentos_runtime::agent::{OpenRequest, PromptError, PromptSource, SharedOutput};
-use agentos_runtime::context::{BuiltPrompt, JournalMeta, Opened, ToolDetail};
+use agentos_runtime::context::{BuiltPrompt, JournalMeta, Opened, PageMessage, ToolDetail};
 use agentos_runtime::durable::SideEffect;
 use agentos_runtime::llm::{ChatMessage, Usage};
 use futures::future::BoxFuture;
@@ -76,7 +76,7 @@ impl PromptSource for PagerPrompts {
         agent: &str,
         context: &str,
         meta: JournalMeta,
-        reply: ChatMessage,
+        reply: PageMessage,
         usage: Usage,
         finish_reason: &str,
     ) -> BoxFuture<'static, Result<(), PromptError>> {
@@ -118,7 +118,7 @@ impl PromptSource for PagerPrompts {
         context: &str,
         meta: JournalMeta,
         call: u32,
-        message: ChatMessage,
+        message: PageMessage,
         detail: ToolDetail,
     ) -> BoxFuture<'static, Result<(), PromptError>> {
         let msg = RecordToolResult {

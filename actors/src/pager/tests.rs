@@ -244,13 +244,20 @@ async fn records_made_without_waiting_arrive_in_order_and_come_back_as_the_journ
     };
     // Made one after another without awaiting any: each is queued when it is made.
     let records = vec![
-        prompts.record_reply("a", "w/t#1", meta(0), reply.clone(), usage, "tool_calls"),
+        prompts.record_reply(
+            "a",
+            "w/t#1",
+            meta(0),
+            reply.clone().into(),
+            usage,
+            "tool_calls",
+        ),
         prompts.record_tool_result(
             "a",
             "w/t#1",
             meta(0),
             0,
-            ChatMessage::tool("c0", "found it"),
+            ChatMessage::tool("c0", "found it").into(),
             detail("grep", SideEffect::Pure),
         ),
         prompts.record_tool_start(

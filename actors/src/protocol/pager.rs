@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use actix::prelude::*;
 use agentos_runtime::agent::PromptError;
-use agentos_runtime::context::{AgentStats, BuiltPrompt, JournalMeta, Opened, PageId, ToolDetail};
+use agentos_runtime::context::{
+    AgentStats, BuiltPrompt, JournalMeta, Opened, PageId, PageMessage, ToolDetail,
+};
 use agentos_runtime::durable::SideEffect;
 use agentos_runtime::llm::{ChatMessage, Usage};
 
@@ -53,8 +55,8 @@ pub struct RecordReply {
     pub context: String,
     /// Step, instance, task, attempt, time and duration.
     pub meta: JournalMeta,
-    /// The assistant message.
-    pub reply: ChatMessage,
+    /// The assistant message (encoded by the agent).
+    pub reply: PageMessage,
     /// Its token usage.
     pub usage: Usage,
     /// The server's finish reason.
@@ -92,8 +94,8 @@ pub struct RecordToolResult {
     pub meta: JournalMeta,
     /// The call's index in the step's reply.
     pub call: u32,
-    /// The tool message.
-    pub message: ChatMessage,
+    /// The tool message (encoded by the agent).
+    pub message: PageMessage,
     /// Tool, class and outcome.
     pub detail: ToolDetail,
 }

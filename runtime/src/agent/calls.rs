@@ -4,7 +4,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
 
-use crate::context::{JournalMeta, ToolDetail};
+use crate::context::{JournalMeta, PageMessage, ToolDetail};
 use crate::durable::{interrupted_result, CallId, SideEffect};
 use crate::llm::{ChatMessage, ToolCall, Usage};
 use crate::sched::{Dispatch, Outcome};
@@ -114,7 +114,7 @@ impl Attempt<'_> {
             self.agent,
             &self.context,
             self.meta(step, duration),
-            reply.clone(),
+            PageMessage::encoded(reply.clone(), self.setup.tokenizer),
             usage,
             finish_reason,
         );
@@ -141,7 +141,10 @@ impl Attempt<'_> {
             &self.context,
             self.meta(step, duration),
             index,
-            ChatMessage::tool(call.id.clone(), content),
+            PageMessage::encoded(
+                ChatMessage::tool(call.id.clone(), content),
+                self.setup.tokenizer,
+            ),
             detail,
         );
         self.record(

@@ -4,7 +4,7 @@
 
 use futures::future::BoxFuture;
 
-use crate::context::{BuiltPrompt, JournalMeta, Opened, PagerError, ToolDetail};
+use crate::context::{BuiltPrompt, JournalMeta, Opened, PageMessage, PagerError, ToolDetail};
 use crate::durable::SideEffect;
 use std::time::Duration;
 
@@ -73,13 +73,14 @@ pub trait PromptSource: Send + Sync {
     /// already holds (a resumed attempt) is reopened instead, and its journal comes back.
     fn open(&self, request: OpenRequest) -> BoxFuture<'static, Result<Opened, PromptError>>;
     /// Records an LLM reply (the assistant message, tool calls or final answer) as a new page
-    /// group with its `reply` journal row.
+    /// group with its `reply` journal row. The step core encodes the message on its own
+    /// thread, so the page keeps its ids without the source encoding it.
     fn record_reply(
         &self,
         agent: &str,
         context: &str,
         meta: JournalMeta,
-        reply: ChatMessage,
+        reply: PageMessage,
         usage: Usage,
         finish_reason: &str,
     ) -> BoxFuture<'static, Result<(), PromptError>>;
@@ -101,7 +102,7 @@ pub trait PromptSource: Send + Sync {
         context: &str,
         meta: JournalMeta,
         call: u32,
-        message: ChatMessage,
+        message: PageMessage,
         detail: ToolDetail,
     ) -> BoxFuture<'static, Result<(), PromptError>>;
     /// Appends one exchange (assistant message and its tool results) as one page group, with

@@ -14,7 +14,9 @@ use serde_json::json;
 
 use super::*;
 use crate::config::Config;
-use crate::context::{BuiltPrompt, JournalMeta, JournaledStep, Opened, PagerError, ToolDetail};
+use crate::context::{
+    BuiltPrompt, JournalMeta, JournaledStep, Opened, PageMessage, PagerError, ToolDetail,
+};
 use crate::durable::{Durability, SideEffect};
 use crate::llm::{
     ChatMessage, ChatRequest, ChatResponse, LlmBackend, LlmError, Role, ToolCall, ToolSpec, Usage,
@@ -230,12 +232,12 @@ impl PromptSource for FakePrompts {
         _agent: &str,
         context: &str,
         meta: JournalMeta,
-        reply: ChatMessage,
+        reply: PageMessage,
         _usage: Usage,
         _finish_reason: &str,
     ) -> BoxFuture<'static, Result<(), PromptError>> {
         if !self.fail_records {
-            self.push(context, reply);
+            self.push(context, reply.message);
         }
         self.record(format!("reply s{}", meta.step))
     }
@@ -263,11 +265,11 @@ impl PromptSource for FakePrompts {
         context: &str,
         meta: JournalMeta,
         call: u32,
-        message: ChatMessage,
+        message: PageMessage,
         detail: ToolDetail,
     ) -> BoxFuture<'static, Result<(), PromptError>> {
         if !self.fail_records {
-            self.push(context, message);
+            self.push(context, message.message);
         }
         let outcome = detail.outcome.unwrap_or_default();
         self.record(format!("result s{} c{call} {outcome}", meta.step))

@@ -8,6 +8,7 @@ use super::tests::{exchanges_consistent, pager, settings};
 use super::*;
 use crate::durable::SideEffect;
 use crate::llm::{ChatMessage, Role, ToolCall, Usage};
+use crate::tokenize::Encoding;
 
 const CTX: &str = "w/t#1";
 
@@ -394,4 +395,41 @@ fn a_reopened_context_shows_its_shared_pages_again() {
     assert_eq!(p.build("a", CTX, 0, &[]).unwrap().messages, before);
     p.close("a", CTX).unwrap();
     assert_eq!(p.shared().readers("w/up"), 0);
+}
+
+#[test]
+fn ids_encoded_by_the_caller_are_kept_only_when_they_match_the_page() {
+    let mut p = pager(100_000, PolicyKind::Lru);
+    p.open("a", CTX, "sys", "task", &[]).unwrap();
+    let reply = calls(0, &["calculator"]);
+    // Another encoding's ids, and a tool message's ids for what becomes a tool page with
+    // another role: neither is trusted, the pager encodes the page itself.
+    let wrong = PageMessage::encoded(reply.clone(), Encoding::Cl100kBase);
+    p.record_reply("a", CTX, &meta(0), wrong, usage(3), "tool_calls")
+        .unwrap();
+    let mut as_user = ChatMessage::user("2");
+    as_user.tool_call_id = Some("s0c0".into());
+    let mislabeled = PageMessage::encoded(as_user, Encoding::O200kBase);
+    p.record_tool_result(
+        "a",
+        CTX,
+        &meta(0),
+        0,
+        mislabeled,
+        &detail("calculator", SideEffect::Pure),
+    )
+    .unwrap();
+    let right = PageMessage::encoded(ChatMessage::assistant("done: 2"), Encoding::O200kBase);
+    p.record_reply("a", CTX, &meta(1), right, usage(3), "stop")
+        .unwrap();
+    let b = p.build("a", CTX, 0, &[]).unwrap();
+    assert_eq!(
+        Encoding::O200kBase.count_prompt(&b.messages) as u64,
+        b.tokens,
+        "the counts are the page encoding's"
+    );
+    for (m, ids) in b.messages.iter().zip(&b.ids) {
+        let fresh = Encoding::O200kBase.encode_prompt(std::slice::from_ref(m));
+        assert_eq!(ids.to_vec(), fresh, "{m:?}");
+    }
 }

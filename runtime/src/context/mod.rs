@@ -47,7 +47,7 @@ pub use journal::{JournalMeta, JournaledStep, Opened, ReplyDetail, ToolDetail};
 pub use pager::{AgentStats, Pager, SharedStats};
 pub use policy::PolicyKind;
 pub use swap::{MemSwap, StoreSwap, SwapDevice};
-pub use table::PageTable;
+pub use table::{PageMessage, PageTable};
 
 /// Id of a page, unique within its context and increasing in conversation order.
 pub type PageId = u64;

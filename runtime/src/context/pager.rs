@@ -153,6 +153,7 @@ impl<S: SwapDevice> Pager<S> {
         let mut t = PageTable::new(agent, context, settings);
         let pinned = |message, kind| NewPage {
             message,
+            ids: None,
             kind,
             pinned: true,
             shared_key: None,
@@ -173,6 +174,7 @@ impl<S: SwapDevice> Pager<S> {
             if let Some(p) = self.shared.get(key) {
                 rows.extend(t.push_group(vec![NewPage {
                     message: ChatMessage::clone(&p.message),
+                    ids: None,
                     kind: PageKind::Shared,
                     pinned: false,
                     shared_key: Some(key.clone()),
@@ -283,6 +285,7 @@ impl<S: SwapDevice> Pager<S> {
                         PageKind::Message
                     },
                     message,
+                    ids: None,
                     pinned: false,
                     shared_key: None,
                 })

@@ -80,11 +80,49 @@ struct Group {
     line: String,
 }
 
+/// A message to record as a page, with its token ids when the caller encoded it already
+/// (the step core does, on the agent's own thread, so the pager does not).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PageMessage {
+    /// The message.
+    pub message: ChatMessage,
+    /// Its ids in the KV-cache layout ([`encode_page`]), with the encoding named, or `None`.
+    pub ids: Option<(Encoding, Arc<[u32]>)>,
+}
+
+impl PageMessage {
+    /// `message` encoded with `encoding` now.
+    pub fn encoded(message: ChatMessage, encoding: Encoding) -> Self {
+        let (ids, _) = encode_page(encoding, &message);
+        Self {
+            message,
+            ids: Some((encoding, ids)),
+        }
+    }
+
+    /// The ids, if they were made with `encoding` for a message of `role` (the pager sets the
+    /// role of what it records, and a different role has a different marker).
+    pub(crate) fn ids_for(&self, encoding: Encoding, role: crate::llm::Role) -> Option<Arc<[u32]>> {
+        match &self.ids {
+            Some((e, ids)) if *e == encoding && self.message.role == role => Some(ids.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl From<ChatMessage> for PageMessage {
+    fn from(message: ChatMessage) -> Self {
+        Self { message, ids: None }
+    }
+}
+
 /// One new page for [`PageTable::push_group`].
 #[derive(Debug, Clone)]
 pub struct NewPage {
     /// The message.
     pub message: ChatMessage,
+    /// Its ids ([`encode_page`] with the table's encoding), when already known.
+    pub ids: Option<Arc<[u32]>>,
     /// Its kind.
     pub kind: PageKind,
     /// Pinned from the start.
@@ -250,7 +288,13 @@ impl PageTable {
     }
 
     fn push_page(&mut self, n: NewPage, g: usize, now: u64) -> PageRow {
-        let (ids, tokens) = encode_page(self.settings.encoding, &n.message);
+        let (ids, tokens) = match n.ids {
+            Some(ids) => {
+                let tokens = (ids.len().saturating_sub(1) + MESSAGE_OVERHEAD_TOKENS) as u64;
+                (ids, tokens)
+            }
+            None => encode_page(self.settings.encoding, &n.message),
+        };
         let id = self.pages.len() as PageId;
         let importance = n.kind.default_importance();
         let row = PageRow {

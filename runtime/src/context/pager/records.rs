@@ -4,7 +4,7 @@
 use super::Pager;
 use crate::context::journal::{replay, JournalMeta, Opened, ReplyDetail, ToolDetail};
 use crate::context::swap::SwapDevice;
-use crate::context::table::{NewPage, PageTable};
+use crate::context::table::{NewPage, PageMessage, PageTable};
 use crate::context::{ContextSettings, PageId, PageKind, PagerError};
 use crate::durable::SideEffect;
 use crate::llm::{ChatMessage, Role, Usage};
@@ -71,16 +71,20 @@ impl<S: SwapDevice> Pager<S> {
         agent: &str,
         context: &str,
         meta: &JournalMeta,
-        reply: ChatMessage,
+        reply: impl Into<PageMessage>,
         usage: Usage,
         finish_reason: &str,
     ) -> Result<PageId, PagerError> {
+        let reply = reply.into();
+        let table = self.table_mut(agent, context)?;
+        let ids = reply.ids_for(table.settings().encoding, Role::Assistant);
         let reply = ChatMessage {
             role: Role::Assistant,
-            ..reply
+            ..reply.message
         };
-        let rows = self.table_mut(agent, context)?.push_group(vec![NewPage {
+        let rows = table.push_group(vec![NewPage {
             message: reply,
+            ids,
             kind: PageKind::Message,
             pinned: false,
             shared_key: None,
@@ -141,10 +145,13 @@ impl<S: SwapDevice> Pager<S> {
         context: &str,
         meta: &JournalMeta,
         call: u32,
-        message: ChatMessage,
+        message: impl Into<PageMessage>,
         detail: &ToolDetail,
     ) -> Result<PageId, PagerError> {
+        let message = message.into();
         let (table, swap) = self.table_and_swap(agent, context)?;
+        let ids = message.ids_for(table.settings().encoding, Role::Tool);
+        let message = message.message;
         let len = table.last_group_len();
         let rows = {
             // Fault the reply's group in first, so that the check sees its message.
@@ -175,6 +182,7 @@ impl<S: SwapDevice> Pager<S> {
                         role: Role::Tool,
                         ..message
                     },
+                    ids,
                     kind: PageKind::ToolResult,
                     pinned: false,
                     shared_key: None,

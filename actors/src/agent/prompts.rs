@@ -1,23 +1,27 @@
-//! The agents' side of the context pager: a [`PromptSource`] over the pager's ports.
+//! The agents' side of the context pager: a [`PromptSource`] that queues each request on the
+//! pager's worker directly (through the [`WorkerLink`] its current start published), not
+//! through the pager actor's mailbox.
 //!
-//! Journal records are queued in the pager's mailbox when the step core makes them, not when
-//! their future is first polled: the step core may go on without waiting (`async`
-//! durability), and the pager must still see a reply before the tool results that join its
-//! group. A record is sent through a fresh recipient, which actix never refuses for a full
-//! mailbox (only a sender that already waits for room is parked), so nothing is dropped; the
-//! mailbox bound only slows callers that await.
+//! Journal records are queued on the worker when the step core makes them, not when their
+//! future is first polled: the step core may go on without waiting (`async` durability), and
+//! the pager must still see a reply before the tool results that join its group. Requests of
+//! one agent reach the core in the order they were made; the worker's queue bound only slows
+//! callers that await (a full queue makes a request wait for room, in FIFO order).
 
-use std::future::Future;
-
-use actix::prelude::*;
 use agentos_runtime::agent::{OpenRequest, PromptError, PromptSource, SharedOutput};
 use agentos_runtime::context::{BuiltPrompt, JournalMeta, Opened, PageMessage, ToolDetail};
 use agentos_runtime::durable::SideEffect;
 use agentos_runtime::llm::{ChatMessage, Usage};
+use agentos_runtime::trace::Trace;
 use futures::future::BoxFuture;
 
+use crate::pager::{OnWorker, WorkerLink};
+fn unavailable(e: PortError) -> PromptError {
+    PromptError::Unavailable(e.to_string())
+}
+
 use crate::protocol::{
-    AppendPages, BuildPrompt, CloseContext, OpenContext, PagerPorts, Port, PortError, RecordReply,
+    AppendPages, BuildPrompt, CloseContext, OpenContext, PagerPorts, PortError, RecordReply,
     RecordToolResult, RecordToolStart, SharePage,
 };
 
@@ -25,33 +29,39 @@ use crate::protocol::{
 #[derive(Debug, Clone)]
 pub struct PagerPrompts {
     ports: PagerPorts,
+    worker: WorkerLink,
+    trace: Trace,
 }
 
 impl PagerPrompts {
-    /// A source over the pager's ports.
-    pub fn new(ports: PagerPorts) -> Self {
-        Self { ports }
-    }
-}
-
-fn unavailable(e: PortError) -> PromptError {
-    PromptError::Unavailable(e.to_string())
-}
-
-/// Sends `msg` now (see the module docs) and returns the answer's future. Dropping the
-/// future withdraws the request if the pager has not taken it yet (actix skips a message
-/// whose answer nobody waits for), so the step core keeps it alive.
-fn queued<M, T>(port: &Port<M>, msg: M) -> impl Future<Output = Result<T, PromptError>> + Send
-where
-    M: Message<Result = Result<T, PromptError>> + Send + 'static,
-    T: Send + 'static,
-{
-    let sent = port.get().map(|to| to.send(msg));
-    async move {
-        match sent {
-            None => Err(unavailable(PortError::Unbound)),
-            Some(answer) => answer.await.map_err(|_| unavailable(PortError::Closed))?,
+    /// A source over the pager's worker link (`ports` carries what must not be lost while
+    /// the pager restarts: the closing of a context).
+    pub fn new(ports: PagerPorts, worker: WorkerLink, trace: Trace) -> Self {
+        Self {
+            ports,
+            worker,
+            trace,
         }
+    }
+
+    /// Queues `msg` on the current worker now (see the module docs) and returns the
+    /// answer's future.
+    fn queue<M: OnWorker>(&self, msg: M) -> BoxFuture<'static, Result<M::Answer, PromptError>>
+    where
+        M::Answer: Send,
+    {
+        if let Some(worker) = self.worker.get() {
+            return msg.on(Ok(worker), &self.trace);
+        }
+        // No worker published yet (the pager's first start has not run) or the pager
+        // restarts: the actor's mailbox holds the request until it runs.
+        let sent = M::port(&self.ports).get().map(|to| to.send(msg));
+        Box::pin(async move {
+            match sent {
+                None => Err(unavailable(PortError::Unbound)),
+                Some(answer) => answer.await.map_err(|_| unavailable(PortError::Closed))?,
+            }
+        })
     }
 }
 
@@ -59,16 +69,14 @@ where
 // room (it slows down, it does not fail attempts), and the attempt timeout bounds the wait.
 impl PromptSource for PagerPrompts {
     fn open(&self, r: OpenRequest) -> BoxFuture<'static, Result<Opened, PromptError>> {
-        let port = self.ports.open.clone();
-        let msg = OpenContext {
+        self.queue(OpenContext {
             agent: r.agent,
             context: r.context,
             task: r.task,
             system: r.system,
             input: r.input,
             shared: r.shared,
-        };
-        Box::pin(async move { port.call(msg).await.map_err(unavailable)? })
+        })
     }
 
     fn record_reply(
@@ -80,15 +88,14 @@ impl PromptSource for PagerPrompts {
         usage: Usage,
         finish_reason: &str,
     ) -> BoxFuture<'static, Result<(), PromptError>> {
-        let msg = RecordReply {
+        let answer = self.queue(RecordReply {
             agent: agent.to_owned(),
             context: context.to_owned(),
             meta,
             reply,
             usage,
             finish_reason: finish_reason.to_owned(),
-        };
-        let answer = queued(&self.ports.record_reply, msg);
+        });
         Box::pin(async move { answer.await.map(drop) })
     }
 
@@ -101,15 +108,14 @@ impl PromptSource for PagerPrompts {
         tool: &str,
         class: SideEffect,
     ) -> BoxFuture<'static, Result<(), PromptError>> {
-        let msg = RecordToolStart {
+        self.queue(RecordToolStart {
             agent: agent.to_owned(),
             context: context.to_owned(),
             meta,
             call,
             tool: tool.to_owned(),
             class,
-        };
-        Box::pin(queued(&self.ports.record_tool_start, msg))
+        })
     }
 
     fn record_tool_result(
@@ -121,15 +127,14 @@ impl PromptSource for PagerPrompts {
         message: PageMessage,
         detail: ToolDetail,
     ) -> BoxFuture<'static, Result<(), PromptError>> {
-        let msg = RecordToolResult {
+        let answer = self.queue(RecordToolResult {
             agent: agent.to_owned(),
             context: context.to_owned(),
             meta,
             call,
             message,
             detail,
-        };
-        let answer = queued(&self.ports.record_tool_result, msg);
+        });
         Box::pin(async move { answer.await.map(drop) })
     }
 
@@ -139,13 +144,12 @@ impl PromptSource for PagerPrompts {
         context: &str,
         messages: Vec<ChatMessage>,
     ) -> BoxFuture<'static, Result<(), PromptError>> {
-        let port = self.ports.append.clone();
-        let msg = AppendPages {
+        let answer = self.queue(AppendPages {
             agent: agent.to_owned(),
             context: context.to_owned(),
             messages,
-        };
-        Box::pin(async move { port.call(msg).await.map_err(unavailable)?.map(drop) })
+        });
+        Box::pin(async move { answer.await.map(drop) })
     }
 
     fn build(
@@ -154,32 +158,38 @@ impl PromptSource for PagerPrompts {
         context: &str,
         overhead_tokens: u64,
     ) -> BoxFuture<'static, Result<BuiltPrompt, PromptError>> {
-        let port = self.ports.build.clone();
-        let msg = BuildPrompt {
+        self.queue(BuildPrompt {
             agent: agent.to_owned(),
             context: context.to_owned(),
             overhead_tokens,
             want: Vec::new(),
-        };
-        Box::pin(async move { port.call(msg).await.map_err(unavailable)? })
+        })
     }
 
     fn share(&self, o: SharedOutput) -> BoxFuture<'static, Result<(), PromptError>> {
-        let port = self.ports.share.clone();
-        let msg = SharePage {
+        self.queue(SharePage {
             workflow: o.workflow,
             key: o.key,
             owner: o.owner,
             text: o.text,
-        };
-        Box::pin(async move { port.call(msg).await.map_err(unavailable)? })
+        })
     }
 
     fn close(&self, agent: &str, context: &str) {
-        // Rare and must not be lost: `tell` ignores the mailbox bound.
-        self.ports.close.tell(CloseContext {
+        let msg = CloseContext {
             agent: agent.to_owned(),
             context: context.to_owned(),
-        });
+        };
+        let runtime = tokio::runtime::Handle::try_current();
+        match (self.worker.get(), runtime) {
+            // Fire and forget, but kept alive: a request waiting for room in a full queue
+            // is queued by its future.
+            (Some(w), Ok(rt)) => drop(rt.spawn(msg.on(Ok(w), &self.trace))),
+            // Rare and must not be lost: the pager actor handles it (once it runs again;
+            // `tell` ignores the mailbox bound).
+            _ => {
+                self.ports.close.tell(msg);
+            }
+        }
     }
 }

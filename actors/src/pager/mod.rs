@@ -5,7 +5,11 @@
 //! share, close, stats. Requests reach the core in the order they arrive in the mailbox.
 //!
 //! The core and its store connection live on a dedicated worker thread ([`worker`]); handlers
-//! only queue a closure and await its reply, so swap I/O never blocks the arbiter. The actor is
+//! only queue a closure and await its reply, so swap I/O never blocks the arbiter. Agents do
+//! not go through the actor's mailbox at all: each start publishes its worker in a
+//! [`WorkerLink`], and the agents' prompt source queues its requests on it directly (one
+//! cross-thread hop each way instead of two, and the system arbiter stays free for the
+//! scheduler and the KV-cache pool). The actor is
 //! a permanent child of the root supervisor. Nothing is lost when it restarts: pages are
 //! written through to the store, and a context that is not in memory is rebuilt from it on its
 //! next use; a request that was in flight fails with a retryable error.
@@ -17,6 +21,8 @@ pub mod worker;
 
 #[cfg(test)]
 mod tests;
+
+use std::sync::{Arc, RwLock};
 
 use actix::prelude::*;
 use agentos_runtime::agent::PromptError;
@@ -34,10 +40,42 @@ use crate::protocol::{
     RecordReply, RecordToolResult, RecordToolStart, SetImportance, SharePage,
 };
 
-/// The pager's child spec: permanent; every start binds `ports`.
-pub fn child_spec(config: WorkerConfig, trace: Trace, ports: PagerPorts) -> ChildSpec {
+/// The worker of the pager that runs now, for the agents to queue their requests on directly.
+/// Each start of the pager publishes its worker here and its stop withdraws it; clones share
+/// the slot.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerLink {
+    // std RwLock: read on every request, written once per start; never held across an await.
+    slot: Arc<RwLock<Option<Worker>>>,
+}
+
+impl WorkerLink {
+    /// The current worker, if the pager runs.
+    pub fn get(&self) -> Option<Worker> {
+        self.slot.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, worker: Option<Worker>) {
+        *self.slot.write().unwrap_or_else(|e| e.into_inner()) = worker;
+    }
+}
+
+/// The pager's child spec: permanent; every start binds `ports` and publishes its worker in
+/// `link`.
+pub fn child_spec(
+    config: WorkerConfig,
+    trace: Trace,
+    ports: PagerPorts,
+    link: WorkerLink,
+) -> ChildSpec {
     ChildSpec::new("pager", "pager", RestartType::Permanent, move |notice| {
-        let addr = ContextPager::new(config.clone(), trace.clone(), notice).start();
+        let mut pager = ContextPager::new(config.clone(), trace.clone(), notice);
+        pager.link = link.clone();
+        // Published before the start function returns, so no agent's request can take the
+        // mailbox while a later one goes to the worker directly. A failure is retried (and
+        // reported) when the actor starts.
+        let _ = pager.start_worker();
+        let addr = pager.start();
         ports.bind(&addr);
         ChildHandle::stop_or_hard_stop(addr, || StopPager)
     })
@@ -54,6 +92,7 @@ pub const MAILBOX_CAPACITY: usize = 4096;
 /// The context pager actor.
 pub struct ContextPager {
     worker: Option<Worker>,
+    link: WorkerLink,
     config: WorkerConfig,
     trace: Trace,
     notice: ExitNotice,
@@ -65,6 +104,7 @@ impl ContextPager {
     pub fn new(config: WorkerConfig, trace: Trace, notice: ExitNotice) -> Self {
         Self {
             worker: None,
+            link: WorkerLink::default(),
             config,
             trace,
             notice,
@@ -74,6 +114,14 @@ impl ContextPager {
     /// The statistics this pager updates.
     pub fn stats(&self) -> SharedStats {
         self.config.stats.clone()
+    }
+
+    /// Starts the worker thread and publishes it in the link.
+    fn start_worker(&mut self) -> std::io::Result<()> {
+        let w = Worker::start(self.config.clone())?;
+        self.link.set(Some(w.clone()));
+        self.worker = Some(w);
+        Ok(())
     }
 
     fn worker(&self) -> Result<Worker, PromptError> {
@@ -88,8 +136,11 @@ impl Actor for ContextPager {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-        match Worker::start(self.config.clone()) {
-            Ok(w) => self.worker = Some(w),
+        if self.worker.is_some() {
+            return;
+        }
+        match self.start_worker() {
+            Ok(()) => {}
             Err(e) => {
                 tracing::error!(error = %e, "cannot start the context pager's worker thread");
                 self.notice
@@ -100,13 +151,17 @@ impl Actor for ContextPager {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        // The worker's thread ends once its last handle is gone.
+        self.link.set(None);
         self.notice.exited();
     }
 }
 
 type Reply<T> = ResponseFuture<Result<T, PromptError>>;
+/// A request's answer, sendable (agents await it on their own arbiters).
+pub(crate) type Answer<T> = futures::future::BoxFuture<'static, Result<T, PromptError>>;
 
-fn run<T, F>(worker: Result<Worker, PromptError>, f: F) -> Reply<T>
+fn run<T, F>(worker: Result<Worker, PromptError>, f: F) -> Answer<T>
 where
     T: Send + 'static,
     F: FnOnce(
@@ -123,70 +178,70 @@ where
     }
 }
 
-impl Handler<OpenContext> for ContextPager {
-    type Result = Reply<agentos_runtime::context::Opened>;
-
-    fn handle(&mut self, m: OpenContext, _: &mut Self::Context) -> Self::Result {
-        run(self.worker(), move |p| {
-            p.open(&m.agent, &m.context, &m.system, &m.input, &m.shared)
-        })
-    }
+/// Each request's work on the core, queued on `worker` now. The actor's handlers and the
+/// agents' prompt source (which queues on the worker directly) share these.
+pub(crate) trait OnWorker:
+    Message<Result = Result<<Self as OnWorker>::Answer, PromptError>> + Send + Sized + 'static
+{
+    /// What the request answers.
+    type Answer: Send + 'static;
+    /// Queues the request on `worker` (see [`run`]).
+    fn on(self, worker: Result<Worker, PromptError>, trace: &Trace) -> Answer<Self::Answer>;
+    /// The pager's port for this request (used while no worker is published: before the
+    /// pager's first start has run, or while it restarts).
+    fn port(ports: &PagerPorts) -> &crate::protocol::Port<Self>;
 }
 
-impl Handler<AppendPages> for ContextPager {
-    type Result = Reply<Vec<agentos_runtime::context::PageId>>;
+macro_rules! on_worker {
+    ($msg:ty => $answer:ty, $port:ident, |$p:ident, $m:ident| $body:expr) => {
+        impl OnWorker for $msg {
+            type Answer = $answer;
+            fn on(self, worker: Result<Worker, PromptError>, _: &Trace) -> Answer<$answer> {
+                let $m = self;
+                run(worker, move |$p| $body)
+            }
+            fn port(ports: &PagerPorts) -> &crate::protocol::Port<Self> {
+                &ports.$port
+            }
+        }
 
-    fn handle(&mut self, m: AppendPages, _: &mut Self::Context) -> Self::Result {
-        run(self.worker(), move |p| {
-            p.append(&m.agent, &m.context, m.messages)
-        })
-    }
+        impl Handler<$msg> for ContextPager {
+            type Result = Reply<$answer>;
+
+            fn handle(&mut self, m: $msg, _: &mut Self::Context) -> Self::Result {
+                m.on(self.worker(), &self.trace)
+            }
+        }
+    };
 }
 
-impl Handler<RecordReply> for ContextPager {
-    type Result = Reply<agentos_runtime::context::PageId>;
+on_worker!(OpenContext => agentos_runtime::context::Opened, open, |p, m| {
+    p.open(&m.agent, &m.context, &m.system, &m.input, &m.shared)
+});
+on_worker!(AppendPages => Vec<agentos_runtime::context::PageId>, append, |p, m| {
+    p.append(&m.agent, &m.context, m.messages)
+});
+on_worker!(RecordReply => agentos_runtime::context::PageId, record_reply, |p, m| {
+    p.record_reply(&m.agent, &m.context, &m.meta, m.reply, m.usage, &m.finish_reason)
+});
+on_worker!(RecordToolStart => (), record_tool_start, |p, m| {
+    p.record_tool_start(&m.agent, &m.context, &m.meta, m.call, &m.tool, m.class)
+});
+on_worker!(RecordToolResult => agentos_runtime::context::PageId, record_tool_result, |p, m| {
+    p.record_tool_result(&m.agent, &m.context, &m.meta, m.call, m.message, &m.detail)
+});
+on_worker!(SharePage => (), share, |p, m| p.share(&m.workflow, &m.key, &m.owner, &m.text));
+on_worker!(CloseContext => (), close, |p, m| p.close(&m.agent, &m.context));
 
-    fn handle(&mut self, m: RecordReply, _: &mut Self::Context) -> Self::Result {
-        run(self.worker(), move |p| {
-            p.record_reply(
-                &m.agent,
-                &m.context,
-                &m.meta,
-                m.reply,
-                m.usage,
-                &m.finish_reason,
-            )
-        })
-    }
-}
+impl OnWorker for BuildPrompt {
+    type Answer = agentos_runtime::context::BuiltPrompt;
 
-impl Handler<RecordToolStart> for ContextPager {
-    type Result = Reply<()>;
-
-    fn handle(&mut self, m: RecordToolStart, _: &mut Self::Context) -> Self::Result {
-        run(self.worker(), move |p| {
-            p.record_tool_start(&m.agent, &m.context, &m.meta, m.call, &m.tool, m.class)
-        })
-    }
-}
-
-impl Handler<RecordToolResult> for ContextPager {
-    type Result = Reply<agentos_runtime::context::PageId>;
-
-    fn handle(&mut self, m: RecordToolResult, _: &mut Self::Context) -> Self::Result {
-        run(self.worker(), move |p| {
-            p.record_tool_result(&m.agent, &m.context, &m.meta, m.call, m.message, &m.detail)
-        })
-    }
-}
-
-impl Handler<BuildPrompt> for ContextPager {
-    type Result = Reply<agentos_runtime::context::BuiltPrompt>;
-
-    fn handle(&mut self, m: BuildPrompt, _: &mut Self::Context) -> Self::Result {
-        let trace = self.trace.clone();
+    /// Also emits the build's trace events once it is answered.
+    fn on(self, worker: Result<Worker, PromptError>, trace: &Trace) -> Answer<Self::Answer> {
+        let m = self;
+        let trace = trace.clone();
         let (agent, context) = (m.agent.clone(), m.context.clone());
-        let built = run(self.worker(), move |p| {
+        let built = run(worker, move |p| {
             p.build(&m.agent, &m.context, m.overhead_tokens, &m.want)
         });
         Box::pin(async move {
@@ -213,6 +268,10 @@ impl Handler<BuildPrompt> for ContextPager {
             Ok(built)
         })
     }
+
+    fn port(ports: &PagerPorts) -> &crate::protocol::Port<Self> {
+        &ports.build
+    }
 }
 
 impl Handler<PinPage> for ContextPager {
@@ -235,21 +294,11 @@ impl Handler<SetImportance> for ContextPager {
     }
 }
 
-impl Handler<SharePage> for ContextPager {
-    type Result = Reply<()>;
+impl Handler<BuildPrompt> for ContextPager {
+    type Result = Reply<agentos_runtime::context::BuiltPrompt>;
 
-    fn handle(&mut self, m: SharePage, _: &mut Self::Context) -> Self::Result {
-        run(self.worker(), move |p| {
-            p.share(&m.workflow, &m.key, &m.owner, &m.text)
-        })
-    }
-}
-
-impl Handler<CloseContext> for ContextPager {
-    type Result = Reply<()>;
-
-    fn handle(&mut self, m: CloseContext, _: &mut Self::Context) -> Self::Result {
-        run(self.worker(), move |p| p.close(&m.agent, &m.context))
+    fn handle(&mut self, m: BuildPrompt, _: &mut Self::Context) -> Self::Result {
+        m.on(self.worker(), &self.trace)
     }
 }
 

@@ -29,7 +29,15 @@ fn config(dir: &std::path::Path) -> WorkerConfig {
 }
 
 fn start(cfg: &WorkerConfig) -> Addr<ContextPager> {
-    ContextPager::new(cfg.clone(), Trace::disabled(), ExitNotice::detached()).start()
+    start_linked(cfg, &WorkerLink::default())
+}
+
+/// A pager that publishes its worker in `link`, as its child spec does.
+fn start_linked(cfg: &WorkerConfig, link: &WorkerLink) -> Addr<ContextPager> {
+    let mut pager = ContextPager::new(cfg.clone(), Trace::disabled(), ExitNotice::detached());
+    pager.link = link.clone();
+    pager.start_worker().unwrap();
+    pager.start()
 }
 
 #[actix_rt::test]
@@ -203,9 +211,10 @@ async fn records_made_without_waiting_arrive_in_order_and_come_back_as_the_journ
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
     let ports = PagerPorts::default();
-    let pager = start(&cfg);
+    let link = WorkerLink::default();
+    let pager = start_linked(&cfg, &link);
     ports.bind(&pager);
-    let prompts = PagerPrompts::new(ports.clone());
+    let prompts = PagerPrompts::new(ports.clone(), link, Trace::disabled());
     let open = || OpenRequest {
         agent: "a".into(),
         context: "w/t#1".into(),

@@ -343,7 +343,11 @@ fn agent_envs(
     let bus: Arc<dyn BusPort> = Arc::new(BusLink::new(ports.bus.clone()));
     let spawner: Arc<dyn agentos_runtime::tools::SpawnPort> =
         Arc::new(SpawnLink::new(ports.scheduler.spawn.clone()));
-    let prompts = Arc::new(PagerPrompts::new(ports.pager.clone()));
+    let prompts = Arc::new(PagerPrompts::new(
+        ports.pager.clone(),
+        ports.pager_worker.clone(),
+        trace.clone(),
+    ));
     let routers: HashMap<&str, Arc<KvRouter>> = cfg
         .backends
         .iter()

@@ -24,6 +24,8 @@ pub struct SystemPorts {
     pub scheduler: SchedulerPorts,
     /// The context pager.
     pub pager: PagerPorts,
+    /// The context pager's worker, which agents queue their requests on directly.
+    pub pager_worker: crate::pager::WorkerLink,
     /// The KV-cache pool.
     pub kv: KvPorts,
     /// The message bus.
@@ -88,7 +90,12 @@ pub fn start(parts: TreeParts) -> Addr<Supervisor> {
     let children = vec![
         crate::bus::child_spec(bus_agents, ports.bus.clone(), bus_store),
         crate::kvpool::child_spec(cfg.clone(), ports.kv.clone(), kv_upper_bound),
-        crate::pager::child_spec(pager, trace.clone(), ports.pager.clone()),
+        crate::pager::child_spec(
+            pager,
+            trace.clone(),
+            ports.pager.clone(),
+            ports.pager_worker.clone(),
+        ),
         crate::monitor::child_spec(
             prometheus,
             cfg.runtime

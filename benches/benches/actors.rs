@@ -76,8 +76,13 @@ fn round_trip(c: &mut Criterion) {
 
 /// `agents` idle replicas of one `sim` agent, no tasks.
 fn idle_config(agents: usize, tasks: usize) -> Config {
+    step_config(agents, tasks, "sync")
+}
+
+/// `agents` replicas of one `sim` agent with `tasks` one-step tasks, durability `durability`.
+fn step_config(agents: usize, tasks: usize, durability: &str) -> Config {
     let mut text = format!(
-        "(version: 1, runtime: (max_concurrency: {agents}),
+        "(version: 1, runtime: (max_concurrency: {agents}, durability: {durability}),
           backends: [(name: \"sim\", kind: Sim((latency: (base_ms: 0, per_prompt_token_us: 0, per_output_token_ms: 0))))],
           agents: [(name: \"a\", role: \"r\", backend: \"sim\", replicas: {agents})],
           workflows: ["
@@ -141,35 +146,43 @@ fn agent_spawn(c: &mut Criterion) {
     group.finish();
 }
 
+/// One agent, `iters` one-step tasks one after the other (dispatch, open, build, route, call,
+/// record, share, report, close: everything the runtime adds to a step), the pager and the
+/// KV-cache pool on, per durability mode. Boot is inside the timing and amortised over the
+/// iterations.
 fn step_end_to_end(c: &mut Criterion) {
     let mut group = c.benchmark_group("agent_step_end_to_end");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("zero_latency_sim", |b| {
-        b.iter_custom(|iters| {
-            let cfg = idle_config(1, iters as usize);
-            let data = tempfile::tempdir().expect("temp dir");
-            let data_dir = data.path().to_path_buf();
-            actix_rt::System::new().block_on(async move {
-                let t0 = Instant::now();
-                let sys = boot(
-                    Arc::new(cfg),
-                    BootOptions {
-                        trace: None,
-                        data_dir: Some(data_dir),
-                        prometheus: None,
-                        event_window: 0,
-                        resume: Default::default(),
-                    },
-                )
-                .expect("boot");
-                sys.wait(std::future::pending()).await;
-                let elapsed = t0.elapsed();
-                sys.stop().await;
-                elapsed
-            })
-        })
-    });
+    for durability in ["sync", "async"] {
+        group.bench_function(BenchmarkId::new("zero_latency_sim", durability), |b| {
+            b.iter_custom(|iters| step_run(iters, durability))
+        });
+    }
     group.finish();
+}
+
+fn step_run(iters: u64, durability: &str) -> Duration {
+    let cfg = step_config(1, iters as usize, durability);
+    let data = tempfile::tempdir().expect("temp dir");
+    let data_dir = data.path().to_path_buf();
+    actix_rt::System::new().block_on(async move {
+        let t0 = Instant::now();
+        let sys = boot(
+            Arc::new(cfg),
+            BootOptions {
+                trace: None,
+                data_dir: Some(data_dir),
+                prometheus: None,
+                event_window: 0,
+                resume: Default::default(),
+            },
+        )
+        .expect("boot");
+        sys.wait(std::future::pending()).await;
+        let elapsed = t0.elapsed();
+        sys.stop().await;
+        elapsed
+    })
 }
 
 criterion_group!(benches, round_trip, agent_spawn, step_end_to_end);

@@ -77,6 +77,8 @@ struct Group {
     tokens: u64,
     resident: bool,
     pinned: usize,
+    /// Its line in a run's summary; made when it leaves memory (a resident group is never
+    /// summarised, and most groups never leave), empty until then.
     line: String,
 }
 
@@ -258,12 +260,11 @@ impl PageTable {
         let members = &self.pages[first..];
         let tokens: u64 = members.iter().map(|p| p.tokens).sum();
         let pinned = members.iter().filter(|p| p.pinned).count();
-        let kind = members.first().map_or(PageKind::Message, |p| p.kind);
-        let msgs: Vec<&ChatMessage> = members
-            .iter()
-            .filter_map(|p| p.message.as_deref())
-            .collect();
-        let line = group_line(first as PageId, kind, tokens, &msgs);
+        let line = if resident {
+            String::new()
+        } else {
+            self.line_of(first, len, tokens)
+        };
         self.groups.push(Group {
             first,
             len,
@@ -498,7 +499,23 @@ impl PageTable {
         Ok(true)
     }
 
+    /// The summary line of the group of `len` pages from `first`, from its resident messages.
+    fn line_of(&self, first: usize, len: usize, tokens: u64) -> String {
+        let members = &self.pages[first..first + len];
+        let kind = members.first().map_or(PageKind::Message, |p| p.kind);
+        let msgs: Vec<&ChatMessage> = members
+            .iter()
+            .filter_map(|p| p.message.as_deref())
+            .collect();
+        group_line(first as PageId, kind, tokens, &msgs)
+    }
+
     fn evict(&mut self, g: usize) -> PageMove {
+        if self.groups[g].line.is_empty() {
+            let grp = &self.groups[g];
+            let line = self.line_of(grp.first, grp.len, grp.tokens);
+            self.groups[g].line = line;
+        }
         let grp = &mut self.groups[g];
         grp.resident = false;
         let (first, len, tokens) = (grp.first, grp.len, grp.tokens);

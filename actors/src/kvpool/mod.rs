@@ -25,7 +25,8 @@ use std::sync::Arc;
 use actix::prelude::*;
 use agentos_runtime::config::Config;
 use agentos_runtime::events::{
-    KvCacheConfigured, KvReplicaPublished, KvSeriesRegistered, RouteDecided, RoutedBy,
+    KvCacheConfigured, KvReplicaPublished, KvSeriesRegistered, ReplicaMetrics, RouteDecided,
+    RoutedBy,
 };
 use agentos_runtime::kvcache::pool::BackendStats;
 use agentos_runtime::kvcache::{Grant, KvStats, PoolCore};
@@ -65,8 +66,9 @@ pub struct StopKvPool;
 pub struct KvCachePool {
     cfg: Arc<Config>,
     core: PoolCore,
-    /// Counters last published per (backend, replica), to publish deltas.
-    published: HashMap<(String, usize), KvStats>,
+    /// Counters last published per backend and replica, to publish deltas, with the
+    /// replica's metric handles.
+    published: HashMap<String, Vec<Option<(KvStats, ReplicaMetrics)>>>,
     notice: ExitNotice,
 }
 
@@ -96,21 +98,29 @@ impl KvCachePool {
         let Some(now) = self.core.replica_stats(backend, replica) else {
             return;
         };
-        let key = (backend.to_owned(), replica);
-        let before = self.published.get(&key).copied().unwrap_or_default();
         let inflight = self
             .core
             .stats(backend)
             .and_then(|s| s.loads.get(replica).copied());
-        KvReplicaPublished {
+        if !self.published.contains_key(backend) {
+            self.published.insert(backend.to_owned(), Vec::new());
+        }
+        let Some(replicas) = self.published.get_mut(backend) else {
+            return;
+        };
+        if replicas.len() <= replica {
+            replicas.resize_with(replica + 1, || None);
+        }
+        let (before, metrics) = replicas[replica]
+            .get_or_insert_with(|| (KvStats::default(), ReplicaMetrics::of(backend, replica)));
+        metrics.publish(&KvReplicaPublished {
             backend,
             replica,
             now: &now,
-            before: &before,
+            before,
             inflight,
-        }
-        .emit();
-        self.published.insert(key, now);
+        });
+        *before = now;
     }
 }
 

@@ -15,7 +15,7 @@ use super::shared::{shared_message, SharedPage, SharedSpace};
 use super::swap::SwapDevice;
 use super::table::{Moves, NewPage, PageTable};
 use super::{BuiltPrompt, ContextSettings, PageId, PageKind, PagerError};
-use crate::events::{PagerResidency, PagesSwapped, PromptCounted};
+use crate::events::{PagerResidency, PagesSwapped, PromptCounted, ResidencyGauges};
 use crate::llm::{ChatMessage, Role};
 use crate::store::SharedRow;
 use crate::tokenize::REPLY_PRIMING_TOKENS;
@@ -65,7 +65,7 @@ pub struct Pager<S: SwapDevice> {
     /// Resident and swapped figures last counted per open context, and their sums per agent,
     /// so the gauges update in O(1) however many contexts an agent's replicas hold open.
     counted: HashMap<String, Figures>,
-    totals: HashMap<String, Figures>,
+    totals: HashMap<String, (Figures, ResidencyGauges)>,
 }
 
 /// Resident pages, resident tokens, swapped pages, swapped tokens.
@@ -487,31 +487,46 @@ impl<S: SwapDevice> Pager<S> {
             [p, k, q, l]
         });
         let before = if self.tables.contains_key(context) {
-            self.counted.insert(context.to_owned(), now)
+            match self.counted.get_mut(context) {
+                Some(c) => Some(std::mem::replace(c, now)),
+                None => self.counted.insert(context.to_owned(), now),
+            }
         } else {
             self.counted.remove(context)
         }
         .unwrap_or([0; 4]);
-        let total = self.totals.entry(agent.to_owned()).or_default();
+        if !self.totals.contains_key(agent) {
+            let gauges = ResidencyGauges::of(agent);
+            self.totals.insert(agent.to_owned(), ([0; 4], gauges));
+        }
+        let Some((total, gauges)) = self.totals.get_mut(agent) else {
+            return;
+        };
+        let changed = now != before;
         for i in 0..4 {
             total[i] = (total[i] + now[i]).saturating_sub(before[i]);
         }
         let [rp, rt, sp, st] = *total;
+        if !changed {
+            return;
+        }
         {
             let mut all = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-            let s = all.entry(agent.to_owned()).or_default();
+            let s = match all.get_mut(agent) {
+                Some(s) => s,
+                None => all.entry(agent.to_owned()).or_default(),
+            };
             s.resident_pages = rp;
             s.resident_tokens = rt;
             s.swapped_pages = sp;
             s.swapped_tokens = st;
         }
-        PagerResidency {
+        gauges.set(&PagerResidency {
             agent,
             resident_pages: rp,
             resident_tokens: rt,
             swapped_pages: sp,
             swapped_tokens: st,
-        }
-        .emit();
+        });
     }
 }

@@ -62,27 +62,64 @@ pub struct KvReplicaPublished<'a> {
 impl KvReplicaPublished<'_> {
     /// Adds the counters' growth, sets the block gauges and the in-flight gauge.
     pub fn emit(&self) {
-        let b = self.backend.to_owned();
-        let r = self.replica.to_string();
-        for (name, read) in REPLICA_COUNTERS {
-            let (new, old) = (read(self.now), read(self.before));
-            if new > old {
-                metrics::counter!(name, "backend" => b.clone(), "replica" => r.clone())
-                    .increment(new - old);
-            }
-        }
-        for (state, v) in [
-            (KvBlockState::Active, self.now.active_blocks),
-            (KvBlockState::Cached, self.now.cached_blocks),
-            (KvBlockState::Free, self.now.free_blocks),
-        ] {
+        ReplicaMetrics::of(self.backend, self.replica).publish(self);
+    }
+}
+
+/// One replica's cache metrics, resolved once (the pool keeps them per replica and publishes
+/// after every lease: atomic updates instead of registry lookups by label).
+#[derive(Clone)]
+pub struct ReplicaMetrics {
+    counters: [metrics::Counter; 5],
+    blocks: [metrics::Gauge; 3],
+    inflight: metrics::Gauge,
+}
+
+impl std::fmt::Debug for ReplicaMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReplicaMetrics")
+    }
+}
+
+impl ReplicaMetrics {
+    /// The metrics of `replica` of `backend` in the current recorder.
+    pub fn of(backend: &str, replica: usize) -> Self {
+        let b = backend.to_owned();
+        let r = replica.to_string();
+        let counters = REPLICA_COUNTERS.map(
+            |(name, _)| metrics::counter!(name, "backend" => b.clone(), "replica" => r.clone()),
+        );
+        let blocks = [
+            KvBlockState::Active,
+            KvBlockState::Cached,
+            KvBlockState::Free,
+        ]
+        .map(|state| {
             metrics::gauge!(m::KV_BLOCKS, "backend" => b.clone(), "replica" => r.clone(),
                 "state" => state.label())
-            .set(v as f64);
+        });
+        let inflight = metrics::gauge!(m::KV_REPLICA_INFLIGHT, "backend" => b, "replica" => r);
+        Self {
+            counters,
+            blocks,
+            inflight,
         }
-        if let Some(load) = self.inflight {
-            metrics::gauge!(m::KV_REPLICA_INFLIGHT, "backend" => b, "replica" => r)
-                .set(load as f64);
+    }
+
+    /// Publishes `e`'s figures (`e.backend` and `e.replica` are not looked at).
+    pub fn publish(&self, e: &KvReplicaPublished<'_>) {
+        for ((_, read), counter) in REPLICA_COUNTERS.iter().zip(&self.counters) {
+            let (new, old) = (read(e.now), read(e.before));
+            if new > old {
+                counter.increment(new - old);
+            }
+        }
+        let blocks = [e.now.active_blocks, e.now.cached_blocks, e.now.free_blocks];
+        for (gauge, v) in self.blocks.iter().zip(blocks) {
+            gauge.set(v as f64);
+        }
+        if let Some(load) = e.inflight {
+            self.inflight.set(load as f64);
         }
     }
 }

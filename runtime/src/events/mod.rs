@@ -61,13 +61,16 @@ pub use durability::{
     AtMostOnceInterrupted, AttemptResumed, RunResumed, StoreCommitFailed, StoreCommitted,
     StoreWriter,
 };
-pub use kvcache::{KvCacheConfigured, KvReplicaPublished, KvSeriesRegistered, RouteDecided};
+pub use kvcache::{
+    KvCacheConfigured, KvReplicaPublished, KvSeriesRegistered, ReplicaMetrics, RouteDecided,
+};
 pub use labels::{
     tool_label, AttemptOutcome, BusDropReason, BusKind, KvBlockState, LlmOutcome, MoveDirection,
     PagerOutcome, RoutedBy, StoreOp, ToolOutcome,
 };
 pub use pager::{
-    PagerResidency, PagesMoved, PagesSwapped, PromptBuilt, PromptCounted, StoreOpFinished,
+    PagerResidency, PagesMoved, PagesSwapped, PromptBuilt, PromptCounted, ResidencyGauges,
+    StoreOpFinished,
 };
 pub use sched::{
     AttemptFinished, LeaseExpired, StaleReport, TaskCounts, TaskFellBack, TaskRetried,

@@ -35,14 +35,40 @@ pub struct PagerResidency<'a> {
 impl PagerResidency<'_> {
     /// Sets the four gauges.
     pub fn emit(&self) {
-        let a = self.agent.to_owned();
-        metrics::gauge!(m::PAGER_RESIDENT_PAGES, "agent" => a.clone())
-            .set(self.resident_pages as f64);
-        metrics::gauge!(m::PAGER_RESIDENT_TOKENS, "agent" => a.clone())
-            .set(self.resident_tokens as f64);
-        metrics::gauge!(m::PAGER_SWAPPED_PAGES, "agent" => a.clone())
-            .set(self.swapped_pages as f64);
-        metrics::gauge!(m::PAGER_SWAPPED_TOKENS, "agent" => a).set(self.swapped_tokens as f64);
+        ResidencyGauges::of(self.agent).set(self);
+    }
+}
+
+/// One agent's four residency gauges, resolved once (a pager keeps them per agent, so that a
+/// change costs four atomic stores instead of four registry lookups by label).
+#[derive(Clone)]
+pub struct ResidencyGauges([metrics::Gauge; 4]);
+
+impl std::fmt::Debug for ResidencyGauges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResidencyGauges")
+    }
+}
+
+impl ResidencyGauges {
+    /// The gauges of `agent` in the current recorder.
+    pub fn of(agent: &str) -> Self {
+        let a = agent.to_owned();
+        Self([
+            metrics::gauge!(m::PAGER_RESIDENT_PAGES, "agent" => a.clone()),
+            metrics::gauge!(m::PAGER_RESIDENT_TOKENS, "agent" => a.clone()),
+            metrics::gauge!(m::PAGER_SWAPPED_PAGES, "agent" => a.clone()),
+            metrics::gauge!(m::PAGER_SWAPPED_TOKENS, "agent" => a),
+        ])
+    }
+
+    /// Sets them to `r`'s figures (`r.agent` is not looked at).
+    pub fn set(&self, r: &PagerResidency<'_>) {
+        let [p, k, q, l] = &self.0;
+        p.set(r.resident_pages as f64);
+        k.set(r.resident_tokens as f64);
+        q.set(r.swapped_pages as f64);
+        l.set(r.swapped_tokens as f64);
     }
 }
 

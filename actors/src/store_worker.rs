@@ -4,8 +4,13 @@
 //! The scheduler (its state rows and audit entries) and the bus (its inboxes) each own one,
 //! so their SQLite I/O never runs on an arbiter thread. Jobs queued while a batch runs go
 //! into the next one: under load many small commits become one WAL commit. Every job's writes
-//! stay all or nothing on their own (the store writes each in a savepoint); a reply goes out
+//! stay all or nothing on their own (the store makes each write atomic); a reply goes out
 //! only once its batch is committed, so an acknowledged write is stored.
+//!
+//! Some failures (a full disk, an I/O error) make SQLite roll back the whole batch, not just
+//! the failing write. The jobs run in it so far then fail as lost, and the rest of the queue
+//! goes on in a new batch, so no job is told its write failed when it was stored, or the
+//! other way round.
 //!
 //! The queue is unbounded on purpose: its callers are actors that must not block, and what
 //! they send is bounded by the work the system does (one batch of rows per scheduler pump).
@@ -24,7 +29,17 @@ pub const MAX_BATCH: usize = 512;
 pub type Ack<T> = oneshot::Receiver<Result<T, String>>;
 
 type Reply = Box<dyn FnOnce(Option<String>) + Send>;
-type Job = Box<dyn FnOnce(&mut Store) -> (usize, Reply) + Send>;
+/// A job runs on the store and answers its row count, whether it succeeded, and its reply.
+type Job = Box<dyn FnOnce(&mut Store) -> Ran + Send>;
+
+/// What a job did.
+struct Ran {
+    /// Rows it wrote, for the batch-size figures.
+    rows: usize,
+    /// Whether it succeeded (a failed job's reply carries its own error).
+    ok: bool,
+    reply: Reply,
+}
 
 /// Handle to a store thread; the thread ends when every handle is dropped and the queue is
 /// done.
@@ -79,6 +94,7 @@ impl StoreWorker {
         let (reply, rx) = oneshot::channel();
         let job: Job = Box::new(move |store: &mut Store| {
             let out = f(store).map_err(|e| e.to_string());
+            let ok = out.is_ok();
             let reply: Reply = Box::new(move |failed: Option<String>| {
                 let out = match failed {
                     Some(why) => Err(why),
@@ -89,7 +105,7 @@ impl StoreWorker {
                 }
                 let _ = reply.send(out);
             });
-            (rows, reply)
+            Ran { rows, ok, reply }
         });
         if let Err(mpsc::error::SendError(job)) = self.tx.send(job) {
             // The thread is gone: answer at once.
@@ -104,13 +120,27 @@ impl StoreWorker {
 
 fn run_batch(store: &mut Store, batch: Vec<Job>, writer: StoreWriter) {
     let t0 = Instant::now();
-    let in_batch = batch.len() > 1 && store.begin_batch().is_ok();
-    let mut replies = Vec::with_capacity(batch.len());
-    let mut rows = 0;
+    let mut left = batch.len();
+    let mut in_batch = left > 1 && store.begin_batch().is_ok();
+    let mut ran: Vec<Ran> = Vec::with_capacity(batch.len());
     for job in batch {
-        let (n, reply) = job(store);
-        rows += n;
-        replies.push(reply);
+        left -= 1;
+        ran.push(job(store));
+        if in_batch && !store.in_transaction() {
+            // SQLite rolled the whole batch back (a full disk, an I/O error): every job run in
+            // it so far lost its writes. The failing one keeps its own error.
+            tracing::error!(
+                ?writer,
+                "the store rolled back a batch; its writes are lost"
+            );
+            StoreCommitFailed { writer }.emit();
+            for r in ran.drain(..) {
+                let lost =
+                    r.ok.then(|| "the store rolled back the batch this write was in".to_owned());
+                (r.reply)(lost);
+            }
+            in_batch = left > 1 && store.begin_batch().is_ok();
+        }
     }
     let lost = if in_batch {
         store.commit_batch().err().map(|e| e.to_string())
@@ -118,9 +148,11 @@ fn run_batch(store: &mut Store, batch: Vec<Job>, writer: StoreWriter) {
         None
     };
     match &lost {
+        // Every job was answered already (their batch was rolled back).
+        None if ran.is_empty() => {}
         None => StoreCommitted {
             writer,
-            rows,
+            rows: ran.iter().map(|r| r.rows).sum(),
             duration: t0.elapsed(),
         }
         .emit(),
@@ -129,8 +161,8 @@ fn run_batch(store: &mut Store, batch: Vec<Job>, writer: StoreWriter) {
             StoreCommitFailed { writer }.emit();
         }
     }
-    for reply in replies {
-        reply(lost.clone());
+    for r in ran {
+        (r.reply)(lost.clone());
     }
 }
 
@@ -192,5 +224,106 @@ mod tests {
             .unwrap();
         assert!(failed.unwrap_err().contains("full"));
         assert_eq!(lost.load(Ordering::SeqCst), 1);
+    }
+
+    fn audit_rows(kinds: &[&str]) -> StateBatch {
+        let mut batch = StateBatch::default();
+        for k in kinds {
+            batch.extend(audit(k));
+        }
+        batch
+    }
+
+    /// Starts a worker on a fresh file whose audit table refuses the kinds `refused` (the
+    /// statement fails) and `doom` (SQLite rolls back the whole transaction, as on a full
+    /// disk).
+    fn refusing_worker(dir: &std::path::Path) -> (StoreWorker, std::path::PathBuf) {
+        let path = dir.join("store.db");
+        let worker = StoreWorker::start("test", path.clone(), StoreWriter::Scheduler).unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON audit WHEN NEW.kind = 'refused'
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END;
+             CREATE TRIGGER doom BEFORE INSERT ON audit WHEN NEW.kind = 'doom'
+                 BEGIN SELECT RAISE(ROLLBACK, 'disk full'); END;",
+        )
+        .unwrap();
+        (worker, path)
+    }
+
+    /// Holds the worker's thread until the returned sender is used, so that the jobs queued
+    /// meanwhile run as one batch.
+    fn hold(worker: &StoreWorker) -> std::sync::mpsc::Sender<()> {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, running) = std::sync::mpsc::channel::<()>();
+        drop(worker.run(0, move |_| {
+            let _ = started.send(());
+            let _ = held.recv();
+            Ok(())
+        }));
+        running
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the store thread never ran the holding job");
+        release
+    }
+
+    fn stored_kinds(path: &std::path::Path) -> Vec<String> {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let mut stmt = conn.prepare("SELECT kind FROM audit ORDER BY id").unwrap();
+        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    }
+
+    #[actix_rt::test]
+    async fn a_failing_job_in_a_batch_leaves_none_of_its_rows_and_the_others_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (worker, path) = refusing_worker(dir.path());
+        let release = hold(&worker);
+        let write = |kinds: &[&str]| {
+            let batch = audit_rows(kinds);
+            worker.run(batch.len(), move |db| db.write_state("r", &batch))
+        };
+        let a = write(&["a"]);
+        let b = write(&["b", "refused"]);
+        let c = write(&["c"]);
+        release.send(()).unwrap();
+        assert!(a.await.unwrap().is_ok());
+        assert!(b.await.unwrap().unwrap_err().contains("refused"));
+        assert!(c.await.unwrap().is_ok());
+        assert_eq!(stored_kinds(&path), ["a", "c"]);
+    }
+
+    #[actix_rt::test]
+    async fn a_batch_the_store_rolls_back_fails_the_jobs_in_it_and_the_rest_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (worker, path) = refusing_worker(dir.path());
+        let lost = Arc::new(AtomicUsize::new(0));
+        let release = hold(&worker);
+        let write = |kind: &'static str| {
+            let batch = audit(kind);
+            let lost = lost.clone();
+            worker.run_or(
+                1,
+                move |db| db.write_state("r", &batch),
+                move || {
+                    lost.fetch_add(1, Ordering::SeqCst);
+                },
+            )
+        };
+        let a = write("a");
+        let doomed = write("doom");
+        let c = write("c");
+        let d = write("d");
+        release.send(()).unwrap();
+        let a = a.await.unwrap();
+        assert!(
+            a.as_ref().is_err_and(|e| e.contains("rolled back")),
+            "a write rolled back with its batch is not acknowledged: {a:?}"
+        );
+        assert!(doomed.await.unwrap().unwrap_err().contains("disk full"));
+        assert!(c.await.unwrap().is_ok());
+        assert!(d.await.unwrap().is_ok());
+        assert_eq!(lost.load(Ordering::SeqCst), 2);
+        assert_eq!(stored_kinds(&path), ["c", "d"]);
     }
 }

@@ -19,7 +19,8 @@
 //! connection (page tables come back from the store on first use), the jobs of the batch run
 //! so far lose their uncommitted writes and fail as retryable, and so does the caller of the
 //! panicking job. A batch that cannot commit fails the same way, after the core is rebuilt
-//! from what the store holds.
+//! from what the store holds; so does a batch that SQLite rolls back on its own while it runs
+//! (a full disk, an I/O error), except that the failing job keeps its own error.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -46,7 +47,14 @@ type Core = Pager<StoreSwap>;
 /// A job's reply, sent once its batch is committed: `None` sends the job's own result,
 /// `Some(failure)` replaces it (the batch was lost).
 type Reply = Box<dyn FnOnce(Option<PagerFailure>) + Send>;
-type Job = Box<dyn FnOnce(&mut Option<Core>) -> Reply + Send>;
+type Job = Box<dyn FnOnce(&mut Option<Core>) -> Ran + Send>;
+
+/// What a job did: whether it succeeded (a failed job's reply carries its own error), and its
+/// reply.
+struct Ran {
+    ok: bool,
+    reply: Reply,
+}
 
 /// What the worker needs to (re)build its core.
 #[derive(Debug, Clone)]
@@ -79,10 +87,37 @@ fn run_batch(cfg: &WorkerConfig, core: &mut Option<Core>, batch: Vec<Job>) {
         Some(c) if batch.len() > 1 => c.swap_mut().store_mut().begin_batch().is_ok(),
         _ => false,
     };
-    let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
+    let mut replies: Vec<Ran> = Vec::with_capacity(batch.len());
     for job in batch {
         match std::panic::catch_unwind(AssertUnwindSafe(|| job(core))) {
-            Ok(reply) => replies.push(reply),
+            Ok(ran) => {
+                replies.push(ran);
+                let rolled_back = in_batch
+                    && core
+                        .as_ref()
+                        .is_some_and(|c| !c.swap().store().in_transaction());
+                if rolled_back {
+                    StoreCommitFailed {
+                        writer: StoreWriter::Pager,
+                    }
+                    .emit();
+                    tracing::error!(
+                        "the store rolled back a pager batch; rebuilding the pager from the store"
+                    );
+                    // The core remembers writes the store no longer has.
+                    *core = None;
+                    *core = build_core(cfg).ok();
+                    for r in replies.drain(..) {
+                        (r.reply)(r.ok.then(|| {
+                            PagerFailure::Unavailable(
+                                "the store rolled back the batch this request was in".into(),
+                            )
+                        }));
+                    }
+                    // Like after a panic, the rest of the batch runs without one.
+                    in_batch = false;
+                }
+            }
             Err(_) => {
                 tracing::error!("context pager job panicked; rebuilding the pager from the store");
                 // The fresh connection drops the batch's uncommitted writes: the jobs answered
@@ -96,8 +131,8 @@ fn run_batch(cfg: &WorkerConfig, core: &mut Option<Core>, batch: Vec<Job>) {
                     ))
                 };
                 if in_batch {
-                    for reply in replies.drain(..) {
-                        reply(lost());
+                    for r in replies.drain(..) {
+                        (r.reply)(lost());
                     }
                 }
                 in_batch = false;
@@ -138,8 +173,8 @@ fn run_batch(cfg: &WorkerConfig, core: &mut Option<Core>, batch: Vec<Job>) {
             .emit();
         }
     }
-    for reply in replies {
-        reply(failure.clone().map(|why| {
+    for r in replies {
+        (r.reply)(failure.clone().map(|why| {
             PagerFailure::Unavailable(format!("the store did not commit this request: {why}"))
         }));
     }
@@ -194,12 +229,15 @@ impl Worker {
                     "the store could not be opened".into(),
                 )),
             };
-            Box::new(move |lost: Option<PagerFailure>| {
-                let _ = reply.send(match lost {
-                    Some(failure) => Err(failure),
-                    None => out,
-                });
-            })
+            Ran {
+                ok: out.is_ok(),
+                reply: Box::new(move |lost: Option<PagerFailure>| {
+                    let _ = reply.send(match lost {
+                        Some(failure) => Err(failure),
+                        None => out,
+                    });
+                }),
+            }
         });
         // Queued now when there is room; else it waits for room, in FIFO order.
         let waiting = match self.tx.try_send(job) {
@@ -220,5 +258,132 @@ impl Worker {
                 ))
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use agentos_runtime::context::{PagerError, PolicyKind};
+    use agentos_runtime::store::Store;
+    use agentos_runtime::tokenize::Encoding;
+
+    use super::*;
+
+    /// A worker on a fresh file whose pages table refuses page 1 of the context `bad` (the
+    /// statement fails) and any page of `doomed` (SQLite rolls back the whole transaction, as
+    /// on a full disk).
+    async fn refusing_worker(dir: &Path) -> (Worker, WorkerConfig) {
+        let settings = HashMap::from([(
+            "a".to_owned(),
+            ContextSettings {
+                budget_tokens: 300,
+                policy: PolicyKind::Lru,
+                encoding: Encoding::O200kBase,
+            },
+        )]);
+        let cfg = WorkerConfig {
+            store_path: dir.join("store.db"),
+            run_id: "r1".into(),
+            settings,
+            stats: SharedStats::default(),
+        };
+        let worker = Worker::start(cfg.clone()).unwrap();
+        // Once a job ran, the store is open and migrated.
+        worker.call(|_| Ok(())).await.unwrap();
+        rusqlite::Connection::open(&cfg.store_path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON pages
+                     WHEN NEW.context = 'bad' AND NEW.page_id = 1
+                     BEGIN SELECT RAISE(ABORT, 'refused'); END;
+                 CREATE TRIGGER doom BEFORE INSERT ON pages WHEN NEW.context = 'doomed'
+                     BEGIN SELECT RAISE(ROLLBACK, 'disk full'); END;",
+            )
+            .unwrap();
+        (worker, cfg)
+    }
+
+    /// Holds the worker's thread until the returned sender is used, so that the jobs queued
+    /// meanwhile run as one batch.
+    fn hold(worker: &Worker) -> std::sync::mpsc::Sender<()> {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, running) = std::sync::mpsc::channel::<()>();
+        // Queued now; its answer is not needed.
+        drop(worker.call(move |_| {
+            let _ = started.send(());
+            let _ = held.recv();
+            Ok(())
+        }));
+        running
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the worker never ran the holding job");
+        release
+    }
+
+    /// Opens `context` (two pages: the system prompt and the task).
+    fn open(
+        worker: &Worker,
+        context: &'static str,
+    ) -> impl Future<Output = Result<(), PagerFailure>> {
+        worker.call(move |p| p.open("a", context, "sys", "task", &[]).map(|_| ()))
+    }
+
+    fn stored_pages(cfg: &WorkerConfig, context: &str) -> usize {
+        let store = Store::open(&cfg.store_path).unwrap();
+        store.load_context(&cfg.run_id, context).unwrap().len()
+    }
+
+    #[actix_rt::test]
+    async fn a_failing_job_in_a_batch_leaves_none_of_its_rows_and_the_others_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (worker, cfg) = refusing_worker(dir.path()).await;
+        let release = hold(&worker);
+        let before = open(&worker, "w/before#1");
+        let bad = open(&worker, "bad");
+        let after = open(&worker, "w/after#1");
+        release.send(()).unwrap();
+        before.await.unwrap();
+        let bad = bad.await;
+        assert!(
+            matches!(&bad, Err(PagerFailure::Pager(PagerError::Store(_)))),
+            "{bad:?}"
+        );
+        after.await.unwrap();
+        assert_eq!(stored_pages(&cfg, "w/before#1"), 2);
+        assert_eq!(stored_pages(&cfg, "bad"), 0, "the first page went too");
+        assert_eq!(stored_pages(&cfg, "w/after#1"), 2);
+    }
+
+    #[actix_rt::test]
+    async fn a_batch_the_store_rolls_back_fails_the_requests_in_it_and_the_rest_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (worker, cfg) = refusing_worker(dir.path()).await;
+        let release = hold(&worker);
+        let before = open(&worker, "w/before#1");
+        let doomed = open(&worker, "doomed");
+        let after = open(&worker, "w/after#1");
+        let last = open(&worker, "w/last#1");
+        release.send(()).unwrap();
+        let before = before.await;
+        assert!(
+            matches!(&before, Err(PagerFailure::Unavailable(m)) if m.contains("rolled back")),
+            "an open rolled back with its batch is not acknowledged: {before:?}"
+        );
+        let doomed = doomed.await;
+        assert!(
+            matches!(&doomed, Err(PagerFailure::Pager(PagerError::Store(_)))),
+            "{doomed:?}"
+        );
+        after.await.unwrap();
+        last.await.unwrap();
+        assert_eq!(stored_pages(&cfg, "w/before#1"), 0);
+        assert_eq!(stored_pages(&cfg, "doomed"), 0);
+        assert_eq!(stored_pages(&cfg, "w/after#1"), 2);
+        assert_eq!(stored_pages(&cfg, "w/last#1"), 2);
+        // The pager forgot what the store lost: the context opens again, from scratch.
+        open(&worker, "w/before#1").await.unwrap();
+        assert_eq!(stored_pages(&cfg, "w/before#1"), 2);
     }
 }

@@ -180,8 +180,7 @@ fn timed<T>(op: StoreOp, f: impl FnOnce() -> T) -> T {
 
 impl SwapDevice for StoreSwap {
     fn write(&mut self, pages: &[PageRow]) -> Result<(), StoreError> {
-        let run = self.run_id.clone();
-        timed(StoreOp::Write, || self.store.put_pages(&run, pages))?;
+        timed(StoreOp::Write, || self.store.put_pages(&self.run_id, pages))?;
         self.rows_written += pages.len();
         Ok(())
     }
@@ -196,8 +195,7 @@ impl SwapDevice for StoreSwap {
         })
     }
     fn write_shared(&mut self, row: &SharedRow) -> Result<(), StoreError> {
-        let run = self.run_id.clone();
-        timed(StoreOp::Write, || self.store.put_shared(&run, row))?;
+        timed(StoreOp::Write, || self.store.put_shared(&self.run_id, row))?;
         self.rows_written += 1;
         Ok(())
     }
@@ -205,8 +203,9 @@ impl SwapDevice for StoreSwap {
         timed(StoreOp::Read, || self.store.get_shared(&self.run_id, key))
     }
     fn write_journal(&mut self, rows: &[JournalRow]) -> Result<(), StoreError> {
-        let run = self.run_id.clone();
-        timed(StoreOp::Write, || self.store.put_journal(&run, rows))?;
+        timed(StoreOp::Write, || {
+            self.store.put_journal(&self.run_id, rows)
+        })?;
         self.rows_written += rows.len();
         Ok(())
     }
@@ -220,9 +219,8 @@ impl SwapDevice for StoreSwap {
         pages: &[PageRow],
         journal: &[JournalRow],
     ) -> Result<(), StoreError> {
-        let run = self.run_id.clone();
         timed(StoreOp::Write, || {
-            self.store.put_record(&run, pages, journal)
+            self.store.put_record(&self.run_id, pages, journal)
         })?;
         self.rows_written += pages.len() + journal.len();
         Ok(())

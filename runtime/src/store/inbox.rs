@@ -27,13 +27,15 @@ fn io(op: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
 }
 
 impl Store {
-    /// Stores delivered messages.
+    /// Stores delivered messages, all or nothing.
     pub fn put_inbox(&mut self, run_id: &str, rows: &[InboxRow]) -> Result<(), StoreError> {
-        let tx = self.conn.savepoint().map_err(io("write inbox"))?;
-        {
-            let mut stmt = tx
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.write_atomic("write inbox", rows.len(), |conn| {
+            let mut stmt = conn
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO inbox (run_id, seq, to_agent, from_agent, topic, body)
+                    "INSERT OR REPLACE INTO inbox (run_id, seq, to_agent, from_agent, topic, body) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(io("write inbox"))?;
@@ -41,23 +43,25 @@ impl Store {
                 stmt.execute(params![run_id, m.seq as i64, m.to, m.from, m.topic, m.body])
                     .map_err(io("write inbox"))?;
             }
-        }
-        tx.commit().map_err(io("write inbox"))
+            Ok(())
+        })
     }
 
-    /// Marks messages `seqs` as read by the call `call`.
+    /// Marks messages `seqs` as read by the call `call`, all or nothing.
     pub fn mark_read(&mut self, run_id: &str, seqs: &[u64], call: &str) -> Result<(), StoreError> {
-        let tx = self.conn.savepoint().map_err(io("mark read"))?;
-        {
-            let mut stmt = tx
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        self.write_atomic("mark read", seqs.len(), |conn| {
+            let mut stmt = conn
                 .prepare_cached("UPDATE inbox SET read_by = ?3 WHERE run_id = ?1 AND seq = ?2")
                 .map_err(io("mark read"))?;
             for s in seqs {
                 stmt.execute(params![run_id, *s as i64, call])
                     .map_err(io("mark read"))?;
             }
-        }
-        tx.commit().map_err(io("mark read"))
+            Ok(())
+        })
     }
 
     /// Messages of run `run_id` not read yet, oldest first.

@@ -3,7 +3,7 @@
 //! which instance made it and when, and points at the page. An at-most-once call also gets a
 //! `tool_start` row, committed before the call runs, with no page.
 
-use rusqlite::{params, Row};
+use rusqlite::{params, Connection, Row};
 
 use super::{Store, StoreError};
 
@@ -51,8 +51,54 @@ fn io(op: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     move |source| StoreError::Io { op, source }
 }
 
-const JOURNAL_COLUMNS: &str =
-    "context, step, call, kind, agent, instance, task, attempt, at_ms, duration_ms, page_id, detail";
+/// The journal columns after the run id, in [`journal_from_row`]'s order (a macro, so that the
+/// statements below are constants).
+macro_rules! journal_columns {
+    () => {
+        "context, step, call, kind, agent, instance, task, attempt, at_ms, duration_ms, page_id, \
+         detail"
+    };
+}
+
+const INSERT_JOURNAL: &str = concat!(
+    "INSERT OR REPLACE INTO journal (run_id, ",
+    journal_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+);
+const SELECT_JOURNAL: &str = concat!(
+    "SELECT ",
+    journal_columns!(),
+    " FROM journal WHERE run_id = ?1 AND context = ?2 ORDER BY step, call, kind"
+);
+
+/// Inserts `rows` (one statement each), inside whatever transaction is open.
+fn insert_journal(conn: &Connection, run_id: &str, rows: &[JournalRow]) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = conn
+        .prepare_cached(INSERT_JOURNAL)
+        .map_err(io("write journal"))?;
+    for j in rows {
+        stmt.execute(params![
+            run_id,
+            j.context,
+            j.step as i64,
+            j.call as i64,
+            j.kind,
+            j.agent,
+            j.instance,
+            j.task,
+            j.attempt as i64,
+            j.at_ms,
+            j.duration_ms as i64,
+            j.page_id.map(|p| p as i64),
+            j.detail
+        ])
+        .map_err(io("write journal"))?;
+    }
+    Ok(())
+}
 
 fn journal_from_row(r: &Row<'_>) -> rusqlite::Result<JournalRow> {
     Ok(JournalRow {
@@ -72,76 +118,33 @@ fn journal_from_row(r: &Row<'_>) -> rusqlite::Result<JournalRow> {
 }
 
 impl Store {
-    /// Writes journal rows of run `run_id` all or nothing (a savepoint). A row written again
-    /// (same context, step, call and kind) is replaced.
+    /// Writes journal rows of run `run_id` all or nothing (its own transaction, or a part of
+    /// the open batch). A row written again (same context, step, call and kind) is replaced.
     pub fn put_journal(&mut self, run_id: &str, rows: &[JournalRow]) -> Result<(), StoreError> {
-        let tx = self.conn.savepoint().map_err(io("write journal"))?;
-        {
-            let mut stmt = tx
-                .prepare_cached(&format!(
-                    "INSERT OR REPLACE INTO journal (run_id, {JOURNAL_COLUMNS})
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
-                ))
-                .map_err(io("write journal"))?;
-            for j in rows {
-                stmt.execute(params![
-                    run_id,
-                    j.context,
-                    j.step as i64,
-                    j.call as i64,
-                    j.kind,
-                    j.agent,
-                    j.instance,
-                    j.task,
-                    j.attempt as i64,
-                    j.at_ms,
-                    j.duration_ms as i64,
-                    j.page_id.map(|p| p as i64),
-                    j.detail
-                ])
-                .map_err(io("write journal"))?;
-            }
-        }
-        tx.commit().map_err(io("write journal"))
+        self.write_atomic("write journal", rows.len(), |conn| {
+            insert_journal(conn, run_id, rows)
+        })
     }
 
-    /// Writes a record's pages and its journal rows in one savepoint: both or neither, so a
-    /// journal row never lacks its page and a page is never left without its row.
+    /// Writes a record's pages and its journal rows together: both or neither, so a journal
+    /// row never lacks its page and a page is never left without its row.
     pub fn put_record(
         &mut self,
         run_id: &str,
         pages: &[super::PageRow],
         journal: &[JournalRow],
     ) -> Result<(), StoreError> {
-        self.conn
-            .execute_batch("SAVEPOINT record")
-            .map_err(io("write record"))?;
-        let written = self
-            .put_pages(run_id, pages)
-            .and_then(|()| self.put_journal(run_id, journal));
-        match written {
-            Ok(()) => self
-                .conn
-                .execute_batch("RELEASE record")
-                .map_err(io("write record")),
-            Err(e) => {
-                // Undo both; the error that caused it is the one to report.
-                let _ = self
-                    .conn
-                    .execute_batch("ROLLBACK TO record; RELEASE record");
-                Err(e)
-            }
-        }
+        self.write_atomic("write record", pages.len() + journal.len(), |conn| {
+            super::pages::insert_pages(conn, run_id, pages)?;
+            insert_journal(conn, run_id, journal)
+        })
     }
 
     /// Every journal row of one context, in step and call order.
     pub fn load_journal(&self, run_id: &str, context: &str) -> Result<Vec<JournalRow>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached(&format!(
-                "SELECT {JOURNAL_COLUMNS} FROM journal WHERE run_id = ?1 AND context = ?2
-                 ORDER BY step, call, kind"
-            ))
+            .prepare_cached(SELECT_JOURNAL)
             .map_err(io("read journal"))?;
         let rows = stmt
             .query_map(params![run_id, context], journal_from_row)

@@ -23,6 +23,13 @@
 //! - WAL journal mode lets readers (a future checkpoint or audit reader) run beside the writer;
 //!   every batch of writes is one transaction, so a crash never leaves a half-written page.
 //!
+//! # The write path
+//! A step writes a few small rows, so what SQLite does around them (parsing SQL, opening
+//! savepoints) costs as much as the rows. Every statement of the write path is a constant
+//! prepared once per connection ([`Connection::prepare_cached`]), savepoints included; a write
+//! of several statements runs in one savepoint (`Store::write_atomic`), a write of a single
+//! statement in none (a statement is all or nothing on its own).
+//!
 //! Every row is keyed by the run id, so runs sharing one store never see each other's pages.
 
 pub mod audit;
@@ -51,6 +58,18 @@ pub use state::{AuditRow, ControlRow, StateBatch, TaskRow, WorkflowRow};
 
 /// File name of the store inside the data directory.
 pub const STORE_FILE: &str = "store.db";
+
+/// Prepared statements a connection keeps (least recently used ones go first). Well above the
+/// number of distinct statements a connection runs, so that none is parsed twice: the pager's
+/// and the scheduler's each use about a dozen (their reads and writes, savepoints, batch
+/// control); rusqlite's default of 16 would leave no room for the rest.
+const STATEMENT_CACHE_CAPACITY: usize = 64;
+
+/// The savepoint of a write of several statements ([`Store::write_atomic`]). One name for all:
+/// a write never nests another, and SQLite releases the innermost of a name first anyway.
+const SAVEPOINT: &str = "SAVEPOINT store_write";
+const RELEASE: &str = "RELEASE store_write";
+const ROLLBACK_TO: &str = "ROLLBACK TO store_write";
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +152,10 @@ impl Store {
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_err)?;
+        // `temp_store` stays at its default: with `MEMORY`, SQLite keeps statement and
+        // savepoint journals in 1 KiB chunks instead of one 64 KiB buffer, and every savepoint
+        // costs more (many small allocations), not less.
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
         let mut store = Store {
             conn,
             path: Some(path.to_path_buf()),
@@ -147,6 +170,7 @@ impl Store {
             path: PathBuf::from(":memory:"),
             source,
         })?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
         let mut store = Store { conn, path: None };
         store.migrate()?;
         Ok(store)
@@ -159,24 +183,56 @@ impl Store {
         // deferred batch that reads first could not upgrade to a writer while another
         // connection (the scheduler's, the bus's) writes, and SQLite fails such an upgrade at
         // once ("database is locked") instead of waiting.
-        self.conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(|source| StoreError::Io {
-                op: "begin batch",
-                source,
-            })
+        self.exec_cached("begin batch", "BEGIN IMMEDIATE")
     }
 
     /// Commits the open batch. On failure it is rolled back: none of its writes are stored.
     pub fn commit_batch(&mut self) -> Result<(), StoreError> {
-        self.conn.execute_batch("COMMIT").map_err(|source| {
+        self.exec_cached("commit batch", "COMMIT").inspect_err(|_| {
             // The batch may already be rolled back by SQLite itself; either way, make sure.
-            let _ = self.conn.execute_batch("ROLLBACK");
-            StoreError::Io {
-                op: "commit batch",
-                source,
-            }
+            let _ = self.exec_cached("roll back batch", "ROLLBACK");
         })
+    }
+
+    /// Whether a transaction is open on this connection: a batch, or a write in progress.
+    /// A batch that SQLite rolled back on its own (some errors, such as a full disk, end the
+    /// whole transaction) is no longer open, and the writes made in it are gone.
+    pub fn in_transaction(&self) -> bool {
+        !self.conn.is_autocommit()
+    }
+
+    /// Runs one statement without parameters and rows (transaction control), prepared once.
+    fn exec_cached(&self, op: &'static str, sql: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute([]))
+            .map(|_| ())
+            .map_err(|source| StoreError::Io { op, source })
+    }
+
+    /// Runs `write`, which runs `statements` statements, all or nothing: its own transaction
+    /// outside a batch, a part of the open batch inside one. A single statement is atomic on
+    /// its own (SQLite undoes a failed statement whole); several run in a savepoint, rolled
+    /// back if any fails.
+    fn write_atomic<T>(
+        &mut self,
+        op: &'static str,
+        statements: usize,
+        write: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if statements <= 1 {
+            return write(&self.conn);
+        }
+        self.exec_cached(op, SAVEPOINT)?;
+        let done = write(&self.conn).and_then(|out| self.exec_cached(op, RELEASE).map(|()| out));
+        if done.is_err() {
+            // Undo this write (and close the savepoint) whichever step failed; when SQLite has
+            // already rolled back the whole transaction there is no savepoint left, and these
+            // fail harmlessly. The first error is the one to report.
+            let _ = self.exec_cached(op, ROLLBACK_TO);
+            let _ = self.exec_cached(op, RELEASE);
+        }
+        done
     }
 
     /// The file, or `None` for an in-memory store.
@@ -214,3 +270,5 @@ impl Store {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod write_tests;

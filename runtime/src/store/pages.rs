@@ -2,7 +2,7 @@
 //! in one transaction per batch) and read back on a page fault or when a restarted pager
 //! rebuilds a page table.
 
-use rusqlite::{params, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{Store, StoreError};
 
@@ -65,39 +65,68 @@ fn page_from_row(r: &Row<'_>) -> rusqlite::Result<PageRow> {
     })
 }
 
-const PAGE_COLUMNS: &str =
-    "context, page_id, agent, grp, kind, pinned, importance, tokens, shared_key, message";
+/// The page columns after the run id, in [`page_from_row`]'s order (a macro, so that the
+/// statements below are constants).
+macro_rules! page_columns {
+    () => {
+        "context, page_id, agent, grp, kind, pinned, importance, tokens, shared_key, message"
+    };
+}
+
+const INSERT_PAGE: &str = concat!(
+    "INSERT OR REPLACE INTO pages (run_id, ",
+    page_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+);
+const SELECT_PAGE: &str = concat!(
+    "SELECT ",
+    page_columns!(),
+    " FROM pages WHERE run_id = ?1 AND context = ?2 AND page_id = ?3"
+);
+const SELECT_CONTEXT: &str = concat!(
+    "SELECT ",
+    page_columns!(),
+    " FROM pages WHERE run_id = ?1 AND context = ?2 ORDER BY page_id"
+);
+
+/// Inserts `rows` (one statement each), inside whatever transaction is open.
+pub(super) fn insert_pages(
+    conn: &Connection,
+    run_id: &str,
+    rows: &[PageRow],
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = conn
+        .prepare_cached(INSERT_PAGE)
+        .map_err(io("write pages"))?;
+    for p in rows {
+        stmt.execute(params![
+            run_id,
+            p.context,
+            p.page_id as i64,
+            p.agent,
+            p.group as i64,
+            p.kind,
+            p.pinned,
+            p.importance,
+            p.tokens as i64,
+            p.shared_key,
+            p.message
+        ])
+        .map_err(io("write pages"))?;
+    }
+    Ok(())
+}
 
 impl Store {
-    /// Writes `rows` of run `run_id` all or nothing (a savepoint: its own transaction, or a
-    /// part of the open batch). A page written again (same run, context and id) is replaced.
+    /// Writes `rows` of run `run_id` all or nothing (its own transaction, or a part of the
+    /// open batch). A page written again (same run, context and id) is replaced.
     pub fn put_pages(&mut self, run_id: &str, rows: &[PageRow]) -> Result<(), StoreError> {
-        let tx = self.conn.savepoint().map_err(io("write pages"))?;
-        {
-            let mut stmt = tx
-                .prepare_cached(&format!(
-                    "INSERT OR REPLACE INTO pages (run_id, {PAGE_COLUMNS})
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
-                ))
-                .map_err(io("write pages"))?;
-            for p in rows {
-                stmt.execute(params![
-                    run_id,
-                    p.context,
-                    p.page_id as i64,
-                    p.agent,
-                    p.group as i64,
-                    p.kind,
-                    p.pinned,
-                    p.importance,
-                    p.tokens as i64,
-                    p.shared_key,
-                    p.message
-                ])
-                .map_err(io("write pages"))?;
-            }
-        }
-        tx.commit().map_err(io("write pages"))
+        self.write_atomic("write pages", rows.len(), |conn| {
+            insert_pages(conn, run_id, rows)
+        })
     }
 
     /// Reads pages `ids` of one context; missing ids are simply absent from the result.
@@ -109,9 +138,7 @@ impl Store {
     ) -> Result<Vec<PageRow>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached(&format!(
-                "SELECT {PAGE_COLUMNS} FROM pages WHERE run_id = ?1 AND context = ?2 AND page_id = ?3"
-            ))
+            .prepare_cached(SELECT_PAGE)
             .map_err(io("read pages"))?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
@@ -130,9 +157,7 @@ impl Store {
     pub fn load_context(&self, run_id: &str, context: &str) -> Result<Vec<PageRow>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached(&format!(
-                "SELECT {PAGE_COLUMNS} FROM pages WHERE run_id = ?1 AND context = ?2 ORDER BY page_id"
-            ))
+            .prepare_cached(SELECT_CONTEXT)
             .map_err(io("load context"))?;
         let rows = stmt
             .query_map(params![run_id, context], page_from_row)
@@ -156,11 +181,20 @@ impl Store {
     /// Writes (or replaces) one shared page.
     pub fn put_shared(&mut self, run_id: &str, row: &SharedRow) -> Result<(), StoreError> {
         self.conn
-            .execute(
-                "INSERT OR REPLACE INTO shared_pages (run_id, shared_key, workflow, owner, tokens, message)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![run_id, row.key, row.workflow, row.owner, row.tokens as i64, row.message],
+            .prepare_cached(
+                "INSERT OR REPLACE INTO shared_pages (run_id, shared_key, workflow, owner, tokens, \
+                 message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    run_id,
+                    row.key,
+                    row.workflow,
+                    row.owner,
+                    row.tokens as i64,
+                    row.message
+                ])
+            })
             .map(|_| ())
             .map_err(io("write shared page"))
     }
@@ -168,11 +202,12 @@ impl Store {
     /// Reads one shared page.
     pub fn get_shared(&self, run_id: &str, key: &str) -> Result<Option<SharedRow>, StoreError> {
         self.conn
-            .query_row(
-                "SELECT shared_key, workflow, owner, tokens, message FROM shared_pages
+            .prepare_cached(
+                "SELECT shared_key, workflow, owner, tokens, message FROM shared_pages \
                  WHERE run_id = ?1 AND shared_key = ?2",
-                params![run_id, key],
-                |r| {
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![run_id, key], |r| {
                     Ok(SharedRow {
                         key: r.get(0)?,
                         workflow: r.get(1)?,
@@ -180,8 +215,8 @@ impl Store {
                         tokens: r.get::<_, i64>(3)? as u64,
                         message: r.get(4)?,
                     })
-                },
-            )
+                })
+            })
             .optional()
             .map_err(io("read shared page"))
     }

@@ -2,7 +2,7 @@
 //! whole (upsert) whenever they change, in group-committed batches together with the audit
 //! entries of the same changes. A resume reads them back with [`Store::load_state`].
 
-use rusqlite::{params, Row};
+use rusqlite::{params, Connection, Row};
 
 use super::{Store, StoreError};
 
@@ -193,10 +193,35 @@ fn parse_list(what: &str, s: &str) -> rusqlite::Result<Vec<String>> {
     })
 }
 
-const TASK_COLUMNS: &str = "workflow, task, seq, spawned_by, spawn_call, depth, agent, input, \
-    depends_on, priority_boost, state, current_agent, chain, attempts_on_agent, attempts_total, \
-    history, output, reason, last_error, finished_by, prompt_tokens, completion_tokens, \
-    cached_tokens, retry_at_ms, updated_ms";
+/// The task columns after the run id, in [`task_from_row`]'s order (a macro, so that the
+/// statements below are constants).
+macro_rules! task_columns {
+    () => {
+        "workflow, task, seq, spawned_by, spawn_call, depth, agent, input, depends_on, \
+         priority_boost, state, current_agent, chain, attempts_on_agent, attempts_total, history, \
+         output, reason, last_error, finished_by, prompt_tokens, completion_tokens, cached_tokens, \
+         retry_at_ms, updated_ms"
+    };
+}
+
+const INSERT_WORKFLOW: &str = "INSERT OR REPLACE INTO workflows (run_id, id, seq, name, origin, \
+    by_whom, spec, idempotency_key, cancelled_by, finished, submitted_at) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+const INSERT_TASK: &str = concat!(
+    "INSERT OR REPLACE INTO tasks (run_id, ",
+    task_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+     ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)"
+);
+const INSERT_CONTROL: &str =
+    "INSERT OR REPLACE INTO agent_controls (run_id, agent, status, why) VALUES (?1, ?2, ?3, ?4)";
+const INSERT_AUDIT: &str = "INSERT INTO audit (run_id, at_ms, kind, actor, agent, instance, task, \
+    attempt, step, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+const SELECT_TASKS: &str = concat!(
+    "SELECT ",
+    task_columns!(),
+    " FROM tasks WHERE run_id = ?1 ORDER BY seq"
+);
 
 fn task_from_row(r: &Row<'_>) -> rusqlite::Result<TaskRow> {
     Ok(TaskRow {
@@ -229,94 +254,19 @@ fn task_from_row(r: &Row<'_>) -> rusqlite::Result<TaskRow> {
 }
 
 impl Store {
-    /// Writes `batch` for run `run_id`, all or nothing (a savepoint: its own transaction, or
-    /// a part of the open batch).
+    /// Writes `batch` for run `run_id`, all or nothing (its own transaction, or a part of the
+    /// open batch).
     pub fn write_state(&mut self, run_id: &str, batch: &StateBatch) -> Result<(), StoreError> {
-        let op = "write scheduler state";
-        let tx = self.conn.savepoint().map_err(io(op))?;
-        {
-            let mut wf = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO workflows (run_id, id, seq, name, origin, by_whom, spec,
-                     idempotency_key, cancelled_by, finished, submitted_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                )
-                .map_err(io(op))?;
-            for w in &batch.workflows {
-                wf.execute(params![
-                    run_id,
-                    w.id,
-                    w.seq as i64,
-                    w.name,
-                    w.origin,
-                    w.by,
-                    w.spec,
-                    w.idempotency_key,
-                    w.cancelled_by,
-                    w.finished,
-                    w.submitted_at
-                ])
-                .map_err(io(op))?;
-            }
-            let mut task = tx
-                .prepare_cached(&format!(
-                    "INSERT OR REPLACE INTO tasks (run_id, {TASK_COLUMNS}) VALUES (?1, ?2, ?3, ?4,
-                     ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
-                     ?21, ?22, ?23, ?24, ?25, ?26)"
-                ))
-                .map_err(io(op))?;
-            for t in &batch.tasks {
-                task.execute(params![
-                    run_id,
-                    t.workflow,
-                    t.task,
-                    t.seq as i64,
-                    t.spawned_by,
-                    t.spawn_call,
-                    t.depth as i64,
-                    t.agent,
-                    t.input,
-                    json_list(&t.depends_on),
-                    t.priority_boost,
-                    t.state,
-                    t.current_agent,
-                    json_list(&t.chain),
-                    t.attempts_on_agent as i64,
-                    t.attempts_total as i64,
-                    t.history,
-                    t.output,
-                    t.reason,
-                    t.last_error,
-                    t.finished_by,
-                    t.prompt_tokens as i64,
-                    t.completion_tokens as i64,
-                    t.cached_tokens as i64,
-                    t.retry_at_ms,
-                    t.updated_ms
-                ])
-                .map_err(io(op))?;
-            }
-            let mut ctl = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO agent_controls (run_id, agent, status, why)
-                     VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(io(op))?;
-            for c in &batch.controls {
-                ctl.execute(params![run_id, c.agent, c.status, c.why])
-                    .map_err(io(op))?;
-            }
-        }
-        insert_audit(&tx, run_id, &batch.audit)?;
-        super::quota::put(&tx, &batch.quotas, unix_ms_now())?;
-        tx.commit().map_err(io(op))
+        self.write_atomic("write scheduler state", batch.len(), |conn| {
+            insert_state(conn, run_id, batch)
+        })
     }
 
     /// Appends audit entries of run `run_id`.
     pub fn append_audit(&mut self, run_id: &str, rows: &[AuditRow]) -> Result<(), StoreError> {
-        let tx = self.conn.savepoint().map_err(io("write audit"))?;
-        insert_audit(&tx, run_id, rows)?;
-        tx.commit().map_err(io("write audit"))
+        self.write_atomic("write audit", rows.len(), |conn| {
+            insert_audit(conn, run_id, rows)
+        })
     }
 
     /// Everything stored of run `run_id`'s scheduler state, workflows and tasks in table
@@ -348,12 +298,7 @@ impl Store {
             })
             .map_err(io(op))?;
         out.workflows = rows.collect::<Result<_, _>>().map_err(io(op))?;
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
-                "SELECT {TASK_COLUMNS} FROM tasks WHERE run_id = ?1 ORDER BY seq"
-            ))
-            .map_err(io(op))?;
+        let mut stmt = self.conn.prepare(SELECT_TASKS).map_err(io(op))?;
         let rows = stmt
             .query_map(params![run_id], task_from_row)
             .map_err(io(op))?;
@@ -398,19 +343,83 @@ impl Store {
     }
 }
 
-fn insert_audit(
-    tx: &rusqlite::Savepoint<'_>,
-    run_id: &str,
-    rows: &[AuditRow],
-) -> Result<(), StoreError> {
+/// Inserts `batch`'s rows (one statement each), inside whatever transaction is open. A
+/// statement is prepared only for the tables the batch has rows for.
+fn insert_state(conn: &Connection, run_id: &str, batch: &StateBatch) -> Result<(), StoreError> {
+    let op = "write scheduler state";
+    if !batch.workflows.is_empty() {
+        let mut wf = conn.prepare_cached(INSERT_WORKFLOW).map_err(io(op))?;
+        for w in &batch.workflows {
+            wf.execute(params![
+                run_id,
+                w.id,
+                w.seq as i64,
+                w.name,
+                w.origin,
+                w.by,
+                w.spec,
+                w.idempotency_key,
+                w.cancelled_by,
+                w.finished,
+                w.submitted_at
+            ])
+            .map_err(io(op))?;
+        }
+    }
+    if !batch.tasks.is_empty() {
+        let mut task = conn.prepare_cached(INSERT_TASK).map_err(io(op))?;
+        for t in &batch.tasks {
+            task.execute(params![
+                run_id,
+                t.workflow,
+                t.task,
+                t.seq as i64,
+                t.spawned_by,
+                t.spawn_call,
+                t.depth as i64,
+                t.agent,
+                t.input,
+                json_list(&t.depends_on),
+                t.priority_boost,
+                t.state,
+                t.current_agent,
+                json_list(&t.chain),
+                t.attempts_on_agent as i64,
+                t.attempts_total as i64,
+                t.history,
+                t.output,
+                t.reason,
+                t.last_error,
+                t.finished_by,
+                t.prompt_tokens as i64,
+                t.completion_tokens as i64,
+                t.cached_tokens as i64,
+                t.retry_at_ms,
+                t.updated_ms
+            ])
+            .map_err(io(op))?;
+        }
+    }
+    if !batch.controls.is_empty() {
+        let mut ctl = conn.prepare_cached(INSERT_CONTROL).map_err(io(op))?;
+        for c in &batch.controls {
+            ctl.execute(params![run_id, c.agent, c.status, c.why])
+                .map_err(io(op))?;
+        }
+    }
+    insert_audit(conn, run_id, &batch.audit)?;
+    if !batch.quotas.is_empty() {
+        super::quota::put(conn, &batch.quotas, unix_ms_now())?;
+    }
+    Ok(())
+}
+
+fn insert_audit(conn: &Connection, run_id: &str, rows: &[AuditRow]) -> Result<(), StoreError> {
     if rows.is_empty() {
         return Ok(());
     }
-    let mut stmt = tx
-        .prepare_cached(
-            "INSERT INTO audit (run_id, at_ms, kind, actor, agent, instance, task, attempt, step,
-             detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )
+    let mut stmt = conn
+        .prepare_cached(INSERT_AUDIT)
         .map_err(io("write audit"))?;
     for a in rows {
         stmt.execute(params![

@@ -1,6 +1,6 @@
 use super::*;
 
-fn row(context: &str, id: u64) -> PageRow {
+pub(super) fn row(context: &str, id: u64) -> PageRow {
     PageRow {
         context: context.into(),
         page_id: id,
@@ -131,7 +131,7 @@ fn a_version_1_store_migrates_and_keeps_its_pages() {
     assert_eq!(s.load_state("old").unwrap().controls, batch.controls);
 }
 
-fn task_row(task: &str, state: &str) -> TaskRow {
+pub(super) fn task_row(task: &str, state: &str) -> TaskRow {
     TaskRow {
         workflow: "w".into(),
         task: task.into(),

@@ -13,8 +13,9 @@
 //!   rank first.
 //!
 //! The vocabularies are the published `.tiktoken` files, vendored in `runtime/assets/`, so
-//! nothing is fetched at run time; each is parsed once per process, when its encoding is first
-//! used.
+//! nothing is fetched at run time. The build script decodes them into the arena form, which the
+//! crate embeds; a process builds an encoding's hash table (and compiles its split pattern) once,
+//! when the encoding is first used.
 //!
 //! A chat message costs its content tokens plus [`MESSAGE_OVERHEAD_TOKENS`] for the role and the
 //! separators, and a prompt adds [`REPLY_PRIMING_TOKENS`], the way OpenAI documents chat token
@@ -32,6 +33,17 @@ use std::sync::OnceLock;
 use crate::llm::{ChatMessage, Role};
 use split::Splitter;
 use vocab::{Rank, Vocab};
+
+/// The vocabulary `build.rs` decoded from `assets/<name>.tiktoken`: every token's bytes back to
+/// back in rank order, and each token's length.
+macro_rules! decoded {
+    ($name:literal) => {
+        (
+            include_bytes!(concat!(env!("OUT_DIR"), "/", $name, ".bytes")).as_slice(),
+            include_bytes!(concat!(env!("OUT_DIR"), "/", $name, ".lens")).as_slice(),
+        )
+    };
+}
 
 /// Tokens every chat message costs beyond its content (role and separators).
 pub const MESSAGE_OVERHEAD_TOKENS: usize = 3;
@@ -73,16 +85,12 @@ impl Encoding {
         static CL100K: OnceLock<Tokenizer> = OnceLock::new();
         match self {
             Encoding::O200kBase => O200K.get_or_init(|| {
-                Tokenizer::new(
-                    include_str!("../../assets/o200k_base.tiktoken"),
-                    &split::O200K_PATTERNS,
-                )
+                let (arena, lens) = decoded!("o200k_base");
+                Tokenizer::new(arena, lens, &split::O200K_PATTERNS)
             }),
             Encoding::Cl100kBase => CL100K.get_or_init(|| {
-                Tokenizer::new(
-                    include_str!("../../assets/cl100k_base.tiktoken"),
-                    &split::CL100K_PATTERNS,
-                )
+                let (arena, lens) = decoded!("cl100k_base");
+                Tokenizer::new(arena, lens, &split::CL100K_PATTERNS)
             }),
         }
     }
@@ -155,10 +163,10 @@ struct Tokenizer {
 }
 
 impl Tokenizer {
-    fn new(file: &str, patterns: &[&str]) -> Self {
+    fn new(arena: &'static [u8], lens: &[u8], patterns: &[&str]) -> Self {
         Tokenizer {
             splitter: Splitter::new(patterns),
-            vocab: Vocab::parse(file),
+            vocab: Vocab::new(arena, lens),
         }
     }
 
@@ -207,8 +215,8 @@ mod tests {
 
     #[test]
     fn each_vocabulary_is_one_compact_table() {
-        // Every token of the published file, held in a few MiB: the token bytes in one arena
-        // plus a hash table of 8-byte entries.
+        // Every token of the published file; on the heap only a hash table of 8-byte entries
+        // (and a control byte each), the token bytes being embedded.
         for (e, tokens) in [
             (Encoding::O200kBase, 199_998),
             (Encoding::Cl100kBase, 100_256),
@@ -216,7 +224,7 @@ mod tests {
             let vocab = &e.tokenizer().vocab;
             assert_eq!(vocab.len(), tokens, "{e}");
             assert!(
-                vocab.heap_bytes() < 4 << 20,
+                vocab.heap_bytes() < 12 * tokens,
                 "{e}: {} bytes",
                 vocab.heap_bytes()
             );

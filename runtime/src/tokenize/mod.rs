@@ -2,18 +2,48 @@
 //!
 //! Each backend names its encoding in the config (`tokenizer: "o200k_base"`); the context pager
 //! counts page tokens with it and the KV-cache pool cuts prompts into blocks of its token ids.
-//! The BPE tables ship inside the `tiktoken-rs` crate, so nothing is fetched at run time; each
-//! table is parsed once per process, on first use.
+//! The ids are those of tiktoken's `encode_ordinary` (the tests check them against
+//! `tiktoken-rs`), computed in three steps, one module each:
+//!
+//! - `split`: tiktoken's split pattern cuts the text into pieces (words with their leading
+//!   space, digit groups, punctuation runs, whitespace runs), matched by a DFA;
+//! - `vocab`: one table per encoding: every token's bytes in one arena, looked up by a hash
+//!   table of spans into it;
+//! - `bpe`: each piece that is not a token by itself is merged byte pair by byte pair, lowest
+//!   rank first.
+//!
+//! The vocabularies are the published `.tiktoken` files, vendored in `runtime/assets/`, so
+//! nothing is fetched at run time. The build script decodes them into the arena form, which the
+//! crate embeds; a process builds an encoding's hash table (and compiles its split pattern) once,
+//! when the encoding is first used.
 //!
 //! A chat message costs its content tokens plus [`MESSAGE_OVERHEAD_TOKENS`] for the role and the
 //! separators, and a prompt adds [`REPLY_PRIMING_TOKENS`], the way OpenAI documents chat token
 //! accounting for its models.
 
-use std::fmt;
+mod bpe;
+#[cfg(test)]
+mod equivalence;
+mod split;
+mod vocab;
 
-use tiktoken_rs::CoreBPE;
+use std::fmt;
+use std::sync::OnceLock;
 
 use crate::llm::{ChatMessage, Role};
+use split::Splitter;
+use vocab::{Rank, Vocab};
+
+/// The vocabulary `build.rs` decoded from `assets/<name>.tiktoken`: every token's bytes back to
+/// back in rank order, and each token's length.
+macro_rules! decoded {
+    ($name:literal) => {
+        (
+            include_bytes!(concat!(env!("OUT_DIR"), "/", $name, ".bytes")).as_slice(),
+            include_bytes!(concat!(env!("OUT_DIR"), "/", $name, ".lens")).as_slice(),
+        )
+    };
+}
 
 /// Tokens every chat message costs beyond its content (role and separators).
 pub const MESSAGE_OVERHEAD_TOKENS: usize = 3;
@@ -48,17 +78,29 @@ impl Encoding {
         }
     }
 
-    fn bpe(self) -> &'static CoreBPE {
+    /// This encoding's tokenizer, built on first use. `OnceLock` makes concurrent first
+    /// callers wait for one build rather than each building their own.
+    fn tokenizer(self) -> &'static Tokenizer {
+        static O200K: OnceLock<Tokenizer> = OnceLock::new();
+        static CL100K: OnceLock<Tokenizer> = OnceLock::new();
         match self {
-            Encoding::O200kBase => tiktoken_rs::o200k_base_singleton(),
-            Encoding::Cl100kBase => tiktoken_rs::cl100k_base_singleton(),
+            Encoding::O200kBase => O200K.get_or_init(|| {
+                let (arena, lens) = decoded!("o200k_base");
+                Tokenizer::new(arena, lens, &split::O200K_PATTERNS)
+            }),
+            Encoding::Cl100kBase => CL100K.get_or_init(|| {
+                let (arena, lens) = decoded!("cl100k_base");
+                Tokenizer::new(arena, lens, &split::CL100K_PATTERNS)
+            }),
         }
     }
 
     /// The token ids of `text`. Special-token text is encoded as ordinary text, so input can
     /// never smuggle control tokens in.
     pub fn encode(self, text: &str) -> Vec<u32> {
-        self.bpe().encode_ordinary(text)
+        let mut ids = Vec::with_capacity(text.len() / 4);
+        self.tokenizer().encode(text, |id| ids.push(id));
+        ids
     }
 
     /// How many tokens `text` has.
@@ -66,7 +108,9 @@ impl Encoding {
         if text.is_empty() {
             return 0;
         }
-        self.bpe().encode_ordinary(text).len()
+        let mut n = 0;
+        self.tokenizer().encode(text, |_| n += 1);
+        n
     }
 
     /// Tokens of one chat message: overhead, content, and any tool calls it carries.
@@ -92,13 +136,14 @@ impl Encoding {
     /// prompts share an id prefix exactly when they share a message prefix. This is the sequence
     /// the KV-cache pool cuts into blocks.
     pub fn encode_prompt(self, messages: &[ChatMessage]) -> Vec<u32> {
+        let tokenizer = self.tokenizer();
         let mut ids = Vec::new();
         for m in messages {
             ids.push(role_marker(m.role));
-            ids.extend(self.encode(&m.content));
+            tokenizer.encode(&m.content, |id| ids.push(id));
             for c in &m.tool_calls {
-                ids.extend(self.encode(&c.name));
-                ids.extend(self.encode(&c.arguments.to_string()));
+                tokenizer.encode(&c.name, |id| ids.push(id));
+                tokenizer.encode(&c.arguments.to_string(), |id| ids.push(id));
             }
         }
         ids
@@ -108,6 +153,28 @@ impl Encoding {
 impl fmt::Display for Encoding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// One encoding: its split pattern and its vocabulary.
+struct Tokenizer {
+    splitter: Splitter,
+    vocab: Vocab,
+}
+
+impl Tokenizer {
+    fn new(arena: &'static [u8], lens: &[u8], patterns: &[&str]) -> Self {
+        Tokenizer {
+            splitter: Splitter::new(patterns),
+            vocab: Vocab::new(arena, lens),
+        }
+    }
+
+    /// Calls `out` with each token id of `text`, in order.
+    fn encode(&self, text: &str, mut out: impl FnMut(Rank)) {
+        self.splitter.for_each_piece(text, |piece| {
+            bpe::encode_piece(&self.vocab, piece.as_bytes(), &mut out)
+        });
     }
 }
 
@@ -144,6 +211,24 @@ mod tests {
         assert_eq!(Encoding::O200kBase.encode("hello world"), vec![24912, 2375]);
         assert_eq!(Encoding::O200kBase.count(""), 0);
         assert!(Encoding::O200kBase.count(&"word ".repeat(100)) >= 100);
+    }
+
+    #[test]
+    fn each_vocabulary_is_one_compact_table() {
+        // Every token of the published file; on the heap only a hash table of 8-byte entries
+        // (and a control byte each), the token bytes being embedded.
+        for (e, tokens) in [
+            (Encoding::O200kBase, 199_998),
+            (Encoding::Cl100kBase, 100_256),
+        ] {
+            let vocab = &e.tokenizer().vocab;
+            assert_eq!(vocab.len(), tokens, "{e}");
+            assert!(
+                vocab.heap_bytes() < 12 * tokens,
+                "{e}: {} bytes",
+                vocab.heap_bytes()
+            );
+        }
     }
 
     #[test]

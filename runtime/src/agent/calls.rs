@@ -1,5 +1,6 @@
 //! One attempt's tool calls and journal records: what the loop and the replay share.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
@@ -28,7 +29,13 @@ pub(super) struct Attempt<'a> {
     pub context: String,
     /// The tool context (task filled in); each call gets its own identity.
     pub tool_ctx: ToolContext,
+    /// Records queued under `sync` whose commit is confirmed at the next step boundary (see
+    /// [`Attempt::confirm_records`]), each with what it records.
+    pub pending: Mutex<Vec<(String, PendingRecord)>>,
 }
+
+/// A queued record's answer.
+pub(super) type PendingRecord = BoxFuture<'static, Result<(), PromptError>>;
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -79,17 +86,29 @@ impl Attempt<'_> {
             .unwrap_or(SideEffect::AtMostOnce)
     }
 
-    /// Waits for a record under `sync`; otherwise lets it commit in the background (it is
-    /// already queued, in order; the spawned task keeps it from being withdrawn).
+    /// Waits for a record under `sync`, or, when `defer`, leaves its commit to be confirmed
+    /// at the next step boundary ([`Attempt::confirm_records`]); otherwise lets it commit in
+    /// the background (it is already queued, in order; the spawned task keeps it from being
+    /// withdrawn).
     async fn record(
         &self,
         what: String,
-        record: BoxFuture<'static, Result<(), PromptError>>,
+        mut record: PendingRecord,
+        defer: bool,
     ) -> Result<(), Outcome> {
         if self.setup.durability.waits() {
-            return record
-                .await
-                .map_err(|e| record_failed(self.sink(), self.agent, &what, e));
+            if !defer {
+                return record
+                    .await
+                    .map_err(|e| record_failed(self.sink(), self.agent, &what, e));
+            }
+            // Polled once now, so that a record waiting for room in a full queue takes its
+            // place before the requests made after it.
+            if let std::task::Poll::Ready(done) = futures::poll!(record.as_mut()) {
+                return done.map_err(|e| record_failed(self.sink(), self.agent, &what, e));
+            }
+            self.pending_records().push((what, record));
+            return Ok(());
         }
         let agent = self.agent.to_owned();
         tokio::spawn(async move {
@@ -101,7 +120,30 @@ impl Attempt<'_> {
         Ok(())
     }
 
-    /// Records an LLM reply of `step`.
+    /// The records whose commit is still to be confirmed.
+    fn pending_records(&self) -> std::sync::MutexGuard<'_, Vec<(String, PendingRecord)>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Under `sync`, waits for every deferred record's commit: called at each step boundary
+    /// (once the next prompt is built, before the next LLM call) and before an answer counts.
+    /// A record the pager could not store fails the attempt, as if it had been awaited.
+    /// Requests are served in order, so by the time the next prompt comes back they are
+    /// normally answered already: one round trip per step instead of one per record.
+    pub async fn confirm_records(&self) -> Result<(), Outcome> {
+        let pending = std::mem::take(&mut *self.pending_records());
+        for (what, record) in pending {
+            record
+                .await
+                .map_err(|e| record_failed(self.sink(), self.agent, &what, e))?;
+        }
+        Ok(())
+    }
+
+    /// Records an LLM reply of `step`. Under `sync` its commit is awaited before any of its
+    /// calls runs, unless every call is pure (running a pure call again after a crash harms
+    /// nothing) or it calls none (the answer counts only once it is confirmed): then it is
+    /// confirmed at the next step boundary.
     pub async fn record_reply(
         &self,
         step: u32,
@@ -110,6 +152,10 @@ impl Attempt<'_> {
         finish_reason: &str,
         duration: Duration,
     ) -> Result<(), Outcome> {
+        let defer = reply
+            .tool_calls
+            .iter()
+            .all(|c| self.class_of(&c.name) == SideEffect::Pure);
         let record = self.ports.prompts.record_reply(
             self.agent,
             &self.context,
@@ -118,7 +164,7 @@ impl Attempt<'_> {
             usage,
             finish_reason,
         );
-        self.record(format!("the reply of step {step}"), record)
+        self.record(format!("the reply of step {step}"), record, defer)
             .await
     }
 
@@ -147,9 +193,13 @@ impl Attempt<'_> {
             ),
             detail,
         );
+        // A result's commit is confirmed at the next step boundary under `sync`: the call has
+        // run, and a later at-most-once call's start marker, which is awaited, is queued
+        // after it.
         self.record(
             format!("the result of {} (step {step}, call {index})", call.name),
             record,
+            true,
         )
         .await
     }
@@ -290,6 +340,9 @@ impl Attempt<'_> {
             // The output still reaches dependents through their input templates; only the
             // shared page for unquoted dependents is missing.
             tracing::warn!(agent, task = %task, error = %e, "task output not shared");
+        }
+        if let Err(outcome) = self.confirm_records().await {
+            return outcome;
         }
         Outcome::Succeeded { output: content }
     }

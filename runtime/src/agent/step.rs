@@ -172,6 +172,7 @@ async fn steps(
         task: task.clone(),
         context: context.clone(),
         tool_ctx,
+        pending: Default::default(),
     };
     let first_step = match resume(&attempt, &opened.journal, usage).await {
         Ok(step) => step,
@@ -202,6 +203,10 @@ async fn steps(
             Ok(b) => b,
             Err(e) => return pager_failed(sink, agent, "cannot build the prompt", e),
         };
+        // The previous step's records are committed before this step's call goes out.
+        if let Err(outcome) = attempt.confirm_records().await {
+            return outcome;
+        }
         sink.emit(StepEvent::PagerRequest(&PagerRequestFinished {
             agent,
             outcome: PagerOutcome::Ok,

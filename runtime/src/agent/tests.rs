@@ -161,6 +161,9 @@ struct FakePrompts {
     records: Mutex<Vec<String>>,
     /// While set, every record fails as a store that is down.
     fail_records: bool,
+    /// While set, a record answers only after the caller yields once (as a real pager does,
+    /// from another thread), not when it is first polled.
+    slow_records: bool,
 }
 
 impl FakePrompts {
@@ -196,8 +199,11 @@ impl FakePrompts {
 
     fn record(&self, line: String) -> BoxFuture<'static, Result<(), PromptError>> {
         self.records.lock().unwrap().push(line);
-        let fail = self.fail_records;
+        let (fail, slow) = (self.fail_records, self.slow_records);
         Box::pin(async move {
+            if slow {
+                tokio::task::yield_now().await;
+            }
             if fail {
                 Err(PromptError::Unavailable("store down".into()))
             } else {

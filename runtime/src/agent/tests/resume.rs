@@ -202,6 +202,67 @@ async fn under_sync_a_failing_record_fails_the_attempt_for_a_retry() {
 }
 
 #[tokio::test]
+async fn under_sync_a_pure_call_runs_before_its_reply_commits_and_a_lost_record_fails_at_the_boundary(
+) {
+    let prompts = FakePrompts {
+        fail_records: true,
+        slow_records: true,
+        ..FakePrompts::default()
+    };
+    let r = rig(
+        vec![
+            Reply::Calls(vec![("calculator", json!({}))]),
+            Reply::Answer("done"),
+        ],
+        TOOLS,
+        5,
+        prompts,
+    );
+    let result = r.run().await;
+    let (reason, retryable, _) = failure(&result);
+    assert!(retryable, "{reason}");
+    assert!(
+        reason.contains("cannot record the reply of step 0"),
+        "the first lost record is the one reported: {reason}"
+    );
+    assert_eq!(r.tools.ran().len(), 1, "the pure call did not wait");
+    assert_eq!(
+        r.backend.calls(),
+        1,
+        "no LLM call went out before the step's records were confirmed"
+    );
+    r.assert_released();
+}
+
+#[tokio::test]
+async fn under_sync_a_call_with_effects_waits_for_its_reply_to_commit() {
+    let prompts = FakePrompts {
+        fail_records: true,
+        slow_records: true,
+        ..FakePrompts::default()
+    };
+    let r = rig(
+        vec![Reply::Calls(vec![
+            ("calculator", json!({})),
+            ("launch", json!({})),
+        ])],
+        TOOLS,
+        5,
+        prompts,
+    );
+    let result = r.run().await;
+    let (reason, _, _) = failure(&result);
+    assert!(
+        reason.contains("cannot record the reply of step 0"),
+        "{reason}"
+    );
+    assert!(
+        r.tools.ran().is_empty(),
+        "no call ran past an unrecorded reply that calls an at-most-once tool"
+    );
+}
+
+#[tokio::test]
 async fn under_async_records_do_not_hold_the_attempt_but_a_start_marker_still_does() {
     let prompts = FakePrompts {
         fail_records: true,

@@ -38,7 +38,7 @@ impl SchedulerCore {
 
     /// The lifecycle status of `agent`, or `None` if the config does not declare it.
     pub fn agent_status(&self, agent: &str) -> Option<AgentStatus> {
-        self.cfg.agent(agent)?;
+        self.spec(agent)?;
         Some(if self.killed.contains_key(agent) {
             AgentStatus::Killed
         } else if self.suspended.contains(agent) {
@@ -332,7 +332,7 @@ impl SchedulerCore {
     }
 
     fn declared(&self, agent: &str) -> Result<(), Refused> {
-        match self.cfg.agent(agent) {
+        match self.spec(agent) {
             Some(_) => Ok(()),
             None => Err(Refused::NotFound(format!(
                 "agent {agent:?} is not declared in the config"
@@ -374,8 +374,7 @@ impl SchedulerCore {
         self.dirty.control(agent);
         let grace = self.cfg.runtime.lease_grace;
         let timeout = self
-            .cfg
-            .agent(agent)
+            .spec(agent)
             .map_or(Duration::from_secs(60), |a| a.timeout);
         for id in self.leases_of(agent) {
             self.leases.update(&id, |l| {
@@ -483,7 +482,7 @@ impl SchedulerCore {
         if self.workflows[w].finished.is_some() || self.workflows[w].cancelled_by.is_some() {
             return Err(SpawnError::Closed(wf_id));
         }
-        if self.cfg.agent(&req.agent).is_none() {
+        if self.spec(&req.agent).is_none() {
             return Err(SpawnError::UnknownAgent(req.agent));
         }
         let limits = self.cfg.runtime.spawn;

@@ -259,6 +259,7 @@ impl SchedulerCore {
             }),
             now,
         );
+        // The same agents as the config the core was built from: its agent index holds.
         core.cfg = cfg.clone();
         core.pending.clear();
         let mut ignored = Vec::new();

@@ -34,7 +34,7 @@ pub use types::*;
 use idle::IdleQueue;
 use leases::Leases;
 
-use crate::config::Config;
+use crate::config::{AgentSpec, Config};
 use crate::llm::Usage;
 use crate::model::template;
 use crate::model::{InstanceId, TaskKey, TaskState};
@@ -45,6 +45,8 @@ use crate::policy::ready_queue::ReadyQueue;
 #[derive(Debug)]
 pub struct SchedulerCore {
     cfg: Arc<Config>,
+    /// Agent name -> its index in `cfg.agents` (built once: `Config::agent` walks them all).
+    agent_index: HashMap<String, usize>,
     tasks: Vec<TaskRecord>,
     index: HashMap<TaskKey, usize>,
     ready: ReadyQueue,
@@ -81,6 +83,7 @@ impl SchedulerCore {
         let mut core = Self {
             share: share::Share::new(&cfg),
             ready: ReadyQueue::new(now, cfg.runtime.aging_per_sec),
+            agent_index: agent_index(&cfg),
             cfg: cfg.clone(),
             tasks: Vec::new(),
             index: HashMap::new(),
@@ -167,6 +170,11 @@ impl SchedulerCore {
     /// Whether `instance` holds a live lease.
     pub fn holds(&self, instance: &InstanceId) -> bool {
         self.leases.of_instance(instance).is_some()
+    }
+
+    /// The spec of the agent called `name` (O(1), unlike [`Config::agent`]).
+    pub(crate) fn spec(&self, name: &str) -> Option<&AgentSpec> {
+        self.agent_index.get(name).map(|&i| &self.cfg.agents[i])
     }
 
     /// An agent instance is idle and can take a task.
@@ -333,9 +341,8 @@ impl SchedulerCore {
     ) -> Dispatch {
         let id = LeaseId(self.next_lease);
         self.next_lease += 1;
-        let agent = self.cfg.agent(&instance.agent);
+        let agent = self.spec(&instance.agent);
         let timeout = agent.map(|a| a.timeout).unwrap_or(Duration::from_secs(60));
-        // From the spec found above: `cfg.agent` is a walk over every agent.
         let priority =
             agent.map_or(50, |a| a.priority as i32) + i32::from(self.tasks[idx].priority_boost);
         let deadline = later(now, timeout + self.cfg.runtime.lease_grace);
@@ -489,7 +496,11 @@ impl SchedulerCore {
                     error: Some(reason.clone()),
                 });
                 t.last_error = Some(reason.clone());
-                let policy = self.cfg.agent(&agent).map(|a| a.retry);
+                // `self.spec`, by fields: `t` is still borrowed.
+                let policy = self
+                    .agent_index
+                    .get(&agent)
+                    .map(|&i| self.cfg.agents[i].retry);
                 let attempts = t.attempts_on_agent;
                 match policy {
                     Some(p)
@@ -525,7 +536,7 @@ impl SchedulerCore {
         self.dirty.task(idx);
         self.retry_due.remove(&idx);
         let agent = self.tasks[idx].current_agent.clone();
-        let fallback = self.cfg.agent(&agent).and_then(|a| a.fallback.clone());
+        let fallback = self.spec(&agent).and_then(|a| a.fallback.clone());
         match fallback {
             Some(next) if !self.tasks[idx].chain.contains(&next) => {
                 let t = &mut self.tasks[idx];
@@ -657,6 +668,15 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// `now + d`, with `d` capped at a year so that no setting or reply can overflow an `Instant`.
 fn later(now: Instant, d: Duration) -> Instant {
     now + d.min(Duration::from_secs(31_536_000))
+}
+
+/// Agent name -> index in `cfg.agents` (the first of a name, as [`Config::agent`] finds it).
+fn agent_index(cfg: &Config) -> HashMap<String, usize> {
+    let mut index = HashMap::with_capacity(cfg.agents.len());
+    for (i, a) in cfg.agents.iter().enumerate() {
+        index.entry(a.name.clone()).or_insert(i);
+    }
+    index
 }
 
 fn state_slot(s: TaskState) -> usize {

@@ -359,8 +359,7 @@ impl SchedulerCore {
     pub(super) fn base_priority(&self, idx: usize) -> i32 {
         let t = &self.tasks[idx];
         let base = self
-            .cfg
-            .agent(&t.current_agent)
+            .spec(&t.current_agent)
             .map(|a| a.priority as i32)
             .unwrap_or(50);
         base + t.priority_boost as i32

@@ -239,8 +239,10 @@ impl Scheduler {
     /// Sends what changed to the store (nothing under `durability: exit`, which writes
     /// everything at the end); answers the commit to wait for, if anything was sent.
     fn persist(&mut self) -> Option<Ack<()>> {
-        let mut s = self.state();
-        let store = s.store.clone()?;
+        let mut guard = self.state();
+        // Borrowed field by field, not cloned: this runs after every message.
+        let s = &mut *guard;
+        let store = s.store.as_ref()?;
         if store.durability == Durability::Exit {
             return None;
         }

@@ -26,7 +26,7 @@ use agentos_runtime::events::sched::{
     AttemptFinished, LeaseExpired, StaleReport, TaskCounts, TaskFellBack, TaskRetried,
     TaskStateChanged,
 };
-use agentos_runtime::model::InstanceId;
+use agentos_runtime::model::{InstanceId, TaskState};
 use agentos_runtime::policy::supervision::RestartType;
 use agentos_runtime::sched::{AgentStatus, Outcome, SchedEvent, SchedulerCore};
 use agentos_runtime::store::AuditRow;
@@ -191,7 +191,12 @@ pub struct Scheduler {
     timer: Option<SpawnHandle>,
     /// The commit of the rows written by the last pump (control-plane replies wait for it).
     last_ack: Option<Ack<()>>,
+    /// The task counts last set on the gauges by this incarnation.
+    counts: Option<TaskCountArray>,
 }
+
+/// Tasks in each state, in [`TaskState::ALL`] order.
+type TaskCountArray = [(TaskState, usize); 7];
 
 impl Scheduler {
     /// A scheduler over shared state.
@@ -206,14 +211,38 @@ impl Scheduler {
             notice,
             timer: None,
             last_ack: None,
+            counts: None,
         }
+    }
+
+    /// Sets the task-count gauges whose count changed since this incarnation last set them
+    /// (every one when `all`, as the tick does): a pump changes two counts at most, and each
+    /// gauge set is a registry look-up.
+    fn emit_counts(&mut self, counts: TaskCountArray, all: bool) {
+        let mut changed = counts;
+        let mut n = 0;
+        for (i, &c) in counts.iter().enumerate() {
+            if all || self.counts.is_none_or(|last| last[i] != c) {
+                changed[n] = c;
+                n += 1;
+            }
+        }
+        if n > 0 {
+            TaskCounts {
+                counts: &changed[..n],
+            }
+            .emit();
+        }
+        self.counts = Some(counts);
     }
 
     /// Sends what changed to the store (nothing under `durability: exit`, which writes
     /// everything at the end); answers the commit to wait for, if anything was sent.
     fn persist(&mut self) -> Option<Ack<()>> {
-        let mut s = self.state();
-        let store = s.store.clone()?;
+        let mut guard = self.state();
+        // Borrowed field by field, not cloned: this runs after every message.
+        let s = &mut *guard;
+        let store = s.store.as_ref()?;
         if store.durability == Durability::Exit {
             return None;
         }
@@ -301,7 +330,7 @@ impl Scheduler {
             let s = self.state();
             (s.core.counts(), s.core.is_done(), s.core.next_deadline())
         };
-        TaskCounts { counts: &counts }.emit();
+        self.emit_counts(counts, false);
         if done && !*self.links.board.done.borrow() {
             self.links.board.done.send_replace(true);
         }
@@ -513,8 +542,8 @@ impl Scheduler {
         }
     }
 
-    /// Once a second: stores changed quota counters, refreshes the quota, concurrency and
-    /// fair-share gauges, and follows the leases the quota gate holds.
+    /// Once a second: stores changed quota counters, refreshes the task-count, quota,
+    /// concurrency and fair-share gauges, and follows the leases the quota gate holds.
     fn tick(&mut self, ctx: &mut Context<Self>) {
         let gated = {
             let s = self.state();
@@ -528,6 +557,9 @@ impl Scheduler {
             // Nobody waits for it; a lost batch is made up for by the next one.
             drop(ack);
         }
+        // Every count once a tick, so that no gauge lags behind for long whatever happened.
+        let counts = self.state().core.counts();
+        self.emit_counts(counts, true);
         let s = self.state();
         if let Some(q) = &s.quotas {
             q.status();
@@ -662,8 +694,7 @@ impl Handler<AgentDown> for Scheduler {
         let events = {
             let mut s = self.state();
             s.agents.remove(&msg.instance);
-            let held = s.core.leases().any(|l| l.instance == msg.instance);
-            if held {
+            if s.core.holds(&msg.instance) {
                 AttemptFinished {
                     agent: &msg.instance.agent,
                     outcome: AttemptOutcome::Failed,

@@ -38,7 +38,7 @@ impl SchedulerCore {
 
     /// The lifecycle status of `agent`, or `None` if the config does not declare it.
     pub fn agent_status(&self, agent: &str) -> Option<AgentStatus> {
-        self.cfg.agent(agent)?;
+        self.spec(agent)?;
         Some(if self.killed.contains_key(agent) {
             AgentStatus::Killed
         } else if self.suspended.contains(agent) {
@@ -309,9 +309,8 @@ impl SchedulerCore {
             let agent = self.tasks[idx].current_agent.clone();
             match state {
                 TaskState::Running => {
-                    let held = self.leases.values().find(|l| l.task == idx).map(|l| l.id);
+                    let held = self.leases.of_task(idx);
                     if let Some(lease) = held.and_then(|id| self.leases.remove(&id)) {
-                        self.by_instance.remove(&lease.instance);
                         self.cancelled.insert(lease.id, idx);
                         events.push(SchedEvent::AttemptCancelled {
                             task: self.tasks[idx].key.clone(),
@@ -333,7 +332,7 @@ impl SchedulerCore {
     }
 
     fn declared(&self, agent: &str) -> Result<(), Refused> {
-        match self.cfg.agent(agent) {
+        match self.spec(agent) {
             Some(_) => Ok(()),
             None => Err(Refused::NotFound(format!(
                 "agent {agent:?} is not declared in the config"
@@ -351,10 +350,8 @@ impl SchedulerCore {
         }
         self.suspended.insert(agent.to_owned());
         self.dirty.control(agent);
-        for l in self.leases.values_mut() {
-            if l.instance.agent == agent {
-                l.paused = true;
-            }
+        for id in self.leases_of(agent) {
+            self.leases.update(&id, |l| l.paused = true);
         }
         Ok(vec![SchedEvent::AgentControlled {
             agent: agent.to_owned(),
@@ -377,14 +374,15 @@ impl SchedulerCore {
         self.dirty.control(agent);
         let grace = self.cfg.runtime.lease_grace;
         let timeout = self
-            .cfg
-            .agent(agent)
+            .spec(agent)
             .map_or(Duration::from_secs(60), |a| a.timeout);
-        for l in self.leases.values_mut() {
-            if l.instance.agent == agent && l.paused {
-                l.paused = false;
-                l.deadline = later(now, timeout + grace);
-            }
+        for id in self.leases_of(agent) {
+            self.leases.update(&id, |l| {
+                if l.paused {
+                    l.paused = false;
+                    l.deadline = later(now, timeout + grace);
+                }
+            });
         }
         Ok((
             was_killed,
@@ -420,13 +418,7 @@ impl SchedulerCore {
             action: AgentAction::Kill,
             by: by.to_owned(),
         }];
-        let held: Vec<LeaseId> = self
-            .leases
-            .values()
-            .filter(|l| l.instance.agent == agent)
-            .map(|l| l.id)
-            .collect();
-        for lease in held {
+        for lease in self.leases_of(agent) {
             let outcome = Outcome::Failed {
                 reason: why.clone(),
                 retryable: true,
@@ -452,6 +444,16 @@ impl SchedulerCore {
             self.fall_back_or_fail(idx, now, &mut events);
         }
         Ok(events)
+    }
+
+    /// The live leases of `agent`'s instances (a walk over every lease: control actions are
+    /// rare, unlike the events the lease indexes serve).
+    fn leases_of(&self, agent: &str) -> Vec<LeaseId> {
+        self.leases
+            .iter()
+            .filter(|l| l.instance.agent == agent)
+            .map(|l| l.id)
+            .collect()
     }
 
     /// Adds a task to the workflow of the running task `parent` (`workflow/task`).
@@ -480,7 +482,7 @@ impl SchedulerCore {
         if self.workflows[w].finished.is_some() || self.workflows[w].cancelled_by.is_some() {
             return Err(SpawnError::Closed(wf_id));
         }
-        if self.cfg.agent(&req.agent).is_none() {
+        if self.spec(&req.agent).is_none() {
             return Err(SpawnError::UnknownAgent(req.agent));
         }
         let limits = self.cfg.runtime.spawn;

@@ -259,6 +259,7 @@ impl SchedulerCore {
             }),
             now,
         );
+        // The same agents as the config the core was built from: its agent index holds.
         core.cfg = cfg.clone();
         core.pending.clear();
         let mut ignored = Vec::new();
@@ -669,9 +670,7 @@ pub fn audit_rows(events: &[SchedEvent], wall_ms: i64) -> Vec<AuditRow> {
                 reason,
             } => AuditRow {
                 attempt: Some(*attempt),
-                detail:
-                    serde_json::json!({"from": from.label(), "to": to.label(), "reason": reason})
-                        .to_string(),
+                detail: state_detail(from.label(), reason.as_deref(), to.label()),
                 ..row(
                     "task_state",
                     "scheduler",
@@ -783,4 +782,35 @@ pub fn audit_rows(events: &[SchedEvent], wall_ms: i64) -> Vec<AuditRow> {
         })
         })
         .collect()
+}
+
+/// The detail of a task transition's audit entry, `{"from":…,"reason":…,"to":…}`, exactly as
+/// `json!` writes it (keys sorted) but without building a JSON value first: every task
+/// transition writes one.
+fn state_detail(from: &str, reason: Option<&str>, to: &str) -> String {
+    #[derive(serde::Serialize)]
+    struct Detail<'a> {
+        from: &'a str,
+        reason: Option<&'a str>,
+        to: &'a str,
+    }
+    // Strings and a null only: serializing them to a String cannot fail.
+    serde_json::to_string(&Detail { from, reason, to }).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transition_detail_reads_as_the_json_value_wrote_it() {
+        for (from, reason, to) in [
+            ("ready", None, "running"),
+            ("running", Some("completed"), "succeeded"),
+            ("running", Some("said \"no\"\n\tthen \u{1}é"), "failed"),
+        ] {
+            let value = serde_json::json!({"from": from, "to": to, "reason": reason}).to_string();
+            assert_eq!(state_detail(from, reason, to), value);
+        }
+    }
 }

@@ -20,6 +20,7 @@
 mod control;
 mod durable;
 mod idle;
+mod leases;
 mod share;
 mod types;
 
@@ -31,8 +32,9 @@ pub use durable::{audit_rows, config_hash, Incompatible, Recovered};
 pub use types::*;
 
 use idle::IdleQueue;
+use leases::Leases;
 
-use crate::config::Config;
+use crate::config::{AgentSpec, Config};
 use crate::llm::Usage;
 use crate::model::template;
 use crate::model::{InstanceId, TaskKey, TaskState};
@@ -43,13 +45,14 @@ use crate::policy::ready_queue::ReadyQueue;
 #[derive(Debug)]
 pub struct SchedulerCore {
     cfg: Arc<Config>,
+    /// Agent name -> its index in `cfg.agents` (built once: `Config::agent` walks them all).
+    agent_index: HashMap<String, usize>,
     tasks: Vec<TaskRecord>,
     index: HashMap<TaskKey, usize>,
     ready: ReadyQueue,
     delayed: BTreeSet<(Instant, u64, usize)>,
     idle: HashMap<String, IdleQueue>,
-    leases: HashMap<LeaseId, Lease>,
-    by_instance: HashMap<InstanceId, LeaseId>,
+    leases: Leases,
     next_lease: u64,
     seq: u64,
     rng: SplitMix64,
@@ -80,13 +83,13 @@ impl SchedulerCore {
         let mut core = Self {
             share: share::Share::new(&cfg),
             ready: ReadyQueue::new(now, cfg.runtime.aging_per_sec),
+            agent_index: agent_index(&cfg),
             cfg: cfg.clone(),
             tasks: Vec::new(),
             index: HashMap::new(),
             delayed: BTreeSet::new(),
             idle: HashMap::new(),
-            leases: HashMap::new(),
-            by_instance: HashMap::new(),
+            leases: Leases::default(),
             next_lease: 1,
             seq: 0,
             rng: SplitMix64::new(0x5EED_A6E7),
@@ -161,7 +164,17 @@ impl SchedulerCore {
 
     /// Live leases.
     pub fn leases(&self) -> impl Iterator<Item = &Lease> {
-        self.leases.values()
+        self.leases.iter()
+    }
+
+    /// Whether `instance` holds a live lease.
+    pub fn holds(&self, instance: &InstanceId) -> bool {
+        self.leases.of_instance(instance).is_some()
+    }
+
+    /// The spec of the agent called `name` (O(1), unlike [`Config::agent`]).
+    pub(crate) fn spec(&self, name: &str) -> Option<&AgentSpec> {
+        self.agent_index.get(name).map(|&i| &self.cfg.agents[i])
     }
 
     /// An agent instance is idle and can take a task.
@@ -169,9 +182,19 @@ impl SchedulerCore {
         if self.killed.contains_key(&instance.agent) {
             return;
         }
-        let q = self.idle.entry(instance.agent.clone()).or_default();
-        if !self.by_instance.contains_key(&instance) {
-            q.push_back(instance);
+        let busy = self.leases.of_instance(&instance).is_some();
+        // The agent's name is copied only the first time one of its instances is idle.
+        match self.idle.get_mut(&instance.agent) {
+            Some(q) if !busy => q.push_back(instance),
+            Some(_) => {}
+            None => {
+                let mut q = IdleQueue::default();
+                let agent = instance.agent.clone();
+                if !busy {
+                    q.push_back(instance);
+                }
+                self.idle.insert(agent, q);
+            }
         }
     }
 
@@ -186,7 +209,7 @@ impl SchedulerCore {
             q.remove(instance);
         }
         let mut events = Vec::new();
-        if let Some(lease) = self.by_instance.get(instance).copied() {
+        if let Some(lease) = self.leases.of_instance(instance) {
             let outcome = Outcome::Failed {
                 reason: format!("agent {instance} died: {reason}"),
                 retryable: true,
@@ -242,7 +265,7 @@ impl SchedulerCore {
             self.dirty.task(idx);
             return Ok(Vec::new());
         }
-        if !self.leases.contains_key(&report.lease) {
+        if !self.leases.contains(&report.lease) {
             return Err(StaleLease(report.lease));
         }
         let mut events = Vec::new();
@@ -253,12 +276,11 @@ impl SchedulerCore {
     /// Revokes leases past their deadline; returns the instances that held them (to be
     /// restarted, since they did not report in time) and the events.
     pub fn expire(&mut self, now: Instant) -> (Vec<InstanceId>, Vec<SchedEvent>) {
-        let expired: Vec<LeaseId> = self
-            .leases
-            .values()
-            .filter(|l| !l.paused && l.held_since.is_none() && l.deadline <= now)
-            .map(|l| l.id)
-            .collect();
+        // Soonest first, from the deadline index: only what is due is looked at.
+        let expired = self.leases.due(now);
+        if expired.is_empty() {
+            return (Vec::new(), Vec::new());
+        }
         let mut events = Vec::new();
         let mut instances = Vec::new();
         for id in expired {
@@ -281,15 +303,11 @@ impl SchedulerCore {
         (instances, events)
     }
 
-    /// The next moment something is due: a delayed retry or a lease deadline.
+    /// The next moment something is due: a delayed retry or a lease deadline (a paused or
+    /// held lease has none). O(log n): both are the first entry of an ordered index.
     pub fn next_deadline(&self) -> Option<Instant> {
         let retry = self.delayed.first().map(|&(t, _, _)| t);
-        let lease = self
-            .leases
-            .values()
-            .filter(|l| !l.paused && l.held_since.is_none())
-            .map(|l| l.deadline)
-            .min();
+        let lease = self.leases.next_deadline();
         match (retry, lease) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -301,7 +319,6 @@ impl SchedulerCore {
     pub fn cancel_all(&mut self, reason: &str, now: Instant) -> Vec<SchedEvent> {
         let mut events = Vec::new();
         self.leases.clear();
-        self.by_instance.clear();
         self.share.flagged.clear();
         self.cancelled.clear();
         self.delayed.clear();
@@ -324,9 +341,8 @@ impl SchedulerCore {
     ) -> Dispatch {
         let id = LeaseId(self.next_lease);
         self.next_lease += 1;
-        let agent = self.cfg.agent(&instance.agent);
+        let agent = self.spec(&instance.agent);
         let timeout = agent.map(|a| a.timeout).unwrap_or(Duration::from_secs(60));
-        // From the spec found above: `cfg.agent` is a walk over every agent.
         let priority =
             agent.map_or(50, |a| a.priority as i32) + i32::from(self.tasks[idx].priority_boost);
         let deadline = later(now, timeout + self.cfg.runtime.lease_grace);
@@ -381,21 +397,18 @@ impl SchedulerCore {
             timeout,
             shared,
         };
-        self.leases.insert(
+        let paused = self.suspended.contains(&instance.agent);
+        self.leases.insert(Lease {
             id,
-            Lease {
-                id,
-                task: idx,
-                instance: instance.clone(),
-                started: now,
-                deadline,
-                paused: self.suspended.contains(&instance.agent),
-                priority,
-                charged,
-                held_since: None,
-            },
-        );
-        self.by_instance.insert(instance, id);
+            task: idx,
+            instance,
+            started: now,
+            deadline,
+            paused,
+            priority,
+            charged,
+            held_since: None,
+        });
         self.transition(idx, TaskState::Running, None, events);
         dispatch
     }
@@ -411,7 +424,6 @@ impl SchedulerCore {
         let Some(lease) = self.leases.remove(&lease) else {
             return;
         };
-        self.by_instance.remove(&lease.instance);
         self.share.flagged.remove(&lease.id);
         let idx = lease.task;
         self.dirty.task(idx);
@@ -484,7 +496,11 @@ impl SchedulerCore {
                     error: Some(reason.clone()),
                 });
                 t.last_error = Some(reason.clone());
-                let policy = self.cfg.agent(&agent).map(|a| a.retry);
+                // `self.spec`, by fields: `t` is still borrowed.
+                let policy = self
+                    .agent_index
+                    .get(&agent)
+                    .map(|&i| self.cfg.agents[i].retry);
                 let attempts = t.attempts_on_agent;
                 match policy {
                     Some(p)
@@ -520,7 +536,7 @@ impl SchedulerCore {
         self.dirty.task(idx);
         self.retry_due.remove(&idx);
         let agent = self.tasks[idx].current_agent.clone();
-        let fallback = self.cfg.agent(&agent).and_then(|a| a.fallback.clone());
+        let fallback = self.spec(&agent).and_then(|a| a.fallback.clone());
         match fallback {
             Some(next) if !self.tasks[idx].chain.contains(&next) => {
                 let t = &mut self.tasks[idx];
@@ -652,6 +668,15 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// `now + d`, with `d` capped at a year so that no setting or reply can overflow an `Instant`.
 fn later(now: Instant, d: Duration) -> Instant {
     now + d.min(Duration::from_secs(31_536_000))
+}
+
+/// Agent name -> index in `cfg.agents` (the first of a name, as [`Config::agent`] finds it).
+fn agent_index(cfg: &Config) -> HashMap<String, usize> {
+    let mut index = HashMap::with_capacity(cfg.agents.len());
+    for (i, a) in cfg.agents.iter().enumerate() {
+        index.entry(a.name.clone()).or_insert(i);
+    }
+    index
 }
 
 fn state_slot(s: TaskState) -> usize {

@@ -95,15 +95,31 @@ impl SchedulerCore {
 
     /// The instances whose LLM call the quota gate holds now: their leases stop running out
     /// while held, and a lease released is given the time it was held.
+    ///
+    /// O(held now + held before), not a walk over every lease: the actor asks on every event.
     pub fn hold_leases(&mut self, held: &HashSet<InstanceId>, now: Instant) {
-        for l in self.leases.values_mut() {
-            match (held.contains(&l.instance), l.held_since) {
-                (true, None) => l.held_since = Some(now),
-                (false, Some(since)) => {
-                    l.held_since = None;
+        let released: Vec<LeaseId> = self
+            .leases
+            .held()
+            .filter(|id| {
+                self.leases
+                    .get(id)
+                    .is_some_and(|l| !held.contains(&l.instance))
+            })
+            .collect();
+        for id in released {
+            self.leases.update(&id, |l| {
+                if let Some(since) = l.held_since.take() {
                     l.deadline += now.saturating_duration_since(since);
                 }
-                _ => {}
+            });
+        }
+        for instance in held {
+            let Some(id) = self.leases.of_instance(instance) else {
+                continue;
+            };
+            if self.leases.get(&id).is_some_and(|l| l.held_since.is_none()) {
+                self.leases.update(&id, |l| l.held_since = Some(now));
             }
         }
     }
@@ -278,24 +294,16 @@ impl SchedulerCore {
                 .collect();
             waiting.sort_by_key(|w| std::cmp::Reverse(w.0));
             // Candidates worst first: lowest priority, then running longest (the most likely
-            // to have used its slice). Sorted once; each waiting task takes the first that fits.
-            let mut victims: Vec<(i32, Instant, LeaseId, &str)> = if waiting.is_empty() {
-                Vec::new()
-            } else {
-                self.leases
-                    .values()
-                    .filter(|l| !l.paused)
-                    .map(|l| (l.priority, l.started, l.id, l.instance.agent.as_str()))
-                    .collect()
-            };
-            victims.sort();
+            // to have used its slice), from the lease table's index (kept ordered, not sorted
+            // per call); each waiting task takes the first that fits.
             let mut taken: HashSet<LeaseId> = HashSet::new();
             for (prio, agent, idx) in waiting {
-                let victim = victims
-                    .iter()
-                    .take_while(|v| i64::from(v.0) + gap <= prio)
-                    .find(|v| !taken.contains(&v.2) && (global_full || v.3 == agent))
-                    .map(|v| (v.2, v.0));
+                let victim = self
+                    .leases
+                    .victims()
+                    .take_while(|v| i64::from(v.priority) + gap <= prio)
+                    .find(|v| !taken.contains(&v.id) && (global_full || v.instance.agent == agent))
+                    .map(|v| (v.id, v.priority));
                 let Some((lease, victim_prio)) = victim else {
                     continue;
                 };
@@ -351,8 +359,7 @@ impl SchedulerCore {
     pub(super) fn base_priority(&self, idx: usize) -> i32 {
         let t = &self.tasks[idx];
         let base = self
-            .cfg
-            .agent(&t.current_agent)
+            .spec(&t.current_agent)
             .map(|a| a.priority as i32)
             .unwrap_or(50);
         base + t.priority_boost as i32

@@ -64,6 +64,9 @@ pub struct Supervisor {
     restarts: Option<Arc<AtomicU64>>,
     /// Set once the tree stops (shutdown or escalation): no restarts from then on.
     stopping: bool,
+    /// While stopping: children at this index and above are stopped already (the barrier
+    /// goes down the slots once, so stopping n children costs O(n), not O(n²)).
+    stop_below: usize,
     waiting: Option<Waiting>,
     /// `StopTree` senders, answered from `stopped()`.
     stopped_waiters: Vec<oneshot::Sender<()>>,
@@ -95,6 +98,7 @@ impl Supervisor {
             on_give_up: None,
             restarts: None,
             stopping: false,
+            stop_below: usize::MAX,
             waiting: None,
             stopped_waiters: Vec::new(),
         }
@@ -207,10 +211,15 @@ impl Supervisor {
     /// Asks the last running child (in start order) to stop and waits for its notice; stops
     /// the supervisor when none is left.
     fn stop_next(&mut self, ctx: &mut Context<Self>) {
-        let Some(index) = self.slots.iter().rposition(|s| s.handle.is_some()) else {
+        let below = self.stop_below.min(self.slots.len());
+        let Some(index) = self.slots[..below]
+            .iter()
+            .rposition(|s| s.handle.is_some())
+        else {
             ctx.stop();
             return;
         };
+        self.stop_below = index + 1;
         let slot = &self.slots[index];
         if let Some(h) = &slot.handle {
             h.stop();

@@ -43,12 +43,14 @@ fn exchange(step: usize) -> Vec<NewPage> {
     vec![
         NewPage {
             message: call,
+            ids: None,
             kind: PageKind::Message,
             pinned: false,
             shared_key: None,
         },
         NewPage {
             message: result,
+            ids: None,
             kind: PageKind::ToolResult,
             pinned: false,
             shared_key: None,
@@ -60,6 +62,7 @@ fn table_with<S: SwapDevice>(swap: &mut S, pages: usize) -> PageTable {
     let mut t = PageTable::new("bench", "w/t#1", settings());
     let pinned = |m, k| NewPage {
         message: m,
+        ids: None,
         kind: k,
         pinned: true,
         shared_key: None,

@@ -10,6 +10,7 @@ pub mod llm_bound;
 pub mod overhead;
 pub mod priority;
 pub mod quotas;
+pub mod react;
 pub mod sandbox_startup;
 
 use std::path::PathBuf;
@@ -160,6 +161,7 @@ pub fn registry() -> Vec<Scenario> {
         Scenario::new("priority", priority::run, priority::render),
         Scenario::new("fairness", fairness::run, fairness::render),
         Scenario::new("las", las::run, las::render),
+        Scenario::new("react", react::run, react::render),
     ]
 }
 

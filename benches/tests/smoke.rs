@@ -261,6 +261,22 @@ fn every_scenario_runs_at_smoke_size_and_reports_sane_numbers() {
     );
     assert_eq!(react["goals_skipped"].is_null(), langgraph_ran.len() == 2);
 
+    // `scale` measures memory per idle agent and one step for every agent, with no failure.
+    let scale = results_json(out.path(), "scale");
+    let idle = &scale["idle"][0];
+    assert!(idle["skipped"].is_null(), "{idle}");
+    assert_eq!(idle["samples"][0]["agents"], 1000, "{idle}");
+    assert!(idle["bytes_per_agent"].as_f64().unwrap() > 0.0, "{idle}");
+    assert!(idle["spawn_secs"].as_f64().unwrap() > 0.0, "{idle}");
+    let steps = &scale["steps"][0];
+    assert!(steps["result"]["skipped"].is_null(), "{steps}");
+    assert_eq!(steps["result"]["failed"], 0, "{steps}");
+    assert_eq!(steps["samples"][0]["tasks"], 1000, "{steps}");
+    assert_eq!(steps["samples"][0]["steps"], 1000, "{steps}");
+    let goals = scale["goals"].as_array().unwrap();
+    assert_eq!(goals.len(), 2, "{scale}");
+    assert_eq!(goals[1]["met"], true, "{scale}");
+
     // The server's latency model shows: an LLM-bound step takes at least its 50 ms base.
     let llm = report(out.path(), "llm_bound");
     assert!(
@@ -281,6 +297,7 @@ fn every_scenario_runs_at_smoke_size_and_reports_sane_numbers() {
         "## `fairness`",
         "## `las`",
         "## `react`",
+        "## `scale`",
         "Smoke run",
         "tokio_direct",
     ] {

@@ -12,6 +12,7 @@ pub mod priority;
 pub mod quotas;
 pub mod react;
 pub mod sandbox_startup;
+pub mod scale;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -162,6 +163,7 @@ pub fn registry() -> Vec<Scenario> {
         Scenario::new("fairness", fairness::run, fairness::render),
         Scenario::new("las", las::run, las::render),
         Scenario::new("react", react::run, react::render),
+        Scenario::new("scale", scale::run, scale::render),
     ]
 }
 

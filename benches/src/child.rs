@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::measure::Sample;
@@ -54,7 +55,13 @@ pub fn run_variant(exe: &Path, spec: &VariantSpec, limit: Duration) -> anyhow::R
 
 /// Runs `cmd`, which must print a [`Sample`] as JSON on its last stdout line, at most `limit`;
 /// past it the child is killed.
-pub fn run_sample(mut cmd: Command, limit: Duration) -> anyhow::Result<Sample> {
+pub fn run_sample(cmd: Command, limit: Duration) -> anyhow::Result<Sample> {
+    run_json(cmd, limit)
+}
+
+/// Runs `cmd`, which must print a `T` as JSON on its last stdout line, at most `limit`; past
+/// it the child is killed.
+pub fn run_json<T: DeserializeOwned>(mut cmd: Command, limit: Duration) -> anyhow::Result<T> {
     let what = format!("{cmd:?}");
     let what: String = what.chars().take(200).collect();
     let mut child = cmd

@@ -13,6 +13,12 @@ fn report(dir: &Path, name: &str) -> ScenarioReport {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+fn results_json(dir: &Path, name: &str) -> serde_json::Value {
+    let path = dir.join("results").join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 #[test]
 fn every_scenario_runs_at_smoke_size_and_reports_sane_numbers() {
     let out = tempfile::tempdir().unwrap();
@@ -213,6 +219,64 @@ fn every_scenario_runs_at_smoke_size_and_reports_sane_numbers() {
         "{quotas}"
     );
 
+    // `react` runs both AgentOS variants and LangGraph at every size, each AgentOS request a
+    // calculator call and an answer; the comparisons and goals exist exactly where LangGraph ran.
+    let react = results_json(out.path(), "react");
+    assert_eq!(react["scenario"], "react", "{react}");
+    let rows = react["results"].as_array().unwrap();
+    let mut langgraph_ran = Vec::new();
+    for n in [1, 10] {
+        for variant in ["agentos", "agentos_async", "langgraph"] {
+            let v = rows
+                .iter()
+                .find(|v| v["variant"] == variant && v["agents"] == n)
+                .unwrap_or_else(|| panic!("react: no {variant} × {n}: {react}"));
+            if !v["skipped"].is_null() {
+                assert_eq!(variant, "langgraph", "react: {v}");
+                assert!(v["samples"].as_array().unwrap().is_empty(), "{v}");
+                continue;
+            }
+            if variant == "langgraph" {
+                langgraph_ran.push(n);
+            }
+            let s = &v["samples"][0];
+            assert_eq!(v["failed"], 0, "react: {v}");
+            assert_eq!(s["tasks"], n, "react: {v}");
+            assert_eq!(s["steps"], 2 * n, "react: {v}");
+            assert!(v["tasks_per_sec"].as_f64().unwrap() > 0.0, "react: {v}");
+            assert!(v["task_p95_ms"].as_f64().unwrap() > 0.0, "react: {v}");
+            assert!(v["peak_rss_mib"].as_f64().unwrap() > 1.0, "react: {v}");
+        }
+    }
+    let comparisons = react["comparisons"].as_array().unwrap();
+    assert_eq!(comparisons.len(), 2 * langgraph_ran.len(), "{react}");
+    for c in comparisons {
+        assert!(c["throughput"].as_f64().unwrap() > 0.0, "{c}");
+        assert!(c["task_p95"].as_f64().unwrap() > 0.0, "{c}");
+    }
+    assert_eq!(
+        react["goals"].as_array().unwrap().len(),
+        4 * langgraph_ran.len(),
+        "{react}"
+    );
+    assert_eq!(react["goals_skipped"].is_null(), langgraph_ran.len() == 2);
+
+    // `scale` measures memory per idle agent and one step for every agent, with no failure.
+    let scale = results_json(out.path(), "scale");
+    let idle = &scale["idle"][0];
+    assert!(idle["skipped"].is_null(), "{idle}");
+    assert_eq!(idle["samples"][0]["agents"], 1000, "{idle}");
+    assert!(idle["bytes_per_agent"].as_f64().unwrap() > 0.0, "{idle}");
+    assert!(idle["spawn_secs"].as_f64().unwrap() > 0.0, "{idle}");
+    let steps = &scale["steps"][0];
+    assert!(steps["result"]["skipped"].is_null(), "{steps}");
+    assert_eq!(steps["result"]["failed"], 0, "{steps}");
+    assert_eq!(steps["samples"][0]["tasks"], 1000, "{steps}");
+    assert_eq!(steps["samples"][0]["steps"], 1000, "{steps}");
+    let goals = scale["goals"].as_array().unwrap();
+    assert_eq!(goals.len(), 2, "{scale}");
+    assert_eq!(goals[1]["met"], true, "{scale}");
+
     // The server's latency model shows: an LLM-bound step takes at least its 50 ms base.
     let llm = report(out.path(), "llm_bound");
     assert!(
@@ -232,6 +296,8 @@ fn every_scenario_runs_at_smoke_size_and_reports_sane_numbers() {
         "## `priority`",
         "## `fairness`",
         "## `las`",
+        "## `react`",
+        "## `scale`",
         "Smoke run",
         "tokio_direct",
     ] {

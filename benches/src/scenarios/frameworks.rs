@@ -70,8 +70,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
     ))
 }
 
-/// The venv's python with the packages importable, creating the venv when allowed.
-fn python(ctx: &Ctx) -> Result<PathBuf, String> {
+/// The venv's python with the packages importable, creating the venv when allowed (`react`
+/// runs LangGraph from the same venv).
+pub fn python(ctx: &Ctx) -> Result<PathBuf, String> {
     let venv = ctx.bench_dir.join(".venv");
     let py = venv.join("bin").join("python");
     if importable(&py) {
@@ -132,7 +133,8 @@ fn importable(py: &Path) -> bool {
             .is_ok_and(|o| o.status.success())
 }
 
-fn versions(py: &Path) -> serde_json::Value {
+/// The installed versions of [`PACKAGES`] and of Python, as JSON (null when unknown).
+pub fn versions(py: &Path) -> serde_json::Value {
     let code = "import importlib.metadata as m, json, sys; \
                 print(json.dumps({p: m.version(p) for p in sys.argv[1:]} | {'python': sys.version.split()[0]}))";
     Command::new(py)

@@ -10,7 +10,9 @@ pub mod llm_bound;
 pub mod overhead;
 pub mod priority;
 pub mod quotas;
+pub mod react;
 pub mod sandbox_startup;
+pub mod scale;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -160,6 +162,8 @@ pub fn registry() -> Vec<Scenario> {
         Scenario::new("priority", priority::run, priority::render),
         Scenario::new("fairness", fairness::run, fairness::render),
         Scenario::new("las", las::run, las::render),
+        Scenario::new("react", react::run, react::render),
+        Scenario::new("scale", scale::run, scale::render),
     ]
 }
 

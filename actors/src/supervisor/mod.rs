@@ -212,10 +212,7 @@ impl Supervisor {
     /// the supervisor when none is left.
     fn stop_next(&mut self, ctx: &mut Context<Self>) {
         let below = self.stop_below.min(self.slots.len());
-        let Some(index) = self.slots[..below]
-            .iter()
-            .rposition(|s| s.handle.is_some())
-        else {
+        let Some(index) = self.slots[..below].iter().rposition(|s| s.handle.is_some()) else {
             ctx.stop();
             return;
         };

@@ -98,8 +98,13 @@ fn step_config(agents: usize, tasks: usize, durability: &str) -> Config {
     Config::parse(&text, "bench.ron", std::path::Path::new(".")).expect("generated config is valid")
 }
 
-/// Boots `cfg`, waits until `agents` agents have started, returns the time that took.
-fn spawn_once(cfg: Config, agents: usize) -> Duration {
+/// Boots `cfg` on a fresh data folder, waits for `until`, stops; returns the time from boot
+/// to `until`.
+fn timed_run<F, Fut>(cfg: Config, until: F) -> Duration
+where
+    F: FnOnce(agentos_actors::system::RunningSystem) -> Fut,
+    Fut: std::future::Future<Output = agentos_actors::system::RunningSystem>,
+{
     let data = tempfile::tempdir().expect("temp dir");
     let data_dir = data.path().to_path_buf();
     actix_rt::System::new().block_on(async move {
@@ -115,12 +120,20 @@ fn spawn_once(cfg: Config, agents: usize) -> Duration {
             },
         )
         .expect("boot");
+        let sys = until(sys).await;
+        let elapsed = t0.elapsed();
+        sys.stop().await;
+        elapsed
+    })
+}
+
+/// Boots `cfg`, waits until `agents` agents have started, returns the time that took.
+fn spawn_once(cfg: Config, agents: usize) -> Duration {
+    timed_run(cfg, |sys| async move {
         while sys.board.agents.len() < agents {
             tokio::task::yield_now().await;
         }
-        let spawn = t0.elapsed();
-        sys.stop().await;
-        spawn
+        sys
     })
 }
 
@@ -153,27 +166,13 @@ fn step_end_to_end(c: &mut Criterion) {
 }
 
 fn step_run(iters: u64, durability: &str) -> Duration {
-    let cfg = step_config(1, iters as usize, durability);
-    let data = tempfile::tempdir().expect("temp dir");
-    let data_dir = data.path().to_path_buf();
-    actix_rt::System::new().block_on(async move {
-        let t0 = Instant::now();
-        let sys = boot(
-            Arc::new(cfg),
-            BootOptions {
-                trace: None,
-                data_dir: Some(data_dir),
-                prometheus: None,
-                event_window: 0,
-                resume: Default::default(),
-            },
-        )
-        .expect("boot");
-        sys.wait(std::future::pending()).await;
-        let elapsed = t0.elapsed();
-        sys.stop().await;
-        elapsed
-    })
+    timed_run(
+        step_config(1, iters as usize, durability),
+        |sys| async move {
+            sys.wait(std::future::pending()).await;
+            sys
+        },
+    )
 }
 
 criterion_group!(benches, round_trip, agent_spawn, step_end_to_end);

@@ -192,6 +192,10 @@ async fn steps(
         // A preempted attempt gives way here, once its slice is used (and it ran a step, so
         // that every run makes progress).
         if let Some(reason) = preempt_due(setup, control, clock, step - first_step, run_started) {
+            // The attempt continues from its journal: the steps it ran must be in it.
+            if let Err(outcome) = attempt.confirm_records().await {
+                return outcome;
+            }
             return Outcome::Yielded {
                 reason: format!("preempted at step {step}: {reason}"),
                 resume_after: None,

@@ -282,6 +282,14 @@ fn stop_cell(secs: Option<f64>, overdue: usize) -> String {
     }
 }
 
+/// `text` on one line of a table cell (a child's error can span lines).
+fn cell(text: &str) -> String {
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace('|', "\\|")
+}
+
 /// The markdown section.
 pub fn render(r: &ScaleReport) -> String {
     let mut out = format!("## `{}`\n\n{}\n\n", r.scenario, r.description);
@@ -300,7 +308,7 @@ pub fn render(r: &ScaleReport) -> String {
     );
     for v in &r.idle {
         if let Some(why) = &v.skipped {
-            let _ = writeln!(out, "| {} | skipped: {why} |||||||", v.agents);
+            let _ = writeln!(out, "| {} | skipped: {} |||||||", v.agents, cell(why));
             continue;
         }
         let _ = writeln!(
@@ -324,7 +332,7 @@ pub fn render(r: &ScaleReport) -> String {
     for s in &r.steps {
         let v = &s.result;
         if let Some(why) = &v.skipped {
-            let _ = writeln!(out, "| {} | skipped: {why} ||||||||", v.agents);
+            let _ = writeln!(out, "| {} | skipped: {} ||||||||", v.agents, cell(why));
             continue;
         }
         let _ = writeln!(
@@ -343,7 +351,13 @@ pub fn render(r: &ScaleReport) -> String {
     }
     out.push_str("\n| goal | measured | verdict |\n|---|---|---|\n");
     for g in &r.goals {
-        let _ = writeln!(out, "| {} | {} | **{}** |", g.goal, g.measured, g.verdict());
+        let _ = writeln!(
+            out,
+            "| {} | {} | **{}** |",
+            g.goal,
+            cell(&g.measured),
+            g.verdict()
+        );
     }
     out.push('\n');
     out
@@ -401,5 +415,9 @@ mod tests {
         );
         assert_eq!(stop_cell(Some(3.0), 1), "3.00; 1 over 15 s");
         assert_eq!(stop_cell(None, 2), "over 15 s");
+        assert_eq!(
+            cell("failed (signal: 15):\n a | b\n"),
+            "failed (signal: 15): a \\| b"
+        );
     }
 }

@@ -116,15 +116,31 @@ pub fn run_agentos(w: &Workload) -> anyhow::Result<Sample> {
         }
         Ok::<_, anyhow::Error>((wall, snapshot?, store))
     })?;
-    let steps = capture.take();
+    Ok(run_sample(
+        wall,
+        capture.take(),
+        &snapshot,
+        store_bytes(&store),
+    ))
+}
+
+/// The sample of one AgentOS run: its wall time, the captured step durations, and the tasks
+/// of its final snapshot (succeeded ones count; the rest failed), with this process's peak
+/// RSS and CPU time.
+pub fn run_sample(
+    wall_secs: f64,
+    steps: Vec<f64>,
+    snapshot: &agentos_actors::protocol::RunSnapshot,
+    store_bytes: u64,
+) -> Sample {
     let ok = snapshot
         .tasks
         .iter()
         .filter(|t| t.state == TaskState::Succeeded)
         .count() as u64;
     let (peak_rss_bytes, cpu_secs) = self_usage();
-    Ok(Sample {
-        wall_secs: wall,
+    Sample {
+        wall_secs,
         steps: steps.len() as u64,
         tasks: ok,
         failed: snapshot.tasks.len() as u64 - ok,
@@ -134,8 +150,8 @@ pub fn run_agentos(w: &Workload) -> anyhow::Result<Sample> {
         ),
         peak_rss_bytes,
         cpu_secs,
-        store_bytes: store_bytes(&store),
-    })
+        store_bytes,
+    }
 }
 
 /// Bytes of the store on disk: the database file and its write-ahead log.

@@ -249,20 +249,7 @@ fn journal_rows_come_back_in_step_order() {
 #[test]
 fn a_record_is_its_pages_and_its_journal_rows_or_neither() {
     let mut s = Store::open_in_memory().unwrap();
-    let j = JournalRow {
-        context: "c".into(),
-        step: 0,
-        call: 0,
-        kind: journal::kind::REPLY.into(),
-        agent: "a".into(),
-        instance: "a#0".into(),
-        task: "w/t".into(),
-        attempt: 1,
-        at_ms: 1,
-        duration_ms: 0,
-        page_id: Some(0),
-        detail: "{}".into(),
-    };
+    let j = super::write_tests::journal_row("c");
     s.put_record("r", &[row("c", 0)], std::slice::from_ref(&j))
         .unwrap();
     assert_eq!(s.count_pages("r").unwrap(), 1);

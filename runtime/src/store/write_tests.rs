@@ -4,7 +4,7 @@
 use super::tests::{row, task_row};
 use super::*;
 
-fn journal_row(context: &str) -> JournalRow {
+pub(super) fn journal_row(context: &str) -> JournalRow {
     JournalRow {
         context: context.into(),
         step: 0,

@@ -11,12 +11,11 @@ use std::time::{Duration, Instant};
 
 use agentos_actors::system::{boot, BootOptions, RunEnd, RunningSystem};
 use agentos_runtime::config::Config;
-use agentos_runtime::model::TaskState;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use crate::measure::{current_rss, peak_rss, self_usage, Capture, Percentiles, Sample};
-use crate::workload::Workload;
+use crate::measure::{current_rss, peak_rss, Capture, Sample};
+use crate::workload::{run_sample, Workload};
 
 /// The hidden subcommand that runs one measurement.
 pub const SUBCOMMAND: &str = "__scale";
@@ -175,27 +174,8 @@ fn run_steps(agents: usize) -> anyhow::Result<()> {
             anyhow::bail!("AgentOS stopped: {why}");
         }
         let snapshot = sys.snapshot().await?;
-        let ok = snapshot
-            .tasks
-            .iter()
-            .filter(|t| t.state == TaskState::Succeeded)
-            .count() as u64;
-        let steps = capture.take();
-        let (peak_rss_bytes, cpu_secs) = self_usage();
         let sample = StepSample {
-            sample: Sample {
-                wall_secs,
-                steps: steps.len() as u64,
-                tasks: ok,
-                failed: snapshot.tasks.len() as u64 - ok,
-                step_latency: Percentiles::of_secs(steps),
-                task_latency: Percentiles::of_secs(
-                    snapshot.tasks.iter().map(|t| t.duration_secs).collect(),
-                ),
-                peak_rss_bytes,
-                cpu_secs,
-                store_bytes: 0,
-            },
+            sample: run_sample(wall_secs, capture.take(), &snapshot, 0),
             stop_secs: None,
         };
         finish(&sys, sample, data_dir, |s, secs| s.stop_secs = Some(secs)).await

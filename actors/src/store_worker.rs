@@ -1,7 +1,9 @@
-//! [`StoreWorker`]: a thread that owns one store connection and runs the jobs sent to it,
-//! group-committing whatever is queued together.
+//! [`StoreWorker`]: where a writer's store jobs run, group-committing whatever is queued
+//! together: on the pager's worker, which the system shares between every writer of a run
+//! ([`StoreWorker::on`]), or on a thread of its own with its own connection
+//! ([`StoreWorker::start`]).
 //!
-//! The scheduler (its state rows and audit entries) and the bus (its inboxes) each own one,
+//! The scheduler (its state rows and audit entries) and the bus (its inboxes) each hold one,
 //! so their SQLite I/O never runs on an arbiter thread. Jobs queued while a batch runs go
 //! into the next one: under load many small commits become one WAL commit. Every job's writes
 //! stay all or nothing on their own (the store makes each write atomic); a reply goes out
@@ -21,6 +23,9 @@ use std::time::Instant;
 use agentos_runtime::events::durability::{StoreCommitFailed, StoreCommitted, StoreWriter};
 use agentos_runtime::store::{Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::pager::worker::Commit;
+use crate::pager::Worker;
 
 /// Most jobs committed in one transaction.
 pub const MAX_BATCH: usize = 512;
@@ -45,7 +50,15 @@ struct Ran {
 /// done.
 #[derive(Debug, Clone)]
 pub struct StoreWorker {
-    tx: mpsc::UnboundedSender<Job>,
+    thread: Thread,
+}
+
+#[derive(Debug, Clone)]
+enum Thread {
+    /// A thread of its own.
+    Own(mpsc::UnboundedSender<Job>),
+    /// The pager's worker, for `writer`.
+    Shared(Worker, StoreWriter),
 }
 
 impl StoreWorker {
@@ -69,7 +82,17 @@ impl StoreWorker {
                 }
             })
             .map_err(|e| format!("cannot start the {name} store thread: {e}"))?;
-        Ok(StoreWorker { tx })
+        Ok(StoreWorker {
+            thread: Thread::Own(tx),
+        })
+    }
+
+    /// Runs `writer`'s jobs on `worker`'s thread and connection, batched with the jobs of
+    /// every other writer queued there.
+    pub fn on(worker: &Worker, writer: StoreWriter) -> StoreWorker {
+        StoreWorker {
+            thread: Thread::Shared(worker.clone(), writer),
+        }
     }
 
     /// Runs `f` on the store; the answer comes once its batch is committed. `rows` is what
@@ -91,6 +114,38 @@ impl StoreWorker {
         F: FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
         L: FnOnce() + Send + 'static,
     {
+        self.run_as(Commit::Before, rows, f, lost)
+    }
+
+    /// [`StoreWorker::run_or`], answered as soon as the job has run when it shares a worker
+    /// that lingers (`durability: async` and `exit`); its commit comes within the linger, and
+    /// `lost` still runs if it does not. [`StoreWorker::flush`] waits for that commit.
+    pub fn run_early<T, F, L>(&self, rows: usize, f: F, lost: L) -> Ack<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+        L: FnOnce() + Send + 'static,
+    {
+        self.run_as(Commit::Early, rows, f, lost)
+    }
+
+    /// Answers once everything queued before it is committed (or failed to be).
+    pub fn flush(&self) -> Ack<()> {
+        self.run(0, |_| Ok(()))
+    }
+
+    fn run_as<T, F, L>(&self, commit: Commit, rows: usize, f: F, lost: L) -> Ack<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+        L: FnOnce() + Send + 'static,
+    {
+        let tx = match &self.thread {
+            Thread::Own(tx) => tx,
+            Thread::Shared(worker, writer) => {
+                return worker.call_store(*writer, commit, (rows, f), lost)
+            }
+        };
         let (reply, rx) = oneshot::channel();
         let job: Job = Box::new(move |store: &mut Store| {
             let out = f(store).map_err(|e| e.to_string());
@@ -107,7 +162,7 @@ impl StoreWorker {
             });
             Ran { rows, ok, reply }
         });
-        if let Err(mpsc::error::SendError(job)) = self.tx.send(job) {
+        if let Err(mpsc::error::SendError(job)) = tx.send(job) {
             // The thread is gone: answer at once.
             drop(job);
             let (reply, rx) = oneshot::channel();

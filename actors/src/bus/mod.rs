@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use agentos_runtime::store::InboxRow;
+use agentos_runtime::store::{InboxRow, Store};
 
 use actix::prelude::*;
 use agentos_runtime::events::labels::{BusDropReason, BusKind};
@@ -104,10 +104,14 @@ impl MessageBus {
             return None;
         }
         let run = store.run_id.clone();
-        let ack = store
-            .worker
-            .run(rows.len(), move |db| db.put_inbox(&run, &rows));
-        store.wait.then_some(ack)
+        let (n, put) = (rows.len(), move |db: &mut Store| db.put_inbox(&run, &rows));
+        if store.wait {
+            Some(store.worker.run(n, put))
+        } else {
+            // Nobody waits: it commits with the store thread's next commit.
+            drop(store.worker.run_early(n, put, || {}));
+            None
+        }
     }
 
     fn row(to: &str, env: &Envelope) -> InboxRow {

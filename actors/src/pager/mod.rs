@@ -60,21 +60,27 @@ impl WorkerLink {
     }
 }
 
-/// The pager's child spec: permanent; every start binds `ports` and publishes its worker in
-/// `link`.
+/// The pager's child spec: permanent; every start binds `ports` and publishes `worker` in
+/// `link`. The worker outlives the actor (the other writers share it): a restart rebuilds its
+/// core over a fresh connection instead, so the pager comes back with what the store holds,
+/// as a new worker would.
 pub fn child_spec(
     config: WorkerConfig,
     trace: Trace,
     ports: PagerPorts,
     link: WorkerLink,
+    worker: Worker,
 ) -> ChildSpec {
+    let restart = std::cell::Cell::new(false);
     ChildSpec::new("pager", "pager", RestartType::Permanent, move |notice| {
+        if restart.replace(true) {
+            worker.reset(config.clone());
+        }
         let mut pager = ContextPager::new(config.clone(), trace.clone(), notice);
         pager.link = link.clone();
         // Published before the start function returns, so no agent's request can take the
-        // mailbox while a later one goes to the worker directly. A failure is retried (and
-        // reported) when the actor starts.
-        let _ = pager.start_worker();
+        // mailbox while a later one goes to the worker directly.
+        pager.attach(worker.clone());
         let addr = pager.start();
         ports.bind(&addr);
         ChildHandle::stop_or_hard_stop(addr, || StopPager)
@@ -116,12 +122,16 @@ impl ContextPager {
         self.config.stats.clone()
     }
 
-    /// Starts the worker thread and publishes it in the link.
+    /// Starts a worker thread of its own and publishes it in the link.
     fn start_worker(&mut self) -> std::io::Result<()> {
-        let w = Worker::start(self.config.clone())?;
-        self.link.set(Some(w.clone()));
-        self.worker = Some(w);
+        self.attach(Worker::start(self.config.clone())?);
         Ok(())
+    }
+
+    /// Uses `worker` and publishes it in the link.
+    fn attach(&mut self, worker: Worker) {
+        self.link.set(Some(worker.clone()));
+        self.worker = Some(worker);
     }
 
     fn worker(&self) -> Result<Worker, PromptError> {
@@ -170,10 +180,23 @@ where
         + Send
         + 'static,
 {
+    run_as(worker, worker::Commit::Early, f)
+}
+
+/// [`run`], answered as `commit` says under a linger.
+fn run_as<T, F>(worker: Result<Worker, PromptError>, commit: worker::Commit, f: F) -> Answer<T>
+where
+    T: Send + 'static,
+    F: FnOnce(
+            &mut agentos_runtime::context::Pager<agentos_runtime::context::StoreSwap>,
+        ) -> Result<T, agentos_runtime::context::PagerError>
+        + Send
+        + 'static,
+{
     // Queued on the worker now, while the message is handled: requests reach the core in
     // mailbox order.
     match worker {
-        Ok(w) => Box::pin(w.call(f)),
+        Ok(w) => Box::pin(w.call_as(commit, f)),
         Err(e) => Box::pin(async move { Err(e) }),
     }
 }
@@ -194,11 +217,14 @@ pub(crate) trait OnWorker:
 
 macro_rules! on_worker {
     ($msg:ty => $answer:ty, $port:ident, |$p:ident, $m:ident| $body:expr) => {
+        on_worker!($msg => $answer, $port, worker::Commit::Early, |$p, $m| $body);
+    };
+    ($msg:ty => $answer:ty, $port:ident, $commit:expr, |$p:ident, $m:ident| $body:expr) => {
         impl OnWorker for $msg {
             type Answer = $answer;
             fn on(self, worker: Result<Worker, PromptError>, _: &Trace) -> Answer<$answer> {
                 let $m = self;
-                run(worker, move |$p| $body)
+                run_as(worker, $commit, move |$p| $body)
             }
             fn port(ports: &PagerPorts) -> &crate::protocol::Port<Self> {
                 &ports.$port
@@ -224,7 +250,8 @@ on_worker!(AppendPages => Vec<agentos_runtime::context::PageId>, append, |p, m| 
 on_worker!(RecordReply => agentos_runtime::context::PageId, record_reply, |p, m| {
     p.record_reply(&m.agent, &m.context, &m.meta, m.reply, m.usage, &m.finish_reason)
 });
-on_worker!(RecordToolStart => (), record_tool_start, |p, m| {
+// An at-most-once call runs only once its start is stored, in every mode.
+on_worker!(RecordToolStart => (), record_tool_start, worker::Commit::Before, |p, m| {
     p.record_tool_start(&m.agent, &m.context, &m.meta, m.call, &m.tool, m.class)
 });
 on_worker!(RecordToolResult => agentos_runtime::context::PageId, record_tool_result, |p, m| {

@@ -25,6 +25,7 @@ fn config(dir: &std::path::Path) -> WorkerConfig {
         run_id: "r1".into(),
         settings,
         stats: SharedStats::default(),
+        linger: None,
     }
 }
 

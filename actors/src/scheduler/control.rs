@@ -20,7 +20,6 @@ use crate::protocol::{
     agent_child_id, CancelWorkflow, ControlAgent, GetWorkflow, ListWorkflows, Refused, SpawnTask,
     StartChild, SubmitWorkflow, Submitted, TerminateChild,
 };
-use crate::store_worker::Ack;
 use agentos_runtime::store::AuditRow;
 
 /// Longest a control reply waits for the board to show the new state.
@@ -28,16 +27,16 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(2);
 
 /// Waits for the commit of a handler's changes; a failed one turns `ok` into a refusal
 /// saying that it was not stored.
-async fn stored<T>(ack: Option<Ack<()>>, ok: T) -> Result<T, Refused> {
-    match ack {
+async fn stored<T>(commit: Option<super::Stored>, ok: T) -> Result<T, Refused> {
+    match commit {
         None => Ok(ok),
-        Some(ack) => match ack.await {
-            Ok(Ok(())) => Ok(ok),
-            Ok(Err(why)) => Err(Refused::Unavailable(format!(
+        Some(commit) => match commit.wait().await {
+            Some(Ok(())) => Ok(ok),
+            Some(Err(why)) => Err(Refused::Unavailable(format!(
                 "done in memory, but the store did not commit it (it would not survive a \
                  crash): {why}"
             ))),
-            Err(_) => Err(Refused::Unavailable(
+            None => Err(Refused::Unavailable(
                 "done in memory, but the store thread is gone".into(),
             )),
         },

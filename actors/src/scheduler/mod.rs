@@ -81,18 +81,55 @@ impl StateStore {
 
     /// Writes `batch`; if it is lost, the next batch makes up for it.
     fn write(&self, batch: agentos_runtime::store::StateBatch) -> Ack<()> {
+        self.write_as(batch, self.durability.waits())
+    }
+
+    /// [`StateStore::write`], answered once committed when `committed`, else as soon as it
+    /// has run (under a lingering store thread).
+    fn write_as(&self, batch: agentos_runtime::store::StateBatch, committed: bool) -> Ack<()> {
         let run = self.run_id.clone();
         let lost = self.lost.clone();
         let audit = batch.audit.clone();
-        self.worker.run_or(
-            batch.len(),
-            move |db| db.write_state(&run, &batch),
-            move || {
-                // std Mutex, held only to swap a Vec; a poisoned one still holds the entries.
-                let mut slot = lost.lock().unwrap_or_else(|e| e.into_inner());
-                slot.get_or_insert_with(Vec::new).extend(audit);
-            },
-        )
+        let rows = batch.len();
+        let write = move |db: &mut agentos_runtime::store::Store| db.write_state(&run, &batch);
+        let lost = move || {
+            // std Mutex, held only to swap a Vec; a poisoned one still holds the entries.
+            let mut slot = lost.lock().unwrap_or_else(|e| e.into_inner());
+            slot.get_or_insert_with(Vec::new).extend(audit);
+        };
+        if committed {
+            self.worker.run_or(rows, write, lost)
+        } else {
+            // Nothing waits for these rows but a client's answer (see `commit_of`).
+            self.worker.run_early(rows, write, lost)
+        }
+    }
+
+    /// What to wait for before answering a client whose change `ack` carries: under `async`
+    /// the write was answered before its commit, so the answer waits for a flush too.
+    fn commit_of(&self, ack: Ack<()>) -> Stored {
+        Stored {
+            write: ack,
+            flush: (!self.durability.waits()).then(|| self.worker.flush()),
+        }
+    }
+}
+
+/// The commit of a handler's changes, to wait for before answering a client.
+#[derive(Debug)]
+pub(crate) struct Stored {
+    write: Ack<()>,
+    flush: Option<Ack<()>>,
+}
+
+impl Stored {
+    /// Whether the changes are stored (`Err`: why not); `None` when the store thread is gone.
+    pub(crate) async fn wait(self) -> Option<Result<(), String>> {
+        let written = self.write.await.ok()?;
+        match self.flush {
+            Some(flush) if written.is_ok() => flush.await.ok(),
+            _ => Some(written),
+        }
     }
 }
 
@@ -272,8 +309,16 @@ impl Scheduler {
     }
 
     /// The commit of this handler's changes, to wait for before replying.
-    pub(crate) fn take_ack(&mut self) -> Option<Ack<()>> {
-        self.last_ack.take()
+    pub(crate) fn take_ack(&mut self) -> Option<Stored> {
+        let ack = self.last_ack.take()?;
+        let s = self.state();
+        Some(match &s.store {
+            Some(store) => store.commit_of(ack),
+            None => Stored {
+                write: ack,
+                flush: None,
+            },
+        })
     }
 
     fn state(&self) -> MutexGuard<'_, SchedulerState> {
@@ -805,7 +850,7 @@ impl Handler<FlushState> for Scheduler {
                         batch.quotas = q.take_dirty_rows();
                     }
                     // Sent even when empty: its commit comes after every earlier batch's.
-                    Some(store.write(batch))
+                    Some(store.write_as(batch, true))
                 }
             }
         };

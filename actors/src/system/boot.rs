@@ -127,19 +127,6 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
         prepared.resume,
         prepared.lock,
     );
-    let durability = cfg.runtime.durability;
-    let state_store = crate::scheduler::StateStore::new(
-        StoreWorker::start("state", store_path.clone(), StoreWriter::Scheduler)
-            .map_err(|e| anyhow::anyhow!("cannot open the store {}: {e}", store_path.display()))?,
-        run_id.clone(),
-        durability,
-    );
-    let bus_store = crate::bus::BusStore {
-        worker: StoreWorker::start("bus-store", store_path.clone(), StoreWriter::Bus)
-            .map_err(|e| anyhow::anyhow!("cannot open the store {}: {e}", store_path.display()))?,
-        run_id: run_id.clone(),
-        wait: durability.waits(),
-    };
     // A resumed run goes on in the workspace copies it already has.
     let workspaces = prepare_workspaces(&cfg, &run_dir)?;
     let trace = Trace::open(opts.trace.as_deref(), opts.event_window).with_context(|| {
@@ -220,6 +207,22 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
             })
             .collect(),
         stats: board.pager.clone(),
+        // Under `async` and `exit` no step waits for a commit of the pager's.
+        linger: (!cfg.runtime.durability.waits()).then_some(crate::pager::worker::LINGER),
+    };
+    // One store thread and connection for every writer of the run (see `pager::worker`).
+    let store = crate::pager::Worker::start(pager.clone())
+        .map_err(|e| anyhow::anyhow!("cannot start the store thread: {e}"))?;
+    let durability = cfg.runtime.durability;
+    let state_store = crate::scheduler::StateStore::new(
+        StoreWorker::on(&store, StoreWriter::Scheduler),
+        run_id.clone(),
+        durability,
+    );
+    let bus_store = crate::bus::BusStore {
+        worker: StoreWorker::on(&store, StoreWriter::Bus),
+        run_id: run_id.clone(),
+        wait: durability.waits(),
     };
     let kv_upper_bound = Arc::new(AtomicBool::new(false));
     let agent_restarts = Arc::new(AtomicU64::new(0));
@@ -234,6 +237,7 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
                 .with_governor(governor(&cfg)),
         )),
         pager,
+        store: store.clone(),
         agents,
         prometheus: opts.prometheus.clone(),
         kv_upper_bound: kv_upper_bound.clone(),
@@ -251,6 +255,7 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
         agent_restarts,
         kv_upper_bound,
         store_path,
+        store,
         run_id,
         arbiters,
         resume,

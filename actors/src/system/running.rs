@@ -44,6 +44,8 @@ pub struct RunningSystem {
     pub(super) kv_upper_bound: Arc<AtomicBool>,
     /// The store file (`<data_dir>/store.db`).
     pub store_path: PathBuf,
+    /// The store thread every writer of the run shares.
+    pub(crate) store: crate::pager::Worker,
     /// This run's id: the key of its rows in the store (the run folder's name).
     pub run_id: String,
     /// The worker arbiters the agents run on.
@@ -204,6 +206,12 @@ impl RunningSystem {
         let _ = tokio::time::timeout(Duration::from_secs(60), self.root.send(StopTree)).await;
         for arbiter in &self.arbiters {
             arbiter.stop();
+        }
+        // What the stopping tree wrote after `finish` (closed contexts, the last records under
+        // `async`) commits before the process may exit.
+        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(10), self.store.flush()).await
+        {
+            tracing::warn!(error = %e, "the store's last writes were not committed");
         }
         RunStopped.emit(&self.trace);
         if let Err(e) = self.trace.close() {

@@ -48,6 +48,8 @@ pub struct TreeParts {
     pub scheduler: Arc<Mutex<SchedulerState>>,
     /// The pager's worker settings.
     pub pager: WorkerConfig,
+    /// The pager's worker, which the scheduler and the bus store through too.
+    pub store: crate::pager::Worker,
     /// One environment per agent instance, with the arbiter it runs on.
     pub agents: Vec<(Arc<AgentEnv>, ArbiterHandle)>,
     /// Prometheus handle for the monitor's upkeep.
@@ -70,6 +72,7 @@ pub fn start(parts: TreeParts) -> Addr<Supervisor> {
         trace,
         scheduler,
         pager,
+        store,
         agents,
         prometheus,
         kv_upper_bound,
@@ -95,6 +98,7 @@ pub fn start(parts: TreeParts) -> Addr<Supervisor> {
             trace.clone(),
             ports.pager.clone(),
             ports.pager_worker.clone(),
+            store,
         ),
         crate::monitor::child_spec(
             prometheus,

@@ -118,8 +118,8 @@ impl StoreWorker {
     }
 
     /// [`StoreWorker::run_or`], answered as soon as the job has run when it shares a worker
-    /// that lingers (`durability: async` and `exit`); its commit comes within the linger, and
-    /// `lost` still runs if it does not. [`StoreWorker::flush`] waits for that commit.
+    /// that lingers; its commit comes within the linger, and `lost` still runs if it does
+    /// not. [`StoreWorker::flush`] waits for that commit.
     pub fn run_early<T, F, L>(&self, rows: usize, f: F, lost: L) -> Ack<T>
     where
         T: Send + 'static,

@@ -247,14 +247,14 @@ on_worker!(OpenContext => agentos_runtime::context::Opened, open, |p, m| {
 on_worker!(AppendPages => Vec<agentos_runtime::context::PageId>, append, |p, m| {
     p.append(&m.agent, &m.context, m.messages)
 });
-on_worker!(RecordReply => agentos_runtime::context::PageId, record_reply, |p, m| {
+on_worker!(RecordReply => agentos_runtime::context::PageId, record_reply, worker::Commit::Step, |p, m| {
     p.record_reply(&m.agent, &m.context, &m.meta, m.reply, m.usage, &m.finish_reason)
 });
 // An at-most-once call runs only once its start is stored, in every mode.
 on_worker!(RecordToolStart => (), record_tool_start, worker::Commit::Before, |p, m| {
     p.record_tool_start(&m.agent, &m.context, &m.meta, m.call, &m.tool, m.class)
 });
-on_worker!(RecordToolResult => agentos_runtime::context::PageId, record_tool_result, |p, m| {
+on_worker!(RecordToolResult => agentos_runtime::context::PageId, record_tool_result, worker::Commit::Step, |p, m| {
     p.record_tool_result(&m.agent, &m.context, &m.meta, m.call, m.message, &m.detail)
 });
 on_worker!(SharePage => (), share, |p, m| p.share(&m.workflow, &m.key, &m.owner, &m.text));
@@ -268,7 +268,8 @@ impl OnWorker for BuildPrompt {
         let m = self;
         let trace = trace.clone();
         let (agent, context) = (m.agent.clone(), m.context.clone());
-        let built = run(worker, move |p| {
+        // Its answer confirms the step's records (see `docs/durability.md`).
+        let built = run_as(worker, worker::Commit::Step, move |p| {
             p.build(&m.agent, &m.context, m.overhead_tokens, &m.want)
         });
         Box::pin(async move {

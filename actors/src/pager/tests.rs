@@ -26,6 +26,7 @@ fn config(dir: &std::path::Path) -> WorkerConfig {
         settings,
         stats: SharedStats::default(),
         linger: None,
+        steps_wait: true,
     }
 }
 

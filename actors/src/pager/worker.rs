@@ -19,12 +19,13 @@
 //! (the step journal relies on it: a tool result joins the group of the reply recorded just
 //! before it). Only when the queue is full does a job wait for room, in FIFO order.
 //!
-//! **Linger** (`durability: async` and `exit`, [`WorkerConfig::linger`]): a job that allows it
-//! ([`Commit::Early`]) is answered as soon as it has run, and the transaction stays open for
-//! the jobs of the next [`LINGER`], until a job that must wait for its commit
-//! ([`Commit::Before`]: a start marker, a flush) or the end of the linger commits it. A
-//! transaction that then fails loses writes already answered: like a crash at that moment,
-//! which is what these modes accept; the store jobs' lost hooks still run.
+//! **Linger** ([`WorkerConfig::linger`]): a job that allows it ([`Commit`]: the scheduler's
+//! rows, opening and closing a context in every mode; a step's build and records too under
+//! `async` and `exit`) is answered as soon as it has run, and the transaction stays open for
+//! the jobs of the next [`LINGER`], until a job that must wait for its commit (a step's build
+//! under `sync`, a start marker, a flush) or the end of the linger commits it. A transaction
+//! that then fails loses writes already answered, as a crash a moment earlier would; the
+//! store jobs' lost hooks still run.
 //!
 //! Every batch that wrote rows emits [`StoreCommitted`] once it is committed (or
 //! [`StoreCommitFailed`]); a lone job's writes commit on their own and count as one commit.
@@ -62,8 +63,8 @@ pub const QUEUE_CAPACITY: usize = 4096;
 /// the worker lingers, when a transaction may hold several such batches).
 pub const MAX_BATCH: usize = 256;
 
-/// How long a transaction stays open for more work under `async` and `exit`: what a crash
-/// can lose of the steps that nothing waited for.
+/// How long a transaction stays open for more work: what a crash can lose of the writes that
+/// nothing waited for.
 pub const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 
 type Core = Pager<StoreSwap>;
@@ -80,8 +81,8 @@ struct Ran {
     /// A store job's writer and the rows it wrote, for the commit figures (the pager's rows
     /// are counted by its swap).
     rows: Option<(StoreWriter, usize)>,
-    /// Whether it may be answered before its commit when the worker lingers.
-    early: bool,
+    /// When it may be answered under a linger.
+    commit: Commit,
     /// Runs when the job's writes did not make it to the file (a store job's hook).
     lost: Option<LostHook>,
 }
@@ -126,18 +127,38 @@ pub struct WorkerConfig {
     /// Statistics shared with reporters.
     pub stats: SharedStats,
     /// `None`: every transaction commits as soon as its batch has run, and every job is
-    /// answered after its commit (`durability: sync`). `Some(d)`: a job that allows it
-    /// ([`Commit::Early`]) is answered as soon as it has run, and the transaction stays open
-    /// for the jobs that come in the next `d`, until one of them must wait for its commit
-    /// (`async`, `exit`: fewer commits, and no step waits for one).
+    /// answered after its commit. `Some(d)` (the system's choice, every mode): a job that
+    /// allows it ([`Commit`]) is answered as soon as it has run, and the transaction stays
+    /// open for the jobs that come in the next `d`, until one of them must wait for its
+    /// commit: fewer commits, and nothing waits for a commit it does not need.
     pub linger: Option<std::time::Duration>,
+    /// Whether a step's own requests ([`Commit::Step`]) wait for their commit
+    /// (`durability: sync`).
+    pub steps_wait: bool,
+}
+
+impl Commit {
+    /// Whether a job of this class is answered before its commit under `cfg`.
+    fn early(self, cfg: &WorkerConfig) -> bool {
+        cfg.linger.is_some()
+            && match self {
+                Commit::Early => true,
+                Commit::Step => !cfg.steps_wait,
+                Commit::Before => false,
+            }
+    }
 }
 
 /// When a job is answered under a linger ([`WorkerConfig::linger`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Commit {
-    /// As soon as it has run; its writes commit within the linger.
+    /// As soon as it has run; its writes commit within the linger, or with the next job that
+    /// waits for its commit (opening and closing a context, sharing a result, the
+    /// scheduler's rows: a crash that loses them is one a moment earlier).
     Early,
+    /// A step's build and records: once committed under `sync` ([`WorkerConfig::steps_wait`]),
+    /// as soon as run under `async` and `exit`.
+    Step,
     /// Once its writes are committed, in every mode (an at-most-once call's start marker, a
     /// write whose caller answers a client only once it is stored).
     Before,
@@ -301,7 +322,7 @@ impl State {
                         // Like after a panic, the rest of the batch runs without one.
                         continue;
                     }
-                    if linger.is_some() && ran.early {
+                    if ran.commit.early(&self.cfg) {
                         open.answered_lost.extend(ran.answer_early());
                         open.answered += 1;
                     } else {
@@ -507,7 +528,7 @@ impl Worker {
                     });
                 }),
                 rows: None,
-                early: commit == Commit::Early,
+                commit,
                 lost: None,
             }
         });
@@ -575,7 +596,7 @@ impl Worker {
                     });
                 }),
                 rows: Some((writer, rows)),
-                early: commit == Commit::Early,
+                commit,
                 lost: Some(Box::new(lost)),
             }
         });
@@ -610,7 +631,7 @@ impl Worker {
                 ok: true,
                 reply: Box::new(|_| {}),
                 rows: None,
-                early: true,
+                commit: Commit::Early,
                 lost: None,
             }
         });
@@ -658,6 +679,7 @@ mod tests {
             settings,
             stats: SharedStats::default(),
             linger,
+            steps_wait: false,
         };
         let worker = Worker::start(cfg.clone()).unwrap();
         // Once a job ran, the store is open and migrated.

@@ -81,7 +81,9 @@ impl StateStore {
 
     /// Writes `batch`; if it is lost, the next batch makes up for it.
     fn write(&self, batch: agentos_runtime::store::StateBatch) -> Ack<()> {
-        self.write_as(batch, self.durability.waits())
+        // Nothing waits for these rows (dispatch does not) but a client's answer, which
+        // waits for a flush after them (`commit_of`).
+        self.write_as(batch, false)
     }
 
     /// [`StateStore::write`], answered once committed when `committed`, else as soon as it
@@ -100,17 +102,16 @@ impl StateStore {
         if committed {
             self.worker.run_or(rows, write, lost)
         } else {
-            // Nothing waits for these rows but a client's answer (see `commit_of`).
             self.worker.run_early(rows, write, lost)
         }
     }
 
-    /// What to wait for before answering a client whose change `ack` carries: under `async`
-    /// the write was answered before its commit, so the answer waits for a flush too.
+    /// What to wait for before answering a client whose change `ack` carries: the write was
+    /// answered before its commit, so the answer waits for a flush too.
     fn commit_of(&self, ack: Ack<()>) -> Stored {
         Stored {
             write: ack,
-            flush: (!self.durability.waits()).then(|| self.worker.flush()),
+            flush: Some(self.worker.flush()),
         }
     }
 }

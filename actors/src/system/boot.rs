@@ -207,8 +207,10 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
             })
             .collect(),
         stats: board.pager.clone(),
-        // Under `async` and `exit` no step waits for a commit of the pager's.
-        linger: (!cfg.runtime.durability.waits()).then_some(crate::pager::worker::LINGER),
+        // What nothing waits for commits with the next commit that something waits for, or
+        // within the linger; under `async` and `exit` no step waits for a commit.
+        linger: Some(crate::pager::worker::LINGER),
+        steps_wait: cfg.runtime.durability.waits(),
     };
     // One store thread and connection for every writer of the run (see `pager::worker`).
     let store = crate::pager::Worker::start(pager.clone())

@@ -28,6 +28,9 @@ use std::collections::{BTreeSet, HashMap};
 use super::hash::{chain, root};
 use super::{KvError, KvStats};
 
+mod siblings;
+use siblings::Siblings;
+
 /// A live sequence's id, unique within its manager.
 pub type SeqId = u64;
 
@@ -87,7 +90,7 @@ pub struct BlockManager {
     blocks: Vec<Block>,
     lru: BTreeSet<(u64, Reverse<u32>, BlockId)>,
     by_hash: HashMap<u64, BlockId>,
-    children: HashMap<u64, Vec<BlockId>>,
+    children: Siblings,
     seqs: HashMap<SeqId, Seq>,
     next_seq: SeqId,
     tick: u64,
@@ -107,7 +110,7 @@ impl BlockManager {
             blocks: Vec::new(),
             lru: BTreeSet::new(),
             by_hash: HashMap::new(),
-            children: HashMap::new(),
+            children: Siblings::default(),
             seqs: HashMap::new(),
             next_seq: 1,
             tick: 0,
@@ -350,7 +353,7 @@ impl BlockManager {
                 self.capacity
             ));
         }
-        Ok(())
+        self.children.check(&self.blocks)
     }
 
     /// The chain hash of a block's content (what its children hang off).
@@ -401,8 +404,7 @@ impl BlockManager {
                     break;
                 }
             }
-            let siblings = self.children.get(&parent).map_or(&[][..], Vec::as_slice);
-            for &b in siblings.iter().rev().take(MAX_SIBLINGS) {
+            for b in self.children.newest_first(parent).take(MAX_SIBLINGS) {
                 let t = &self.blocks[b as usize].tokens;
                 let common = t.iter().zip(chunk).take_while(|(a, b)| a == b).count();
                 if common > m.partial.map_or(0, |(_, c)| c) {
@@ -451,7 +453,7 @@ impl BlockManager {
             last_used: tick,
         };
         self.active += 1;
-        self.children.entry(parent).or_default().push(id);
+        self.children.push(parent, id);
         self.register(id);
         id
     }
@@ -492,12 +494,7 @@ impl BlockManager {
                 self.by_hash.remove(&h);
             }
         }
-        if let Some(list) = self.children.get_mut(&blk.parent) {
-            list.retain(|&x| x != victim);
-            if list.is_empty() {
-                self.children.remove(&blk.parent);
-            }
-        }
+        self.children.remove(blk.parent, victim);
         victim
     }
 }

@@ -235,3 +235,154 @@ proptest! {
         prop_assert_eq!(m.stats().evictions, 0);
     }
 }
+
+#[test]
+fn an_evicted_sibling_leaves_the_window_of_newest_siblings() {
+    let bs = 4;
+    let prefix = seq(0..4);
+    let with = |tail: &[u32]| [&prefix[..], tail].concat();
+    let mut m = BlockManager::new(bs, 1 + 1 + MAX_SIBLINGS, 0);
+    m.acquire(&with(&[500, 501, 502])).unwrap();
+    let newer: Vec<SeqId> = (0..MAX_SIBLINGS as u32)
+        .map(|k| m.acquire(&with(&[1000 + k])).unwrap().seq)
+        .collect();
+    let query = with(&[500, 501, 999]);
+    let hashes = m.hashes(&query);
+    assert_eq!(
+        m.cached_prefix(&query, &hashes),
+        bs,
+        "the oldest sibling is behind {MAX_SIBLINGS} newer ones"
+    );
+    m.release(newer[MAX_SIBLINGS / 2]).unwrap();
+    assert_eq!(
+        m.cached_prefix(&query, &hashes),
+        bs,
+        "a cached sibling still counts"
+    );
+    let other = m.acquire(&[7777]).unwrap().seq;
+    assert_eq!(m.stats().evictions, 1, "the released sibling was evicted");
+    m.check_invariants().unwrap();
+    assert_eq!(
+        m.cached_prefix(&query, &hashes),
+        bs + 2,
+        "with one newer sibling gone, the oldest is looked at"
+    );
+    m.release(other).unwrap();
+    assert_eq!(m.acquire(&query).unwrap().cached_tokens, bs + 2);
+    assert_eq!(m.stats().cow_copies, 1, "the 2 matching tokens are copied");
+    m.check_invariants().unwrap();
+}
+
+#[derive(Debug, Clone)]
+enum SibOp {
+    Push(u64, BlockId),
+    Remove(BlockId, u64),
+}
+
+fn sib_op() -> impl Strategy<Value = SibOp> {
+    prop_oneof![
+        (0..3u64, 0..12 as BlockId).prop_map(|(p, b)| SibOp::Push(p, b)),
+        (0..12 as BlockId, 0..3u64).prop_map(|(b, p)| SibOp::Remove(b, p)),
+    ]
+}
+
+/// The longest common prefix of `tokens`' first unmatched chunk with any resident block behind
+/// the last full hit, by scanning every block: what a partial match finds while a parent has no
+/// more than [`MAX_SIBLINGS`] children. Also returns how many children that parent has.
+fn brute_force_prefix(m: &BlockManager, tokens: &[u32]) -> (usize, usize) {
+    let hashes = m.hashes(tokens);
+    let mut parent = m.root;
+    let mut hits = 0;
+    for (chunk, h) in tokens.chunks(m.block_size).zip(&hashes) {
+        let hit = m.by_hash.get(h).map(|&b| &m.blocks[b as usize]);
+        if !hit.is_some_and(|blk| blk.parent == parent && blk.tokens == chunk) {
+            break;
+        }
+        hits += 1;
+        parent = *h;
+    }
+    let chunk = tokens.chunks(m.block_size).nth(hits).unwrap_or(&[]);
+    let behind: Vec<&Block> = m.blocks.iter().filter(|b| b.parent == parent).collect();
+    let best = behind
+        .iter()
+        .map(|b| {
+            b.tokens
+                .iter()
+                .zip(chunk)
+                .take_while(|(x, y)| x == y)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    (hits * m.block_size + best, behind.len())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Against the list it replaces (push on allocation, `retain` on eviction, read newest first
+    /// with `rev()`): the same blocks in the same order under every parent, and removing a block
+    /// that is in no list changes nothing.
+    #[test]
+    fn sibling_lists_match_a_vec_per_parent(ops in prop::collection::vec(sib_op(), 1..120)) {
+        let mut s = Siblings::default();
+        let mut model: HashMap<u64, Vec<BlockId>> = HashMap::new();
+        let mut parent_of: HashMap<BlockId, u64> = HashMap::new();
+        for op in ops {
+            match op {
+                SibOp::Push(p, b) if !parent_of.contains_key(&b) => {
+                    s.push(p, b);
+                    model.entry(p).or_default().push(b);
+                    parent_of.insert(b, p);
+                }
+                SibOp::Push(..) => {}
+                SibOp::Remove(b, p) => match parent_of.remove(&b) {
+                    Some(parent) => {
+                        s.remove(parent, b);
+                        model.entry(parent).or_default().retain(|&x| x != b);
+                    }
+                    None => s.remove(p, b),
+                },
+            }
+            for p in 0..3 {
+                let want: Vec<BlockId> = model.get(&p).into_iter().flatten().rev().copied().collect();
+                prop_assert_eq!(s.newest_first(p).collect::<Vec<_>>(), want);
+            }
+        }
+    }
+
+    /// Many continuations of one shared prefix in little room, so siblings are evicted all the
+    /// time: the sibling lists stay exactly the resident blocks, and a partial match finds the
+    /// best resident sibling whenever there are no more than [`MAX_SIBLINGS`] (never a better
+    /// one than exists).
+    #[test]
+    fn partial_matches_survive_sibling_eviction(
+        ops in prop::collection::vec((any::<bool>(), any::<usize>(), prop::collection::vec(0..3u32, 0..10)), 1..80),
+        head in 0..9usize,
+        bs in 1..5usize,
+        cap in 1..48usize,
+    ) {
+        let mut m = BlockManager::new(bs, cap, 0);
+        let mut live: Vec<SeqId> = Vec::new();
+        for (acquire, i, tail) in ops {
+            let p: Vec<u32> = (100..100 + head as u32).chain(tail).collect();
+            let (best, siblings) = brute_force_prefix(&m, &p);
+            let found = m.cached_prefix(&p, &m.hashes(&p));
+            if siblings <= MAX_SIBLINGS {
+                prop_assert_eq!(found, best);
+            } else {
+                prop_assert!(found <= best, "found {} > best resident {}", found, best);
+            }
+            if acquire {
+                if let Ok(a) = m.acquire(&p) {
+                    prop_assert_eq!(a.cached_tokens, found);
+                    live.push(a.seq);
+                }
+            } else if !live.is_empty() {
+                let s = live.swap_remove(i % live.len());
+                m.release(s).unwrap();
+            }
+            m.check_invariants().map_err(TestCaseError::fail)?;
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! What a supervisor knows about its children: how to start one ([`ChildSpec`]), how to stop a
 //! running one ([`ChildHandle`]), and how a child reports its death ([`ExitNotice`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -52,7 +53,9 @@ const PANICKED: &str = "actor lost to a panic in a handler";
 /// exit from `Drop` if the child never said anything (it was lost to a panic).
 #[derive(Debug)]
 pub struct ExitNotice {
-    to: Option<Recipient<ChildExited>>,
+    /// The supervisor's mailbox, one recipient shared by the notices of all its children (a
+    /// recipient of its own would cost every child three allocations).
+    to: Option<Arc<Recipient<ChildExited>>>,
     index: usize,
     generation: u64,
     crash: Option<String>,
@@ -69,7 +72,7 @@ impl ExitNotice {
         }
     }
 
-    pub(crate) fn to(to: Recipient<ChildExited>, index: usize, generation: u64) -> Self {
+    pub(crate) fn to(to: Arc<Recipient<ChildExited>>, index: usize, generation: u64) -> Self {
         Self {
             to: Some(to),
             index,
@@ -131,9 +134,36 @@ pub struct HardStop;
 
 /// A running child, as far as its supervisor needs to know: how to ask it to stop, and how to
 /// force it.
-pub struct ChildHandle {
-    stop: Box<dyn Fn()>,
-    hard_stop: Option<Box<dyn Fn()>>,
+pub struct ChildHandle(Box<dyn StopChild>);
+
+/// How a [`ChildHandle`] stops its child; one allocation holds the child's address and both
+/// ways to stop it.
+trait StopChild {
+    fn stop(&self);
+    fn hard_stop(&self);
+}
+
+/// Stops with a message made by `make`; hard-stops with [`HardStop`] if `hard`.
+struct StopBy<A: Actor, F> {
+    addr: Addr<A>,
+    make: F,
+    hard: fn(&Addr<A>),
+}
+
+impl<A, M, F> StopChild for StopBy<A, F>
+where
+    A: Actor<Context = Context<A>> + Handler<M>,
+    M: Message + Send + 'static,
+    M::Result: Send,
+    F: Fn() -> M,
+{
+    fn stop(&self) {
+        self.addr.do_send((self.make)());
+    }
+
+    fn hard_stop(&self) {
+        (self.hard)(&self.addr);
+    }
 }
 
 impl ChildHandle {
@@ -145,10 +175,11 @@ impl ChildHandle {
         M: Message + Send + 'static,
         M::Result: Send,
     {
-        Self {
-            stop: Box::new(move || addr.do_send(make())),
-            hard_stop: None,
-        }
+        Self(Box::new(StopBy {
+            addr,
+            make,
+            hard: |_| {},
+        }))
     }
 
     /// A handle that asks `addr`'s actor to stop with message `M`, and hard-stops it with
@@ -159,11 +190,11 @@ impl ChildHandle {
         M: Message + Send + 'static,
         M::Result: Send,
     {
-        let hard = addr.clone();
-        Self {
-            stop: Box::new(move || addr.do_send(make())),
-            hard_stop: Some(Box::new(move || hard.do_send(HardStop))),
-        }
+        Self(Box::new(StopBy {
+            addr,
+            make,
+            hard: |addr| addr.do_send(HardStop),
+        }))
     }
 
     /// A handle for a child supervisor: [`StopTree`] (its barrier runs before it reports its
@@ -173,15 +204,13 @@ impl ChildHandle {
     }
 
     pub(crate) fn stop(&self) {
-        (self.stop)();
+        self.0.stop();
     }
 
     /// Sends the hard stop, if the child has one, and drops the handle (the supervisor's
     /// address of the child).
     pub(crate) fn hard_stop(self) {
-        if let Some(hard_stop) = &self.hard_stop {
-            hard_stop();
-        }
+        self.0.hard_stop();
     }
 }
 

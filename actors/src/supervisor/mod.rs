@@ -60,6 +60,8 @@ pub struct Supervisor {
     book: RestartBook,
     slots: Vec<Slot>,
     notice: ExitNotice,
+    /// Where the children's exit notices go (set once started).
+    exits: Option<Arc<Recipient<ChildExited>>>,
     on_give_up: Option<Box<dyn Fn(String)>>,
     restarts: Option<Arc<AtomicU64>>,
     /// Set once the tree stops (shutdown or escalation): no restarts from then on.
@@ -95,6 +97,7 @@ impl Supervisor {
                 })
                 .collect(),
             notice,
+            exits: None,
             on_give_up: None,
             restarts: None,
             stopping: false,
@@ -124,10 +127,13 @@ impl Supervisor {
     }
 
     fn start_child(&mut self, index: usize, ctx: &mut Context<Self>) {
-        let recipient = ctx.address().recipient();
+        let to = self
+            .exits
+            .get_or_insert_with(|| Arc::new(ctx.address().recipient()))
+            .clone();
         let slot = &mut self.slots[index];
         slot.generation += 1;
-        let notice = ExitNotice::to(recipient, index, slot.generation);
+        let notice = ExitNotice::to(to, index, slot.generation);
         slot.handle = Some((slot.spec.start)(notice));
     }
 

@@ -38,8 +38,8 @@ use tokio::sync::watch;
 use crate::board::Board;
 use crate::child::{ChildHandle, ChildSpec, ExitNotice, HardStop};
 use crate::protocol::{
-    agent_child_id, AgentDown, AgentIdle, Announce, CancelAttempt, Port, PreemptAttempt, RunTask,
-    SchedulerPorts, TaskReport,
+    agent_child_id, AgentDown, AgentIdle, AgentLink, Announce, CancelAttempt, Port, PreemptAttempt,
+    RunTask, SchedulerPorts, TaskReport,
 };
 use sink::AgentSink;
 
@@ -120,10 +120,7 @@ impl Agent {
         }
         let msg = AgentIdle {
             instance: self.env.setup.instance.clone(),
-            run: ctx.address().recipient(),
-            announce: ctx.address().recipient(),
-            cancel: ctx.address().recipient(),
-            preempt: ctx.address().recipient(),
+            link: AgentLink::new(ctx.address()),
         };
         if self.env.scheduler.idle.try_tell(msg).is_err() {
             // The scheduler is busy or restarting: try again shortly.

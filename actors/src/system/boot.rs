@@ -388,9 +388,11 @@ fn agent_envs(
             tools.as_ref(),
             tokenizer,
         )));
+        // One name for every replica's id.
+        let name: Arc<str> = a.name.as_str().into();
         for replica in 0..a.replicas {
             let instance = InstanceId {
-                agent: a.name.clone(),
+                agent: name.clone(),
                 replica,
             };
             let tool_ctx = ToolContext {

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use agentos_runtime::agent::{run_attempt, AgentSetup, AttemptControl, StepPorts};
 use agentos_runtime::events::agent::{AgentCrashed, AgentStateChanged};
-use agentos_runtime::model::{AgentState, ControlBlock};
+use agentos_runtime::model::{AgentState, ControlBlock, InstanceId};
 use agentos_runtime::policy::supervision::RestartType;
 use agentos_runtime::sched::{LeaseId, Outcome, Report};
 use agentos_runtime::trace::Trace;
@@ -38,8 +38,8 @@ use tokio::sync::watch;
 use crate::board::Board;
 use crate::child::{ChildHandle, ChildSpec, ExitNotice, HardStop};
 use crate::protocol::{
-    agent_child_id, AgentDown, AgentIdle, AgentLink, Announce, CancelAttempt, Port, PreemptAttempt,
-    RunTask, SchedulerPorts, TaskReport,
+    agent_child_label, AgentDown, AgentIdle, AgentLink, Announce, CancelAttempt, Port,
+    PreemptAttempt, RunTask, SchedulerPorts, TaskReport,
 };
 use sink::AgentSink;
 
@@ -64,24 +64,36 @@ pub struct AgentEnv {
     pub trace: Trace,
 }
 
-/// The child spec of one agent instance: started on `arbiter`, permanent, and on every exit
-/// its lease goes back to the scheduler through `down` (as a failed attempt).
-pub fn child_spec(env: Arc<AgentEnv>, arbiter: ArbiterHandle, down: Port<AgentDown>) -> ChildSpec {
-    let instance = env.setup.instance.clone();
-    ChildSpec::new(
-        agent_child_id(&instance),
+/// The child spec of an agent's instances (`instances[r]` is replica `r`'s environment and
+/// arbiter): one permanent child per replica, and on every exit the replica's lease goes back
+/// to the scheduler through `down` (as a failed attempt).
+pub fn child_spec(
+    instances: std::rc::Rc<[(Arc<AgentEnv>, ArbiterHandle)]>,
+    down: Port<AgentDown>,
+) -> ChildSpec {
+    let first = &instances[0].0.setup.instance;
+    let agent = first.agent.clone();
+    let label = agent_child_label(&agent);
+    let count = instances.len() as u32;
+    ChildSpec::replicas(
+        label,
         "agent",
         RestartType::Permanent,
-        move |notice| {
+        count,
+        move |replica, notice| {
+            let (env, arbiter) = &instances[replica as usize];
             let env = env.clone();
-            let addr = Agent::start_in_arbiter(&arbiter, move |_| Agent::new(env, notice));
+            let addr = Agent::start_in_arbiter(arbiter, move |_| Agent::new(env, notice));
             ChildHandle::stop_or_hard_stop(addr, || StopAgent)
         },
     )
-    .on_exit(move |reason| {
+    .on_replica_exit(move |replica, reason| {
         // Rare and must not be lost: `tell` ignores the mailbox bound.
         down.tell(AgentDown {
-            instance: instance.clone(),
+            instance: InstanceId {
+                agent: agent.clone(),
+                replica,
+            },
             reason: reason.to_string(),
         });
     })

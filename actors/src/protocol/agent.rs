@@ -64,6 +64,8 @@ impl AgentLink {
     }
 
     /// Sends a task if the mailbox has room; an undelivered one comes back in the error.
+    // The error is actix's own, carrying the undelivered task back, as `try_send` does.
+    #[allow(clippy::result_large_err)]
     pub fn try_run(&self, msg: RunTask) -> Result<(), SendError<RunTask>> {
         self.0.try_run(msg)
     }
@@ -92,6 +94,7 @@ impl std::fmt::Debug for AgentLink {
 
 /// What [`AgentLink`] needs of an agent's address.
 trait AgentMailbox: Send + Sync {
+    #[allow(clippy::result_large_err)]
     fn try_run(&self, msg: RunTask) -> Result<(), SendError<RunTask>>;
     fn announce(&self);
     fn cancel(&self, msg: CancelAttempt);
@@ -159,7 +162,13 @@ ports! {
     }
 }
 
-/// The agent supervisor's child id of an agent instance.
+/// The agent supervisor's child id of an agent instance: its agent's
+/// [`agent_child_label`] and `#replica`.
 pub fn agent_child_id(instance: &agentos_runtime::model::InstanceId) -> String {
     format!("agent {instance}")
+}
+
+/// The agent supervisor's label of an agent's instances (their ids without `#replica`).
+pub fn agent_child_label(agent: &str) -> String {
+    format!("agent {agent}")
 }

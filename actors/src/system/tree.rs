@@ -135,14 +135,11 @@ fn agent_supervisor(
         "agent_supervisor",
         RestartType::Permanent,
         move |notice| {
+            // The instances of one agent are consecutive, in replica order.
             let children = agents
-                .iter()
-                .map(|(env, arbiter)| {
-                    crate::agent::child_spec(
-                        env.clone(),
-                        arbiter.clone(),
-                        ports.scheduler.down.clone(),
-                    )
+                .chunk_by(|(a, _), (b, _)| a.setup.instance.agent == b.setup.instance.agent)
+                .map(|instances| {
+                    crate::agent::child_spec(instances.into(), ports.scheduler.down.clone())
                 })
                 .collect();
             let sup = Supervisor::new("agents", Strategy::OneForOne, settings, children, notice)

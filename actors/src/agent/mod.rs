@@ -48,44 +48,98 @@ use sink::AgentSink;
 #[rtype(result = "()")]
 pub struct StopAgent;
 
-/// Everything an agent instance needs that does not change while it runs.
+/// Everything the instances of one agent share, none of which changes while they run.
+///
+/// It is replica 0's environment: an attempt of replica `r` runs with a copy of `setup` and
+/// `ports` re-addressed to `r` ([`AgentEnv::attempt`]), so an idle instance holds no more than
+/// its id and this shared environment.
 pub struct AgentEnv {
-    /// Config, identity, tool context, limits.
+    /// Config, identity (replica 0's), tool context, limits.
     pub setup: AgentSetup,
-    /// The step core's peers.
+    /// The step core's peers (`events`: replica 0's sink).
     pub ports: StepPorts,
-    /// This instance's event sink (also in `ports.events`).
-    pub sink: AgentSink,
+    /// The agent's suspend switch.
+    pub suspended: watch::Receiver<bool>,
     /// The scheduler.
     pub scheduler: SchedulerPorts,
-    /// Where the control block is published.
+    /// Where the control blocks are published.
     pub board: Arc<Board>,
     /// The trace.
     pub trace: Trace,
 }
 
-/// The child spec of an agent's instances (`instances[r]` is replica `r`'s environment and
-/// arbiter): one permanent child per replica, and on every exit the replica's lease goes back
-/// to the scheduler through `down` (as a failed attempt).
-pub fn child_spec(
-    instances: std::rc::Rc<[(Arc<AgentEnv>, ArbiterHandle)]>,
-    down: Port<AgentDown>,
-) -> ChildSpec {
-    let first = &instances[0].0.setup.instance;
-    let agent = first.agent.clone();
-    let label = agent_child_label(&agent);
-    let count = instances.len() as u32;
+impl AgentEnv {
+    /// The sink of `instance`: its step events, and its control block on the board.
+    pub fn sink(&self, instance: &InstanceId) -> AgentSink {
+        AgentSink::new(
+            instance.clone(),
+            self.board.clone(),
+            self.trace.clone(),
+            self.suspended.clone(),
+        )
+    }
+
+    /// The setup and ports of an attempt of `instance`: the shared ones, with the instance's
+    /// id and sink.
+    pub fn attempt(&self, instance: &InstanceId) -> (AgentSetup, StepPorts) {
+        let mut setup = self.setup.clone();
+        if setup.instance != *instance {
+            setup.instance = instance.clone();
+            setup.instance_label = instance.to_string();
+        }
+        let ports = StepPorts {
+            events: Arc::new(self.sink(instance)),
+            ..self.ports.clone()
+        };
+        (setup, ports)
+    }
+}
+
+/// The instances of one declared agent: their environment, how many, and where they run.
+#[derive(Clone)]
+pub struct AgentInstances {
+    /// What they share.
+    pub env: Arc<AgentEnv>,
+    /// How many replicas.
+    pub replicas: u32,
+    /// The worker arbiters; replica `r` runs on `arbiters[(first + r) % arbiters.len()]`, so
+    /// the instances of every agent, one after another, go round robin over them.
+    pub arbiters: Arc<[ArbiterHandle]>,
+    /// Instances of the agents declared before this one.
+    pub first: usize,
+}
+
+/// The child spec of an agent's instances: one permanent child per replica, on its arbiter,
+/// and on every exit the replica's lease goes back to the scheduler through `down` (as a
+/// failed attempt).
+pub fn child_spec(instances: AgentInstances, down: Port<AgentDown>) -> ChildSpec {
+    let agent = instances.env.setup.instance.agent.clone();
+    let replicas = instances.replicas;
+    let start = {
+        let agent = agent.clone();
+        move |replica, notice| {
+            let AgentInstances {
+                env,
+                arbiters,
+                first,
+                ..
+            } = &instances;
+            let arbiter = &arbiters[(first + replica as usize) % arbiters.len()];
+            let env = env.clone();
+            let instance = InstanceId {
+                agent: agent.clone(),
+                replica,
+            };
+            let addr = Agent::start_in_arbiter(arbiter, move |_| Agent::new(env, instance, notice));
+            ChildHandle::stop_or_hard_stop(addr, || StopAgent)
+        }
+    };
     ChildSpec::replicas(
-        label,
+        agent_child_label(&agent),
         "agent",
         RestartType::Permanent,
-        count,
-        move |replica, notice| {
-            let (env, arbiter) = &instances[replica as usize];
-            let env = env.clone();
-            let addr = Agent::start_in_arbiter(arbiter, move |_| Agent::new(env, notice));
-            ChildHandle::stop_or_hard_stop(addr, || StopAgent)
-        },
+        replicas,
+        start,
     )
     .on_replica_exit(move |replica, reason| {
         // Rare and must not be lost: `tell` ignores the mailbox bound.
@@ -104,6 +158,7 @@ static NEXT_PID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 /// The agent actor.
 pub struct Agent {
     env: Arc<AgentEnv>,
+    instance: InstanceId,
     pid: u64,
     notice: ExitNotice,
     busy: bool,
@@ -114,10 +169,11 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// A new incarnation (fresh control block and pid).
-    pub fn new(env: Arc<AgentEnv>, notice: ExitNotice) -> Self {
+    /// A new incarnation of `instance` (fresh control block and pid).
+    pub fn new(env: Arc<AgentEnv>, instance: InstanceId, notice: ExitNotice) -> Self {
         Self {
             env,
+            instance,
             pid: NEXT_PID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             notice,
             busy: false,
@@ -131,7 +187,7 @@ impl Agent {
             return;
         }
         let msg = AgentIdle {
-            instance: self.env.setup.instance.clone(),
+            instance: self.instance.clone(),
             link: AgentLink::new(ctx.address()),
         };
         if self.env.scheduler.idle.try_tell(msg).is_err() {
@@ -149,7 +205,7 @@ impl Agent {
                 });
             }
             Err(_) => {
-                tracing::warn!(instance = %self.env.setup.instance, "scheduler unreachable for 5 s; report dropped (its lease expires and the task is retried)")
+                tracing::warn!(instance = %self.instance, "scheduler unreachable for 5 s; report dropped (its lease expires and the task is retried)")
             }
         }
     }
@@ -199,7 +255,7 @@ impl Actor for Agent {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(16);
-        let id = self.env.setup.instance.clone();
+        let id = self.instance.clone();
         // This incarnation's entry replaces the previous one's; only this actor writes it.
         self.env
             .board
@@ -212,11 +268,11 @@ impl Actor for Agent {
         .emit();
         // Follow the agent's suspend switch (set by the scheduler for the control plane); a
         // restarted instance of a suspended agent starts Suspended.
-        let mut switch = self.env.sink.suspend_switch();
+        let mut switch = self.env.suspended.clone();
+        let sink = self.env.sink(&self.instance);
         if *switch.borrow_and_update() {
-            self.env.sink.switch_moved();
+            sink.switch_moved();
         }
-        let sink = self.env.sink.clone();
         ctx.spawn(
             async move {
                 while switch.changed().await.is_ok() {
@@ -230,7 +286,7 @@ impl Actor for Agent {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         let mut from = None;
-        self.env.board.update(&self.env.setup.instance, |cb| {
+        self.env.board.update(&self.instance, |cb| {
             from = Some(cb.state);
             cb.state = AgentState::Terminated;
         });
@@ -294,7 +350,7 @@ impl Handler<RunTask> for Agent {
 
     fn handle(&mut self, msg: RunTask, ctx: &mut Self::Context) {
         let dispatch = msg.dispatch;
-        let instance = self.env.setup.instance.clone();
+        let instance = self.instance.clone();
         if self.busy {
             // The scheduler never leases to a busy instance; answer anyway so nothing is lost.
             let report = Report {
@@ -314,25 +370,25 @@ impl Handler<RunTask> for Agent {
         self.env
             .board
             .update(&instance, |cb| cb.current_task = Some(task));
-        self.env.sink.set_state(AgentState::Running);
-        let env = self.env.clone();
+        self.env.sink(&instance).set_state(AgentState::Running);
+        let (setup, ports) = self.env.attempt(&instance);
         let lease = dispatch.lease;
         let (cancel, cancelled) = watch::channel(None);
         self.cancel = Some((lease, cancel));
         let (preempt, preempted) = watch::channel(None);
         self.preempt = Some((lease, preempt));
         let control =
-            AttemptControl::new(self.env.sink.suspend_switch(), cancelled).with_preempt(preempted);
+            AttemptControl::new(self.env.suspended.clone(), cancelled).with_preempt(preempted);
         let started = Instant::now();
         let attempt = async move {
-            let step = async { run_attempt(&env.setup, &env.ports, &dispatch, &control).await };
+            let step = async { run_attempt(&setup, &ports, &dispatch, &control).await };
             AssertUnwindSafe(Contained(Box::pin(step)))
                 .catch_unwind()
                 .await
                 .map_err(|payload| panic_message(payload.as_ref()))
         };
         ctx.spawn(attempt.into_actor(self).map(move |result, act, ctx| {
-            let instance = act.env.setup.instance.clone();
+            let instance = act.instance.clone();
             act.cancel = None;
             act.preempt = None;
             act.env.board.update(&instance, |cb| {
@@ -348,7 +404,7 @@ impl Handler<RunTask> for Agent {
                         usage: r.usage,
                     };
                     act.busy = false;
-                    act.env.sink.set_state(AgentState::Ready);
+                    act.env.sink(&instance).set_state(AgentState::Ready);
                     act.send_report(TaskReport { instance, report }, 0, ctx);
                     act.announce(ctx);
                 }

@@ -9,7 +9,7 @@ use agentos_runtime::policy::supervision::{RestartType, Strategy};
 use agentos_runtime::trace::Trace;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::agent::AgentEnv;
+use crate::agent::AgentInstances;
 use crate::board::Board;
 use crate::child::{ChildHandle, ChildSpec, ExitNotice};
 use crate::pager::WorkerConfig;
@@ -48,8 +48,8 @@ pub struct TreeParts {
     pub scheduler: Arc<Mutex<SchedulerState>>,
     /// The pager's worker settings.
     pub pager: WorkerConfig,
-    /// One environment per agent instance, with the arbiter it runs on.
-    pub agents: Vec<(Arc<AgentEnv>, ArbiterHandle)>,
+    /// The instances of every agent.
+    pub agents: Vec<AgentInstances>,
     /// Prometheus handle for the monitor's upkeep.
     pub prometheus: Option<PrometheusHandle>,
     /// While set, every start of the KV pool tracks the unbounded-cache upper bound.
@@ -122,10 +122,10 @@ pub fn start(parts: TreeParts) -> Addr<Supervisor> {
 }
 
 /// The agent supervisor: one_for_one over every agent instance; restarts rebuild agents from
-/// the same environments.
+/// their agent's environment.
 fn agent_supervisor(
     settings: SupervisorSettings,
-    agents: Vec<(Arc<AgentEnv>, ArbiterHandle)>,
+    agents: Vec<AgentInstances>,
     ports: SystemPorts,
     restarts: Arc<AtomicU64>,
 ) -> ChildSpec {
@@ -135,12 +135,9 @@ fn agent_supervisor(
         "agent_supervisor",
         RestartType::Permanent,
         move |notice| {
-            // The instances of one agent are consecutive, in replica order.
             let children = agents
-                .chunk_by(|(a, _), (b, _)| a.setup.instance.agent == b.setup.instance.agent)
-                .map(|instances| {
-                    crate::agent::child_spec(instances.into(), ports.scheduler.down.clone())
-                })
+                .iter()
+                .map(|a| crate::agent::child_spec(a.clone(), ports.scheduler.down.clone()))
                 .collect();
             let sup = Supervisor::new("agents", Strategy::OneForOne, settings, children, notice)
                 .count_restarts_in(restarts.clone());

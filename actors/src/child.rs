@@ -58,7 +58,7 @@ pub struct ExitNotice {
     to: Option<Arc<Recipient<ChildExited>>>,
     index: usize,
     generation: u64,
-    crash: Option<String>,
+    crash: Option<Box<str>>,
 }
 
 impl ExitNotice {
@@ -83,7 +83,7 @@ impl ExitNotice {
 
     /// Marks the coming exit as a crash; call before `ctx.stop()`.
     pub fn crashed(&mut self, why: impl Into<String>) {
-        self.crash = Some(why.into());
+        self.crash = Some(why.into().into());
     }
 
     /// Reports the exit (normal unless [`ExitNotice::crashed`] was called, or the thread is
@@ -93,7 +93,7 @@ impl ExitNotice {
     /// of the actor's context during the unwind, so a panic reaches this call too.
     pub fn exited(&mut self) {
         let reason = match self.crash.take() {
-            Some(why) => ExitReason::Abnormal(why),
+            Some(why) => ExitReason::Abnormal(why.into()),
             None if std::thread::panicking() => ExitReason::Abnormal(PANICKED.into()),
             None => ExitReason::Normal,
         };
@@ -114,7 +114,10 @@ impl ExitNotice {
 impl Drop for ExitNotice {
     fn drop(&mut self) {
         if self.to.is_some() {
-            let why = self.crash.take().unwrap_or_else(|| PANICKED.into());
+            let why = self
+                .crash
+                .take()
+                .map_or_else(|| PANICKED.into(), String::from);
             self.report(ExitReason::Abnormal(why));
         }
     }

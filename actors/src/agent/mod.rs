@@ -115,24 +115,17 @@ pub struct AgentInstances {
 pub fn child_spec(instances: AgentInstances, down: Port<AgentDown>) -> ChildSpec {
     let agent = instances.env.setup.instance.agent.clone();
     let replicas = instances.replicas;
-    let start = {
-        let agent = agent.clone();
-        move |replica, notice| {
-            let AgentInstances {
-                env,
-                arbiters,
-                first,
-                ..
-            } = &instances;
-            let arbiter = &arbiters[(first + replica as usize) % arbiters.len()];
-            let env = env.clone();
-            let instance = InstanceId {
-                agent: agent.clone(),
-                replica,
-            };
-            let addr = Agent::start_in_arbiter(arbiter, move |_| Agent::new(env, instance, notice));
-            ChildHandle::stop_or_hard_stop(addr, || StopAgent)
-        }
+    let start = move |replica, notice| {
+        let AgentInstances {
+            env,
+            arbiters,
+            first,
+            ..
+        } = &instances;
+        let arbiter = &arbiters[(first + replica as usize) % arbiters.len()];
+        let env = env.clone();
+        let addr = Agent::start_in_arbiter(arbiter, move |_| Agent::new(env, replica, notice));
+        ChildHandle::stop_or_hard_stop(addr, || StopAgent)
     };
     ChildSpec::replicas(
         agent_child_label(&agent),
@@ -156,29 +149,47 @@ pub fn child_spec(instances: AgentInstances, down: Port<AgentDown>) -> ChildSpec
 static NEXT_PID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The agent actor.
+///
+/// Kept small: an actor lives inline in its task, which the runtime allocates in steps of 128
+/// bytes, and an idle instance is little more than this.
 pub struct Agent {
     env: Arc<AgentEnv>,
-    instance: InstanceId,
     pid: u64,
     notice: ExitNotice,
+    /// The signals of the attempt running now.
+    attempt: Option<Box<Signals>>,
+    /// Which replica of `env`'s agent this is.
+    replica: u32,
     busy: bool,
-    /// The cancel signal of the attempt running now.
-    cancel: Option<(LeaseId, watch::Sender<Option<String>>)>,
-    /// The preemption request of the attempt running now.
-    preempt: Option<(LeaseId, watch::Sender<Option<String>>)>,
+}
+
+/// The signals of a running attempt, by the lease it runs under.
+struct Signals {
+    lease: LeaseId,
+    /// Cancels it (its task was cancelled).
+    cancel: watch::Sender<Option<String>>,
+    /// Asks it to give way (preemption).
+    preempt: watch::Sender<Option<String>>,
 }
 
 impl Agent {
-    /// A new incarnation of `instance` (fresh control block and pid).
-    pub fn new(env: Arc<AgentEnv>, instance: InstanceId, notice: ExitNotice) -> Self {
+    /// A new incarnation of replica `replica` (fresh control block and pid).
+    pub fn new(env: Arc<AgentEnv>, replica: u32, notice: ExitNotice) -> Self {
         Self {
             env,
-            instance,
             pid: NEXT_PID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             notice,
+            attempt: None,
+            replica,
             busy: false,
-            cancel: None,
-            preempt: None,
+        }
+    }
+
+    /// This instance's id.
+    fn instance(&self) -> InstanceId {
+        InstanceId {
+            agent: self.env.setup.instance.agent.clone(),
+            replica: self.replica,
         }
     }
 
@@ -187,7 +198,7 @@ impl Agent {
             return;
         }
         let msg = AgentIdle {
-            instance: self.instance.clone(),
+            instance: self.instance(),
             link: AgentLink::new(ctx.address()),
         };
         if self.env.scheduler.idle.try_tell(msg).is_err() {
@@ -205,7 +216,7 @@ impl Agent {
                 });
             }
             Err(_) => {
-                tracing::warn!(instance = %self.instance, "scheduler unreachable for 5 s; report dropped (its lease expires and the task is retried)")
+                tracing::warn!(instance = %self.instance(), "scheduler unreachable for 5 s; report dropped (its lease expires and the task is retried)")
             }
         }
     }
@@ -255,12 +266,12 @@ impl Actor for Agent {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(16);
-        let id = self.instance.clone();
+        let id = self.instance();
         // This incarnation's entry replaces the previous one's; only this actor writes it.
         self.env
             .board
             .agents
-            .insert(id.clone(), ControlBlock::new(self.pid, id));
+            .insert(id.clone(), ControlBlock::new(self.pid, id.clone()));
         AgentStateChanged {
             from: None,
             to: Some(AgentState::Ready),
@@ -269,7 +280,7 @@ impl Actor for Agent {
         // Follow the agent's suspend switch (set by the scheduler for the control plane); a
         // restarted instance of a suspended agent starts Suspended.
         let mut switch = self.env.suspended.clone();
-        let sink = self.env.sink(&self.instance);
+        let sink = self.env.sink(&id);
         if *switch.borrow_and_update() {
             sink.switch_moved();
         }
@@ -286,7 +297,7 @@ impl Actor for Agent {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         let mut from = None;
-        self.env.board.update(&self.instance, |cb| {
+        self.env.board.update(&self.instance(), |cb| {
             from = Some(cb.state);
             cb.state = AgentState::Terminated;
         });
@@ -307,10 +318,8 @@ impl Handler<CancelAttempt> for Agent {
     type Result = ();
 
     fn handle(&mut self, msg: CancelAttempt, _: &mut Self::Context) {
-        if let Some((lease, tx)) = &self.cancel {
-            if *lease == msg.lease {
-                tx.send_replace(Some(msg.reason));
-            }
+        if let Some(a) = self.attempt.as_ref().filter(|a| a.lease == msg.lease) {
+            a.cancel.send_replace(Some(msg.reason));
         }
     }
 }
@@ -319,10 +328,8 @@ impl Handler<PreemptAttempt> for Agent {
     type Result = ();
 
     fn handle(&mut self, msg: PreemptAttempt, _: &mut Self::Context) {
-        if let Some((lease, tx)) = &self.preempt {
-            if *lease == msg.lease {
-                tx.send_replace(msg.reason);
-            }
+        if let Some(a) = self.attempt.as_ref().filter(|a| a.lease == msg.lease) {
+            a.preempt.send_replace(msg.reason);
         }
     }
 }
@@ -350,7 +357,7 @@ impl Handler<RunTask> for Agent {
 
     fn handle(&mut self, msg: RunTask, ctx: &mut Self::Context) {
         let dispatch = msg.dispatch;
-        let instance = self.instance.clone();
+        let instance = self.instance();
         if self.busy {
             // The scheduler never leases to a busy instance; answer anyway so nothing is lost.
             let report = Report {
@@ -374,9 +381,12 @@ impl Handler<RunTask> for Agent {
         let (setup, ports) = self.env.attempt(&instance);
         let lease = dispatch.lease;
         let (cancel, cancelled) = watch::channel(None);
-        self.cancel = Some((lease, cancel));
         let (preempt, preempted) = watch::channel(None);
-        self.preempt = Some((lease, preempt));
+        self.attempt = Some(Box::new(Signals {
+            lease,
+            cancel,
+            preempt,
+        }));
         let control =
             AttemptControl::new(self.env.suspended.clone(), cancelled).with_preempt(preempted);
         let started = Instant::now();
@@ -388,9 +398,8 @@ impl Handler<RunTask> for Agent {
                 .map_err(|payload| panic_message(payload.as_ref()))
         };
         ctx.spawn(attempt.into_actor(self).map(move |result, act, ctx| {
-            let instance = act.instance.clone();
-            act.cancel = None;
-            act.preempt = None;
+            let instance = act.instance();
+            act.attempt = None;
             act.env.board.update(&instance, |cb| {
                 cb.busy += started.elapsed();
                 cb.tasks_done += 1;

@@ -98,7 +98,7 @@ impl Board {
         let mut out: Vec<ControlBlock> = self
             .agents
             .iter()
-            .filter(|e| e.key().agent == agent)
+            .filter(|e| &*e.key().agent == agent)
             .map(|e| e.value().clone())
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));

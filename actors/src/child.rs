@@ -1,6 +1,7 @@
 //! What a supervisor knows about its children: how to start one ([`ChildSpec`]), how to stop a
 //! running one ([`ChildHandle`]), and how a child reports its death ([`ExitNotice`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -52,10 +53,12 @@ const PANICKED: &str = "actor lost to a panic in a handler";
 /// exit from `Drop` if the child never said anything (it was lost to a panic).
 #[derive(Debug)]
 pub struct ExitNotice {
-    to: Option<Recipient<ChildExited>>,
+    /// The supervisor's mailbox, one recipient shared by the notices of all its children (a
+    /// recipient of its own would cost every child three allocations).
+    to: Option<Arc<Recipient<ChildExited>>>,
     index: usize,
     generation: u64,
-    crash: Option<String>,
+    crash: Option<Box<str>>,
 }
 
 impl ExitNotice {
@@ -69,7 +72,7 @@ impl ExitNotice {
         }
     }
 
-    pub(crate) fn to(to: Recipient<ChildExited>, index: usize, generation: u64) -> Self {
+    pub(crate) fn to(to: Arc<Recipient<ChildExited>>, index: usize, generation: u64) -> Self {
         Self {
             to: Some(to),
             index,
@@ -80,7 +83,7 @@ impl ExitNotice {
 
     /// Marks the coming exit as a crash; call before `ctx.stop()`.
     pub fn crashed(&mut self, why: impl Into<String>) {
-        self.crash = Some(why.into());
+        self.crash = Some(why.into().into());
     }
 
     /// Reports the exit (normal unless [`ExitNotice::crashed`] was called, or the thread is
@@ -90,7 +93,7 @@ impl ExitNotice {
     /// of the actor's context during the unwind, so a panic reaches this call too.
     pub fn exited(&mut self) {
         let reason = match self.crash.take() {
-            Some(why) => ExitReason::Abnormal(why),
+            Some(why) => ExitReason::Abnormal(why.into()),
             None if std::thread::panicking() => ExitReason::Abnormal(PANICKED.into()),
             None => ExitReason::Normal,
         };
@@ -111,7 +114,10 @@ impl ExitNotice {
 impl Drop for ExitNotice {
     fn drop(&mut self) {
         if self.to.is_some() {
-            let why = self.crash.take().unwrap_or_else(|| PANICKED.into());
+            let why = self
+                .crash
+                .take()
+                .map_or_else(|| PANICKED.into(), String::from);
             self.report(ExitReason::Abnormal(why));
         }
     }
@@ -131,9 +137,36 @@ pub struct HardStop;
 
 /// A running child, as far as its supervisor needs to know: how to ask it to stop, and how to
 /// force it.
-pub struct ChildHandle {
-    stop: Box<dyn Fn()>,
-    hard_stop: Option<Box<dyn Fn()>>,
+pub struct ChildHandle(Box<dyn StopChild>);
+
+/// How a [`ChildHandle`] stops its child; one allocation holds the child's address and both
+/// ways to stop it.
+trait StopChild {
+    fn stop(&self);
+    fn hard_stop(&self);
+}
+
+/// Stops with a message made by `make`; hard-stops with [`HardStop`] if `hard`.
+struct StopBy<A: Actor, F> {
+    addr: Addr<A>,
+    make: F,
+    hard: fn(&Addr<A>),
+}
+
+impl<A, M, F> StopChild for StopBy<A, F>
+where
+    A: Actor<Context = Context<A>> + Handler<M>,
+    M: Message + Send + 'static,
+    M::Result: Send,
+    F: Fn() -> M,
+{
+    fn stop(&self) {
+        self.addr.do_send((self.make)());
+    }
+
+    fn hard_stop(&self) {
+        (self.hard)(&self.addr);
+    }
 }
 
 impl ChildHandle {
@@ -145,10 +178,11 @@ impl ChildHandle {
         M: Message + Send + 'static,
         M::Result: Send,
     {
-        Self {
-            stop: Box::new(move || addr.do_send(make())),
-            hard_stop: None,
-        }
+        Self(Box::new(StopBy {
+            addr,
+            make,
+            hard: |_| {},
+        }))
     }
 
     /// A handle that asks `addr`'s actor to stop with message `M`, and hard-stops it with
@@ -159,11 +193,11 @@ impl ChildHandle {
         M: Message + Send + 'static,
         M::Result: Send,
     {
-        let hard = addr.clone();
-        Self {
-            stop: Box::new(move || addr.do_send(make())),
-            hard_stop: Some(Box::new(move || hard.do_send(HardStop))),
-        }
+        Self(Box::new(StopBy {
+            addr,
+            make,
+            hard: |addr| addr.do_send(HardStop),
+        }))
     }
 
     /// A handle for a child supervisor: [`StopTree`] (its barrier runs before it reports its
@@ -173,58 +207,155 @@ impl ChildHandle {
     }
 
     pub(crate) fn stop(&self) {
-        (self.stop)();
+        self.0.stop();
     }
 
     /// Sends the hard stop, if the child has one, and drops the handle (the supervisor's
     /// address of the child).
     pub(crate) fn hard_stop(self) {
-        if let Some(hard_stop) = &self.hard_stop {
-            hard_stop();
+        self.0.hard_stop();
+    }
+}
+
+/// Called with the replica (0 for a child of its own) and the reason of every exit of a child.
+pub type ExitHook = Box<dyn Fn(u32, &ExitReason)>;
+
+/// How to start (and restart) one child, or a set of alike replicas, and how long each may
+/// take to stop.
+///
+/// A spec of replicas ([`ChildSpec::replicas`]) becomes that many children of the supervisor,
+/// `label#0`, `label#1` and so on, that share the one start function and hook: a child costs
+/// its supervisor a slot, not a closure of its own.
+pub struct ChildSpec {
+    pub(crate) family: ChildFamily,
+    /// How many replicas; `None` for one child named by the label alone.
+    pub(crate) replicas: Option<u32>,
+}
+
+/// What the children of one spec share.
+pub(crate) struct ChildFamily {
+    /// The child's id, or the replicas' ids without `#replica`.
+    pub(crate) label: String,
+    pub(crate) kind: &'static str,
+    pub(crate) restart: RestartType,
+    /// Starts an incarnation of the given replica (0 for a child of its own).
+    pub(crate) start: Box<dyn Fn(u32, ExitNotice) -> ChildHandle>,
+    pub(crate) on_exit: Option<ExitHook>,
+    pub(crate) shutdown: Duration,
+}
+
+impl ChildFamily {
+    /// Whether the child that is `replica` of this family has id `id`.
+    pub(crate) fn is(&self, replica: Option<u32>, id: &ChildId<'_>) -> bool {
+        match replica {
+            None => self.label == id.whole,
+            Some(r) => id.replica == Some(r) && self.label == id.label,
         }
     }
 }
 
-/// Called with the reason of every exit of a child.
-pub type ExitHook = Box<dyn Fn(&ExitReason)>;
+/// A child id as asked for (by [`RestartChild`](crate::protocol::RestartChild) and its
+/// siblings), split once so that looking it up compares numbers, not formatted ids.
+pub(crate) struct ChildId<'a> {
+    whole: &'a str,
+    /// The part before the last `#`, if a replica number follows it.
+    label: &'a str,
+    replica: Option<u32>,
+}
 
-/// How to start (and restart) one child, and how long it may take to stop.
-pub struct ChildSpec {
-    pub(crate) id: String,
-    pub(crate) kind: &'static str,
-    pub(crate) restart: RestartType,
-    pub(crate) start: Box<dyn Fn(ExitNotice) -> ChildHandle>,
-    pub(crate) on_exit: Option<ExitHook>,
-    pub(crate) shutdown: Duration,
+impl<'a> ChildId<'a> {
+    pub(crate) fn parse(whole: &'a str) -> Self {
+        // Only the number as `label#replica` writes it: no sign, no leading zero.
+        let canonical = |n: &str| {
+            !n.is_empty()
+                && n.bytes().all(|b| b.is_ascii_digit())
+                && (n == "0" || !n.starts_with('0'))
+        };
+        let split = whole
+            .rsplit_once('#')
+            .filter(|(_, n)| canonical(n))
+            .and_then(|(label, n)| Some((label, n.parse().ok()?)));
+        Self {
+            whole,
+            label: split.map_or(whole, |(label, _)| label),
+            replica: split.map(|(_, n)| n),
+        }
+    }
+}
+
+/// A child's id for logs and reasons: its family's label, and `#replica` for a replica.
+pub(crate) struct ChildName<'a>(pub(crate) &'a ChildFamily, pub(crate) Option<u32>);
+
+impl std::fmt::Display for ChildName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.1 {
+            None => f.write_str(&self.0.label),
+            Some(r) => write!(f, "{}#{r}", self.0.label),
+        }
+    }
 }
 
 impl ChildSpec {
     /// How long a child may take to stop before it is hard-stopped, unless set otherwise.
     pub const DEFAULT_SHUTDOWN: Duration = Duration::from_secs(5);
 
-    /// A child with a unique `id` within its supervisor (e.g. `agent planner#0`), a `kind`
-    /// label for `agentos_supervisor_restarts_total{kind}`, a restart type, and a `start`
-    /// function that starts an incarnation (the child keeps the notice).
+    /// A child with a unique `id` within its supervisor (e.g. `bus`), a `kind` label for
+    /// `agentos_supervisor_restarts_total{kind}`, a restart type, and a `start` function that
+    /// starts an incarnation (the child keeps the notice).
     pub fn new(
         id: impl Into<String>,
         kind: &'static str,
         restart: RestartType,
         start: impl Fn(ExitNotice) -> ChildHandle + 'static,
     ) -> Self {
+        Self::family(id.into(), kind, restart, None, move |_, notice| {
+            start(notice)
+        })
+    }
+
+    /// `count` alike children with ids `label#0` to `label#(count - 1)` (e.g. `agent
+    /// planner#0`), unique within their supervisor; `start` starts an incarnation of the
+    /// replica it is given. Otherwise as [`ChildSpec::new`], each replica on its own: its
+    /// restarts, its exits, its place in the start order.
+    pub fn replicas(
+        label: impl Into<String>,
+        kind: &'static str,
+        restart: RestartType,
+        count: u32,
+        start: impl Fn(u32, ExitNotice) -> ChildHandle + 'static,
+    ) -> Self {
+        Self::family(label.into(), kind, restart, Some(count), start)
+    }
+
+    fn family(
+        label: String,
+        kind: &'static str,
+        restart: RestartType,
+        replicas: Option<u32>,
+        start: impl Fn(u32, ExitNotice) -> ChildHandle + 'static,
+    ) -> Self {
         Self {
-            id: id.into(),
-            kind,
-            restart,
-            start: Box::new(start),
-            on_exit: None,
-            shutdown: Self::DEFAULT_SHUTDOWN,
+            family: ChildFamily {
+                label,
+                kind,
+                restart,
+                start: Box::new(start),
+                on_exit: None,
+                shutdown: Self::DEFAULT_SHUTDOWN,
+            },
+            replicas,
         }
     }
 
     /// Calls `hook` once for every exit of an incarnation, before any restart (e.g. to return
     /// the child's lease).
-    pub fn on_exit(mut self, hook: impl Fn(&ExitReason) + 'static) -> Self {
-        self.on_exit = Some(Box::new(hook));
+    pub fn on_exit(self, hook: impl Fn(&ExitReason) + 'static) -> Self {
+        self.on_replica_exit(move |_, reason| hook(reason))
+    }
+
+    /// As [`ChildSpec::on_exit`], told which replica exited (0 for a child of its own).
+    pub fn on_replica_exit(mut self, hook: impl Fn(u32, &ExitReason) + 'static) -> Self {
+        self.family.on_exit = Some(Box::new(hook));
         self
     }
 
@@ -232,12 +363,12 @@ impl ChildSpec {
     /// (default [`ChildSpec::DEFAULT_SHUTDOWN`]). It gets as long again to stop after the hard
     /// stop before it is abandoned.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown = timeout;
+        self.family.shutdown = timeout;
         self
     }
 
-    /// The child's id.
+    /// The child's id, or the replicas' ids without `#replica`.
     pub fn id(&self) -> &str {
-        &self.id
+        &self.family.label
     }
 }

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use agentos_runtime::agent::{run_attempt, AgentSetup, AttemptControl, StepPorts};
 use agentos_runtime::events::agent::{AgentCrashed, AgentStateChanged};
-use agentos_runtime::model::{AgentState, ControlBlock};
+use agentos_runtime::model::{AgentState, ControlBlock, InstanceId};
 use agentos_runtime::policy::supervision::RestartType;
 use agentos_runtime::sched::{LeaseId, Outcome, Report};
 use agentos_runtime::trace::Trace;
@@ -38,8 +38,8 @@ use tokio::sync::watch;
 use crate::board::Board;
 use crate::child::{ChildHandle, ChildSpec, ExitNotice, HardStop};
 use crate::protocol::{
-    agent_child_id, AgentDown, AgentIdle, Announce, CancelAttempt, Port, PreemptAttempt, RunTask,
-    SchedulerPorts, TaskReport,
+    agent_child_label, AgentDown, AgentIdle, AgentLink, Announce, CancelAttempt, Port,
+    PreemptAttempt, RunTask, SchedulerPorts, TaskReport,
 };
 use sink::AgentSink;
 
@@ -48,40 +48,99 @@ use sink::AgentSink;
 #[rtype(result = "()")]
 pub struct StopAgent;
 
-/// Everything an agent instance needs that does not change while it runs.
+/// Everything the instances of one agent share, none of which changes while they run.
+///
+/// It is replica 0's environment: an attempt of replica `r` runs with a copy of `setup` and
+/// `ports` re-addressed to `r` ([`AgentEnv::attempt`]), so an idle instance holds no more than
+/// its id and this shared environment.
 pub struct AgentEnv {
-    /// Config, identity, tool context, limits.
+    /// Config, identity (replica 0's), tool context, limits.
     pub setup: AgentSetup,
-    /// The step core's peers.
+    /// The step core's peers (`events`: replica 0's sink).
     pub ports: StepPorts,
-    /// This instance's event sink (also in `ports.events`).
-    pub sink: AgentSink,
+    /// The agent's suspend switch.
+    pub suspended: watch::Receiver<bool>,
     /// The scheduler.
     pub scheduler: SchedulerPorts,
-    /// Where the control block is published.
+    /// Where the control blocks are published.
     pub board: Arc<Board>,
     /// The trace.
     pub trace: Trace,
 }
 
-/// The child spec of one agent instance: started on `arbiter`, permanent, and on every exit
-/// its lease goes back to the scheduler through `down` (as a failed attempt).
-pub fn child_spec(env: Arc<AgentEnv>, arbiter: ArbiterHandle, down: Port<AgentDown>) -> ChildSpec {
-    let instance = env.setup.instance.clone();
-    ChildSpec::new(
-        agent_child_id(&instance),
+impl AgentEnv {
+    /// The sink of `instance`: its step events, and its control block on the board.
+    pub fn sink(&self, instance: &InstanceId) -> AgentSink {
+        AgentSink::new(
+            instance.clone(),
+            self.board.clone(),
+            self.trace.clone(),
+            self.suspended.clone(),
+        )
+    }
+
+    /// The setup and ports of an attempt of `instance`: the shared ones, with the instance's
+    /// id and sink.
+    pub fn attempt(&self, instance: &InstanceId) -> (AgentSetup, StepPorts) {
+        let mut setup = self.setup.clone();
+        if setup.instance != *instance {
+            setup.instance = instance.clone();
+            setup.instance_label = instance.to_string();
+        }
+        let ports = StepPorts {
+            events: Arc::new(self.sink(instance)),
+            ..self.ports.clone()
+        };
+        (setup, ports)
+    }
+}
+
+/// The instances of one declared agent: their environment, how many, and where they run.
+#[derive(Clone)]
+pub struct AgentInstances {
+    /// What they share.
+    pub env: Arc<AgentEnv>,
+    /// How many replicas.
+    pub replicas: u32,
+    /// The worker arbiters; replica `r` runs on `arbiters[(first + r) % arbiters.len()]`, so
+    /// the instances of every agent, one after another, go round robin over them.
+    pub arbiters: Arc<[ArbiterHandle]>,
+    /// Instances of the agents declared before this one.
+    pub first: usize,
+}
+
+/// The child spec of an agent's instances: one permanent child per replica, on its arbiter,
+/// and on every exit the replica's lease goes back to the scheduler through `down` (as a
+/// failed attempt).
+pub fn child_spec(instances: AgentInstances, down: Port<AgentDown>) -> ChildSpec {
+    let agent = instances.env.setup.instance.agent.clone();
+    let replicas = instances.replicas;
+    let start = move |replica, notice| {
+        let AgentInstances {
+            env,
+            arbiters,
+            first,
+            ..
+        } = &instances;
+        let arbiter = &arbiters[(first + replica as usize) % arbiters.len()];
+        let env = env.clone();
+        let addr = Agent::start_in_arbiter(arbiter, move |_| Agent::new(env, replica, notice));
+        ChildHandle::stop_or_hard_stop(addr, || StopAgent)
+    };
+    ChildSpec::replicas(
+        agent_child_label(&agent),
         "agent",
         RestartType::Permanent,
-        move |notice| {
-            let env = env.clone();
-            let addr = Agent::start_in_arbiter(&arbiter, move |_| Agent::new(env, notice));
-            ChildHandle::stop_or_hard_stop(addr, || StopAgent)
-        },
+        replicas,
+        start,
     )
-    .on_exit(move |reason| {
+    .on_replica_exit(move |replica, reason| {
         // Rare and must not be lost: `tell` ignores the mailbox bound.
         down.tell(AgentDown {
-            instance: instance.clone(),
+            instance: InstanceId {
+                agent: agent.clone(),
+                replica,
+            },
             reason: reason.to_string(),
         });
     })
@@ -90,27 +149,47 @@ pub fn child_spec(env: Arc<AgentEnv>, arbiter: ArbiterHandle, down: Port<AgentDo
 static NEXT_PID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The agent actor.
+///
+/// Kept small: an actor lives inline in its task, which the runtime allocates in steps of 128
+/// bytes, and an idle instance is little more than this.
 pub struct Agent {
     env: Arc<AgentEnv>,
     pid: u64,
     notice: ExitNotice,
+    /// The signals of the attempt running now.
+    attempt: Option<Box<Signals>>,
+    /// Which replica of `env`'s agent this is.
+    replica: u32,
     busy: bool,
-    /// The cancel signal of the attempt running now.
-    cancel: Option<(LeaseId, watch::Sender<Option<String>>)>,
-    /// The preemption request of the attempt running now.
-    preempt: Option<(LeaseId, watch::Sender<Option<String>>)>,
+}
+
+/// The signals of a running attempt, by the lease it runs under.
+struct Signals {
+    lease: LeaseId,
+    /// Cancels it (its task was cancelled).
+    cancel: watch::Sender<Option<String>>,
+    /// Asks it to give way (preemption).
+    preempt: watch::Sender<Option<String>>,
 }
 
 impl Agent {
-    /// A new incarnation (fresh control block and pid).
-    pub fn new(env: Arc<AgentEnv>, notice: ExitNotice) -> Self {
+    /// A new incarnation of replica `replica` (fresh control block and pid).
+    pub fn new(env: Arc<AgentEnv>, replica: u32, notice: ExitNotice) -> Self {
         Self {
             env,
             pid: NEXT_PID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             notice,
+            attempt: None,
+            replica,
             busy: false,
-            cancel: None,
-            preempt: None,
+        }
+    }
+
+    /// This instance's id.
+    fn instance(&self) -> InstanceId {
+        InstanceId {
+            agent: self.env.setup.instance.agent.clone(),
+            replica: self.replica,
         }
     }
 
@@ -119,11 +198,8 @@ impl Agent {
             return;
         }
         let msg = AgentIdle {
-            instance: self.env.setup.instance.clone(),
-            run: ctx.address().recipient(),
-            announce: ctx.address().recipient(),
-            cancel: ctx.address().recipient(),
-            preempt: ctx.address().recipient(),
+            instance: self.instance(),
+            link: AgentLink::new(ctx.address()),
         };
         if self.env.scheduler.idle.try_tell(msg).is_err() {
             // The scheduler is busy or restarting: try again shortly.
@@ -140,7 +216,7 @@ impl Agent {
                 });
             }
             Err(_) => {
-                tracing::warn!(instance = %self.env.setup.instance, "scheduler unreachable for 5 s; report dropped (its lease expires and the task is retried)")
+                tracing::warn!(instance = %self.instance(), "scheduler unreachable for 5 s; report dropped (its lease expires and the task is retried)")
             }
         }
     }
@@ -190,12 +266,12 @@ impl Actor for Agent {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(16);
-        let id = self.env.setup.instance.clone();
+        let id = self.instance();
         // This incarnation's entry replaces the previous one's; only this actor writes it.
         self.env
             .board
             .agents
-            .insert(id.clone(), ControlBlock::new(self.pid, id));
+            .insert(id.clone(), ControlBlock::new(self.pid, id.clone()));
         AgentStateChanged {
             from: None,
             to: Some(AgentState::Ready),
@@ -203,11 +279,11 @@ impl Actor for Agent {
         .emit();
         // Follow the agent's suspend switch (set by the scheduler for the control plane); a
         // restarted instance of a suspended agent starts Suspended.
-        let mut switch = self.env.sink.suspend_switch();
+        let mut switch = self.env.suspended.clone();
+        let sink = self.env.sink(&id);
         if *switch.borrow_and_update() {
-            self.env.sink.switch_moved();
+            sink.switch_moved();
         }
-        let sink = self.env.sink.clone();
         ctx.spawn(
             async move {
                 while switch.changed().await.is_ok() {
@@ -221,7 +297,7 @@ impl Actor for Agent {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         let mut from = None;
-        self.env.board.update(&self.env.setup.instance, |cb| {
+        self.env.board.update(&self.instance(), |cb| {
             from = Some(cb.state);
             cb.state = AgentState::Terminated;
         });
@@ -242,10 +318,8 @@ impl Handler<CancelAttempt> for Agent {
     type Result = ();
 
     fn handle(&mut self, msg: CancelAttempt, _: &mut Self::Context) {
-        if let Some((lease, tx)) = &self.cancel {
-            if *lease == msg.lease {
-                tx.send_replace(Some(msg.reason));
-            }
+        if let Some(a) = self.attempt.as_ref().filter(|a| a.lease == msg.lease) {
+            a.cancel.send_replace(Some(msg.reason));
         }
     }
 }
@@ -254,10 +328,8 @@ impl Handler<PreemptAttempt> for Agent {
     type Result = ();
 
     fn handle(&mut self, msg: PreemptAttempt, _: &mut Self::Context) {
-        if let Some((lease, tx)) = &self.preempt {
-            if *lease == msg.lease {
-                tx.send_replace(msg.reason);
-            }
+        if let Some(a) = self.attempt.as_ref().filter(|a| a.lease == msg.lease) {
+            a.preempt.send_replace(msg.reason);
         }
     }
 }
@@ -285,7 +357,7 @@ impl Handler<RunTask> for Agent {
 
     fn handle(&mut self, msg: RunTask, ctx: &mut Self::Context) {
         let dispatch = msg.dispatch;
-        let instance = self.env.setup.instance.clone();
+        let instance = self.instance();
         if self.busy {
             // The scheduler never leases to a busy instance; answer anyway so nothing is lost.
             let report = Report {
@@ -305,27 +377,29 @@ impl Handler<RunTask> for Agent {
         self.env
             .board
             .update(&instance, |cb| cb.current_task = Some(task));
-        self.env.sink.set_state(AgentState::Running);
-        let env = self.env.clone();
+        self.env.sink(&instance).set_state(AgentState::Running);
+        let (setup, ports) = self.env.attempt(&instance);
         let lease = dispatch.lease;
         let (cancel, cancelled) = watch::channel(None);
-        self.cancel = Some((lease, cancel));
         let (preempt, preempted) = watch::channel(None);
-        self.preempt = Some((lease, preempt));
+        self.attempt = Some(Box::new(Signals {
+            lease,
+            cancel,
+            preempt,
+        }));
         let control =
-            AttemptControl::new(self.env.sink.suspend_switch(), cancelled).with_preempt(preempted);
+            AttemptControl::new(self.env.suspended.clone(), cancelled).with_preempt(preempted);
         let started = Instant::now();
         let attempt = async move {
-            let step = async { run_attempt(&env.setup, &env.ports, &dispatch, &control).await };
+            let step = async { run_attempt(&setup, &ports, &dispatch, &control).await };
             AssertUnwindSafe(Contained(Box::pin(step)))
                 .catch_unwind()
                 .await
                 .map_err(|payload| panic_message(payload.as_ref()))
         };
         ctx.spawn(attempt.into_actor(self).map(move |result, act, ctx| {
-            let instance = act.env.setup.instance.clone();
-            act.cancel = None;
-            act.preempt = None;
+            let instance = act.instance();
+            act.attempt = None;
             act.env.board.update(&instance, |cb| {
                 cb.busy += started.elapsed();
                 cb.tasks_done += 1;
@@ -339,7 +413,7 @@ impl Handler<RunTask> for Agent {
                         usage: r.usage,
                     };
                     act.busy = false;
-                    act.env.sink.set_state(AgentState::Ready);
+                    act.env.sink(&instance).set_state(AgentState::Ready);
                     act.send_report(TaskReport { instance, report }, 0, ctx);
                     act.announce(ctx);
                 }

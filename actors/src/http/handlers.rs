@@ -131,12 +131,12 @@ fn control_blocks(state: &HttpState, agent: Option<&str>) -> Vec<Value> {
         .control_blocks()
         .into_iter()
         .filter(|cb| match agent {
-            Some(a) => cb.id.agent == a,
+            Some(a) => &*cb.id.agent == a,
             None => true,
         })
         .map(|cb| {
             let mut v = serde_json::to_value(&cb).unwrap_or_default();
-            if let (Some(obj), Some(s)) = (v.as_object_mut(), stats.get(&cb.id.agent)) {
+            if let (Some(obj), Some(s)) = (v.as_object_mut(), stats.get(&*cb.id.agent)) {
                 obj.insert("pager".into(), serde_json::to_value(s).unwrap_or_default());
             }
             v

@@ -1,5 +1,7 @@
 //! Messages agents handle, and the ports agents are reached through.
 
+use std::sync::Arc;
+
 use actix::prelude::*;
 use agentos_runtime::sched::{Dispatch, LeaseId};
 
@@ -42,6 +44,88 @@ pub struct PreemptAttempt {
     pub reason: Option<String>,
 }
 
+/// How the scheduler reaches one agent instance: one handle on the instance's mailbox for
+/// the four messages above. (A recipient per message would cost the instance four boxes and
+/// eight `Arc`s on every announce; this is one address and one `Arc`.) Cheap to clone.
+#[derive(Clone)]
+pub struct AgentLink(Arc<dyn AgentMailbox>);
+
+impl AgentLink {
+    /// A link to `addr`'s actor.
+    pub fn new<A>(addr: Addr<A>) -> Self
+    where
+        A: Actor<Context = Context<A>>
+            + Handler<RunTask>
+            + Handler<Announce>
+            + Handler<CancelAttempt>
+            + Handler<PreemptAttempt>,
+    {
+        Self(Arc::new(addr))
+    }
+
+    /// Sends a task if the mailbox has room; an undelivered one comes back in the error.
+    // The error is actix's own, carrying the undelivered task back, as `try_send` does.
+    #[allow(clippy::result_large_err)]
+    pub fn try_run(&self, msg: RunTask) -> Result<(), SendError<RunTask>> {
+        self.0.try_run(msg)
+    }
+
+    /// Asks the instance to announce itself again, ignoring the mailbox bound.
+    pub fn announce(&self) {
+        self.0.announce();
+    }
+
+    /// Stops the instance's attempt, ignoring the mailbox bound (rare, must not be lost).
+    pub fn cancel(&self, msg: CancelAttempt) {
+        self.0.cancel(msg);
+    }
+
+    /// Asks the instance's attempt to give way, ignoring the mailbox bound.
+    pub fn preempt(&self, msg: PreemptAttempt) {
+        self.0.preempt(msg);
+    }
+}
+
+impl std::fmt::Debug for AgentLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentLink").finish_non_exhaustive()
+    }
+}
+
+/// What [`AgentLink`] needs of an agent's address.
+trait AgentMailbox: Send + Sync {
+    #[allow(clippy::result_large_err)]
+    fn try_run(&self, msg: RunTask) -> Result<(), SendError<RunTask>>;
+    fn announce(&self);
+    fn cancel(&self, msg: CancelAttempt);
+    fn preempt(&self, msg: PreemptAttempt);
+}
+
+impl<A> AgentMailbox for Addr<A>
+where
+    A: Actor<Context = Context<A>>
+        + Handler<RunTask>
+        + Handler<Announce>
+        + Handler<CancelAttempt>
+        + Handler<PreemptAttempt>,
+{
+    fn try_run(&self, msg: RunTask) -> Result<(), SendError<RunTask>> {
+        self.try_send(msg)
+    }
+
+    fn announce(&self) {
+        self.do_send(Announce);
+    }
+
+    fn cancel(&self, msg: CancelAttempt) {
+        self.do_send(msg);
+    }
+
+    fn preempt(&self, msg: PreemptAttempt) {
+        self.do_send(msg);
+    }
+}
+
 /// Stops one child of a supervisor by id and parks it: it is not restarted until a
 /// [`StartChild`] (an operator killed the agent). Answers whether a running child was found.
 #[derive(Debug, Message)]
@@ -78,7 +162,13 @@ ports! {
     }
 }
 
-/// The agent supervisor's child id of an agent instance.
+/// The agent supervisor's child id of an agent instance: its agent's
+/// [`agent_child_label`] and `#replica`.
 pub fn agent_child_id(instance: &agentos_runtime::model::InstanceId) -> String {
     format!("agent {instance}")
+}
+
+/// The agent supervisor's label of an agent's instances (their ids without `#replica`).
+pub fn agent_child_label(agent: &str) -> String {
+    format!("agent {agent}")
 }

@@ -7,7 +7,6 @@ use agentos_runtime::model::{InstanceId, TaskState};
 use agentos_runtime::sched::{Report, SchedulerCore};
 use serde::Serialize;
 
-use super::agent::{Announce, CancelAttempt, RunTask};
 use super::control::{CancelWorkflow, ControlAgent, GetWorkflow, ListWorkflows, SubmitWorkflow};
 use super::port::ports;
 
@@ -17,14 +16,9 @@ use super::port::ports;
 pub struct AgentIdle {
     /// Who.
     pub instance: InstanceId,
-    /// Where to send its next task.
-    pub run: Recipient<RunTask>,
-    /// Where to ask it to announce itself again (after a scheduler restart).
-    pub announce: Recipient<Announce>,
-    /// Where to stop its running attempt (its task was cancelled).
-    pub cancel: Recipient<CancelAttempt>,
-    /// Where to ask its running attempt to give way (preemption).
-    pub preempt: Recipient<super::PreemptAttempt>,
+    /// Where to send its next task, and the attempt's cancel and preemption requests (and
+    /// where to ask it to announce itself again after a scheduler restart).
+    pub link: super::AgentLink,
 }
 
 /// A running task adds a task to its workflow (`spawn_task`). Answers the new task's key

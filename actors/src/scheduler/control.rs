@@ -162,9 +162,10 @@ impl Handler<ControlAgent> for Scheduler {
             Ok(x) => x,
             Err(refused) => return Box::pin(async move { Err(refused) }),
         };
+        let agent: Arc<str> = m.agent.as_str().into();
         let instances: Vec<InstanceId> = (0..replicas)
             .map(|replica| InstanceId {
-                agent: m.agent.clone(),
+                agent: agent.clone(),
                 replica,
             })
             .collect();

@@ -35,24 +35,15 @@ use agentos_runtime::trace::Trace;
 use crate::board::Board;
 use crate::child::{ChildHandle, ChildSpec, ExitNotice, HardStop};
 use crate::protocol::{
-    agent_child_id, AgentDown, AgentIdle, AgentSupervisorPorts, Announce, CancelAll, CancelAttempt,
-    Drain, FlushState, GetSnapshot, PreemptAttempt, PressureSample, RestartChild, RunSnapshot,
-    RunTask, SchedulerPorts, TaskReport, TerminateChild,
+    agent_child_id, AgentDown, AgentIdle, AgentLink, AgentSupervisorPorts, CancelAll,
+    CancelAttempt, Drain, FlushState, GetSnapshot, PreemptAttempt, PressureSample, RestartChild,
+    RunSnapshot, RunTask, SchedulerPorts, TaskReport, TerminateChild,
 };
 use crate::store_worker::{Ack, StoreWorker};
 use agentos_runtime::events::quota::{
     ConcurrencyChanged, ConcurrencySampled, FairShareServed, PreemptionRequested, TaskYielded,
 };
 use agentos_runtime::policy::governor::{Pressure, PressureGovernor};
-
-/// How the scheduler reaches one agent instance (from its last [`AgentIdle`]).
-#[derive(Debug, Clone)]
-struct AgentLink {
-    run: Recipient<RunTask>,
-    announce: Recipient<Announce>,
-    cancel: Recipient<CancelAttempt>,
-    preempt: Recipient<PreemptAttempt>,
-}
 
 /// Where the scheduler stores its state.
 #[derive(Debug, Clone)]
@@ -351,13 +342,10 @@ impl Scheduler {
         for d in dispatches {
             let instance = d.instance.clone();
             let delivered = match state.agents.get(&instance) {
-                Some(link) => link
-                    .run
-                    .try_send(RunTask { dispatch: d })
-                    .map_err(|e| match e {
-                        SendError::Full(_) => "mailbox full",
-                        SendError::Closed(_) => "mailbox closed",
-                    }),
+                Some(link) => link.try_run(RunTask { dispatch: d }).map_err(|e| match e {
+                    SendError::Full(_) => "mailbox full",
+                    SendError::Closed(_) => "mailbox closed",
+                }),
                 None => Err("not registered"),
             };
             if let Err(why) = delivered {
@@ -517,7 +505,7 @@ impl Scheduler {
                     .emit(trace);
                     let link = self.state().agents.get(&instance).cloned();
                     if let Some(link) = link {
-                        link.preempt.do_send(PreemptAttempt { lease, reason });
+                        link.preempt(PreemptAttempt { lease, reason });
                     }
                 }
                 SchedEvent::AttemptCancelled {
@@ -535,7 +523,7 @@ impl Scheduler {
                     // Rare and must not be lost: `do_send` ignores the mailbox bound.
                     let link = self.state().agents.get(&instance).cloned();
                     if let Some(link) = link {
-                        link.cancel.do_send(CancelAttempt { lease, reason });
+                        link.cancel(CancelAttempt { lease, reason });
                     }
                 }
             }
@@ -552,17 +540,17 @@ impl Actor for Scheduler {
         // them as failed attempts, then ask every known agent to announce itself again.
         let now = Instant::now();
         let mut events = self.state().core.take_pending();
-        let announce: Vec<Recipient<Announce>> = {
+        let announce: Vec<AgentLink> = {
             let mut s = self.state();
             let held: Vec<InstanceId> = s.core.leases().map(|l| l.instance.clone()).collect();
             for instance in held {
                 events.extend(s.core.agent_gone(&instance, "scheduler restarted", now));
             }
-            s.agents.values().map(|l| l.announce.clone()).collect()
+            s.agents.values().cloned().collect()
         };
         self.record(events);
         for a in announce {
-            a.do_send(Announce);
+            a.announce();
         }
         ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
         self.pump(ctx);
@@ -717,15 +705,7 @@ impl Handler<AgentIdle> for Scheduler {
         }
         {
             let mut s = self.state();
-            s.agents.insert(
-                msg.instance.clone(),
-                AgentLink {
-                    run: msg.run,
-                    announce: msg.announce,
-                    cancel: msg.cancel,
-                    preempt: msg.preempt,
-                },
-            );
+            s.agents.insert(msg.instance.clone(), msg.link);
             s.core.agent_idle(msg.instance);
         }
         self.pump(ctx);

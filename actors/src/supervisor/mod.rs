@@ -3,7 +3,9 @@
 //!
 //! - A supervisor owns [`ChildSpec`]s: a start function, a
 //!   [`RestartType`](agentos_runtime::policy::supervision::RestartType), a kind label and a
-//!   shutdown timeout.
+//!   shutdown timeout. A spec of replicas ([`ChildSpec::replicas`]) is that many children
+//!   (`label#0`, `label#1`, ...) sharing one start function and hook: each child costs a slot
+//!   (its replica number, generation and handle), not a closure of its own.
 //! - Each child gets an [`ExitNotice`]. The child calls [`ExitNotice::exited`] from `stopped()`
 //!   (or [`ExitNotice::crashed`] after catching a panic); if the child is dropped without either
 //!   (a panic unwound through actix), the notice's `Drop` reports an abnormal exit. So every
@@ -21,10 +23,12 @@
 //!
 //! Stale notices (from a generation that was already replaced) are ignored.
 
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::child::{ChildFamily, ChildId, ChildName};
 use crate::protocol::{StartChild, TerminateChild};
 use actix::prelude::*;
 use agentos_runtime::config::SupervisorSettings;
@@ -38,7 +42,10 @@ pub use crate::child::{
 pub use crate::protocol::RestartChild;
 
 struct Slot {
-    spec: ChildSpec,
+    /// What this child shares with its replicas (or has to itself).
+    family: Rc<ChildFamily>,
+    /// Which replica it is; `None` for a child of its own.
+    replica: Option<u32>,
     generation: u64,
     handle: Option<ChildHandle>,
     /// Stopped on request and not to be restarted until started again.
@@ -60,6 +67,8 @@ pub struct Supervisor {
     book: RestartBook,
     slots: Vec<Slot>,
     notice: ExitNotice,
+    /// Where the children's exit notices go (set once started).
+    exits: Option<Arc<Recipient<ChildExited>>>,
     on_give_up: Option<Box<dyn Fn(String)>>,
     restarts: Option<Arc<AtomicU64>>,
     /// Set once the tree stops (shutdown or escalation): no restarts from then on.
@@ -73,7 +82,7 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// A supervisor over `children`, started in order.
+    /// A supervisor over `children`, started in order (a spec of replicas in replica order).
     pub fn new(
         name: impl Into<String>,
         strategy: Strategy,
@@ -85,16 +94,9 @@ impl Supervisor {
             name: name.into(),
             strategy,
             book: RestartBook::new(settings),
-            slots: children
-                .into_iter()
-                .map(|spec| Slot {
-                    spec,
-                    generation: 0,
-                    handle: None,
-                    parked: false,
-                })
-                .collect(),
+            slots: slots(children),
             notice,
+            exits: None,
             on_give_up: None,
             restarts: None,
             stopping: false,
@@ -123,27 +125,37 @@ impl Supervisor {
         }
     }
 
+    /// The index of the child with id `id`.
+    fn find(&self, id: &str) -> Option<usize> {
+        let id = ChildId::parse(id);
+        self.slots.iter().position(|s| s.family.is(s.replica, &id))
+    }
+
     fn start_child(&mut self, index: usize, ctx: &mut Context<Self>) {
-        let recipient = ctx.address().recipient();
+        let to = self
+            .exits
+            .get_or_insert_with(|| Arc::new(ctx.address().recipient()))
+            .clone();
         let slot = &mut self.slots[index];
         slot.generation += 1;
-        let notice = ExitNotice::to(recipient, index, slot.generation);
-        slot.handle = Some((slot.spec.start)(notice));
+        let notice = ExitNotice::to(to, index, slot.generation);
+        slot.handle = Some((slot.family.start)(slot.replica.unwrap_or(0), notice));
     }
 
     fn run_hook(&self, index: usize, reason: &ExitReason) {
-        if let Some(hook) = &self.slots[index].spec.on_exit {
-            hook(reason);
+        let slot = &self.slots[index];
+        if let Some(hook) = &slot.family.on_exit {
+            hook(slot.replica.unwrap_or(0), reason);
         }
     }
 
     /// The restart decision after child `index` is gone (its hook already ran).
     fn decide(&mut self, index: usize, reason: &ExitReason, ctx: &mut Context<Self>) {
-        let spec = &self.slots[index].spec;
-        let id = spec.id.clone();
+        let slot = &self.slots[index];
+        let id = ChildName(&slot.family, slot.replica).to_string();
         let decision = self
             .book
-            .on_exit(spec.restart, reason.is_abnormal(), Instant::now());
+            .on_exit(slot.family.restart, reason.is_abnormal(), Instant::now());
         tracing::warn!(supervisor = %self.name, child = %id, %reason, ?decision, "child exited");
         match decision {
             Decision::Ignore => {}
@@ -176,7 +188,7 @@ impl Supervisor {
                         if act.slots[i].handle.is_some() || act.slots[i].parked {
                             continue;
                         }
-                        let kind = act.slots[i].spec.kind;
+                        let kind = act.slots[i].family.kind;
                         act.start_child(i, ctx);
                         act.count_restart(kind);
                     }
@@ -222,7 +234,7 @@ impl Supervisor {
             h.stop();
         }
         let generation = slot.generation;
-        let timer = ctx.run_later(slot.spec.shutdown, move |act, ctx| {
+        let timer = ctx.run_later(slot.family.shutdown, move |act, ctx| {
             act.stop_overdue(index, generation, ctx)
         });
         self.waiting = Some(Waiting {
@@ -244,9 +256,9 @@ impl Supervisor {
             return;
         };
         let slot = &mut self.slots[index];
-        let timeout = slot.spec.shutdown;
+        let timeout = slot.family.shutdown;
         if !waiting.hard_stopped {
-            tracing::warn!(supervisor = %self.name, child = %slot.spec.id, ?timeout, "child did not stop in time; hard stop");
+            tracing::warn!(supervisor = %self.name, child = %ChildName(&slot.family, slot.replica), ?timeout, "child did not stop in time; hard stop");
             waiting.hard_stopped = true;
             if let Some(h) = slot.handle.take() {
                 h.hard_stop();
@@ -256,7 +268,7 @@ impl Supervisor {
             });
             return;
         }
-        tracing::error!(supervisor = %self.name, child = %slot.spec.id, ?timeout, "child did not stop after a hard stop; abandoned");
+        tracing::error!(supervisor = %self.name, child = %ChildName(&slot.family, slot.replica), ?timeout, "child did not stop after a hard stop; abandoned");
         self.waiting = None;
         slot.generation += 1;
         self.run_hook(
@@ -267,6 +279,30 @@ impl Supervisor {
         );
         self.stop_next(ctx);
     }
+}
+
+/// One slot per child; a spec of replicas gives one per replica, all sharing its family.
+fn slots(children: Vec<ChildSpec>) -> Vec<Slot> {
+    let slot = |family: &Rc<ChildFamily>, replica| Slot {
+        family: family.clone(),
+        replica,
+        generation: 0,
+        handle: None,
+        parked: false,
+    };
+    let count = children
+        .iter()
+        .map(|c| c.replicas.map_or(1, |n| n as usize))
+        .sum();
+    let mut slots = Vec::with_capacity(count);
+    for spec in children {
+        let family = Rc::new(spec.family);
+        match spec.replicas {
+            None => slots.push(slot(&family, None)),
+            Some(n) => slots.extend((0..n).map(|r| slot(&family, Some(r)))),
+        }
+    }
+    slots
 }
 
 impl Actor for Supervisor {
@@ -307,7 +343,7 @@ impl Handler<ChildExited> for Supervisor {
         let reason = match awaited {
             Some((_, true)) => ExitReason::Abnormal(format!(
                 "hard-stopped: did not stop within {:?}",
-                slot.spec.shutdown
+                slot.family.shutdown
             )),
             _ => msg.reason,
         };
@@ -381,7 +417,7 @@ impl Handler<RestartChild> for Supervisor {
         if self.stopping {
             return false;
         }
-        let Some(index) = self.slots.iter().position(|s| s.spec.id == msg.0) else {
+        let Some(index) = self.find(&msg.0) else {
             return false;
         };
         let slot = &mut self.slots[index];
@@ -406,7 +442,7 @@ impl Handler<TerminateChild> for Supervisor {
         if self.stopping {
             return false;
         }
-        let Some(index) = self.slots.iter().position(|s| s.spec.id == msg.id) else {
+        let Some(index) = self.find(&msg.id) else {
             return false;
         };
         let slot = &mut self.slots[index];
@@ -431,7 +467,7 @@ impl Handler<StartChild> for Supervisor {
         if self.stopping {
             return false;
         }
-        let Some(index) = self.slots.iter().position(|s| s.spec.id == msg.0) else {
+        let Some(index) = self.find(&msg.0) else {
             return false;
         };
         if !self.slots[index].parked {

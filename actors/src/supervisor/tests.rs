@@ -473,3 +473,51 @@ async fn escalation_stops_the_subtree_before_the_parent_hears() {
         "inner: supervisor inner gave up: x exited: actor lost to a panic in a handler"
     );
 }
+
+#[actix_rt::test]
+async fn replicas_share_one_spec_and_are_each_their_own_child() {
+    let log = Log::default();
+    let starts: Rc<RefCell<Vec<u32>>> = Rc::default();
+    let exits: Rc<RefCell<Vec<(u32, ExitReason)>>> = Rc::default();
+    let (seen, child_log) = (starts.clone(), log.clone());
+    let spec = ChildSpec::replicas("w", "test", RestartType::Permanent, 3, move |r, notice| {
+        seen.borrow_mut().push(r);
+        let addr = Child {
+            name: format!("w#{r}"),
+            notice,
+            log: child_log.clone(),
+            how: How::default(),
+        }
+        .start();
+        ChildHandle::stop_with(addr, Quit::default)
+    });
+    let hook = exits.clone();
+    let spec = spec.on_replica_exit(move |r, reason| hook.borrow_mut().push((r, reason.clone())));
+    let (single, ps) = child("w#9", RestartType::Permanent, &log);
+    let sup = supervise(Strategy::OneForOne, settings(5), vec![spec, single]);
+    until(|| starts.borrow().len() == 3 && ps.starts() == 1).await;
+    assert_eq!(
+        *starts.borrow(),
+        [0, 1, 2],
+        "replicas start in replica order"
+    );
+
+    assert!(sup.send(RestartChild("w#1".into())).await.unwrap());
+    until(|| starts.borrow().len() == 4).await;
+    assert_eq!(starts.borrow()[3], 1, "only the replica asked for restarts");
+    assert_eq!(exits.borrow().len(), 1);
+    assert_eq!(exits.borrow()[0].0, 1, "the hook is told which replica");
+    // Ids that name no child: past the last replica, not as `w#r` writes it, the bare label.
+    for id in ["w#3", "w#01", "w#+1", "w"] {
+        assert!(!sup.send(RestartChild(id.into())).await.unwrap(), "{id}");
+    }
+    // A child of its own whose id looks like a replica's is found by its whole id.
+    assert!(sup.send(RestartChild("w#9".into())).await.unwrap());
+    until(|| ps.starts() == 2).await;
+    // The replaced incarnations are gone before the barrier is watched.
+    until(|| entries(&log).len() == 2).await;
+
+    log.borrow_mut().clear();
+    stop_tree(&sup).await;
+    assert_eq!(entries(&log), ["w#9", "w#2", "w#1", "w#0"]);
+}

@@ -36,7 +36,7 @@ use crate::agent::prompts::PagerPrompts;
 use crate::agent::router::KvRouter;
 use crate::agent::sink::AgentSink;
 use crate::agent::spawn::SpawnLink;
-use crate::agent::AgentEnv;
+use crate::agent::{AgentEnv, AgentInstances};
 use crate::board::Board;
 use crate::pager::WorkerConfig;
 use crate::quota::QuotaGate;
@@ -313,7 +313,8 @@ fn sandboxes(
     Ok(out)
 }
 
-/// One environment per agent instance, spread round robin over the worker arbiters.
+/// One environment per agent, shared by its instances, which go round robin over the worker
+/// arbiters.
 #[allow(clippy::too_many_arguments)]
 fn agent_envs(
     cfg: &Config,
@@ -325,7 +326,7 @@ fn agent_envs(
     trace: &Trace,
     arbiters: &[Arbiter],
     gate: Option<&Arc<QuotaGate>>,
-) -> anyhow::Result<Vec<(Arc<AgentEnv>, ArbiterHandle)>> {
+) -> anyhow::Result<Vec<AgentInstances>> {
     let gate: Option<Arc<dyn CallGate>> =
         gate.map(|g| Arc::new(crate::quota::GatePort(g.clone())) as Arc<dyn CallGate>);
     // Token quotas anywhere: every call carries the completion cap it reserves.
@@ -367,7 +368,8 @@ fn agent_envs(
         .collect();
     let command = Arc::new(cfg.tools.command.clone());
     let files = Arc::new(cfg.tools.files.clone());
-    let mut out = Vec::new();
+    let arbiters: Arc<[ArbiterHandle]> = arbiters.iter().map(Arbiter::handle).collect();
+    let mut out: Vec<AgentInstances> = Vec::new();
     for a in &cfg.agents {
         let spec = Arc::new(a.clone());
         let backend = backends
@@ -395,64 +397,69 @@ fn agent_envs(
             tools.as_ref(),
             tokenizer,
         )));
-        for replica in 0..a.replicas {
-            let instance = InstanceId {
-                agent: a.name.clone(),
-                replica,
-            };
-            let tool_ctx = ToolContext {
-                agent: a.name.clone(),
-                task: String::new(),
-                workspace: workspace.clone(),
-                command_allowlist: allowlist.clone(),
-                command: command.clone(),
-                files: files.clone(),
-                bus: Some(bus.clone()),
-                spawner: Some(spawner.clone()),
-                sandbox: sandboxes.get(&a.name).cloned(),
-                call: None,
-            };
-            let sink = AgentSink::new(
-                instance.clone(),
-                board.clone(),
-                trace.clone(),
-                board.suspend_switch(&a.name),
-            );
-            let step_ports = StepPorts {
-                prompts: prompts.clone(),
-                router: routers
-                    .get(a.backend.as_str())
-                    .map(|r| r.clone() as Arc<dyn agentos_runtime::agent::Router>),
-                backend: backend.clone(),
-                tools: tools.clone(),
-                events: Arc::new(sink.clone()),
-                gate: gate.clone(),
-            };
-            let mut setup = AgentSetup::new(
-                spec.clone(),
-                instance,
-                tool_ctx,
-                tokenizer,
-                cfg.tools.call_timeout,
-                cfg.runtime.durability,
-            );
-            setup.slice = slice;
-            setup.cap_calls = token_limits;
-            setup.tools = agent_tools.clone();
-            if let Some(max) = backend_max_tokens {
-                setup.call_max_tokens = u64::from(max);
-            }
-            let env = AgentEnv {
-                setup,
-                ports: step_ports,
-                sink,
-                scheduler: ports.scheduler.clone(),
-                board: board.clone(),
-                trace: trace.clone(),
-            };
-            let arbiter = arbiters[out.len() % arbiters.len()].handle();
-            out.push((Arc::new(env), arbiter));
+        // One name for every replica's id; the environment is replica 0's (see `AgentEnv`).
+        let instance = InstanceId {
+            agent: a.name.as_str().into(),
+            replica: 0,
+        };
+        let tool_ctx = ToolContext {
+            agent: a.name.clone(),
+            task: String::new(),
+            workspace,
+            command_allowlist: allowlist,
+            command: command.clone(),
+            files: files.clone(),
+            bus: Some(bus.clone()),
+            spawner: Some(spawner.clone()),
+            sandbox: sandboxes.get(&a.name).cloned(),
+            call: None,
+        };
+        let suspended = board.suspend_switch(&a.name);
+        let sink = AgentSink::new(
+            instance.clone(),
+            board.clone(),
+            trace.clone(),
+            suspended.clone(),
+        );
+        let step_ports = StepPorts {
+            prompts: prompts.clone(),
+            router: routers
+                .get(a.backend.as_str())
+                .map(|r| r.clone() as Arc<dyn agentos_runtime::agent::Router>),
+            backend,
+            tools: tools.clone(),
+            events: Arc::new(sink),
+            gate: gate.clone(),
+        };
+        let mut setup = AgentSetup::new(
+            spec,
+            instance,
+            tool_ctx,
+            tokenizer,
+            cfg.tools.call_timeout,
+            cfg.runtime.durability,
+        );
+        setup.slice = slice;
+        setup.cap_calls = token_limits;
+        setup.tools = agent_tools;
+        if let Some(max) = backend_max_tokens {
+            setup.call_max_tokens = u64::from(max);
         }
+        let env = AgentEnv {
+            setup,
+            ports: step_ports,
+            suspended,
+            scheduler: ports.scheduler.clone(),
+            board: board.clone(),
+            trace: trace.clone(),
+        };
+        let first = out.last().map_or(0, |g| g.first + g.replicas as usize);
+        out.push(AgentInstances {
+            env: Arc::new(env),
+            replicas: a.replicas,
+            arbiters: arbiters.clone(),
+            first,
+        });
     }
     Ok(out)
 }

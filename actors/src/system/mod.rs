@@ -13,7 +13,7 @@
 //!
 //! # Layout
 //! - [`boot`]: [`boot()`], which must run inside an actix `System`: backends, the run folder,
-//!   the store, the workspaces, one [`AgentEnv`](crate::agent::AgentEnv) per instance and the
+//!   the store, the workspaces, one [`AgentEnv`](crate::agent::AgentEnv) per agent and the
 //!   ports every actor is handed.
 //! - [`tree`]: the supervisor tree assembled from each actor module's `child_spec()`.
 //! - [`running`]: [`RunningSystem`]: wait, snapshot, KV figures, drain, stop.

@@ -9,7 +9,7 @@ use agentos_runtime::policy::supervision::{RestartType, Strategy};
 use agentos_runtime::trace::Trace;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::agent::AgentEnv;
+use crate::agent::AgentInstances;
 use crate::board::Board;
 use crate::child::{ChildHandle, ChildSpec, ExitNotice};
 use crate::pager::WorkerConfig;
@@ -50,8 +50,8 @@ pub struct TreeParts {
     pub pager: WorkerConfig,
     /// The pager's worker, which the scheduler and the bus store through too.
     pub store: crate::pager::Worker,
-    /// One environment per agent instance, with the arbiter it runs on.
-    pub agents: Vec<(Arc<AgentEnv>, ArbiterHandle)>,
+    /// The instances of every agent.
+    pub agents: Vec<AgentInstances>,
     /// Prometheus handle for the monitor's upkeep.
     pub prometheus: Option<PrometheusHandle>,
     /// While set, every start of the KV pool tracks the unbounded-cache upper bound.
@@ -126,10 +126,10 @@ pub fn start(parts: TreeParts) -> Addr<Supervisor> {
 }
 
 /// The agent supervisor: one_for_one over every agent instance; restarts rebuild agents from
-/// the same environments.
+/// their agent's environment.
 fn agent_supervisor(
     settings: SupervisorSettings,
-    agents: Vec<(Arc<AgentEnv>, ArbiterHandle)>,
+    agents: Vec<AgentInstances>,
     ports: SystemPorts,
     restarts: Arc<AtomicU64>,
 ) -> ChildSpec {
@@ -141,13 +141,7 @@ fn agent_supervisor(
         move |notice| {
             let children = agents
                 .iter()
-                .map(|(env, arbiter)| {
-                    crate::agent::child_spec(
-                        env.clone(),
-                        arbiter.clone(),
-                        ports.scheduler.down.clone(),
-                    )
-                })
+                .map(|a| crate::agent::child_spec(a.clone(), ports.scheduler.down.clone()))
                 .collect();
             let sup = Supervisor::new("agents", Strategy::OneForOne, settings, children, notice)
                 .count_restarts_in(restarts.clone());

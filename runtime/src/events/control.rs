@@ -141,7 +141,7 @@ impl AttemptCancelled<'_> {
         if trace.enabled() {
             trace.emit(
                 "attempt_cancelled",
-                json!({"task": self.task.to_string(), "agent": self.instance.agent,
+                json!({"task": self.task.to_string(), "agent": &*self.instance.agent,
                        "instance": self.instance.to_string(), "reason": self.reason}),
             );
         }

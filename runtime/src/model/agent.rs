@@ -1,15 +1,20 @@
 //! Agent identity, states and the control block each agent actor carries.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 
 /// One actor instance of a declared agent: `name#replica`.
+///
+/// The name is shared: every replica's id (and every copy of it, on the board, in the
+/// scheduler's registry) points at the one string boot made for the agent.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct InstanceId {
     /// Agent name from the config.
-    pub agent: String,
+    #[serde(serialize_with = "ser_name")]
+    pub agent: Arc<str>,
     /// Replica index, from 0.
     pub replica: u32,
 }
@@ -103,6 +108,10 @@ impl ControlBlock {
             busy: Duration::ZERO,
         }
     }
+}
+
+fn ser_name<S: serde::Serializer>(name: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(name)
 }
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -451,7 +451,7 @@ impl SchedulerCore {
     fn leases_of(&self, agent: &str) -> Vec<LeaseId> {
         self.leases
             .iter()
-            .filter(|l| l.instance.agent == agent)
+            .filter(|l| &*l.instance.agent == agent)
             .map(|l| l.id)
             .collect()
     }

@@ -179,17 +179,17 @@ impl SchedulerCore {
 
     /// An agent instance is idle and can take a task.
     pub fn agent_idle(&mut self, instance: InstanceId) {
-        if self.killed.contains_key(&instance.agent) {
+        if self.killed.contains_key(&*instance.agent) {
             return;
         }
         let busy = self.leases.of_instance(&instance).is_some();
         // The agent's name is copied only the first time one of its instances is idle.
-        match self.idle.get_mut(&instance.agent) {
+        match self.idle.get_mut(&*instance.agent) {
             Some(q) if !busy => q.push_back(instance),
             Some(_) => {}
             None => {
                 let mut q = IdleQueue::default();
-                let agent = instance.agent.clone();
+                let agent = instance.agent.to_string();
                 if !busy {
                     q.push_back(instance);
                 }
@@ -205,7 +205,7 @@ impl SchedulerCore {
         reason: &str,
         now: Instant,
     ) -> Vec<SchedEvent> {
-        if let Some(q) = self.idle.get_mut(&instance.agent) {
+        if let Some(q) = self.idle.get_mut(&*instance.agent) {
             q.remove(instance);
         }
         let mut events = Vec::new();
@@ -397,7 +397,7 @@ impl SchedulerCore {
             timeout,
             shared,
         };
-        let paused = self.suspended.contains(&instance.agent);
+        let paused = self.suspended.contains(&*instance.agent);
         self.leases.insert(Lease {
             id,
             task: idx,

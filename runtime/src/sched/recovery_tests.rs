@@ -132,7 +132,7 @@ fn a_crash_mid_run_keeps_successes_and_continues_the_running_attempt() {
     for x in &d {
         journal.push((
             format!("{}#{}", x.key, x.attempt_total),
-            x.instance.agent.clone(),
+            x.instance.agent.to_string(),
         ));
     }
     store.apply(core.take_changes(now, 1_000));
@@ -314,7 +314,7 @@ impl Sim {
                     let ctx = format!("{}#{}", x.key, x.attempt_total);
                     self.dispatched.push(ctx.clone());
                     if !self.journal.iter().any(|(c, _)| *c == ctx) {
-                        self.journal.push((ctx, x.instance.agent.clone()));
+                        self.journal.push((ctx, x.instance.agent.to_string()));
                     }
                     self.running.push(x);
                 }
@@ -453,7 +453,7 @@ fn a_task_running_on_an_agent_killed_before_the_crash_moves_to_its_fallback_fres
     let (d, _) = back.dispatch(now);
     assert_eq!(d.len(), 1);
     assert_eq!(
-        d[0].instance.agent, "b",
+        &*d[0].instance.agent, "b",
         "the killed agent's task went to its fallback"
     );
     assert_eq!(

@@ -302,7 +302,9 @@ impl SchedulerCore {
                     .leases
                     .victims()
                     .take_while(|v| i64::from(v.priority) + gap <= prio)
-                    .find(|v| !taken.contains(&v.id) && (global_full || v.instance.agent == agent))
+                    .find(|v| {
+                        !taken.contains(&v.id) && (global_full || *v.instance.agent == *agent)
+                    })
                     .map(|v| (v.id, v.priority));
                 let Some((lease, victim_prio)) = victim else {
                     continue;

@@ -270,7 +270,7 @@ fn fair_share_gives_a_chatty_agent_no_more_tokens_than_the_others() {
             } else {
                 100
             };
-            *tokens.entry(d.instance.agent.clone()).or_default() += cost;
+            *tokens.entry(d.instance.agent.to_string()).or_default() += cost;
             core.report(done(d.lease, cost), now).unwrap();
             core.agent_idle(d.instance.clone());
         }

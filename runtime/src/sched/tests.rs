@@ -116,11 +116,7 @@ fn retries_with_backoff_then_falls_back() {
     core.agent_idle(inst("b"));
     let (d, _) = core.dispatch(later);
     assert_eq!(
-        (
-            d[0].instance.agent.as_str(),
-            d[0].attempt,
-            d[0].attempt_total
-        ),
+        (&*d[0].instance.agent, d[0].attempt, d[0].attempt_total),
         ("b", 1, 3)
     );
     core.report(ok(d[0].lease, "rescued"), later).unwrap();

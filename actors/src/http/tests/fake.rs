@@ -109,7 +109,7 @@ impl Handler<ControlAgent> for FakeScheduler {
             .board
             .agents
             .iter()
-            .filter(|e| e.key().agent == m.agent)
+            .filter(|e| *e.key().agent == *m.agent)
             .map(|e| e.key().clone())
             .collect();
         for id in &ids {

@@ -225,6 +225,23 @@ struct Open {
     tally: Tally,
 }
 
+impl Open {
+    /// The jobs answered before the commit lost their writes (`why`): says so, and runs
+    /// their lost hooks.
+    fn answered_are_lost(&mut self, why: &str) {
+        if self.answered > 0 {
+            tracing::warn!(
+                jobs = self.answered,
+                "writes answered before their commit are lost: {why}"
+            );
+            self.answered = 0;
+        }
+        for hook in self.answered_lost.drain(..) {
+            hook();
+        }
+    }
+}
+
 /// The worker thread's state: the core (with the store connection), and the transaction
 /// open across batches while the worker lingers.
 struct State {
@@ -273,16 +290,7 @@ impl State {
         let Some(open) = self.open.as_mut() else {
             return;
         };
-        if open.answered > 0 {
-            tracing::warn!(
-                jobs = open.answered,
-                "writes answered before their commit are lost: {why}"
-            );
-            open.answered = 0;
-        }
-        for hook in open.answered_lost.drain(..) {
-            hook();
-        }
+        open.answered_are_lost(why);
         for r in open.waiting.drain(..) {
             let failed = r.ok.then(|| PagerFailure::Unavailable(why.to_owned()));
             r.finish(failed);
@@ -358,7 +366,7 @@ impl State {
 
     /// Commits the open transaction and answers the jobs waiting for it.
     fn commit(&mut self) {
-        let Some(open) = self.open.take() else {
+        let Some(mut open) = self.open.take() else {
             return;
         };
         let failure = if open.in_batch {
@@ -370,15 +378,7 @@ impl State {
                 Some(Err(e)) => {
                     open.tally.failed();
                     tracing::error!(error = %e, "the store cannot commit; rebuilding the pager from the store");
-                    if open.answered > 0 {
-                        tracing::warn!(
-                            jobs = open.answered,
-                            "writes answered before their commit are lost: the commit failed"
-                        );
-                    }
-                    for hook in open.answered_lost {
-                        hook();
-                    }
+                    open.answered_are_lost("the commit failed");
                     self.rebuild();
                     Some(e.to_string())
                 }

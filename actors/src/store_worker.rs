@@ -222,7 +222,7 @@ fn run_batch(store: &mut Store, batch: Vec<Job>, writer: StoreWriter) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
@@ -230,7 +230,8 @@ mod tests {
 
     use super::*;
 
-    fn audit(kind: &str) -> StateBatch {
+    /// A batch of one audit entry of `kind`.
+    pub(crate) fn audit(kind: &str) -> StateBatch {
         StateBatch {
             audit: vec![AuditRow {
                 at_ms: 1,

@@ -785,20 +785,7 @@ mod tests {
         kind: &str,
         lost: &Arc<std::sync::atomic::AtomicUsize>,
     ) -> oneshot::Receiver<Result<(), String>> {
-        let batch = agentos_runtime::store::StateBatch {
-            audit: vec![agentos_runtime::store::AuditRow {
-                at_ms: 1,
-                kind: kind.into(),
-                actor: "test".into(),
-                agent: None,
-                instance: None,
-                task: None,
-                attempt: None,
-                step: None,
-                detail: "{}".into(),
-            }],
-            ..Default::default()
-        };
+        let batch = crate::store_worker::tests::audit(kind);
         let lost = lost.clone();
         worker.call_store(
             StoreWriter::Scheduler,
@@ -879,30 +866,24 @@ mod tests {
         // A start marker waits for its commit, and so commits what was queued before it.
         open(&worker, "w/b#1").await.unwrap();
         let lost = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let early = lost.clone();
-        let state = worker.call_store(
-            StoreWriter::Scheduler,
-            Commit::Early,
-            (0, |_: &mut Store| Ok(())),
-            move || {
-                early.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            },
-        );
-        state.await.unwrap().unwrap();
+        // A store write answered before its commit, counting its lost hook in `lost`.
+        let early_write = |lost: &Arc<std::sync::atomic::AtomicUsize>| {
+            let lost = lost.clone();
+            worker.call_store(
+                StoreWriter::Scheduler,
+                Commit::Early,
+                (0, |_: &mut Store| Ok(())),
+                move || {
+                    lost.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                },
+            )
+        };
+        early_write(&lost).await.unwrap().unwrap();
         assert_eq!(stored_pages(&cfg, "w/b#1"), 0);
         worker.call_as(Commit::Before, |_| Ok(())).await.unwrap();
         assert_eq!(stored_pages(&cfg, "w/b#1"), 2);
         // A transaction the store rolls back runs the lost hook of a write answered early.
-        let early = lost.clone();
-        let state = worker.call_store(
-            StoreWriter::Scheduler,
-            Commit::Early,
-            (0, |_: &mut Store| Ok(())),
-            move || {
-                early.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            },
-        );
-        state.await.unwrap().unwrap();
+        early_write(&lost).await.unwrap().unwrap();
         open(&worker, "w/c#1").await.unwrap();
         assert!(open(&worker, "doomed").await.is_err());
         assert_eq!(lost.load(std::sync::atomic::Ordering::SeqCst), 1);

@@ -2,12 +2,14 @@
 //! summary, benchmarks), each entry written only by its owner.
 //!
 //! - `agents`: every agent instance's control block. Each agent writes its own entry (it
-//!   inserts it when it starts and updates it as it works); nobody else writes there.
+//!   inserts it when it starts and updates it as it works); nobody else writes there, but
+//!   its agent's suspend-switch follower, which shows the switch moving on every instance's
+//!   entry (`agent::sink::follow_switch`).
 //! - `pager`: paging statistics by agent, written by the context pager's worker only.
 //! - `done` / `fatal`: the run's end signals, sent by the scheduler (every task terminal) and
 //!   by the root supervisor (it gave up).
 //! - `suspended`: each agent's suspend switch, set by the scheduler (the control plane) and
-//!   watched by the agent's instances.
+//!   watched by the agent's instances and its follower.
 //!
 //! A reader takes a snapshot; it never holds a lock that an owner waits on for long.
 
@@ -20,7 +22,8 @@ use tokio::sync::watch;
 /// Published state of one running system.
 #[derive(Debug)]
 pub struct Board {
-    /// Control block of every agent instance, by instance; each agent writes its own entry.
+    /// Control block of every agent instance, by instance; each agent writes its own entry
+    /// (and its agent's suspend-switch follower the switch's moves).
     pub agents: DashMap<InstanceId, ControlBlock>,
     /// Paging statistics by agent (written by the context pager).
     pub pager: SharedStats,

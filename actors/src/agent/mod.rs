@@ -95,6 +95,18 @@ impl AgentEnv {
     }
 }
 
+/// Follows the suspend switch of `instances`' agent for all of them (see
+/// [`sink::follow_switch`]); spawned once per tree.
+pub fn follow_switch(instances: &AgentInstances) -> impl std::future::Future<Output = ()> {
+    let env = &instances.env;
+    sink::follow_switch(
+        Arc::downgrade(&env.board),
+        env.setup.instance.agent.clone(),
+        instances.replicas,
+        env.suspended.clone(),
+    )
+}
+
 /// The instances of one declared agent: their environment, how many, and where they run.
 #[derive(Clone)]
 pub struct AgentInstances {
@@ -267,7 +279,8 @@ impl Actor for Agent {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(16);
         let id = self.instance();
-        // This incarnation's entry replaces the previous one's; only this actor writes it.
+        // This incarnation's entry replaces the previous one's; only this actor writes it (but
+        // for the suspend switch's moves, see `sink::follow_switch`).
         self.env
             .board
             .agents
@@ -277,21 +290,12 @@ impl Actor for Agent {
             to: Some(AgentState::Ready),
         }
         .emit();
-        // Follow the agent's suspend switch (set by the scheduler for the control plane); a
-        // restarted instance of a suspended agent starts Suspended.
-        let mut switch = self.env.suspended.clone();
-        let sink = self.env.sink(&id);
-        if *switch.borrow_and_update() {
-            sink.switch_moved();
+        // A restarted instance of a suspended agent starts Suspended; later moves of the
+        // agent's suspend switch (set by the scheduler for the control plane) are shown by
+        // its agent's `sink::follow_switch`.
+        if *self.env.suspended.borrow() {
+            self.env.sink(&id).switch_moved();
         }
-        ctx.spawn(
-            async move {
-                while switch.changed().await.is_ok() {
-                    sink.switch_moved();
-                }
-            }
-            .into_actor(self),
-        );
         self.announce(ctx);
     }
 

@@ -133,6 +133,11 @@ fn agent_supervisor(
     ports: SystemPorts,
     restarts: Arc<AtomicU64>,
 ) -> ChildSpec {
+    // One follower of each agent's suspend switch for the tree's life, whichever incarnation
+    // of the agent supervisor runs its instances.
+    for a in &agents {
+        actix::spawn(crate::agent::follow_switch(a));
+    }
     let agents = Arc::new(agents);
     ChildSpec::new(
         "agents",

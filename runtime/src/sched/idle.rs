@@ -6,20 +6,34 @@
 //! fleet quadratic.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use crate::model::InstanceId;
 
-/// A FIFO set of idle instances: each instance is in it at most once.
-#[derive(Debug, Default)]
+/// A FIFO set of the idle instances of one agent: each instance is in it at most once. It
+/// keeps the agent's name once and each instance by its replica number.
+#[derive(Debug)]
 pub(crate) struct IdleQueue {
-    /// Arrival ticket -> instance, in arrival order.
-    order: BTreeMap<u64, InstanceId>,
-    /// Instance -> its ticket in `order`.
-    tickets: HashMap<InstanceId, u64>,
+    /// Whose instances these are.
+    agent: Arc<str>,
+    /// Arrival ticket -> replica, in arrival order.
+    order: BTreeMap<u64, u32>,
+    /// Replica -> its ticket in `order`.
+    tickets: HashMap<u32, u64>,
     next: u64,
 }
 
 impl IdleQueue {
+    /// An empty queue of `agent`'s instances.
+    pub(crate) fn new(agent: Arc<str>) -> Self {
+        Self {
+            agent,
+            order: BTreeMap::new(),
+            tickets: HashMap::new(),
+            next: 0,
+        }
+    }
+
     /// Whether no instance is idle.
     pub(crate) fn is_empty(&self) -> bool {
         self.tickets.is_empty()
@@ -28,32 +42,48 @@ impl IdleQueue {
     /// Whether `instance` is queued.
     #[cfg(test)]
     pub(crate) fn contains(&self, instance: &InstanceId) -> bool {
-        self.tickets.contains_key(instance)
+        self.mine(instance) && self.tickets.contains_key(&instance.replica)
     }
 
-    /// Queues `instance` at the back, unless it is already queued (then it keeps its place).
+    /// Queues `instance` (one of this queue's agent's) at the back, unless it is already
+    /// queued (then it keeps its place).
     pub(crate) fn push_back(&mut self, instance: InstanceId) {
-        if self.tickets.contains_key(&instance) {
+        debug_assert!(
+            self.mine(&instance),
+            "{instance} queued with {}",
+            self.agent
+        );
+        if self.tickets.contains_key(&instance.replica) {
             return;
         }
         let ticket = self.next;
         self.next += 1;
-        self.order.insert(ticket, instance.clone());
-        self.tickets.insert(instance, ticket);
+        self.order.insert(ticket, instance.replica);
+        self.tickets.insert(instance.replica, ticket);
     }
 
     /// Takes the instance that has been idle longest.
     pub(crate) fn pop_front(&mut self) -> Option<InstanceId> {
-        let (_, instance) = self.order.pop_first()?;
-        self.tickets.remove(&instance);
-        Some(instance)
+        let (_, replica) = self.order.pop_first()?;
+        self.tickets.remove(&replica);
+        Some(InstanceId {
+            agent: self.agent.clone(),
+            replica,
+        })
     }
 
     /// Removes `instance` wherever it is queued.
     pub(crate) fn remove(&mut self, instance: &InstanceId) {
-        if let Some(ticket) = self.tickets.remove(instance) {
+        if !self.mine(instance) {
+            return;
+        }
+        if let Some(ticket) = self.tickets.remove(&instance.replica) {
             self.order.remove(&ticket);
         }
+    }
+
+    fn mine(&self, instance: &InstanceId) -> bool {
+        instance.agent == self.agent
     }
 }
 
@@ -72,7 +102,7 @@ mod tests {
 
     #[test]
     fn first_idle_first_served_and_no_duplicates() {
-        let mut q = IdleQueue::default();
+        let mut q = IdleQueue::new("a".into());
         q.push_back(inst(2));
         q.push_back(inst(0));
         q.push_back(inst(2));
@@ -88,7 +118,7 @@ mod tests {
         /// Behaves exactly like the `VecDeque` with a membership test it replaces.
         #[test]
         fn matches_a_deduplicated_vecdeque(ops in proptest::collection::vec((0u8..3, 0u32..8), 0..200)) {
-            let mut q = IdleQueue::default();
+            let mut q = IdleQueue::new("a".into());
             let mut model: VecDeque<InstanceId> = VecDeque::new();
             for (op, r) in ops {
                 match op {

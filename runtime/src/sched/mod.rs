@@ -188,7 +188,7 @@ impl SchedulerCore {
             Some(q) if !busy => q.push_back(instance),
             Some(_) => {}
             None => {
-                let mut q = IdleQueue::default();
+                let mut q = IdleQueue::new(instance.agent.clone());
                 let agent = instance.agent.to_string();
                 if !busy {
                     q.push_back(instance);

@@ -148,7 +148,7 @@ trait StopChild {
 
 /// Stops with a message made by `make`; hard-stops with [`HardStop`] if `hard`.
 struct StopBy<A: Actor, F> {
-    addr: Addr<A>,
+    addr: Arc<Addr<A>>,
     make: F,
     hard: fn(&Addr<A>),
 }
@@ -172,29 +172,33 @@ where
 impl ChildHandle {
     /// A handle that asks `addr`'s actor to stop with message `M`. Its hard stop can only drop
     /// the supervisor's address of the child (see [`ChildHandle::stop_or_hard_stop`]).
-    pub fn stop_with<A, M>(addr: Addr<A>, make: impl Fn() -> M + 'static) -> Self
+    pub fn stop_with<A, M>(addr: impl Into<Arc<Addr<A>>>, make: impl Fn() -> M + 'static) -> Self
     where
         A: Actor<Context = Context<A>> + Handler<M>,
         M: Message + Send + 'static,
         M::Result: Send,
     {
         Self(Box::new(StopBy {
-            addr,
+            addr: addr.into(),
             make,
             hard: |_| {},
         }))
     }
 
     /// A handle that asks `addr`'s actor to stop with message `M`, and hard-stops it with
-    /// [`HardStop`].
-    pub fn stop_or_hard_stop<A, M>(addr: Addr<A>, make: impl Fn() -> M + 'static) -> Self
+    /// [`HardStop`]. (An `Arc` of the address lets the child share it with its peers: each
+    /// clone of an `Addr` costs two allocations.)
+    pub fn stop_or_hard_stop<A, M>(
+        addr: impl Into<Arc<Addr<A>>>,
+        make: impl Fn() -> M + 'static,
+    ) -> Self
     where
         A: Actor<Context = Context<A>> + Handler<M> + Handler<HardStop>,
         M: Message + Send + 'static,
         M::Result: Send,
     {
         Self(Box::new(StopBy {
-            addr,
+            addr: addr.into(),
             make,
             hard: |addr| addr.do_send(HardStop),
         }))

@@ -136,7 +136,15 @@ pub fn child_spec(instances: AgentInstances, down: Port<AgentDown>) -> ChildSpec
         } = &instances;
         let arbiter = &arbiters[(first + replica as usize) % arbiters.len()];
         let env = env.clone();
-        let addr = Agent::start_in_arbiter(arbiter, move |_| Agent::new(env, replica, notice));
+        // As `Actor::start_in_arbiter`, but with one address that the supervisor's handle, the
+        // agent and the scheduler's link to it share.
+        let (tx, rx) = actix::dev::channel::channel(MAILBOX_CAPACITY);
+        let addr = Arc::new(Addr::new(tx));
+        let own = addr.clone();
+        arbiter.spawn_fn(move || {
+            let ctx = Context::with_receiver(rx);
+            actix::spawn(ctx.into_future(Agent::new(env, replica, notice, own)));
+        });
         ChildHandle::stop_or_hard_stop(addr, || StopAgent)
     };
     ChildSpec::replicas(
@@ -158,6 +166,9 @@ pub fn child_spec(instances: AgentInstances, down: Port<AgentDown>) -> ChildSpec
     })
 }
 
+/// The agent's mailbox bound.
+const MAILBOX_CAPACITY: usize = 16;
+
 static NEXT_PID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The agent actor.
@@ -166,7 +177,9 @@ static NEXT_PID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 /// bytes, and an idle instance is little more than this.
 pub struct Agent {
     env: Arc<AgentEnv>,
-    pid: u64,
+    /// Its own address, shared with its supervisor's handle; its idle announcements send
+    /// the scheduler a link through it.
+    addr: Arc<Addr<Agent>>,
     notice: ExitNotice,
     /// The signals of the attempt running now.
     attempt: Option<Box<Signals>>,
@@ -185,11 +198,17 @@ struct Signals {
 }
 
 impl Agent {
-    /// A new incarnation of replica `replica` (fresh control block and pid).
-    pub fn new(env: Arc<AgentEnv>, replica: u32, notice: ExitNotice) -> Self {
+    /// A new incarnation of replica `replica` whose mailbox `addr` sends to (it gets a fresh
+    /// control block and pid when it starts).
+    pub fn new(
+        env: Arc<AgentEnv>,
+        replica: u32,
+        notice: ExitNotice,
+        addr: Arc<Addr<Agent>>,
+    ) -> Self {
         Self {
             env,
-            pid: NEXT_PID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            addr,
             notice,
             attempt: None,
             replica,
@@ -211,7 +230,7 @@ impl Agent {
         }
         let msg = AgentIdle {
             instance: self.instance(),
-            link: AgentLink::new(ctx.address()),
+            link: AgentLink::shared(self.addr.clone()),
         };
         if self.env.scheduler.idle.try_tell(msg).is_err() {
             // The scheduler is busy or restarting: try again shortly.
@@ -277,14 +296,15 @@ impl Actor for Agent {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(16);
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         let id = self.instance();
+        let pid = NEXT_PID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // This incarnation's entry replaces the previous one's; only this actor writes it (but
         // for the suspend switch's moves, see `sink::follow_switch`).
         self.env
             .board
             .agents
-            .insert(id.clone(), ControlBlock::new(self.pid, id.clone()));
+            .insert(id.clone(), ControlBlock::new(pid, id.clone()));
         AgentStateChanged {
             from: None,
             to: Some(AgentState::Ready),

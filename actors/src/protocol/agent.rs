@@ -46,7 +46,8 @@ pub struct PreemptAttempt {
 
 /// How the scheduler reaches one agent instance: one handle on the instance's mailbox for
 /// the four messages above. (A recipient per message would cost the instance four boxes and
-/// eight `Arc`s on every announce; this is one address and one `Arc`.) Cheap to clone.
+/// eight `Arc`s on every announce; this is one `Arc` of an address, which the instance's
+/// supervisor shares.) Cheap to clone.
 #[derive(Clone)]
 pub struct AgentLink(Arc<dyn AgentMailbox>);
 
@@ -61,6 +62,18 @@ impl AgentLink {
             + Handler<PreemptAttempt>,
     {
         Self(Arc::new(addr))
+    }
+
+    /// A link through `addr`, shared with whoever else holds it (no new address).
+    pub fn shared<A>(addr: Arc<Addr<A>>) -> Self
+    where
+        A: Actor<Context = Context<A>>
+            + Handler<RunTask>
+            + Handler<Announce>
+            + Handler<CancelAttempt>
+            + Handler<PreemptAttempt>,
+    {
+        Self(addr)
     }
 
     /// Sends a task if the mailbox has room; an undelivered one comes back in the error.

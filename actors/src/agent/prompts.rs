@@ -76,6 +76,7 @@ impl PromptSource for PagerPrompts {
             system: r.system,
             input: r.input,
             shared: r.shared,
+            build: r.build,
         })
     }
 

@@ -241,9 +241,6 @@ macro_rules! on_worker {
     };
 }
 
-on_worker!(OpenContext => agentos_runtime::context::Opened, open, |p, m| {
-    p.open(&m.agent, &m.context, &m.system, &m.input, &m.shared)
-});
 on_worker!(AppendPages => Vec<agentos_runtime::context::PageId>, append, |p, m| {
     p.append(&m.agent, &m.context, m.messages)
 });
@@ -260,6 +257,78 @@ on_worker!(RecordToolResult => agentos_runtime::context::PageId, record_tool_res
 on_worker!(SharePage => (), share, |p, m| p.share(&m.workflow, &m.key, &m.owner, &m.text));
 on_worker!(CloseContext => (), close, |p, m| p.close(&m.agent, &m.context));
 
+impl OnWorker for OpenContext {
+    type Answer = agentos_runtime::context::Opened;
+
+    /// With `build`, a context that opens fresh also builds its first prompt in the same job
+    /// (committed as a build is), and the build's trace events follow the answer.
+    fn on(self, worker: Result<Worker, PromptError>, trace: &Trace) -> Answer<Self::Answer> {
+        let m = self;
+        let commit = match m.build {
+            Some(_) => worker::Commit::Step,
+            None => worker::Commit::Early,
+        };
+        let trace = trace.clone();
+        let (agent, context) = (m.agent.clone(), m.context.clone());
+        let opened = run_as(worker, commit, move |p| {
+            let mut opened = p.open(&m.agent, &m.context, &m.system, &m.input, &m.shared)?;
+            if let (Some(overhead), true) = (m.build, opened.journal.is_empty()) {
+                // A failed build leaves the prompt out: the step core builds again on its own
+                // and reports the failure as a build's.
+                opened.first_prompt = p.build(&m.agent, &m.context, overhead, &[]).ok();
+            }
+            Ok(opened)
+        });
+        Box::pin(async move {
+            let opened = opened.await?;
+            if let Some(built) = &opened.first_prompt {
+                emit_built(&trace, &agent, &context, built);
+            }
+            Ok(opened)
+        })
+    }
+
+    fn port(ports: &PagerPorts) -> &crate::protocol::Port<Self> {
+        &ports.open
+    }
+}
+
+impl Handler<OpenContext> for ContextPager {
+    type Result = Reply<agentos_runtime::context::Opened>;
+
+    fn handle(&mut self, m: OpenContext, _: &mut Self::Context) -> Self::Result {
+        m.on(self.worker(), &self.trace)
+    }
+}
+
+/// A build's trace events: the page groups it moved, then the prompt.
+fn emit_built(
+    trace: &Trace,
+    agent: &str,
+    context: &str,
+    built: &agentos_runtime::context::BuiltPrompt,
+) {
+    for (direction, groups) in [
+        (MoveDirection::Evicted, &built.evicted),
+        (MoveDirection::Faulted, &built.faulted),
+    ] {
+        PagesMoved {
+            agent,
+            context,
+            policy: built.policy,
+            direction,
+            groups,
+        }
+        .emit(trace);
+    }
+    PromptBuilt {
+        agent,
+        context,
+        prompt: built,
+    }
+    .emit(trace);
+}
+
 impl OnWorker for BuildPrompt {
     type Answer = agentos_runtime::context::BuiltPrompt;
 
@@ -274,25 +343,7 @@ impl OnWorker for BuildPrompt {
         });
         Box::pin(async move {
             let built = built.await?;
-            for (direction, groups) in [
-                (MoveDirection::Evicted, &built.evicted),
-                (MoveDirection::Faulted, &built.faulted),
-            ] {
-                PagesMoved {
-                    agent: &agent,
-                    context: &context,
-                    policy: built.policy,
-                    direction,
-                    groups,
-                }
-                .emit(&trace);
-            }
-            PromptBuilt {
-                agent: &agent,
-                context: &context,
-                prompt: &built,
-            }
-            .emit(&trace);
+            emit_built(&trace, &agent, &context, &built);
             Ok(built)
         })
     }

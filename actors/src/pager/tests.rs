@@ -55,6 +55,7 @@ async fn a_restarted_pager_serves_the_context_from_the_store() {
             system: "sys".into(),
             input: "the task".into(),
             shared: Vec::new(),
+            build: None,
         })
         .await
         .unwrap()
@@ -224,8 +225,18 @@ async fn records_made_without_waiting_arrive_in_order_and_come_back_as_the_journ
         system: "sys".into(),
         input: "the task".into(),
         shared: Vec::new(),
+        build: Some(0),
     };
-    assert!(prompts.open(open()).await.unwrap().journal.is_empty());
+    let fresh = prompts.open(open()).await.unwrap();
+    assert!(fresh.journal.is_empty());
+    let first = fresh
+        .first_prompt
+        .expect("a fresh context builds its first prompt");
+    assert_eq!(
+        first.messages.len(),
+        2,
+        "the system prompt and the task input"
+    );
     let meta = |step| JournalMeta {
         step,
         instance: "a#0".into(),
@@ -290,6 +301,10 @@ async fn records_made_without_waiting_arrive_in_order_and_come_back_as_the_journ
     ports.bind(&again);
     let opened = prompts.open(open()).await.unwrap();
     assert_eq!(opened.journal.len(), 1);
+    assert_eq!(
+        opened.first_prompt, None,
+        "a resumed attempt builds after its journal is replayed"
+    );
     let step = &opened.journal[0];
     assert_eq!(step.reply, reply);
     assert_eq!(step.usage, usage);

@@ -31,6 +31,9 @@ pub struct OpenContext {
     pub input: String,
     /// Upstream outputs (`workflow/task`) to attach as shared pages, if published.
     pub shared: Vec<String>,
+    /// Also build the first prompt with this tool overhead if the context opens fresh
+    /// (`Opened::first_prompt`).
+    pub build: Option<u64>,
 }
 
 /// Appends one exchange (assistant message and its tool results) as one group.

@@ -47,6 +47,10 @@ pub struct OpenRequest {
     pub input: String,
     /// Upstream outputs (`workflow/task`) to attach as shared pages.
     pub shared: Vec<String>,
+    /// Also build the first prompt in the same request, with this many tokens of tool
+    /// definitions beside it, if the context opens fresh ([`Opened::first_prompt`]): one
+    /// round trip to the pager instead of two for an attempt's first step.
+    pub build: Option<u64>,
 }
 
 /// A task's output, published to its workflow as a shared page.

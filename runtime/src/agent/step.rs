@@ -146,6 +146,8 @@ async fn steps(
     let mut tool_ctx = setup.tool_ctx.clone();
     tool_ctx.task.clone_from(&task);
 
+    // Tool definitions travel with every prompt; the budget must hold them too.
+    let overhead_tokens = tools.overhead_tokens;
     let context = format!("{}#{}", d.key, d.attempt_total);
     let open = OpenRequest {
         agent: agent.to_owned(),
@@ -154,8 +156,9 @@ async fn steps(
         system: spec.role.clone(),
         input: d.input.clone(),
         shared: d.shared.clone(),
+        build: Some(overhead_tokens),
     };
-    let opened = match ports.prompts.open(open).await {
+    let mut opened = match ports.prompts.open(open).await {
         Ok(o) => o,
         Err(e) => return pager_failed(sink, agent, "cannot open the context", e),
     };
@@ -174,17 +177,19 @@ async fn steps(
         tool_ctx,
         pending: Default::default(),
     };
+    // Built with the open when the context opened fresh (no journal to resume from).
+    let mut first_prompt = opened.first_prompt.take();
     let first_step = match resume(&attempt, &opened.journal, usage).await {
         Ok(step) => step,
         Err(outcome) => return outcome,
     };
-    // Tool definitions travel with every prompt; the budget must hold them too.
-    let overhead_tokens = tools.overhead_tokens;
 
     let run_started = tokio::time::Instant::now();
     for step in first_step..spec.max_steps {
         // The step boundary: a suspended agent's attempt waits here, context kept.
         if control.is_suspended() {
+            // The context may change while the attempt waits: the prompt is built afresh.
+            first_prompt = None;
             sink.emit(StepEvent::State(AgentState::Suspended));
             control.gate(clock).await;
             sink.emit(StepEvent::State(AgentState::Running));
@@ -203,9 +208,12 @@ async fn steps(
             };
         }
         let step_started = Instant::now();
-        let built = match ports.prompts.build(agent, &context, overhead_tokens).await {
-            Ok(b) => b,
-            Err(e) => return pager_failed(sink, agent, "cannot build the prompt", e),
+        let built = match first_prompt.take() {
+            Some(b) => b,
+            None => match ports.prompts.build(agent, &context, overhead_tokens).await {
+                Ok(b) => b,
+                Err(e) => return pager_failed(sink, agent, "cannot build the prompt", e),
+            },
         };
         // The previous step's records are committed before this step's call goes out.
         if let Err(outcome) = attempt.confirm_records().await {

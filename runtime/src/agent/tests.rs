@@ -229,6 +229,7 @@ impl PromptSource for FakePrompts {
             Ok(Opened {
                 pinned_tokens: 2,
                 journal,
+                first_prompt: None,
             })
         })
     }

@@ -25,6 +25,11 @@ pub struct Opened {
     /// The steps journaled before (a resumed attempt), in step order from step 0; empty for a
     /// context opened fresh.
     pub journal: Vec<JournaledStep>,
+    /// The first prompt, built in the same request, when the opener asked for it (see
+    /// [`OpenRequest::build`](crate::agent::OpenRequest::build)) and the context opened
+    /// fresh; `None` otherwise, and when that build failed (the opener builds again and
+    /// reports the error as a build's).
+    pub first_prompt: Option<super::BuiltPrompt>,
 }
 
 /// One journaled step of a resumed attempt.

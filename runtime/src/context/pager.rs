@@ -192,6 +192,7 @@ impl<S: SwapDevice> Pager<S> {
         Ok(Opened {
             pinned_tokens,
             journal: Vec::new(),
+            first_prompt: None,
         })
     }
 

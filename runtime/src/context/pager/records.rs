@@ -60,6 +60,7 @@ impl<S: SwapDevice> Pager<S> {
         Ok(Opened {
             pinned_tokens,
             journal: replayed.steps,
+            first_prompt: None,
         })
     }
 

@@ -336,10 +336,25 @@ impl Attempt<'_> {
             owner: agent.to_owned(),
             text: content.clone(),
         };
-        if let Err(e) = self.ports.prompts.share(share).await {
-            // The output still reaches dependents through their input templates; only the
-            // shared page for unquoted dependents is missing.
-            tracing::warn!(agent, task = %task, error = %e, "task output not shared");
+        // Queued now, so it comes before any dependent's open. A failure costs only the
+        // shared page for unquoted dependents (the output still reaches them through their
+        // input templates), so under `async` and `exit` nothing waits for it, as for the
+        // records.
+        let shared = self.ports.prompts.share(share);
+        let warn = |agent: &str, task: &str, e: PromptError| {
+            tracing::warn!(agent, task, error = %e, "task output not shared");
+        };
+        if self.setup.durability.waits() {
+            if let Err(e) = shared.await {
+                warn(agent, task, e);
+            }
+        } else {
+            let (agent, task) = (agent.to_owned(), task.clone());
+            tokio::spawn(async move {
+                if let Err(e) = shared.await {
+                    warn(&agent, &task, e);
+                }
+            });
         }
         if let Err(outcome) = self.confirm_records().await {
             return outcome;

@@ -12,6 +12,7 @@ use agentos_actors::kvpool::{KvCachePool, StopKvPool};
 use agentos_actors::protocol::{GetKvStats, KvPorts};
 use agentos_runtime::config::Config;
 use agentos_runtime::llm::ChatMessage;
+use futures::FutureExt;
 
 async fn stats(ports: &KvPorts) -> agentos_runtime::kvcache::pool::BackendStats {
     ports
@@ -125,4 +126,43 @@ async fn a_restarted_pool_starts_empty_and_ignores_old_leases() {
     drop(again);
     let stats = stats(&ports).await;
     assert_eq!(stats.loads, vec![0, 0]);
+}
+
+#[actix_rt::test]
+async fn a_single_replica_is_told_of_its_leases_and_counts_them_as_asked_ones() {
+    let cfg = config(1);
+    let ports = KvPorts::default();
+    let addr = KvCachePool::new(cfg.clone(), ExitNotice::detached()).start();
+    ports.bind(&addr);
+    let client = KvRouter::new(ports.clone(), &cfg.backends[0]);
+
+    // Answered at once, without a round trip to the pool: nothing to choose.
+    let first = client.acquire(&prompt("task one"), &[]).now_or_never();
+    let first = first.expect("a lease of a single replica does not wait for the pool");
+    assert_eq!(first.replica, 0);
+    assert!(first.routed_by_pool, "the pool is told and counts it");
+    let held = stats(&ports).await;
+    assert_eq!(held.loads, vec![1], "the told lease holds its load");
+    assert_eq!(held.total.acquires, 1);
+    drop(first);
+
+    let second = client.acquire(&prompt("task two"), &[]).await;
+    drop(second);
+    let stats = stats(&ports).await;
+    assert_eq!(stats.loads, vec![0], "both leases were released");
+    assert_eq!(stats.total.acquires, 2);
+    assert!(
+        stats.total.hit_tokens > 0,
+        "the second prompt hit the shared system prompt"
+    );
+
+    // Without a pool it still routes, counted as routed without it.
+    addr.send(StopKvPool).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while addr.connected() && Instant::now() < deadline {
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    let lease = client.acquire(&prompt("t"), &[]).await;
+    assert_eq!(lease.replica, 0);
+    assert!(!lease.routed_by_pool);
 }

@@ -238,18 +238,21 @@ impl Agent {
         }
     }
 
-    fn send_report(&self, msg: TaskReport, tries: u32, ctx: &mut Context<Self>) {
+    /// Sends `msg`, retrying while the scheduler is busy or restarting; answers whether it
+    /// was delivered at once.
+    fn send_report(&self, msg: TaskReport, tries: u32, ctx: &mut Context<Self>) -> bool {
         match self.env.scheduler.report.try_tell(msg) {
-            Ok(()) => {}
+            Ok(()) => return true,
             Err(SendError::Full(msg)) | Err(SendError::Closed(msg)) if tries < 500 => {
                 ctx.run_later(Duration::from_millis(10), move |act, ctx| {
-                    act.send_report(msg, tries + 1, ctx)
+                    act.send_report(msg, tries + 1, ctx);
                 });
             }
             Err(_) => {
                 tracing::warn!(instance = %self.instance(), "scheduler unreachable for 5 s; report dropped (its lease expires and the task is retried)")
             }
         }
+        false
     }
 }
 
@@ -393,7 +396,12 @@ impl Handler<RunTask> for Agent {
                 },
                 usage: Default::default(),
             };
-            self.send_report(TaskReport { instance, report }, 0, ctx);
+            let msg = TaskReport {
+                instance,
+                report,
+                idle: None,
+            };
+            self.send_report(msg, 0, ctx);
             return;
         }
         self.busy = true;
@@ -438,8 +446,17 @@ impl Handler<RunTask> for Agent {
                     };
                     act.busy = false;
                     act.env.sink(&instance).set_state(AgentState::Ready);
-                    act.send_report(TaskReport { instance, report }, 0, ctx);
-                    act.announce(ctx);
+                    let msg = TaskReport {
+                        instance,
+                        report,
+                        idle: Some(AgentLink::shared(act.addr.clone())),
+                    };
+                    if !act.send_report(msg, 0, ctx) {
+                        // Not delivered at once: announced on its own too, so that a
+                        // restarted scheduler learns of the instance even if the report
+                        // is dropped.
+                        act.announce(ctx);
+                    }
                 }
                 Err(why) => {
                     AgentCrashed {

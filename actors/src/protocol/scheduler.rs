@@ -51,6 +51,9 @@ pub struct TaskReport {
     pub instance: InstanceId,
     /// Lease, outcome and usage.
     pub report: Report,
+    /// The instance is idle again, as an [`AgentIdle`] with this link would say: one message
+    /// at the end of an attempt instead of two. `None` from a busy instance.
+    pub idle: Option<super::AgentLink>,
 }
 
 /// Asks for a [`RunSnapshot`].

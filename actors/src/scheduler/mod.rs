@@ -688,27 +688,34 @@ impl Handler<PressureSample> for Scheduler {
     }
 }
 
-impl Handler<AgentIdle> for Scheduler {
-    type Result = ();
-
-    fn handle(&mut self, msg: AgentIdle, ctx: &mut Self::Context) {
-        let killed =
-            self.state().core.agent_status(&msg.instance.agent) == Some(AgentStatus::Killed);
+impl Scheduler {
+    /// Takes `instance` as idle, reachable through `link`; `false` when it was stopped
+    /// instead (its agent is killed).
+    fn idle(&mut self, instance: InstanceId, link: AgentLink) -> bool {
+        let killed = self.state().core.agent_status(&instance.agent) == Some(AgentStatus::Killed);
         if killed {
             // An instance of a killed agent is up again without a resume (its supervisor was
             // rebuilt and forgot it was parked): stop it again instead of leaving it idle.
             self.links.agents.terminate.tell(TerminateChild {
-                id: agent_child_id(&msg.instance),
+                id: agent_child_id(&instance),
                 reason: "its agent is killed".into(),
             });
-            return;
+            return false;
         }
-        {
-            let mut s = self.state();
-            s.agents.insert(msg.instance.clone(), msg.link);
-            s.core.agent_idle(msg.instance);
+        let mut s = self.state();
+        s.agents.insert(instance.clone(), link);
+        s.core.agent_idle(instance);
+        true
+    }
+}
+
+impl Handler<AgentIdle> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: AgentIdle, ctx: &mut Self::Context) {
+        if self.idle(msg.instance, msg.link) {
+            self.pump(ctx);
         }
-        self.pump(ctx);
     }
 }
 
@@ -745,13 +752,18 @@ impl Handler<TaskReport> for Scheduler {
             Outcome::Yielded { .. } => None,
         };
         let result = self.state().core.report(msg.report, Instant::now());
-        if result.is_ok() {
-            // The instance is free now: counted before the pump hands out the slot it freed
-            // (its own AgentIdle follows, and changes nothing).
-            let mut s = self.state();
-            if s.agents.contains_key(&msg.instance) {
-                s.core.agent_idle(msg.instance.clone());
+        match msg.idle {
+            // The instance is free now: counted before the pump hands out the slot it freed.
+            Some(link) => {
+                self.idle(msg.instance.clone(), link);
             }
+            None if result.is_ok() => {
+                let mut s = self.state();
+                if s.agents.contains_key(&msg.instance) {
+                    s.core.agent_idle(msg.instance.clone());
+                }
+            }
+            None => {}
         }
         match result {
             Ok(events) => {

@@ -17,7 +17,10 @@
 //!   which children restart (one_for_one, one_for_all, rest_for_one).
 //! - [`StopTree`] is a barrier: children stop one at a time in reverse start order, each within
 //!   its shutdown timeout or it gets a [`HardStop`]; then the supervisor stops, reports through
-//!   its own notice, and only then answers.
+//!   its own notice, and only then answers. The replicas of one spec are one step of the
+//!   barrier: they are interchangeable, so they are all asked at once and waited for together
+//!   (as OTP stops the children of a `simple_one_for_one` supervisor), and 100k agents stop in
+//!   one round of messages instead of 100k round trips one after another.
 //! - Escalation stops the tree the same way and reports an abnormal exit to the parent through
 //!   the supervisor's own notice; the root hands it to `on_give_up`.
 //!
@@ -52,10 +55,13 @@ struct Slot {
     parked: bool,
 }
 
-/// The child the stop barrier is waiting for.
+/// The children the stop barrier is waiting for: one child, or the running replicas of one
+/// spec.
 struct Waiting {
-    index: usize,
-    generation: u64,
+    /// Slot index to the generation that was asked to stop.
+    pending: std::collections::HashMap<usize, u64>,
+    /// Which step of the barrier this is, for its timer.
+    round: u64,
     timer: SpawnHandle,
     hard_stopped: bool,
 }
@@ -77,6 +83,8 @@ pub struct Supervisor {
     /// goes down the slots once, so stopping n children costs O(n), not O(n²)).
     stop_below: usize,
     waiting: Option<Waiting>,
+    /// Steps of the stop barrier taken so far.
+    stop_rounds: u64,
     /// `StopTree` senders, answered from `stopped()`.
     stopped_waiters: Vec<oneshot::Sender<()>>,
 }
@@ -102,6 +110,7 @@ impl Supervisor {
             stopping: false,
             stop_below: usize::MAX,
             waiting: None,
+            stop_rounds: 0,
             stopped_waiters: Vec::new(),
         }
     }
@@ -220,63 +229,81 @@ impl Supervisor {
         self.stop_next(ctx);
     }
 
-    /// Asks the last running child (in start order) to stop and waits for its notice; stops
-    /// the supervisor when none is left.
+    /// Asks the last running child (in start order) to stop, with the running replicas of its
+    /// spec below it, and waits for their notices; stops the supervisor when none is left.
     fn stop_next(&mut self, ctx: &mut Context<Self>) {
         let below = self.stop_below.min(self.slots.len());
-        let Some(index) = self.slots[..below].iter().rposition(|s| s.handle.is_some()) else {
+        let Some(top) = self.slots[..below].iter().rposition(|s| s.handle.is_some()) else {
             ctx.stop();
             return;
         };
-        self.stop_below = index + 1;
-        let slot = &self.slots[index];
-        if let Some(h) = &slot.handle {
-            h.stop();
+        let family = self.slots[top].family.clone();
+        let mut first = top;
+        while first > 0 && Rc::ptr_eq(&self.slots[first - 1].family, &family) {
+            first -= 1;
         }
-        let generation = slot.generation;
-        let timer = ctx.run_later(slot.family.shutdown, move |act, ctx| {
-            act.stop_overdue(index, generation, ctx)
+        self.stop_below = first;
+        let mut pending = std::collections::HashMap::new();
+        for index in (first..=top).rev() {
+            let slot = &self.slots[index];
+            if let Some(h) = &slot.handle {
+                h.stop();
+                pending.insert(index, slot.generation);
+            }
+        }
+        self.stop_rounds += 1;
+        let round = self.stop_rounds;
+        let timer = ctx.run_later(family.shutdown, move |act, ctx| {
+            act.stop_overdue(round, ctx)
         });
         self.waiting = Some(Waiting {
-            index,
-            generation,
+            pending,
+            round,
             timer,
             hard_stopped: false,
         });
     }
 
-    /// The child the barrier waits for did not stop in time: hard-stop it, or, if that was
-    /// already done, abandon it and go on with the next one.
-    fn stop_overdue(&mut self, index: usize, generation: u64, ctx: &mut Context<Self>) {
-        let Some(waiting) = self
-            .waiting
-            .as_mut()
-            .filter(|w| w.index == index && w.generation == generation)
-        else {
+    /// The children the barrier waits for did not stop in time: hard-stop them, or, if that
+    /// was already done, abandon them and go on with the next step.
+    fn stop_overdue(&mut self, round: u64, ctx: &mut Context<Self>) {
+        let Some(waiting) = self.waiting.as_mut().filter(|w| w.round == round) else {
             return;
         };
-        let slot = &mut self.slots[index];
-        let timeout = slot.family.shutdown;
         if !waiting.hard_stopped {
-            tracing::warn!(supervisor = %self.name, child = %ChildName(&slot.family, slot.replica), ?timeout, "child did not stop in time; hard stop");
             waiting.hard_stopped = true;
-            if let Some(h) = slot.handle.take() {
-                h.hard_stop();
+            let mut timeout = None;
+            for &index in waiting.pending.keys() {
+                let slot = &mut self.slots[index];
+                timeout = Some(slot.family.shutdown);
+                tracing::warn!(supervisor = %self.name, child = %ChildName(&slot.family, slot.replica), timeout = ?slot.family.shutdown, "child did not stop in time; hard stop");
+                if let Some(h) = slot.handle.take() {
+                    h.hard_stop();
+                }
             }
-            waiting.timer = ctx.run_later(timeout, move |act, ctx| {
-                act.stop_overdue(index, generation, ctx)
-            });
+            if let Some(timeout) = timeout {
+                waiting.timer =
+                    ctx.run_later(timeout, move |act, ctx| act.stop_overdue(round, ctx));
+            }
             return;
         }
-        tracing::error!(supervisor = %self.name, child = %ChildName(&slot.family, slot.replica), ?timeout, "child did not stop after a hard stop; abandoned");
-        self.waiting = None;
-        slot.generation += 1;
-        self.run_hook(
-            index,
-            &ExitReason::Abnormal(format!(
-                "did not stop within {timeout:?}, nor within {timeout:?} of a hard stop; abandoned"
-            )),
-        );
+        let Some(waiting) = self.waiting.take() else {
+            return;
+        };
+        let mut abandoned: Vec<usize> = waiting.pending.into_keys().collect();
+        abandoned.sort_unstable_by(|a, b| b.cmp(a));
+        for index in abandoned {
+            let slot = &mut self.slots[index];
+            let timeout = slot.family.shutdown;
+            tracing::error!(supervisor = %self.name, child = %ChildName(&slot.family, slot.replica), ?timeout, "child did not stop after a hard stop; abandoned");
+            slot.generation += 1;
+            self.run_hook(
+                index,
+                &ExitReason::Abnormal(format!(
+                    "did not stop within {timeout:?}, nor within {timeout:?} of a hard stop; abandoned"
+                )),
+            );
+        }
         self.stop_next(ctx);
     }
 }
@@ -335,13 +362,15 @@ impl Handler<ChildExited> for Supervisor {
             return;
         }
         slot.handle = None;
-        let awaited = self
-            .waiting
-            .as_ref()
-            .filter(|w| w.index == msg.index && w.generation == msg.generation)
-            .map(|w| (w.timer, w.hard_stopped));
+        // Whether the barrier waited for this exit, and whether it had hard-stopped it.
+        let awaited = self.waiting.as_mut().and_then(|w| {
+            (w.pending.get(&msg.index) == Some(&msg.generation)).then(|| {
+                w.pending.remove(&msg.index);
+                w.hard_stopped
+            })
+        });
         let reason = match awaited {
-            Some((_, true)) => ExitReason::Abnormal(format!(
+            Some(true) => ExitReason::Abnormal(format!(
                 "hard-stopped: did not stop within {:?}",
                 slot.family.shutdown
             )),
@@ -351,9 +380,12 @@ impl Handler<ChildExited> for Supervisor {
         // the child held (an agent's lease) is returned now rather than at its deadline.
         self.run_hook(msg.index, &reason);
         if self.stopping {
-            if let Some((timer, _)) = awaited {
-                ctx.cancel_future(timer);
-                self.waiting = None;
+            let step_done =
+                awaited.is_some() && self.waiting.as_ref().is_some_and(|w| w.pending.is_empty());
+            if step_done {
+                if let Some(w) = self.waiting.take() {
+                    ctx.cancel_future(w.timer);
+                }
                 self.stop_next(ctx);
             }
             return;

@@ -30,6 +30,8 @@ struct How {
     deaf: bool,
     /// Its handle sends `HardStop` (which it obeys); otherwise the handle has no hard stop.
     hard_stop: bool,
+    /// Logs `name: asked` when it gets its `Quit`.
+    log_quit: bool,
 }
 
 impl Actor for Child {
@@ -67,6 +69,9 @@ struct Quit;
 impl Handler<Quit> for Child {
     type Result = ();
     fn handle(&mut self, _: Quit, ctx: &mut Self::Context) {
+        if self.how.log_quit {
+            self.log.borrow_mut().push(format!("{}: asked", self.name));
+        }
         if self.how.stop_delay.is_zero() {
             ctx.stop();
         } else {
@@ -519,5 +524,46 @@ async fn replicas_share_one_spec_and_are_each_their_own_child() {
 
     log.borrow_mut().clear();
     stop_tree(&sup).await;
-    assert_eq!(entries(&log), ["w#9", "w#2", "w#1", "w#0"]);
+    let mut stopped = entries(&log);
+    assert_eq!(stopped[0], "w#9", "the child started last stops first");
+    stopped[1..].sort();
+    assert_eq!(stopped, ["w#9", "w#0", "w#1", "w#2"]);
+}
+
+#[actix_rt::test]
+async fn the_replicas_of_a_spec_are_asked_to_stop_together() {
+    let log = Log::default();
+    let (first, _) = child("first", RestartType::Permanent, &log);
+    let child_log = log.clone();
+    let spec = ChildSpec::replicas("w", "test", RestartType::Permanent, 3, move |r, notice| {
+        let addr = Child {
+            name: format!("w#{r}"),
+            notice,
+            log: child_log.clone(),
+            how: How {
+                stop_delay: Duration::from_millis(20),
+                log_quit: true,
+                ..How::default()
+            },
+        }
+        .start();
+        ChildHandle::stop_with(addr, Quit::default)
+    });
+    let sup = supervise(Strategy::OneForOne, settings(5), vec![first, spec]);
+    round_trip(&sup).await;
+
+    stop_tree(&sup).await;
+    let log = entries(&log);
+    assert_eq!(log.len(), 7, "{log:?}");
+    let mut asked = log[..3].to_vec();
+    asked.sort();
+    assert_eq!(
+        asked,
+        ["w#0: asked", "w#1: asked", "w#2: asked"],
+        "every replica is asked before any has stopped: {log:?}"
+    );
+    let mut stopped = log[3..6].to_vec();
+    stopped.sort();
+    assert_eq!(stopped, ["w#0", "w#1", "w#2"]);
+    assert_eq!(log[6], "first", "the barrier still waits for all of them");
 }

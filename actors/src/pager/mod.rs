@@ -171,19 +171,7 @@ type Reply<T> = ResponseFuture<Result<T, PromptError>>;
 /// A request's answer, sendable (agents await it on their own arbiters).
 pub(crate) type Answer<T> = futures::future::BoxFuture<'static, Result<T, PromptError>>;
 
-fn run<T, F>(worker: Result<Worker, PromptError>, f: F) -> Answer<T>
-where
-    T: Send + 'static,
-    F: FnOnce(
-            &mut agentos_runtime::context::Pager<agentos_runtime::context::StoreSwap>,
-        ) -> Result<T, agentos_runtime::context::PagerError>
-        + Send
-        + 'static,
-{
-    run_as(worker, worker::Commit::Early, f)
-}
-
-/// [`run`], answered as `commit` says under a linger.
+/// Queues `f` on the worker, answered as `commit` says under a linger.
 fn run_as<T, F>(worker: Result<Worker, PromptError>, commit: worker::Commit, f: F) -> Answer<T>
 where
     T: Send + 'static,
@@ -208,7 +196,7 @@ pub(crate) trait OnWorker:
 {
     /// What the request answers.
     type Answer: Send + 'static;
-    /// Queues the request on `worker` (see [`run`]).
+    /// Queues the request on `worker` (see [`run_as`]).
     fn on(self, worker: Result<Worker, PromptError>, trace: &Trace) -> Answer<Self::Answer>;
     /// The pager's port for this request (used while no worker is published: before the
     /// pager's first start has run, or while it restarts).
@@ -357,7 +345,7 @@ impl Handler<PinPage> for ContextPager {
     type Result = Reply<()>;
 
     fn handle(&mut self, m: PinPage, _: &mut Self::Context) -> Self::Result {
-        run(self.worker(), move |p| {
+        run_as(self.worker(), worker::Commit::Early, move |p| {
             p.set_pinned(&m.agent, &m.context, m.page, m.pinned)
         })
     }
@@ -367,7 +355,7 @@ impl Handler<SetImportance> for ContextPager {
     type Result = Reply<()>;
 
     fn handle(&mut self, m: SetImportance, _: &mut Self::Context) -> Self::Result {
-        run(self.worker(), move |p| {
+        run_as(self.worker(), worker::Commit::Early, move |p| {
             p.set_importance(&m.agent, &m.context, m.page, m.importance)
         })
     }

@@ -52,18 +52,6 @@ pub struct PreemptAttempt {
 pub struct AgentLink(Arc<dyn AgentMailbox>);
 
 impl AgentLink {
-    /// A link to `addr`'s actor.
-    pub fn new<A>(addr: Addr<A>) -> Self
-    where
-        A: Actor<Context = Context<A>>
-            + Handler<RunTask>
-            + Handler<Announce>
-            + Handler<CancelAttempt>
-            + Handler<PreemptAttempt>,
-    {
-        Self(Arc::new(addr))
-    }
-
     /// A link through `addr`, shared with whoever else holds it (no new address).
     pub fn shared<A>(addr: Arc<Addr<A>>) -> Self
     where

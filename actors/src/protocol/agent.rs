@@ -53,14 +53,7 @@ pub struct AgentLink(Arc<dyn AgentMailbox>);
 
 impl AgentLink {
     /// A link through `addr`, shared with whoever else holds it (no new address).
-    pub fn shared<A>(addr: Arc<Addr<A>>) -> Self
-    where
-        A: Actor<Context = Context<A>>
-            + Handler<RunTask>
-            + Handler<Announce>
-            + Handler<CancelAttempt>
-            + Handler<PreemptAttempt>,
-    {
+    pub fn shared<A: AgentActor>(addr: Arc<Addr<A>>) -> Self {
         Self(addr)
     }
 
@@ -93,6 +86,25 @@ impl std::fmt::Debug for AgentLink {
     }
 }
 
+/// An actor a link can reach: one that handles the four messages above.
+pub trait AgentActor:
+    Actor<Context = Context<Self>>
+    + Handler<RunTask>
+    + Handler<Announce>
+    + Handler<CancelAttempt>
+    + Handler<PreemptAttempt>
+{
+}
+
+impl<A> AgentActor for A where
+    A: Actor<Context = Context<A>>
+        + Handler<RunTask>
+        + Handler<Announce>
+        + Handler<CancelAttempt>
+        + Handler<PreemptAttempt>
+{
+}
+
 /// What [`AgentLink`] needs of an agent's address.
 trait AgentMailbox: Send + Sync {
     #[allow(clippy::result_large_err)]
@@ -102,14 +114,7 @@ trait AgentMailbox: Send + Sync {
     fn preempt(&self, msg: PreemptAttempt);
 }
 
-impl<A> AgentMailbox for Addr<A>
-where
-    A: Actor<Context = Context<A>>
-        + Handler<RunTask>
-        + Handler<Announce>
-        + Handler<CancelAttempt>
-        + Handler<PreemptAttempt>,
-{
+impl<A: AgentActor> AgentMailbox for Addr<A> {
     fn try_run(&self, msg: RunTask) -> Result<(), SendError<RunTask>> {
         self.try_send(msg)
     }

@@ -270,33 +270,33 @@ impl Supervisor {
         let Some(waiting) = self.waiting.as_mut().filter(|w| w.round == round) else {
             return;
         };
+        // The children of one step share their spec, so its shutdown timeout; one log line
+        // per step (a wedged fleet is one line, not one per instance), naming one of them.
+        let Some(&some) = waiting.pending.keys().next() else {
+            return;
+        };
+        let (family, replica) = (self.slots[some].family.clone(), self.slots[some].replica);
+        let timeout = family.shutdown;
+        let children = waiting.pending.len();
         if !waiting.hard_stopped {
+            tracing::warn!(supervisor = %self.name, child = %ChildName(&family, replica), children, ?timeout, "children did not stop in time; hard stop");
             waiting.hard_stopped = true;
-            let mut timeout = None;
             for &index in waiting.pending.keys() {
-                let slot = &mut self.slots[index];
-                timeout = Some(slot.family.shutdown);
-                tracing::warn!(supervisor = %self.name, child = %ChildName(&slot.family, slot.replica), timeout = ?slot.family.shutdown, "child did not stop in time; hard stop");
-                if let Some(h) = slot.handle.take() {
+                if let Some(h) = self.slots[index].handle.take() {
                     h.hard_stop();
                 }
             }
-            if let Some(timeout) = timeout {
-                waiting.timer =
-                    ctx.run_later(timeout, move |act, ctx| act.stop_overdue(round, ctx));
-            }
+            waiting.timer = ctx.run_later(timeout, move |act, ctx| act.stop_overdue(round, ctx));
             return;
         }
         let Some(waiting) = self.waiting.take() else {
             return;
         };
+        tracing::error!(supervisor = %self.name, child = %ChildName(&family, replica), children, ?timeout, "children did not stop after a hard stop; abandoned");
         let mut abandoned: Vec<usize> = waiting.pending.into_keys().collect();
         abandoned.sort_unstable_by(|a, b| b.cmp(a));
         for index in abandoned {
-            let slot = &mut self.slots[index];
-            let timeout = slot.family.shutdown;
-            tracing::error!(supervisor = %self.name, child = %ChildName(&slot.family, slot.replica), ?timeout, "child did not stop after a hard stop; abandoned");
-            slot.generation += 1;
+            self.slots[index].generation += 1;
             self.run_hook(
                 index,
                 &ExitReason::Abnormal(format!(

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use agentos_runtime::agent::{run_attempt, AgentSetup, AttemptControl, StepPorts};
-use agentos_runtime::events::agent::{AgentCrashed, AgentStateChanged};
+use agentos_runtime::events::agent::{AgentCrashed, AgentMetrics, AgentStateChanged};
 use agentos_runtime::model::{AgentState, ControlBlock, InstanceId};
 use agentos_runtime::policy::supervision::RestartType;
 use agentos_runtime::sched::{LeaseId, Outcome, Report};
@@ -66,6 +66,8 @@ pub struct AgentEnv {
     pub board: Arc<Board>,
     /// The trace.
     pub trace: Trace,
+    /// The agent's step series, shared by its replicas' sinks.
+    pub metrics: Arc<AgentMetrics>,
 }
 
 impl AgentEnv {
@@ -76,6 +78,7 @@ impl AgentEnv {
             self.board.clone(),
             self.trace.clone(),
             self.suspended.clone(),
+            self.metrics.clone(),
         )
     }
 
@@ -312,7 +315,7 @@ impl Actor for Agent {
             from: None,
             to: Some(AgentState::Ready),
         }
-        .emit();
+        .emit_with(&self.env.metrics);
         // A restarted instance of a suspended agent starts Suspended; later moves of the
         // agent's suspend switch (set by the scheduler for the control plane) are shown by
         // its agent's `sink::follow_switch`.
@@ -328,7 +331,7 @@ impl Actor for Agent {
             from = Some(cb.state);
             cb.state = AgentState::Terminated;
         });
-        AgentStateChanged { from, to: None }.emit();
+        AgentStateChanged { from, to: None }.emit_with(&self.env.metrics);
         self.notice.exited();
     }
 }

@@ -10,7 +10,7 @@
 use std::sync::{Arc, Weak};
 
 use agentos_runtime::agent::{EventSink, StepEvent};
-use agentos_runtime::events::agent::AgentStateChanged;
+use agentos_runtime::events::agent::{AgentMetrics, AgentStateChanged};
 use agentos_runtime::model::{AgentState, InstanceId};
 use agentos_runtime::trace::Trace;
 use tokio::sync::watch;
@@ -24,21 +24,26 @@ pub struct AgentSink {
     board: Arc<Board>,
     trace: Trace,
     suspended: watch::Receiver<bool>,
+    /// The agent's step series, shared by its replicas.
+    metrics: Arc<AgentMetrics>,
 }
 
 impl AgentSink {
-    /// A sink for `instance`; `suspended` is its agent's suspend switch.
+    /// A sink for `instance`; `suspended` is its agent's suspend switch, `metrics` its
+    /// agent's series.
     pub fn new(
         instance: InstanceId,
         board: Arc<Board>,
         trace: Trace,
         suspended: watch::Receiver<bool>,
+        metrics: Arc<AgentMetrics>,
     ) -> Self {
         Self {
             instance,
             board,
             trace,
             suspended,
+            metrics,
         }
     }
 
@@ -58,7 +63,13 @@ impl AgentSink {
                 cb.state = to;
             }
         });
-        emit_moved(moved);
+        if let Some((from, to)) = moved {
+            AgentStateChanged {
+                from: Some(from),
+                to: Some(to),
+            }
+            .emit_with(&self.metrics);
+        }
     }
 
     /// The suspend switch moved: show Suspended, or what the instance is doing.
@@ -127,7 +138,7 @@ impl EventSink for AgentSink {
         match event {
             StepEvent::State(to) => self.set_state(to),
             StepEvent::LlmFinished(e) => {
-                e.emit(&self.trace);
+                e.emit_with(&self.trace, &self.metrics);
                 self.board.update(&self.instance, |cb| {
                     cb.steps += 1;
                     cb.llm_calls += 1;
@@ -144,8 +155,8 @@ impl EventSink for AgentSink {
                 e.emit(&self.trace);
                 self.board.update(&self.instance, |cb| cb.tool_calls += 1);
             }
-            StepEvent::StepFinished(e) => e.emit(),
-            StepEvent::PagerRequest(e) => e.emit(),
+            StepEvent::StepFinished(e) => e.emit_with(&self.metrics),
+            StepEvent::PagerRequest(e) => e.emit_with(&self.metrics),
             StepEvent::Resumed(e) => e.emit(&self.trace),
             StepEvent::CallInterrupted(e) => e.emit(&self.trace),
         }
@@ -211,6 +222,7 @@ mod tests {
             board.clone(),
             Trace::disabled(),
             board.suspend_switch("a"),
+            Arc::new(AgentMetrics::of("a", "sim")),
         );
         sink.set_state(AgentState::Running);
         assert_eq!(state(&board, 0), AgentState::Suspended);

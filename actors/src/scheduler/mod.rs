@@ -23,8 +23,8 @@ use agentos_runtime::events::control::{
 };
 use agentos_runtime::events::labels::AttemptOutcome;
 use agentos_runtime::events::sched::{
-    AttemptFinished, LeaseExpired, StaleReport, TaskCounts, TaskFellBack, TaskRetried,
-    TaskStateChanged,
+    AttemptFinished, LeaseExpired, StaleReport, TaskCountGauges, TaskCounts, TaskFellBack,
+    TaskRetried, TaskStateChanged,
 };
 use agentos_runtime::model::{InstanceId, TaskState};
 use agentos_runtime::policy::supervision::RestartType;
@@ -222,6 +222,8 @@ pub struct Scheduler {
     last_ack: Option<Ack<()>>,
     /// The task counts last set on the gauges by this incarnation.
     counts: Option<TaskCountArray>,
+    /// Those gauges, resolved once.
+    count_gauges: TaskCountGauges,
 }
 
 /// Tasks in each state, in [`TaskState::ALL`] order.
@@ -241,12 +243,12 @@ impl Scheduler {
             timer: None,
             last_ack: None,
             counts: None,
+            count_gauges: TaskCountGauges::of(),
         }
     }
 
     /// Sets the task-count gauges whose count changed since this incarnation last set them
-    /// (every one when `all`, as the tick does): a pump changes two counts at most, and each
-    /// gauge set is a registry look-up.
+    /// (every one when `all`, as the tick does): a pump changes two counts at most.
     fn emit_counts(&mut self, counts: TaskCountArray, all: bool) {
         let mut changed = counts;
         let mut n = 0;
@@ -260,7 +262,7 @@ impl Scheduler {
             TaskCounts {
                 counts: &changed[..n],
             }
-            .emit();
+            .emit_with(&self.count_gauges);
         }
         self.counts = Some(counts);
     }

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use actix::prelude::*;
 use agentos_runtime::agent::{AgentSetup, AgentTools, CallGate, Slice, StepPorts};
 use agentos_runtime::config::{BackendKind, Config};
+use agentos_runtime::events::agent::AgentMetrics;
 use agentos_runtime::events::sandbox::SandboxConfigured;
 use agentos_runtime::events::system::RunStarted;
 use agentos_runtime::llm::openai::OpenAiBackend;
@@ -415,11 +416,13 @@ fn agent_envs(
             call: None,
         };
         let suspended = board.suspend_switch(&a.name);
+        let metrics = Arc::new(AgentMetrics::of(&a.name, a.backend.as_str()));
         let sink = AgentSink::new(
             instance.clone(),
             board.clone(),
             trace.clone(),
             suspended.clone(),
+            metrics.clone(),
         );
         let step_ports = StepPorts {
             prompts: prompts.clone(),
@@ -452,6 +455,7 @@ fn agent_envs(
             scheduler: ports.scheduler.clone(),
             board: board.clone(),
             trace: trace.clone(),
+            metrics,
         };
         let first = out.last().map_or(0, |g| g.first + g.replicas as usize);
         out.push(AgentInstances {

@@ -15,7 +15,7 @@ use super::shared::{shared_message, SharedPage, SharedSpace};
 use super::swap::SwapDevice;
 use super::table::{Moves, NewPage, PageTable};
 use super::{BuiltPrompt, ContextSettings, PageId, PageKind, PagerError};
-use crate::events::{PagerResidency, PagesSwapped, PromptCounted, ResidencyGauges};
+use crate::events::{PagerResidency, PagesSwapped, PromptCounted, PromptSeries, ResidencyGauges};
 use crate::llm::{ChatMessage, Role};
 use crate::store::SharedRow;
 use crate::tokenize::REPLY_PRIMING_TOKENS;
@@ -66,6 +66,8 @@ pub struct Pager<S: SwapDevice> {
     /// so the gauges update in O(1) however many contexts an agent's replicas hold open.
     counted: HashMap<String, Figures>,
     totals: HashMap<String, (Figures, ResidencyGauges)>,
+    /// The prompt series of each configured agent, resolved once.
+    prompt_series: HashMap<String, PromptSeries>,
 }
 
 /// Resident pages, resident tokens, swapped pages, swapped tokens.
@@ -80,6 +82,13 @@ impl<S: SwapDevice> Pager<S> {
                 s.entry(agent.clone()).or_default().budget_tokens = set.budget_tokens;
             }
         }
+        let prompt_series = settings
+            .iter()
+            .map(|(agent, set)| {
+                let series = PromptSeries::of(agent, set.budget_tokens > 0);
+                (agent.clone(), series)
+            })
+            .collect();
         Self {
             swap,
             settings,
@@ -88,6 +97,7 @@ impl<S: SwapDevice> Pager<S> {
             stats,
             counted: HashMap::new(),
             totals: HashMap::new(),
+            prompt_series,
         }
     }
 
@@ -461,7 +471,10 @@ impl<S: SwapDevice> Pager<S> {
             .get(agent)
             .map_or("unknown", |s| s.policy.name());
         let mut all = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        let s = all.entry(agent.to_owned()).or_default();
+        let s = match all.get_mut(agent) {
+            Some(s) => s,
+            None => all.entry(agent.to_owned()).or_default(),
+        };
         s.page_faults += moves.faults;
         s.swap_in_tokens += moves.swap_in_tokens;
         s.evicted_pages += moves.evicted_pages;
@@ -476,7 +489,11 @@ impl<S: SwapDevice> Pager<S> {
             s.prompts += 1;
             s.tokens_saved += b.tokens_saved;
             s.max_prompt_tokens = s.max_prompt_tokens.max(b.tokens);
-            PromptCounted { agent, prompt: b }.emit();
+            let counted = PromptCounted { agent, prompt: b };
+            match self.prompt_series.get(agent) {
+                Some(series) => counted.emit_with(series),
+                None => counted.emit(),
+            }
         }
     }
 

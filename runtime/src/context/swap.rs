@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
-use crate::events::{StoreOp, StoreOpFinished};
+use crate::events::{StoreOp, StoreOpFinished, StoreOpSeries};
 use crate::store::{JournalRow, PageRow, SharedRow, Store, StoreError};
 
 /// Persistent page storage for one run.
@@ -127,6 +127,8 @@ pub struct StoreSwap {
     run_id: String,
     /// Rows written since the last [`StoreSwap::take_rows_written`].
     rows_written: usize,
+    /// The store-operation histograms, resolved once.
+    series: StoreOpSeries,
 }
 
 impl StoreSwap {
@@ -142,6 +144,7 @@ impl StoreSwap {
             store,
             run_id,
             rows_written: 0,
+            series: StoreOpSeries::of(),
         })
     }
 
@@ -167,50 +170,56 @@ impl StoreSwap {
     }
 }
 
-fn timed<T>(op: StoreOp, f: impl FnOnce() -> T) -> T {
+fn timed<T>(series: &StoreOpSeries, op: StoreOp, f: impl FnOnce() -> T) -> T {
     let t0 = Instant::now();
     let out = f();
     StoreOpFinished {
         op,
         duration: t0.elapsed(),
     }
-    .emit();
+    .emit_with(series);
     out
 }
 
 impl SwapDevice for StoreSwap {
     fn write(&mut self, pages: &[PageRow]) -> Result<(), StoreError> {
-        timed(StoreOp::Write, || self.store.put_pages(&self.run_id, pages))?;
+        timed(&self.series, StoreOp::Write, || {
+            self.store.put_pages(&self.run_id, pages)
+        })?;
         self.rows_written += pages.len();
         Ok(())
     }
     fn read(&mut self, context: &str, ids: &[u64]) -> Result<Vec<PageRow>, StoreError> {
-        timed(StoreOp::Read, || {
+        timed(&self.series, StoreOp::Read, || {
             self.store.get_pages(&self.run_id, context, ids)
         })
     }
     fn load(&mut self, context: &str) -> Result<Vec<PageRow>, StoreError> {
-        timed(StoreOp::Read, || {
+        timed(&self.series, StoreOp::Read, || {
             self.store.load_context(&self.run_id, context)
         })
     }
     fn write_shared(&mut self, row: &SharedRow) -> Result<(), StoreError> {
-        timed(StoreOp::Write, || self.store.put_shared(&self.run_id, row))?;
+        timed(&self.series, StoreOp::Write, || {
+            self.store.put_shared(&self.run_id, row)
+        })?;
         self.rows_written += 1;
         Ok(())
     }
     fn read_shared(&mut self, key: &str) -> Result<Option<SharedRow>, StoreError> {
-        timed(StoreOp::Read, || self.store.get_shared(&self.run_id, key))
+        timed(&self.series, StoreOp::Read, || {
+            self.store.get_shared(&self.run_id, key)
+        })
     }
     fn write_journal(&mut self, rows: &[JournalRow]) -> Result<(), StoreError> {
-        timed(StoreOp::Write, || {
+        timed(&self.series, StoreOp::Write, || {
             self.store.put_journal(&self.run_id, rows)
         })?;
         self.rows_written += rows.len();
         Ok(())
     }
     fn load_journal(&mut self, context: &str) -> Result<Vec<JournalRow>, StoreError> {
-        timed(StoreOp::Read, || {
+        timed(&self.series, StoreOp::Read, || {
             self.store.load_journal(&self.run_id, context)
         })
     }
@@ -219,7 +228,7 @@ impl SwapDevice for StoreSwap {
         pages: &[PageRow],
         journal: &[JournalRow],
     ) -> Result<(), StoreError> {
-        timed(StoreOp::Write, || {
+        timed(&self.series, StoreOp::Write, || {
             self.store.put_record(&self.run_id, pages, journal)
         })?;
         self.rows_written += pages.len() + journal.len();

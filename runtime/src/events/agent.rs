@@ -27,16 +27,100 @@ pub struct AgentStateChanged {
 impl AgentStateChanged {
     /// Updates the gauge.
     pub fn emit(&self) {
+        self.apply(|s, by| metrics::gauge!(m::AGENTS, "state" => s.label()).increment(by));
+    }
+
+    /// [`AgentStateChanged::emit`] through the gauges `metrics` holds.
+    pub fn emit_with(&self, metrics: &AgentMetrics) {
+        self.apply(|s, by| metrics.states[state_index(s)].increment(by));
+    }
+
+    /// Moves the gauge of `from` by -1 and that of `to` by +1.
+    fn apply(&self, add: impl Fn(AgentState, f64)) {
         if self.from == self.to {
             return;
         }
         if let Some(from) = self.from {
-            metrics::gauge!(m::AGENTS, "state" => from.label()).decrement(1.0);
+            add(from, -1.0);
         }
         if let Some(to) = self.to {
-            metrics::gauge!(m::AGENTS, "state" => to.label()).increment(1.0);
+            add(to, 1.0);
         }
         tracing::trace!(from = ?self.from, to = ?self.to, "agent state");
+    }
+}
+
+/// The position of `s` in [`AgentState::ALL`].
+fn state_index(s: AgentState) -> usize {
+    match s {
+        AgentState::Ready => 0,
+        AgentState::Running => 1,
+        AgentState::Waiting => 2,
+        AgentState::Suspended => 3,
+        AgentState::Terminated => 4,
+    }
+}
+
+/// The series an agent's steps update every time, resolved once per agent (its replicas'
+/// sinks share one): a step then costs atomic updates, not a registry lookup by name and
+/// labels, with the label strings built each time, per series. Events this does not hold
+/// (another backend than the agent's own, a failed pager request) are looked up as before.
+#[derive(Clone)]
+pub struct AgentMetrics {
+    backend: String,
+    /// [`m::AGENTS`] per state, in [`AgentState::ALL`]'s order.
+    states: [metrics::Gauge; 5],
+    llm: LlmOk,
+    steps: metrics::Counter,
+    step_duration: metrics::Histogram,
+    pager_ok: metrics::Counter,
+}
+
+impl std::fmt::Debug for AgentMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentMetrics")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentMetrics {
+    /// The series of `agent`, whose backend is `backend`, in the current recorder.
+    pub fn of(agent: &str, backend: &str) -> Self {
+        let a = agent.to_owned();
+        Self {
+            backend: backend.to_owned(),
+            states: AgentState::ALL.map(|s| metrics::gauge!(m::AGENTS, "state" => s.label())),
+            llm: LlmOk::of(backend, agent),
+            steps: metrics::counter!(m::AGENT_STEPS, "agent" => a.clone()),
+            step_duration: metrics::histogram!(m::AGENT_STEP_DURATION, "agent" => a.clone()),
+            pager_ok: metrics::counter!(m::PAGER_REQUESTS, "agent" => a,
+                "outcome" => PagerOutcome::Ok.label()),
+        }
+    }
+}
+
+/// The series an answered LLM call updates.
+#[derive(Clone)]
+struct LlmOk {
+    duration: metrics::Histogram,
+    requests: metrics::Counter,
+    prompt_tokens: metrics::Counter,
+    completion_tokens: metrics::Counter,
+}
+
+impl LlmOk {
+    fn of(backend: &str, agent: &str) -> Self {
+        let (b, a) = (backend.to_owned(), agent.to_owned());
+        Self {
+            duration: metrics::histogram!(m::LLM_REQUEST_DURATION, "backend" => b.clone()),
+            requests: metrics::counter!(m::LLM_REQUESTS, "backend" => b.clone(),
+                "outcome" => LlmOutcome::Ok.label()),
+            prompt_tokens: metrics::counter!(m::LLM_PROMPT_TOKENS, "backend" => b.clone(),
+                "agent" => a.clone()),
+            completion_tokens: metrics::counter!(m::LLM_COMPLETION_TOKENS, "backend" => b,
+                "agent" => a),
+        }
     }
 }
 
@@ -73,18 +157,27 @@ impl LlmCallFinished<'_> {
     /// Counts the request (`outcome="ok"`) and its tokens, records its latency, writes the
     /// trace line.
     pub fn emit(&self, trace: &Trace) {
+        self.emit_to(trace, &LlmOk::of(self.backend, self.agent));
+    }
+
+    /// [`LlmCallFinished::emit`] through the series `metrics` holds, when the call went to
+    /// the agent's own backend.
+    pub fn emit_with(&self, trace: &Trace, metrics: &AgentMetrics) {
+        if metrics.backend == self.backend {
+            self.emit_to(trace, &metrics.llm);
+        } else {
+            self.emit(trace);
+        }
+    }
+
+    fn emit_to(&self, trace: &Trace, series: &LlmOk) {
         let secs = self.duration.as_secs_f64();
-        metrics::histogram!(m::LLM_REQUEST_DURATION, "backend" => self.backend.to_owned())
-            .record(secs);
-        metrics::counter!(m::LLM_REQUESTS, "backend" => self.backend.to_owned(),
-            "outcome" => LlmOutcome::Ok.label())
-        .increment(1);
-        metrics::counter!(m::LLM_PROMPT_TOKENS, "backend" => self.backend.to_owned(),
-            "agent" => self.agent.to_owned())
-        .increment(self.usage.prompt_tokens);
-        metrics::counter!(m::LLM_COMPLETION_TOKENS, "backend" => self.backend.to_owned(),
-            "agent" => self.agent.to_owned())
-        .increment(self.usage.completion_tokens);
+        series.duration.record(secs);
+        series.requests.increment(1);
+        series.prompt_tokens.increment(self.usage.prompt_tokens);
+        series
+            .completion_tokens
+            .increment(self.usage.completion_tokens);
         tracing::debug!(agent = %self.agent, instance = %self.instance, task = %self.task,
             attempt = self.attempt, step = self.step, backend = %self.backend,
             replica = self.replica, prompt_tokens = self.usage.prompt_tokens,
@@ -238,9 +331,20 @@ pub struct AgentStepFinished<'a> {
 impl AgentStepFinished<'_> {
     /// Counts the step and records its length.
     pub fn emit(&self) {
-        metrics::counter!(m::AGENT_STEPS, "agent" => self.agent.to_owned()).increment(1);
-        metrics::histogram!(m::AGENT_STEP_DURATION, "agent" => self.agent.to_owned())
-            .record(self.duration.as_secs_f64());
+        self.emit_to(
+            &metrics::counter!(m::AGENT_STEPS, "agent" => self.agent.to_owned()),
+            &metrics::histogram!(m::AGENT_STEP_DURATION, "agent" => self.agent.to_owned()),
+        );
+    }
+
+    /// [`AgentStepFinished::emit`] through the series `metrics` holds.
+    pub fn emit_with(&self, metrics: &AgentMetrics) {
+        self.emit_to(&metrics.steps, &metrics.step_duration);
+    }
+
+    fn emit_to(&self, steps: &metrics::Counter, duration: &metrics::Histogram) {
+        steps.increment(1);
+        duration.record(self.duration.as_secs_f64());
         tracing::trace!(agent = %self.agent, duration_secs = self.duration.as_secs_f64(), "step");
     }
 }
@@ -262,6 +366,16 @@ impl PagerRequestFinished<'_> {
         .increment(1);
         if self.outcome != PagerOutcome::Ok {
             tracing::debug!(agent = %self.agent, outcome = self.outcome.label(), "pager request failed");
+        }
+    }
+
+    /// [`PagerRequestFinished::emit`], counting an answered request through the series
+    /// `metrics` holds.
+    pub fn emit_with(&self, metrics: &AgentMetrics) {
+        if self.outcome == PagerOutcome::Ok {
+            metrics.pager_ok.increment(1);
+        } else {
+            self.emit();
         }
     }
 }
@@ -316,6 +430,86 @@ mod tests {
         });
         assert_eq!(got.gauge(m::AGENTS, &[("state", "ready")]), Some(0.0));
         assert_eq!(got.gauge(m::AGENTS, &[("state", "waiting")]), Some(1.0));
+    }
+
+    #[test]
+    fn an_agents_resolved_series_count_what_a_lookup_counts() {
+        let id = instance();
+        let call = |backend| LlmCallFinished {
+            agent: "writer",
+            instance: &id,
+            task: "wf/draft",
+            attempt: 1,
+            step: 0,
+            backend,
+            simulated: true,
+            replica: 0,
+            usage: Usage {
+                prompt_tokens: 7,
+                completion_tokens: 3,
+                cached_tokens: 0,
+            },
+            finish_reason: "stop",
+            tool_calls: 0,
+            duration: Duration::from_millis(500),
+        };
+        let got = metrics_of(|| {
+            let resolved = AgentMetrics::of("writer", "local");
+            let trace = Trace::disabled();
+            AgentStateChanged {
+                from: None,
+                to: Some(AgentState::Ready),
+            }
+            .emit_with(&resolved);
+            AgentStateChanged {
+                from: Some(AgentState::Ready),
+                to: Some(AgentState::Running),
+            }
+            .emit_with(&resolved);
+            call("local").emit_with(&trace, &resolved);
+            // A call to another backend is looked up, not counted as the agent's own.
+            call("fallback").emit_with(&trace, &resolved);
+            AgentStepFinished {
+                agent: "writer",
+                duration: Duration::from_millis(250),
+            }
+            .emit_with(&resolved);
+            for outcome in [PagerOutcome::Ok, PagerOutcome::Ok, PagerOutcome::Store] {
+                PagerRequestFinished {
+                    agent: "writer",
+                    outcome,
+                }
+                .emit_with(&resolved);
+            }
+        });
+        assert_eq!(got.gauge(m::AGENTS, &[("state", "ready")]), Some(0.0));
+        assert_eq!(got.gauge(m::AGENTS, &[("state", "running")]), Some(1.0));
+        for backend in ["local", "fallback"] {
+            let labels = [("backend", backend), ("agent", "writer")];
+            assert_eq!(
+                got.counter(m::LLM_REQUESTS, &[("backend", backend), ("outcome", "ok")]),
+                Some(1)
+            );
+            assert_eq!(got.counter(m::LLM_PROMPT_TOKENS, &labels), Some(7));
+            assert_eq!(got.counter(m::LLM_COMPLETION_TOKENS, &labels), Some(3));
+            assert_eq!(
+                got.histogram(m::LLM_REQUEST_DURATION, &[("backend", backend)]),
+                Some(vec![0.5])
+            );
+        }
+        assert_eq!(got.counter(m::AGENT_STEPS, &[("agent", "writer")]), Some(1));
+        assert_eq!(
+            got.histogram(m::AGENT_STEP_DURATION, &[("agent", "writer")]),
+            Some(vec![0.25])
+        );
+        let pager = |outcome| {
+            got.counter(
+                m::PAGER_REQUESTS,
+                &[("agent", "writer"), ("outcome", outcome)],
+            )
+        };
+        assert_eq!(pager("ok"), Some(2));
+        assert_eq!(pager("store"), Some(1));
     }
 
     #[test]

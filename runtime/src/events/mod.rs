@@ -50,8 +50,8 @@ pub mod sched;
 pub mod system;
 
 pub use agent::{
-    AgentCrashed, AgentStateChanged, AgentStepFinished, LlmCallAbandoned, LlmCallFailed,
-    LlmCallFinished, PagerRequestFinished, ToolCalled,
+    AgentCrashed, AgentMetrics, AgentStateChanged, AgentStepFinished, LlmCallAbandoned,
+    LlmCallFailed, LlmCallFinished, PagerRequestFinished, ToolCalled,
 };
 pub use api::{ApiMethod, ApiRequestFinished};
 pub use control::{
@@ -69,12 +69,12 @@ pub use labels::{
     PagerOutcome, RoutedBy, StoreOp, ToolOutcome,
 };
 pub use pager::{
-    PagerResidency, PagesMoved, PagesSwapped, PromptBuilt, PromptCounted, ResidencyGauges,
-    StoreOpFinished,
+    PagerResidency, PagesMoved, PagesSwapped, PromptBuilt, PromptCounted, PromptSeries,
+    ResidencyGauges, StoreOpFinished, StoreOpSeries,
 };
 pub use sched::{
-    AttemptFinished, LeaseExpired, StaleReport, TaskCounts, TaskFellBack, TaskRetried,
-    TaskStateChanged,
+    AttemptFinished, LeaseExpired, StaleReport, TaskCountGauges, TaskCounts, TaskFellBack,
+    TaskRetried, TaskStateChanged,
 };
 pub use system::{
     BuildInfo, BusMessageDelivered, BusMessageDropped, BusMessageSent, ChildRestarted,

@@ -88,8 +88,11 @@ impl PagesSwapped<'_> {
     /// Counts faults and swapped-in tokens, evictions (by policy) and swapped-out tokens;
     /// nothing for a direction in which nothing moved.
     pub fn emit(&self) {
-        let a = self.agent.to_owned();
         let mv = &self.moves;
+        if mv.faults == 0 && mv.evicted_pages == 0 {
+            return;
+        }
+        let a = self.agent.to_owned();
         if mv.faults > 0 {
             metrics::counter!(m::PAGER_FAULTS, "agent" => a.clone()).increment(mv.faults);
             metrics::counter!(m::PAGER_SWAP_IN_TOKENS, "agent" => a.clone())
@@ -101,10 +104,8 @@ impl PagesSwapped<'_> {
             .increment(mv.evicted_pages);
             metrics::counter!(m::PAGER_SWAP_OUT_TOKENS, "agent" => a).increment(mv.swap_out_tokens);
         }
-        if mv.faults > 0 || mv.evicted_pages > 0 {
-            tracing::trace!(agent = %self.agent, faults = mv.faults, evicted = mv.evicted_pages,
-                "pages swapped");
-        }
+        tracing::trace!(agent = %self.agent, faults = mv.faults, evicted = mv.evicted_pages,
+            "pages swapped");
     }
 }
 
@@ -127,6 +128,52 @@ impl PromptCounted<'_> {
         if p.budget > 0 {
             metrics::histogram!(m::PAGER_BUDGET_UTILISATION, "agent" => a)
                 .record(p.tokens as f64 / p.budget as f64);
+        }
+    }
+
+    /// [`PromptCounted::emit`] through `series`, the agent's.
+    pub fn emit_with(&self, series: &PromptSeries) {
+        let p = self.prompt;
+        series.prompts.increment(1);
+        series.tokens_saved.increment(p.tokens_saved);
+        if p.budget > 0 {
+            let ratio = p.tokens as f64 / p.budget as f64;
+            match &series.utilisation {
+                Some(h) => h.record(ratio),
+                None => metrics::histogram!(m::PAGER_BUDGET_UTILISATION,
+                    "agent" => self.agent.to_owned())
+                .record(ratio),
+            }
+        }
+    }
+}
+
+/// One agent's prompt series, resolved once (a pager keeps them per agent, so that a build
+/// costs atomic updates instead of registry lookups by label).
+#[derive(Clone)]
+pub struct PromptSeries {
+    prompts: metrics::Counter,
+    tokens_saved: metrics::Counter,
+    /// Resolved for an agent with a budget, the only kind that records one.
+    utilisation: Option<metrics::Histogram>,
+}
+
+impl std::fmt::Debug for PromptSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PromptSeries")
+    }
+}
+
+impl PromptSeries {
+    /// The series of `agent` in the current recorder; `budgeted`: whether its context has a
+    /// budget.
+    pub fn of(agent: &str, budgeted: bool) -> Self {
+        let a = agent.to_owned();
+        Self {
+            prompts: metrics::counter!(m::PAGER_PROMPTS, "agent" => a.clone()),
+            tokens_saved: metrics::counter!(m::PAGER_TOKENS_SAVED, "agent" => a.clone()),
+            utilisation: budgeted
+                .then(|| metrics::histogram!(m::PAGER_BUDGET_UTILISATION, "agent" => a)),
         }
     }
 }
@@ -212,6 +259,38 @@ impl StoreOpFinished {
             StoreOp::Read => metrics::histogram!(m::STORE_READ_DURATION).record(secs),
         }
     }
+
+    /// [`StoreOpFinished::emit`] through `series`.
+    pub fn emit_with(&self, series: &StoreOpSeries) {
+        let secs = self.duration.as_secs_f64();
+        match self.op {
+            StoreOp::Write => series.write.record(secs),
+            StoreOp::Read => series.read.record(secs),
+        }
+    }
+}
+
+/// The two store-operation histograms, resolved once (the pager's store keeps them).
+#[derive(Clone)]
+pub struct StoreOpSeries {
+    write: metrics::Histogram,
+    read: metrics::Histogram,
+}
+
+impl std::fmt::Debug for StoreOpSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreOpSeries")
+    }
+}
+
+impl StoreOpSeries {
+    /// The histograms in the current recorder.
+    pub fn of() -> Self {
+        Self {
+            write: metrics::histogram!(m::STORE_WRITE_DURATION),
+            read: metrics::histogram!(m::STORE_READ_DURATION),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -295,6 +374,56 @@ mod tests {
             Some(vec![0.002])
         );
         assert_eq!(got.histogram(m::STORE_WRITE_DURATION, &[]), None);
+    }
+
+    #[test]
+    fn resolved_series_count_what_a_lookup_counts() {
+        let p = prompt();
+        let got = metrics_of(|| {
+            let prompts = PromptSeries::of("writer", true);
+            let store = StoreOpSeries::of();
+            for _ in 0..2 {
+                PromptCounted {
+                    agent: "writer",
+                    prompt: &p,
+                }
+                .emit_with(&prompts);
+            }
+            // Resolved without a budget, an agent still records a prompt that has one.
+            PromptCounted {
+                agent: "reader",
+                prompt: &p,
+            }
+            .emit_with(&PromptSeries::of("reader", false));
+            for (op, ms) in [(StoreOp::Read, 2), (StoreOp::Write, 3), (StoreOp::Write, 5)] {
+                StoreOpFinished {
+                    op,
+                    duration: Duration::from_millis(ms),
+                }
+                .emit_with(&store);
+            }
+        });
+        let a = [("agent", "writer")];
+        assert_eq!(got.counter(m::PAGER_PROMPTS, &a), Some(2));
+        assert_eq!(got.counter(m::PAGER_TOKENS_SAVED, &a), Some(140));
+        assert_eq!(
+            got.histogram(m::PAGER_BUDGET_UTILISATION, &a),
+            Some(vec![0.75, 0.75])
+        );
+        let r = [("agent", "reader")];
+        assert_eq!(got.counter(m::PAGER_PROMPTS, &r), Some(1));
+        assert_eq!(
+            got.histogram(m::PAGER_BUDGET_UTILISATION, &r),
+            Some(vec![0.75])
+        );
+        assert_eq!(
+            got.histogram(m::STORE_READ_DURATION, &[]),
+            Some(vec![0.002])
+        );
+        assert_eq!(
+            got.histogram(m::STORE_WRITE_DURATION, &[]),
+            Some(vec![0.003, 0.005])
+        );
     }
 
     #[test]

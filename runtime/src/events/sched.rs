@@ -188,6 +188,33 @@ impl TaskCounts<'_> {
             metrics::gauge!(m::SCHED_TASKS, "state" => state.label()).set(*n as f64);
         }
     }
+
+    /// [`TaskCounts::emit`] through `gauges`.
+    pub fn emit_with(&self, gauges: &TaskCountGauges) {
+        for (state, n) in self.counts {
+            if let Some(i) = TaskState::ALL.iter().position(|s| s == state) {
+                gauges.0[i].set(*n as f64);
+            }
+        }
+    }
+}
+
+/// The per-state task gauges, in [`TaskState::ALL`]'s order, resolved once (the scheduler
+/// keeps them: a pump's count changes cost atomic stores, not registry lookups).
+#[derive(Clone)]
+pub struct TaskCountGauges([metrics::Gauge; TaskState::ALL.len()]);
+
+impl std::fmt::Debug for TaskCountGauges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TaskCountGauges")
+    }
+}
+
+impl TaskCountGauges {
+    /// The gauges in the current recorder.
+    pub fn of() -> Self {
+        Self(TaskState::ALL.map(|s| metrics::gauge!(m::SCHED_TASKS, "state" => s.label())))
+    }
 }
 
 #[cfg(test)]
@@ -339,5 +366,24 @@ mod tests {
             got.gauge(m::SCHED_TASKS, &[("state", "running")]),
             Some(1.0)
         );
+    }
+
+    #[test]
+    fn resolved_task_gauges_set_only_the_states_listed() {
+        let got = metrics_of(|| {
+            let gauges = TaskCountGauges::of();
+            TaskCounts {
+                counts: &[(TaskState::Pending, 3), (TaskState::Running, 1)],
+            }
+            .emit_with(&gauges);
+            TaskCounts {
+                counts: &[(TaskState::Running, 2)],
+            }
+            .emit_with(&gauges);
+        });
+        let state = |s| got.gauge(m::SCHED_TASKS, &[("state", s)]);
+        assert_eq!(state("pending"), Some(3.0));
+        assert_eq!(state("running"), Some(2.0));
+        assert_eq!(state("succeeded"), Some(0.0));
     }
 }

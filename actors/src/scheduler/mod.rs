@@ -220,6 +220,8 @@ pub struct Scheduler {
     timer: Option<SpawnHandle>,
     /// The commit of the rows written by the last pump (control-plane replies wait for it).
     last_ack: Option<Ack<()>>,
+    /// The write of what reports and announcements changed, due within [`PERSIST_LINGER`].
+    persist_due: Option<SpawnHandle>,
     /// The task counts last set on the gauges by this incarnation.
     counts: Option<TaskCountArray>,
     /// Those gauges, resolved once.
@@ -242,6 +244,7 @@ impl Scheduler {
             notice,
             timer: None,
             last_ack: None,
+            persist_due: None,
             counts: None,
             count_gauges: TaskCountGauges::of(),
         }
@@ -322,7 +325,19 @@ impl Scheduler {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Runs the core (expiries, dispatch) and writes what changed at once: a control-plane
+    /// handler's reply waits for that write ([`Scheduler::take_ack`]).
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        self.pump_as(ctx, true);
+    }
+
+    /// [`Scheduler::pump`] for an agent's report or announcement, which nobody waits for: what
+    /// changed is written within [`PERSIST_LINGER`], with what the pumps until then change.
+    fn pump_lazily(&mut self, ctx: &mut Context<Self>) {
+        self.pump_as(ctx, false);
+    }
+
+    fn pump_as(&mut self, ctx: &mut Context<Self>, write_now: bool) {
         let now = Instant::now();
         self.hold_leases(now);
         let (expired, mut events) = self.state().core.expire(now);
@@ -361,7 +376,21 @@ impl Scheduler {
         }
         drop(state);
         self.record(events);
-        self.last_ack = self.persist();
+        if write_now {
+            if let Some(h) = self.persist_due.take() {
+                ctx.cancel_future(h);
+            }
+            self.last_ack = self.persist();
+        } else {
+            self.last_ack = None;
+            if self.persist_due.is_none() {
+                self.persist_due = Some(ctx.run_later(PERSIST_LINGER, |act, _| {
+                    act.persist_due = None;
+                    // Nobody waits for it; a lost batch is made up for by the next one.
+                    drop(act.persist());
+                }));
+            }
+        }
         let (counts, done, next) = {
             let s = self.state();
             (s.core.counts(), s.core.is_done(), s.core.next_deadline())
@@ -559,9 +588,19 @@ impl Actor for Scheduler {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        // What the last reports changed goes to the store before the store's last commit.
+        if self.persist_due.take().is_some() {
+            drop(self.persist());
+        }
         self.notice.exited();
     }
 }
+
+/// How long the rows that agents' reports and announcements change gather before they go to
+/// the store (the store's own linger): a task that starts and ends within it is written once,
+/// and one store job carries the changes of every pump in between, instead of a job, and a
+/// wake-up of the store thread, per pump.
+const PERSIST_LINGER: std::time::Duration = crate::pager::worker::LINGER;
 
 /// How often quota counters reach the store (when they changed) and the gauges are refreshed.
 const TICK: std::time::Duration = std::time::Duration::from_secs(1);
@@ -716,7 +755,7 @@ impl Handler<AgentIdle> for Scheduler {
 
     fn handle(&mut self, msg: AgentIdle, ctx: &mut Self::Context) {
         if self.idle(msg.instance, msg.link) {
-            self.pump(ctx);
+            self.pump_lazily(ctx);
         }
     }
 }
@@ -784,7 +823,7 @@ impl Handler<TaskReport> for Scheduler {
             }
             .emit(),
         }
-        self.pump(ctx);
+        self.pump_lazily(ctx);
     }
 }
 

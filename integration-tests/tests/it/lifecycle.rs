@@ -253,3 +253,30 @@ fn a_killed_agents_task_completes_on_its_fallback() {
         sys
     });
 }
+
+#[test]
+fn a_finished_tasks_row_reaches_the_store_with_no_flush_and_no_later_message() {
+    with_system(|sys, cfg| async move {
+        let id = submit(&sys, workflow(&cfg, "quiet", "backup", 3)).await;
+        until(&sys, &id, Duration::from_secs(10), |v| {
+            v.state == WorkflowState::Succeeded
+        })
+        .await;
+        // The reports' rows are written a moment after the last report, with nothing else
+        // happening in the system: read them through a connection of our own. Well within
+        // the scheduler's once-a-second tick, which would write them too.
+        let store = agentos_runtime::store::Store::open(&sys.store_path).expect("store");
+        let deadline = Instant::now() + Duration::from_millis(400);
+        loop {
+            let rows = store.load_state(&sys.run_id).expect("state rows");
+            let ours: Vec<_> = rows.tasks.iter().filter(|t| t.workflow == id).collect();
+            if ours.len() == 3 && ours.iter().all(|t| t.state == "succeeded") {
+                break;
+            }
+            let states: Vec<_> = ours.iter().map(|t| t.state.as_str()).collect();
+            assert!(Instant::now() < deadline, "stored task states: {states:?}");
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        }
+        sys
+    });
+}

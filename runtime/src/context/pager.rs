@@ -13,12 +13,12 @@ use serde::Serialize;
 use super::journal::Opened;
 use super::shared::{shared_message, SharedPage, SharedSpace};
 use super::swap::SwapDevice;
-use super::table::{Moves, NewPage, PageTable};
+use super::table::{encode_page, Moves, NewPage, PageTable};
 use super::{BuiltPrompt, ContextSettings, PageId, PageKind, PagerError};
 use crate::events::{PagerResidency, PagesSwapped, PromptCounted, PromptSeries, ResidencyGauges};
 use crate::llm::{ChatMessage, Role};
 use crate::store::SharedRow;
-use crate::tokenize::REPLY_PRIMING_TOKENS;
+use crate::tokenize::{Encoding, REPLY_PRIMING_TOKENS};
 
 mod records;
 
@@ -68,6 +68,9 @@ pub struct Pager<S: SwapDevice> {
     totals: HashMap<String, (Figures, ResidencyGauges)>,
     /// The prompt series of each configured agent, resolved once.
     prompt_series: HashMap<String, PromptSeries>,
+    /// Each agent's system prompt and its token ids: every context of an agent opens with
+    /// the same system page, so it is encoded once, not on every open.
+    system_ids: HashMap<String, (String, Arc<[u32]>)>,
 }
 
 /// Resident pages, resident tokens, swapped pages, swapped tokens.
@@ -98,6 +101,7 @@ impl<S: SwapDevice> Pager<S> {
             counted: HashMap::new(),
             totals: HashMap::new(),
             prompt_series,
+            system_ids: HashMap::new(),
         }
     }
 
@@ -124,6 +128,20 @@ impl<S: SwapDevice> Pager<S> {
     /// The shared pages in memory.
     pub fn shared(&self) -> &SharedSpace {
         &self.shared
+    }
+
+    /// The ids of `agent`'s system page for `system` ([`encode_page`](super::table::encode_page)),
+    /// encoded on the agent's first open and again only if its prompt changes.
+    fn system_ids(&mut self, agent: &str, system: &str, encoding: Encoding) -> Arc<[u32]> {
+        match self.system_ids.get(agent) {
+            Some((text, ids)) if text == system => ids.clone(),
+            _ => {
+                let (ids, _) = encode_page(encoding, &ChatMessage::system(system));
+                self.system_ids
+                    .insert(agent.to_owned(), (system.to_owned(), ids.clone()));
+                ids
+            }
+        }
     }
 
     fn settings_of(&self, agent: &str) -> Result<ContextSettings, PagerError> {
@@ -160,16 +178,21 @@ impl<S: SwapDevice> Pager<S> {
         if !stored.is_empty() {
             return self.reopen(agent, context, settings, stored);
         }
+        let system_ids = self.system_ids(agent, system, settings.encoding);
         let mut t = PageTable::new(agent, context, settings);
-        let pinned = |message, kind| NewPage {
+        let pinned = |message, ids, kind| NewPage {
             message,
-            ids: None,
+            ids,
             kind,
             pinned: true,
             shared_key: None,
         };
-        let mut rows = t.push_group(vec![pinned(ChatMessage::system(system), PageKind::System)]);
-        rows.extend(t.push_group(vec![pinned(ChatMessage::user(task), PageKind::Task)]));
+        let mut rows = t.push_group(vec![pinned(
+            ChatMessage::system(system),
+            Some(system_ids),
+            PageKind::System,
+        )]);
+        rows.extend(t.push_group(vec![pinned(ChatMessage::user(task), None, PageKind::Task)]));
         let needed = REPLY_PRIMING_TOKENS as u64 + t.pinned_tokens();
         if needed > settings.budget_tokens {
             return Err(PagerError::BudgetTooSmall {

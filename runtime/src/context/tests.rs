@@ -295,3 +295,31 @@ fn resident_and_swapped_totals_sum_the_agents_open_contexts() {
     assert_eq!(figures("a"), table(&mut p, "a", "w/2#1"));
     assert_eq!(figures("b"), table(&mut p, "b", "w/3#1"));
 }
+
+#[test]
+fn an_agents_system_page_is_encoded_once_and_again_when_its_prompt_changes() {
+    let mut p = pager(4096, PolicyKind::LruImportance);
+    let first = |p: &mut Pager<MemSwap>, context: &str, system: &str| {
+        p.open("a", context, system, "Do it.", &[]).unwrap();
+        let b = p.build("a", context, 0, &[]).unwrap();
+        let fresh = Encoding::O200kBase.encode_prompt(std::slice::from_ref(&b.messages[0]));
+        assert_eq!(b.messages[0].content, system);
+        assert_eq!(b.ids[0].to_vec(), fresh, "{context}: the system page's ids");
+        assert_eq!(
+            Encoding::O200kBase.count_prompt(&b.messages) as u64,
+            b.tokens,
+            "{context}: the count"
+        );
+        b.ids[0].clone()
+    };
+    let one = first(&mut p, "w/t#1", "You review code.");
+    let two = first(&mut p, "w/t2#1", "You review code.");
+    assert!(Arc::ptr_eq(&one, &two), "the second open reuses the ids");
+    let other = first(&mut p, "w/t3#1", "You write tests.");
+    assert_ne!(other.to_vec(), one.to_vec());
+    // Another agent's cache is its own; the same prompt and encoding give the same ids.
+    p.open("b", "w/t4#1", "You review code.", "Do it.", &[])
+        .unwrap();
+    let b = p.build("b", "w/t4#1", 0, &[]).unwrap();
+    assert_eq!(b.ids[0].to_vec(), one.to_vec());
+}

@@ -217,7 +217,8 @@ pub struct Scheduler {
     state: Arc<Mutex<SchedulerState>>,
     links: SchedulerLinks,
     notice: ExitNotice,
-    timer: Option<SpawnHandle>,
+    /// The pump at the next deadline (leases, retries), and when it is set for.
+    timer: Option<(SpawnHandle, Instant)>,
     /// The commit of the rows written by the last pump (control-plane replies wait for it).
     last_ack: Option<Ack<()>>,
     /// The write of what reports and announcements changed, due within [`PERSIST_LINGER`].
@@ -399,15 +400,24 @@ impl Scheduler {
         if done && !*self.links.board.done.borrow() {
             self.links.board.done.send_replace(true);
         }
-        if let Some(h) = self.timer.take() {
-            ctx.cancel_future(h);
-        }
-        if let Some(at) = next {
-            let delay = at.saturating_duration_since(Instant::now());
-            self.timer = Some(ctx.run_later(delay, |act, ctx| {
-                act.timer = None;
-                act.pump(ctx);
-            }));
+        // The timer is moved only when the next deadline comes before it: one that fires
+        // early just pumps and is set again. Cancelling and setting it on every pump cost
+        // actix a scan of the context's futures per cancel, for every pump between two polls
+        // (quadratic in the reports handled in one go: 1.2% of a 10k-agent run).
+        match (next, self.timer) {
+            (Some(at), Some((_, set_for))) if set_for <= at => {}
+            (Some(at), _) => {
+                if let Some((h, _)) = self.timer.take() {
+                    ctx.cancel_future(h);
+                }
+                let delay = at.saturating_duration_since(Instant::now());
+                let h = ctx.run_later(delay, |act, ctx| {
+                    act.timer = None;
+                    act.pump(ctx);
+                });
+                self.timer = Some((h, at));
+            }
+            (None, _) => {}
         }
     }
 

@@ -1120,8 +1120,15 @@ fn a_suspend_survives_a_crash_and_holds_the_agents_tasks_until_resumed() {
     assert_eq!(r.status, 200, "{}", r.body);
     let id = serve.submit_ok(&workflow("held", &[("a", "slow", &[])]));
     let serve = serve.crash_and_restart();
-    let ps = serve.cli(&["ps"], &[]);
-    assert_eq!(ps.code, Some(0), "{}", ps.stderr);
+    // The server answers before every instance is up: wait for slow#0 to be listed.
+    let ps = wait_until(LIMIT, "slow#0 listed by ps", || {
+        let ps = serve.cli(&["ps"], &[]);
+        assert_eq!(ps.code, Some(0), "{}", ps.stderr);
+        ps.stdout
+            .lines()
+            .any(|l| l.starts_with("slow#0 "))
+            .then_some(ps)
+    });
     assert!(
         ps.stdout
             .lines()

@@ -8,14 +8,14 @@
 //! one agent reach the core in the order they were made; the worker's queue bound only slows
 //! callers that await (a full queue makes a request wait for room, in FIFO order).
 
-use agentos_runtime::agent::{OpenRequest, PromptError, PromptSource, SharedOutput};
+use agentos_runtime::agent::{OpenRequest, PromptError, PromptSource, SharedOutput, Wait};
 use agentos_runtime::context::{BuiltPrompt, JournalMeta, Opened, PageMessage, ToolDetail};
 use agentos_runtime::durable::SideEffect;
 use agentos_runtime::llm::{ChatMessage, Usage};
 use agentos_runtime::trace::Trace;
 use futures::future::BoxFuture;
 
-use crate::pager::{OnWorker, WorkerLink};
+use crate::pager::{OnWorker, TellWorker, WorkerLink};
 fn unavailable(e: PortError) -> PromptError {
     PromptError::Unavailable(e.to_string())
 }
@@ -63,6 +63,54 @@ impl PagerPrompts {
             }
         })
     }
+
+    /// Queues `msg` as `wait` says: with [`Wait::Answer`] as [`PagerPrompts::queue`] does
+    /// (its answer is dropped); with [`Wait::Queued`] with no answer, `failed` reporting a
+    /// failure instead.
+    fn queue_as<M, L>(
+        &self,
+        msg: M,
+        wait: Wait,
+        failed: L,
+    ) -> BoxFuture<'static, Result<(), PromptError>>
+    where
+        M: TellWorker,
+        M::Answer: Send,
+        L: FnOnce(PromptError) + Send + 'static,
+    {
+        match (wait, self.worker.get()) {
+            (Wait::Queued, Some(worker)) => msg.tell(&worker, failed),
+            (Wait::Queued, None) => {
+                // The pager restarts: its mailbox holds the request, and something must
+                // wait for its answer to report a failure.
+                let answer = self.queue(msg);
+                drop(tokio::spawn(async move {
+                    if let Err(e) = answer.await {
+                        failed(e);
+                    }
+                }));
+                Box::pin(std::future::ready(Ok(())))
+            }
+            (Wait::Answer, _) => {
+                let answer = self.queue(msg);
+                Box::pin(async move { answer.await.map(drop) })
+            }
+        }
+    }
+}
+
+/// Reports a journal record that was not stored when nothing waited for it.
+fn not_stored(
+    agent: &str,
+    context: &str,
+    record: &'static str,
+    step: u32,
+) -> impl FnOnce(PromptError) + Send + 'static {
+    let (agent, context) = (agent.to_owned(), context.to_owned());
+    move |e| {
+        tracing::warn!(agent, context, record, step, error = %e,
+            "journal record not stored; a resumed attempt would do this step again");
+    }
 }
 
 // No limit of its own on a pager request: a fleet larger than the pager's queue waits for
@@ -88,16 +136,18 @@ impl PromptSource for PagerPrompts {
         reply: PageMessage,
         usage: Usage,
         finish_reason: &str,
+        wait: Wait,
     ) -> BoxFuture<'static, Result<(), PromptError>> {
-        let answer = self.queue(RecordReply {
+        let failed = not_stored(agent, context, "reply", meta.step);
+        let msg = RecordReply {
             agent: agent.to_owned(),
             context: context.to_owned(),
             meta,
             reply,
             usage,
             finish_reason: finish_reason.to_owned(),
-        });
-        Box::pin(async move { answer.await.map(drop) })
+        };
+        self.queue_as(msg, wait, failed)
     }
 
     fn record_tool_start(
@@ -127,16 +177,18 @@ impl PromptSource for PagerPrompts {
         call: u32,
         message: PageMessage,
         detail: ToolDetail,
+        wait: Wait,
     ) -> BoxFuture<'static, Result<(), PromptError>> {
-        let answer = self.queue(RecordToolResult {
+        let failed = not_stored(agent, context, "tool result", meta.step);
+        let msg = RecordToolResult {
             agent: agent.to_owned(),
             context: context.to_owned(),
             meta,
             call,
             message,
             detail,
-        });
-        Box::pin(async move { answer.await.map(drop) })
+        };
+        self.queue_as(msg, wait, failed)
     }
 
     fn append(
@@ -167,13 +219,18 @@ impl PromptSource for PagerPrompts {
         })
     }
 
-    fn share(&self, o: SharedOutput) -> BoxFuture<'static, Result<(), PromptError>> {
-        self.queue(SharePage {
+    fn share(&self, o: SharedOutput, wait: Wait) -> BoxFuture<'static, Result<(), PromptError>> {
+        let (owner, key) = (o.owner.clone(), o.key.clone());
+        let failed = move |e: PromptError| {
+            tracing::warn!(agent = owner, task = key, error = %e, "task output not shared");
+        };
+        let msg = SharePage {
             workflow: o.workflow,
             key: o.key,
             owner: o.owner,
             text: o.text,
-        })
+        };
+        self.queue_as(msg, wait, failed)
     }
 
     fn close(&self, agent: &str, context: &str) {
@@ -183,9 +240,16 @@ impl PromptSource for PagerPrompts {
         };
         let runtime = tokio::runtime::Handle::try_current();
         match (self.worker.get(), runtime) {
-            // Fire and forget, but kept alive: a request waiting for room in a full queue
-            // is queued by its future.
-            (Some(w), Ok(rt)) => drop(rt.spawn(msg.on(Ok(w), &self.trace))),
+            // Fire and forget, with no answer; kept alive while it waits for room in a full
+            // queue (its future queues it then).
+            (Some(w), Ok(rt)) => {
+                let mut queued = msg.tell(&w, drop);
+                let waker = futures::task::noop_waker();
+                let mut cx = std::task::Context::from_waker(&waker);
+                if queued.as_mut().poll(&mut cx).is_pending() {
+                    drop(rt.spawn(queued));
+                }
+            }
             // Rare and must not be lost: the pager actor handles it (once it runs again;
             // `tell` ignores the mailbox bound).
             _ => {

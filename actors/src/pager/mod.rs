@@ -203,6 +203,15 @@ pub(crate) trait OnWorker:
     fn port(ports: &PagerPorts) -> &crate::protocol::Port<Self>;
 }
 
+/// A request that can be queued with no answer ([`Worker::tell_as`]): nothing is woken when
+/// it is done, and `failed` runs on the worker thread if it fails.
+pub(crate) trait TellWorker: OnWorker {
+    /// Queues the request on `worker`; the answer says only that it is queued.
+    fn tell<L>(self, worker: &Worker, failed: L) -> Answer<()>
+    where
+        L: FnOnce(PromptError) + Send + 'static;
+}
+
 macro_rules! on_worker {
     ($msg:ty => $answer:ty, $port:ident, |$p:ident, $m:ident| $body:expr) => {
         on_worker!($msg => $answer, $port, worker::Commit::Early, |$p, $m| $body);
@@ -216,6 +225,16 @@ macro_rules! on_worker {
             }
             fn port(ports: &PagerPorts) -> &crate::protocol::Port<Self> {
                 &ports.$port
+            }
+        }
+
+        impl TellWorker for $msg {
+            fn tell<L>(self, worker: &Worker, failed: L) -> Answer<()>
+            where
+                L: FnOnce(PromptError) + Send + 'static,
+            {
+                let $m = self;
+                Box::pin(worker.tell_as($commit, move |$p| $body, failed))
             }
         }
 

@@ -204,7 +204,7 @@ async fn a_panic_in_a_batch_fails_the_uncommitted_requests_and_keeps_the_rest() 
 /// back to the reopened context.
 #[actix_rt::test]
 async fn records_made_without_waiting_arrive_in_order_and_come_back_as_the_journal() {
-    use agentos_runtime::agent::{OpenRequest, PromptSource};
+    use agentos_runtime::agent::{OpenRequest, PromptSource, Wait};
     use agentos_runtime::context::{JournalMeta, ToolDetail};
     use agentos_runtime::durable::SideEffect;
     use agentos_runtime::llm::{Role, ToolCall, Usage};
@@ -273,6 +273,8 @@ async fn records_made_without_waiting_arrive_in_order_and_come_back_as_the_journ
             reply.clone().into(),
             usage,
             "tool_calls",
+            // Queued with no answer, it still reaches the core before what follows.
+            Wait::Queued,
         ),
         prompts.record_tool_result(
             "a",
@@ -281,6 +283,7 @@ async fn records_made_without_waiting_arrive_in_order_and_come_back_as_the_journ
             0,
             ChatMessage::tool("c0", "found it").into(),
             detail("grep", SideEffect::Pure),
+            Wait::Answer,
         ),
         prompts.record_tool_start(
             "a",

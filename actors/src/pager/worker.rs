@@ -419,6 +419,36 @@ impl State {
     }
 }
 
+/// A pager job running `f` on the core, whose result (or the failure that replaces it when
+/// its writes are lost) goes to `answer`, after its commit or early as `commit` allows.
+fn core_job<T, F, A>(commit: Commit, f: F, answer: A) -> Job
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Core) -> Result<T, agentos_runtime::context::PagerError> + Send + 'static,
+    A: FnOnce(Result<T, PagerFailure>) + Send + 'static,
+{
+    Box::new(move |core: &mut Option<Core>| {
+        let out = match core.as_mut() {
+            Some(c) => f(c).map_err(PagerFailure::Pager),
+            None => Err(PagerFailure::Unavailable(
+                "the store could not be opened".into(),
+            )),
+        };
+        Ran {
+            ok: out.is_ok(),
+            reply: Box::new(move |lost: Option<PagerFailure>| {
+                answer(match lost {
+                    Some(failure) => Err(failure),
+                    None => out,
+                })
+            }),
+            rows: None,
+            commit,
+            lost: None,
+        }
+    })
+}
+
 /// Handle to the worker thread; dropping it ends the thread once queued jobs are done.
 #[derive(Debug, Clone)]
 pub struct Worker {
@@ -512,28 +542,47 @@ impl Worker {
         F: FnOnce(&mut Core) -> Result<T, agentos_runtime::context::PagerError> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
-        let job: Job = Box::new(move |core: &mut Option<Core>| {
-            let out = match core.as_mut() {
-                Some(c) => f(c).map_err(PagerFailure::Pager),
-                None => Err(PagerFailure::Unavailable(
-                    "the store could not be opened".into(),
-                )),
-            };
-            Ran {
-                ok: out.is_ok(),
-                reply: Box::new(move |lost: Option<PagerFailure>| {
-                    let _ = reply.send(match lost {
-                        Some(failure) => Err(failure),
-                        None => out,
-                    });
-                }),
-                rows: None,
-                commit,
-                lost: None,
+        let queued = self.queue(core_job(commit, f, move |out| {
+            let _ = reply.send(out);
+        }));
+        async move {
+            queued.await?;
+            rx.await.unwrap_or_else(|_| {
+                Err(PagerFailure::Unavailable(
+                    "the request failed inside the pager (internal error)".into(),
+                ))
+            })
+        }
+    }
+
+    /// [`Worker::call_as`] for a caller that does not wait for the result: there is no reply
+    /// channel and nothing is woken when the job is answered. `failed` runs on the worker
+    /// thread if the job fails or its writes are lost before it is answered (as with
+    /// [`Worker::call_as`], writes answered early and lost later are logged by the worker).
+    ///
+    /// The future answers once the job is queued: at once, unless the queue is full. Keep it
+    /// alive until then; dropped earlier, the job is withdrawn.
+    pub fn tell_as<T, F, L>(
+        &self,
+        commit: Commit,
+        f: F,
+        failed: L,
+    ) -> impl Future<Output = Result<(), PagerFailure>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Core) -> Result<T, agentos_runtime::context::PagerError> + Send + 'static,
+        L: FnOnce(PagerFailure) + Send + 'static,
+    {
+        self.queue(core_job(commit, f, move |out: Result<T, PagerFailure>| {
+            if let Err(e) = out {
+                failed(e);
             }
-        });
-        // Queued now when there is room; else it waits for room, in FIFO order (the
-        // semaphore is fair: no later caller takes room a waiter is owed).
+        }))
+    }
+
+    /// Queues a pager job now when there is room; else the future waits for room, in FIFO
+    /// order (the semaphore is fair: no later caller takes room a waiter is owed).
+    fn queue(&self, job: Job) -> impl Future<Output = Result<(), PagerFailure>> + Send + 'static {
         let queued = match self.room.clone().try_acquire_owned() {
             Ok(room) => self.send(job, Some(room)).map(|()| None),
             Err(TryAcquireError::NoPermits) => Ok(Some((self.clone(), job))),
@@ -542,7 +591,7 @@ impl Worker {
         async move {
             let gone = || PagerFailure::Unavailable("the worker thread is gone".into());
             match queued {
-                Err(()) => return Err(gone()),
+                Err(()) => Err(gone()),
                 Ok(Some((worker, job))) => {
                     let room = worker
                         .room
@@ -550,15 +599,10 @@ impl Worker {
                         .acquire_owned()
                         .await
                         .map_err(|_| gone())?;
-                    worker.send(job, Some(room)).map_err(|()| gone())?;
+                    worker.send(job, Some(room)).map_err(|()| gone())
                 }
-                Ok(None) => {}
+                Ok(None) => Ok(()),
             }
-            rx.await.unwrap_or_else(|_| {
-                Err(PagerFailure::Unavailable(
-                    "the request failed inside the pager (internal error)".into(),
-                ))
-            })
         }
     }
 
@@ -777,6 +821,43 @@ mod tests {
         // The pager forgot what the store lost: the context opens again, from scratch.
         open(&worker, "w/before#1").await.unwrap();
         assert_eq!(stored_pages(&cfg, "w/before#1"), 2);
+    }
+
+    #[actix_rt::test]
+    async fn a_told_job_answers_once_queued_and_only_its_failure_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let (worker, cfg) = refusing_worker(dir.path()).await;
+        let (report, reports) = std::sync::mpsc::channel::<(&str, PagerFailure)>();
+        let tell = |context: &'static str| {
+            let report = report.clone();
+            worker.tell_as(
+                Commit::Step,
+                move |p| p.open("a", context, "sys", "task", &[]).map(|_| ()),
+                move |e| report.send((context, e)).unwrap(),
+            )
+        };
+        let release = hold(&worker);
+        // Answered while the worker is still held: nothing waits for the job to run.
+        tell("w/kept#1").await.unwrap();
+        tell("bad").await.unwrap();
+        tell("doomed").await.unwrap();
+        tell("w/after#1").await.unwrap();
+        release.send(()).unwrap();
+        worker.flush().await.unwrap();
+        drop(report);
+        let mut reported: Vec<_> = reports.iter().collect();
+        reported.sort_by_key(|(c, _)| *c);
+        assert_eq!(
+            reported.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+            ["bad", "doomed", "w/kept#1"],
+            "the refused job, the one the store rolled back, and the one lost with it: {reported:?}"
+        );
+        assert!(
+            matches!(&reported[2].1, PagerFailure::Unavailable(m) if m.contains("rolled back")),
+            "{reported:?}"
+        );
+        assert_eq!(stored_pages(&cfg, "w/kept#1"), 0);
+        assert_eq!(stored_pages(&cfg, "w/after#1"), 2);
     }
 
     /// A scheduler write queued between pager requests.

@@ -14,7 +14,7 @@ use crate::tools::{ToolContext, ToolError};
 use super::step::failed;
 use super::{
     AgentSetup, AtMostOnceInterrupted, EventSink, PagerRequestFinished, PromptError, SharedOutput,
-    StepEvent, StepPorts, ToolCalled,
+    StepEvent, StepPorts, ToolCalled, Wait,
 };
 
 /// What every step of one attempt shares.
@@ -36,6 +36,12 @@ pub(super) struct Attempt<'a> {
 
 /// A queued record's answer.
 pub(super) type PendingRecord = BoxFuture<'static, Result<(), PromptError>>;
+
+/// Warns that a record was not stored and nothing waited for it.
+fn not_stored(agent: &str, what: &str, e: &PromptError) {
+    tracing::warn!(agent, record = %what, error = %e,
+        "journal record not stored; a resumed attempt would do this step again");
+}
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -87,9 +93,9 @@ impl Attempt<'_> {
     }
 
     /// Waits for a record under `sync`, or, when `defer`, leaves its commit to be confirmed
-    /// at the next step boundary ([`Attempt::confirm_records`]); otherwise lets it commit in
-    /// the background (it is already queued, in order; the spawned task keeps it from being
-    /// withdrawn).
+    /// at the next step boundary ([`Attempt::confirm_records`]); otherwise (made with
+    /// [`Wait::Queued`]) lets it commit in the background: it is queued, in order, and
+    /// nothing is woken when it is stored.
     async fn record(
         &self,
         what: String,
@@ -110,14 +116,21 @@ impl Attempt<'_> {
             self.pending_records().push((what, record));
             return Ok(());
         }
-        let agent = self.agent.to_owned();
-        tokio::spawn(async move {
-            if let Err(e) = record.await {
-                tracing::warn!(agent, record = %what, error = %e,
-                    "journal record not stored; a resumed attempt would do this step again");
-            }
-        });
+        // Queued without an answer (`Wait::Queued`): this waits only for room in a full
+        // queue, and the source reports a record it could not store.
+        if let Err(e) = record.await {
+            not_stored(self.agent, &what, &e);
+        }
         Ok(())
+    }
+
+    /// How a record's future answers in this attempt's durability mode.
+    fn wait(&self) -> Wait {
+        if self.setup.durability.waits() {
+            Wait::Answer
+        } else {
+            Wait::Queued
+        }
     }
 
     /// The records whose commit is still to be confirmed.
@@ -163,6 +176,7 @@ impl Attempt<'_> {
             PageMessage::encoded(reply.clone(), self.setup.tokenizer),
             usage,
             finish_reason,
+            self.wait(),
         );
         self.record(format!("the reply of step {step}"), record, defer)
             .await
@@ -192,6 +206,7 @@ impl Attempt<'_> {
                 self.setup.tokenizer,
             ),
             detail,
+            self.wait(),
         );
         // A result's commit is confirmed at the next step boundary under `sync`: the call has
         // run, and a later at-most-once call's start marker, which is awaited, is queued
@@ -338,23 +353,10 @@ impl Attempt<'_> {
         };
         // Queued now, so it comes before any dependent's open. A failure costs only the
         // shared page for unquoted dependents (the output still reaches them through their
-        // input templates), so under `async` and `exit` nothing waits for it, as for the
-        // records.
-        let shared = self.ports.prompts.share(share);
-        let warn = |agent: &str, task: &str, e: PromptError| {
+        // input templates), so under `async` and `exit` nothing waits for its result, as for
+        // the records.
+        if let Err(e) = self.ports.prompts.share(share, self.wait()).await {
             tracing::warn!(agent, task, error = %e, "task output not shared");
-        };
-        if self.setup.durability.waits() {
-            if let Err(e) = shared.await {
-                warn(agent, task, e);
-            }
-        } else {
-            let (agent, task) = (agent.to_owned(), task.clone());
-            tokio::spawn(async move {
-                if let Err(e) = shared.await {
-                    warn(&agent, &task, e);
-                }
-            });
         }
         if let Err(outcome) = self.confirm_records().await {
             return outcome;

@@ -57,7 +57,7 @@ pub use crate::events::{
 pub use control::AttemptControl;
 pub use ports::{
     CallGate, CallPermit, GateRefusal, GateRequest, OpenRequest, PromptError, PromptSource,
-    RouteLease, Router, SharedOutput, ToolBox,
+    RouteLease, Router, SharedOutput, ToolBox, Wait,
 };
 pub use step::{run_attempt, AttemptResult};
 

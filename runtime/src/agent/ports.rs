@@ -66,12 +66,23 @@ pub struct SharedOutput {
     pub text: String,
 }
 
+/// What the future of a record or a share answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// The request's own result, once it is committed (`durability: sync`).
+    Answer,
+    /// That the request is queued (at once, unless the source's queue is full: then once
+    /// there is room). Nobody waits for its result, so nobody is woken for it: the source
+    /// reports a failure on its own, as a warning (`durability: async` and `exit`).
+    Queued,
+}
+
 /// Where prompts come from: the context pager, which also keeps the step journal.
 ///
 /// # Records
 /// A `record_*` request is queued when the method is called, in call order with every other
-/// request of the source, and its future answers once the record is committed. Keep the
-/// future alive, awaited or spawned: a source may withdraw a record whose future is dropped.
+/// request of the source, and its future answers as its [`Wait`] says. Keep the future
+/// alive until it answers: a source may withdraw a record whose future is dropped.
 pub trait PromptSource: Send + Sync {
     /// Opens a context with its pinned pages; answers the pinned tokens. A context the store
     /// already holds (a resumed attempt) is reopened instead, and its journal comes back.
@@ -79,6 +90,7 @@ pub trait PromptSource: Send + Sync {
     /// Records an LLM reply (the assistant message, tool calls or final answer) as a new page
     /// group with its `reply` journal row. The step core encodes the message on its own
     /// thread, so the page keeps its ids without the source encoding it.
+    #[allow(clippy::too_many_arguments)]
     fn record_reply(
         &self,
         agent: &str,
@@ -87,6 +99,7 @@ pub trait PromptSource: Send + Sync {
         reply: PageMessage,
         usage: Usage,
         finish_reason: &str,
+        wait: Wait,
     ) -> BoxFuture<'static, Result<(), PromptError>>;
     /// Records that call `call` of step `meta.step` (an at-most-once tool) is about to run.
     fn record_tool_start(
@@ -100,6 +113,7 @@ pub trait PromptSource: Send + Sync {
     ) -> BoxFuture<'static, Result<(), PromptError>>;
     /// Records the result of call `call` of step `meta.step`: the tool message joins the
     /// step's reply group.
+    #[allow(clippy::too_many_arguments)]
     fn record_tool_result(
         &self,
         agent: &str,
@@ -108,6 +122,7 @@ pub trait PromptSource: Send + Sync {
         call: u32,
         message: PageMessage,
         detail: ToolDetail,
+        wait: Wait,
     ) -> BoxFuture<'static, Result<(), PromptError>>;
     /// Appends one exchange (assistant message and its tool results) as one page group, with
     /// no journal row (the step core records instead).
@@ -126,7 +141,11 @@ pub trait PromptSource: Send + Sync {
         overhead_tokens: u64,
     ) -> BoxFuture<'static, Result<BuiltPrompt, PromptError>>;
     /// Publishes a successful output as a shared page of its workflow.
-    fn share(&self, output: SharedOutput) -> BoxFuture<'static, Result<(), PromptError>>;
+    fn share(
+        &self,
+        output: SharedOutput,
+        wait: Wait,
+    ) -> BoxFuture<'static, Result<(), PromptError>>;
     /// Closes a context (its pages stay in the store). Fire and forget: it is called from a
     /// drop guard and must not be lost.
     fn close(&self, agent: &str, context: &str);

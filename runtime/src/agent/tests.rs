@@ -164,6 +164,9 @@ struct FakePrompts {
     /// While set, a record answers only after the caller yields once (as a real pager does,
     /// from another thread), not when it is first polled.
     slow_records: bool,
+    /// Failed records and shares made with [`Wait::Queued`]: answered as queued, and
+    /// reported here, as the real source reports them (a warning).
+    reported: AtomicUsize,
 }
 
 impl FakePrompts {
@@ -197,9 +200,15 @@ impl FakePrompts {
         c.1.push(m);
     }
 
-    fn record(&self, line: String) -> BoxFuture<'static, Result<(), PromptError>> {
+    fn record(&self, line: String, wait: Wait) -> BoxFuture<'static, Result<(), PromptError>> {
         self.records.lock().unwrap().push(line);
         let (fail, slow) = (self.fail_records, self.slow_records);
+        if wait == Wait::Queued {
+            if fail {
+                self.reported.fetch_add(1, Ordering::SeqCst);
+            }
+            return Box::pin(async { Ok(()) });
+        }
         Box::pin(async move {
             if slow {
                 tokio::task::yield_now().await;
@@ -242,11 +251,12 @@ impl PromptSource for FakePrompts {
         reply: PageMessage,
         _usage: Usage,
         _finish_reason: &str,
+        wait: Wait,
     ) -> BoxFuture<'static, Result<(), PromptError>> {
         if !self.fail_records {
             self.push(context, reply.message);
         }
-        self.record(format!("reply s{}", meta.step))
+        self.record(format!("reply s{}", meta.step), wait)
     }
 
     fn record_tool_start(
@@ -263,7 +273,7 @@ impl PromptSource for FakePrompts {
             SideEffect::AtMostOnce,
             "only at-most-once calls get a marker"
         );
-        self.record(format!("start s{} c{call} {tool}", meta.step))
+        self.record(format!("start s{} c{call} {tool}", meta.step), Wait::Answer)
     }
 
     fn record_tool_result(
@@ -274,12 +284,13 @@ impl PromptSource for FakePrompts {
         call: u32,
         message: PageMessage,
         detail: ToolDetail,
+        wait: Wait,
     ) -> BoxFuture<'static, Result<(), PromptError>> {
         if !self.fail_records {
             self.push(context, message.message);
         }
         let outcome = detail.outcome.unwrap_or_default();
-        self.record(format!("result s{} c{call} {outcome}", meta.step))
+        self.record(format!("result s{} c{call} {outcome}", meta.step), wait)
     }
 
     fn append(
@@ -330,7 +341,11 @@ impl PromptSource for FakePrompts {
         Box::pin(async move { result })
     }
 
-    fn share(&self, output: SharedOutput) -> BoxFuture<'static, Result<(), PromptError>> {
+    fn share(
+        &self,
+        output: SharedOutput,
+        _wait: Wait,
+    ) -> BoxFuture<'static, Result<(), PromptError>> {
         self.shared.lock().unwrap().push(output);
         Box::pin(async { Ok(()) })
     }

@@ -300,6 +300,11 @@ async fn under_async_records_do_not_hold_the_attempt_but_a_start_marker_still_do
         ],
         "records are made in order, the loop just does not wait"
     );
+    assert_eq!(
+        r.prompts.reported.load(Ordering::SeqCst),
+        4,
+        "the four records nothing waits for were queued with no answer, their failures left to the source to report"
+    );
 }
 
 #[tokio::test]

@@ -138,6 +138,70 @@ fn run_json_reports_pager_and_kv_cache_figures() {
     );
 }
 
+/// The demo's tasks as `run --json` reports them: id, state, output.
+fn demo_tasks(worker_threads: Option<u32>) -> Vec<(String, String, String)> {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = repo().join("examples");
+    let mut text = std::fs::read_to_string(repo().join("config/demo.ron"))
+        .unwrap()
+        .replace("\"../examples/", &format!("\"{}/", examples.display()));
+    if let Some(n) = worker_threads {
+        text = text.replacen("runtime: (", &format!("runtime: (worker_threads: {n}, "), 1);
+    }
+    let cfg = write_config(dir.path(), &text);
+    let out = Command::new(bin())
+        .arg("run")
+        .arg(&cfg)
+        .arg("--json")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let field = |t: &serde_json::Value, k: &str| t[k].as_str().unwrap_or_default().to_owned();
+    let mut tasks: Vec<_> = v["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (field(t, "task"), field(t, "state"), field(t, "output")))
+        .collect();
+    tasks.sort();
+    tasks
+}
+
+#[test]
+fn agents_on_the_system_arbiter_run_the_demo_as_on_their_own() {
+    let own = demo_tasks(None);
+    assert!(own.len() >= 5, "{own:?}");
+    assert!(
+        own.iter().all(|(_, state, _)| state == "succeeded"),
+        "{own:?}"
+    );
+    assert_eq!(
+        demo_tasks(Some(0)),
+        own,
+        "worker_threads: 0 changes where the agents run, not what they do"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write_config(
+        dir.path(),
+        r#"(version: 1, runtime: (worker_threads: 2000),
+            backends: [(name: "sim", kind: Sim(()))],
+            agents: [(name: "a", role: "r", backend: "sim")],
+            workflows: [(name: "w", tasks: [(id: "x", agent: "a")])])"#,
+    );
+    let out = Command::new(bin()).arg("check").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("runtime.worker_threads must be 0..=1024, got 2000"),
+        "{err}"
+    );
+}
+
 /// Sends SIGTERM to `child` and waits for it to exit, failing the test after `within`.
 fn terminate(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
     let kill = Command::new("kill")

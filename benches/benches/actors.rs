@@ -1,4 +1,5 @@
-//! Micro-benchmarks of the actor side: a message round trip between two actors, agent spawn
+//! Micro-benchmarks of the actor side: a message round trip between two actors (on one
+//! arbiter, across two, and the floor of two parked threads answering each other), agent spawn
 //! time (1k / 10k idle agents), and one agent step end to end with a zero-latency `sim`
 //! backend (dispatch, step, report: the runtime's own cost per step). Resident memory per idle
 //! agent, up to 100k, is the `scale` scenario of `agentos-bench`, each size in its own process.
@@ -69,6 +70,46 @@ fn round_trip(c: &mut Criterion) {
                 let _ = pinger.send(Volley(iters)).await;
                 t0.elapsed()
             })
+        })
+    });
+    // The hand-off every cross-actor request of a step pays: the ponger on an arbiter of its
+    // own, idle (parked) between pings as agents and the store thread are between requests.
+    group.bench_function("send_and_reply_across_arbiters", |b| {
+        b.iter_custom(|iters| {
+            actix_rt::System::new().block_on(async move {
+                let arbiter = Arbiter::new();
+                let ponger = Ponger::start_in_arbiter(&arbiter.handle(), |_| Ponger);
+                let pinger = Pinger { ponger }.start();
+                let t0 = Instant::now();
+                let _ = pinger.send(Volley(iters)).await;
+                let elapsed = t0.elapsed();
+                arbiter.stop();
+                elapsed
+            })
+        })
+    });
+    // The floor under it: two plain threads answering each other over channels, each parked
+    // until the other's message wakes it.
+    group.bench_function("thread_ping_pong_parked", |b| {
+        b.iter_custom(|iters| {
+            let (ping, pings) = std::sync::mpsc::channel::<u64>();
+            let (pong, pongs) = std::sync::mpsc::channel::<u64>();
+            let echo = std::thread::spawn(move || {
+                for v in pings {
+                    if pong.send(v + 1).is_err() {
+                        break;
+                    }
+                }
+            });
+            let t0 = Instant::now();
+            for i in 0..iters {
+                let _ = ping.send(i);
+                let _ = pongs.recv();
+            }
+            let elapsed = t0.elapsed();
+            drop(ping);
+            let _ = echo.join();
+            elapsed
         })
     });
     group.finish();

@@ -175,9 +175,15 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
         }
     }
     let ports = SystemPorts::default();
-    let arbiters: Vec<Arbiter> = (0..cfg.runtime.worker_threads.max(1))
+    // `worker_threads: 0`: the agents share the system arbiter (see `docs/runtime-semantics.md`).
+    let arbiters: Vec<Arbiter> = (0..cfg.runtime.worker_threads)
         .map(|_| Arbiter::new())
         .collect();
+    let handles: Arc<[ArbiterHandle]> = if arbiters.is_empty() {
+        Arc::new([Arbiter::current()])
+    } else {
+        arbiters.iter().map(Arbiter::handle).collect()
+    };
     let agents = agent_envs(
         &cfg,
         &backends,
@@ -186,7 +192,7 @@ pub fn boot(cfg: Arc<Config>, opts: BootOptions) -> anyhow::Result<RunningSystem
         &ports,
         &board,
         &trace,
-        &arbiters,
+        handles,
         gate.as_ref(),
     )?;
     let pager = WorkerConfig {
@@ -325,7 +331,7 @@ fn agent_envs(
     ports: &SystemPorts,
     board: &Arc<Board>,
     trace: &Trace,
-    arbiters: &[Arbiter],
+    arbiters: Arc<[ArbiterHandle]>,
     gate: Option<&Arc<QuotaGate>>,
 ) -> anyhow::Result<Vec<AgentInstances>> {
     let gate: Option<Arc<dyn CallGate>> =
@@ -369,7 +375,6 @@ fn agent_envs(
         .collect();
     let command = Arc::new(cfg.tools.command.clone());
     let files = Arc::new(cfg.tools.files.clone());
-    let arbiters: Arc<[ArbiterHandle]> = arbiters.iter().map(Arbiter::handle).collect();
     let mut out: Vec<AgentInstances> = Vec::new();
     for a in &cfg.agents {
         let spec = Arc::new(a.clone());

@@ -122,7 +122,8 @@ pub struct RuntimeSettings {
     pub aging_per_sec: f64,
     /// How long `serve` waits for in-flight steps on shutdown before returning them.
     pub shutdown_timeout: Duration,
-    /// Arbiter threads the agents are spread over (at least 1; default one per core).
+    /// Arbiter threads the agents are spread over (default one per core); 0: the agents run
+    /// on the system arbiter, with the scheduler.
     pub worker_threads: usize,
     /// The control-plane API.
     pub api: ApiSettings,

@@ -525,10 +525,10 @@ impl Validator<'_> {
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let worker_threads = match r.worker_threads {
-            Some(n) if !(1..=1024).contains(&n) => {
+            Some(n) if n > 1024 => {
                 self.err(
                     At::File,
-                    format!("runtime.worker_threads must be 1..=1024, got {n}"),
+                    format!("runtime.worker_threads must be 0..=1024, got {n}"),
                 );
                 1
             }

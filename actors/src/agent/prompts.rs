@@ -99,17 +99,17 @@ impl PagerPrompts {
     }
 }
 
-/// Reports a journal record that was not stored when nothing waited for it.
+/// Reports a journal record of `step` (`record`: "reply", "tool result") that was not
+/// stored when nothing waited for it.
 fn not_stored(
     agent: &str,
-    context: &str,
     record: &'static str,
     step: u32,
 ) -> impl FnOnce(PromptError) + Send + 'static {
-    let (agent, context) = (agent.to_owned(), context.to_owned());
+    let agent = agent.to_owned();
     move |e| {
-        tracing::warn!(agent, context, record, step, error = %e,
-            "journal record not stored; a resumed attempt would do this step again");
+        let what = format!("the {record} of step {step}");
+        agentos_runtime::agent::not_stored(&agent, &what, &e);
     }
 }
 
@@ -138,7 +138,7 @@ impl PromptSource for PagerPrompts {
         finish_reason: &str,
         wait: Wait,
     ) -> BoxFuture<'static, Result<(), PromptError>> {
-        let failed = not_stored(agent, context, "reply", meta.step);
+        let failed = not_stored(agent, "reply", meta.step);
         let msg = RecordReply {
             agent: agent.to_owned(),
             context: context.to_owned(),
@@ -179,7 +179,7 @@ impl PromptSource for PagerPrompts {
         detail: ToolDetail,
         wait: Wait,
     ) -> BoxFuture<'static, Result<(), PromptError>> {
-        let failed = not_stored(agent, context, "tool result", meta.step);
+        let failed = not_stored(agent, "tool result", meta.step);
         let msg = RecordToolResult {
             agent: agent.to_owned(),
             context: context.to_owned(),

@@ -37,8 +37,9 @@ pub(super) struct Attempt<'a> {
 /// A queued record's answer.
 pub(super) type PendingRecord = BoxFuture<'static, Result<(), PromptError>>;
 
-/// Warns that a record was not stored and nothing waited for it.
-fn not_stored(agent: &str, what: &str, e: &PromptError) {
+/// Warns that a record (`what`: "the reply of step 2") was not stored and nothing waited for
+/// it: the step core, or a source that reports the failures of [`Wait::Queued`] records.
+pub fn not_stored(agent: &str, what: &str, e: &PromptError) {
     tracing::warn!(agent, record = %what, error = %e,
         "journal record not stored; a resumed attempt would do this step again");
 }

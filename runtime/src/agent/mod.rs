@@ -54,6 +54,7 @@ pub use crate::events::{
     AgentStepFinished, AtMostOnceInterrupted, AttemptResumed, LlmCallAbandoned, LlmCallFailed,
     LlmCallFinished, PagerOutcome, PagerRequestFinished, ToolCalled,
 };
+pub use calls::not_stored;
 pub use control::AttemptControl;
 pub use ports::{
     CallGate, CallPermit, GateRefusal, GateRequest, OpenRequest, PromptError, PromptSource,

@@ -117,13 +117,14 @@ fn round_trip(c: &mut Criterion) {
 
 /// `agents` idle replicas of one `sim` agent, no tasks.
 fn idle_config(agents: usize, tasks: usize) -> Config {
-    step_config(agents, tasks, "sync")
+    step_config(agents, tasks, "durability: sync")
 }
 
-/// `agents` replicas of one `sim` agent with `tasks` one-step tasks, durability `durability`.
-fn step_config(agents: usize, tasks: usize, durability: &str) -> Config {
+/// `agents` replicas of one `sim` agent with `tasks` one-step tasks, `runtime` in the
+/// runtime section (`durability: sync`).
+fn step_config(agents: usize, tasks: usize, runtime: &str) -> Config {
     let mut text = format!(
-        "(version: 1, runtime: (max_concurrency: {agents}, durability: {durability}),
+        "(version: 1, runtime: (max_concurrency: {agents}, {runtime}),
           backends: [(name: \"sim\", kind: Sim((latency: (base_ms: 0, per_prompt_token_us: 0, per_output_token_ms: 0))))],
           agents: [(name: \"a\", role: \"r\", backend: \"sim\", replicas: {agents})],
           workflows: ["
@@ -199,21 +200,29 @@ fn step_end_to_end(c: &mut Criterion) {
     let mut group = c.benchmark_group("agent_step_end_to_end");
     group.throughput(Throughput::Elements(1));
     for durability in ["sync", "async"] {
+        let runtime = format!("durability: {durability}");
         group.bench_function(BenchmarkId::new("zero_latency_sim", durability), |b| {
-            b.iter_custom(|iters| step_run(iters, durability))
+            b.iter_custom(|iters| step_run(iters, &runtime))
+        });
+    }
+    // The same with the agent on the scheduler's arbiter (`worker_threads: 0`): what the
+    // hand-offs between the two cost.
+    for durability in ["sync", "async"] {
+        let id = format!("{durability}_agents_on_system_arbiter");
+        let runtime = format!("durability: {durability}, worker_threads: 0");
+        group.bench_function(BenchmarkId::new("zero_latency_sim", id), |b| {
+            b.iter_custom(|iters| step_run(iters, &runtime))
         });
     }
     group.finish();
 }
 
-fn step_run(iters: u64, durability: &str) -> Duration {
-    timed_run(
-        step_config(1, iters as usize, durability),
-        |sys| async move {
-            sys.wait(std::future::pending()).await;
-            sys
-        },
-    )
+/// One agent, `iters` one-step tasks, `runtime` in the runtime section.
+fn step_run(iters: u64, runtime: &str) -> Duration {
+    timed_run(step_config(1, iters as usize, runtime), |sys| async move {
+        sys.wait(std::future::pending()).await;
+        sys
+    })
 }
 
 criterion_group!(benches, round_trip, agent_spawn, step_end_to_end);

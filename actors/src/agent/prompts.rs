@@ -219,7 +219,7 @@ impl PromptSource for PagerPrompts {
         })
     }
 
-    fn share(&self, o: SharedOutput, wait: Wait) -> BoxFuture<'static, Result<(), PromptError>> {
+    fn share(&self, o: SharedOutput) -> BoxFuture<'static, Result<(), PromptError>> {
         let (owner, key) = (o.owner.clone(), o.key.clone());
         let failed = move |e: PromptError| {
             tracing::warn!(agent = owner, task = key, error = %e, "task output not shared");
@@ -230,7 +230,7 @@ impl PromptSource for PagerPrompts {
             owner: o.owner,
             text: o.text,
         };
-        self.queue_as(msg, wait, failed)
+        self.queue_as(msg, Wait::Queued, failed)
     }
 
     fn close(&self, agent: &str, context: &str) {

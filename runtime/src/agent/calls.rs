@@ -354,9 +354,9 @@ impl Attempt<'_> {
         };
         // Queued now, so it comes before any dependent's open. A failure costs only the
         // shared page for unquoted dependents (the output still reaches them through their
-        // input templates), so under `async` and `exit` nothing waits for its result, as for
-        // the records.
-        if let Err(e) = self.ports.prompts.share(share, self.wait()).await {
+        // input templates), and its answer would come before its commit in any mode: in
+        // every mode nothing waits for its result.
+        if let Err(e) = self.ports.prompts.share(share).await {
             tracing::warn!(agent, task, error = %e, "task output not shared");
         }
         if let Err(outcome) = self.confirm_records().await {

@@ -66,14 +66,15 @@ pub struct SharedOutput {
     pub text: String,
 }
 
-/// What the future of a record or a share answers.
+/// What the future of a record answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wait {
     /// The request's own result, once it is committed (`durability: sync`).
     Answer,
     /// That the request is queued (at once, unless the source's queue is full: then once
     /// there is room). Nobody waits for its result, so nobody is woken for it: the source
-    /// reports a failure on its own, as a warning (`durability: async` and `exit`).
+    /// reports a failure on its own, as a warning (`durability: async` and `exit`; a shared
+    /// page in every mode).
     Queued,
 }
 
@@ -140,12 +141,9 @@ pub trait PromptSource: Send + Sync {
         context: &str,
         overhead_tokens: u64,
     ) -> BoxFuture<'static, Result<BuiltPrompt, PromptError>>;
-    /// Publishes a successful output as a shared page of its workflow.
-    fn share(
-        &self,
-        output: SharedOutput,
-        wait: Wait,
-    ) -> BoxFuture<'static, Result<(), PromptError>>;
+    /// Publishes a successful output as a shared page of its workflow; answers as
+    /// [`Wait::Queued`] does (nothing waits for the page: the source reports a failure).
+    fn share(&self, output: SharedOutput) -> BoxFuture<'static, Result<(), PromptError>>;
     /// Closes a context (its pages stay in the store). Fire and forget: it is called from a
     /// drop guard and must not be lost.
     fn close(&self, agent: &str, context: &str);

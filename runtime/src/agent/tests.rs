@@ -341,11 +341,7 @@ impl PromptSource for FakePrompts {
         Box::pin(async move { result })
     }
 
-    fn share(
-        &self,
-        output: SharedOutput,
-        _wait: Wait,
-    ) -> BoxFuture<'static, Result<(), PromptError>> {
+    fn share(&self, output: SharedOutput) -> BoxFuture<'static, Result<(), PromptError>> {
         self.shared.lock().unwrap().push(output);
         Box::pin(async { Ok(()) })
     }
